@@ -1,0 +1,395 @@
+"""The Kubernetes REST API over HTTP (tornado): discovery, resources, watch, logs, and the
+``/_ptjaas/`` control endpoints (fault injection, request counts, compaction)."""
+
+import asyncio
+import json
+import time
+from collections import Counter
+
+from tornado import web
+from tornado.iostream import StreamClosedError
+
+from . import errors
+from .resources import BY_PATH, RESOURCE_TYPES, groups
+from .selectors import fields_match, labels_match, parse_field_selector, parse_label_selector
+
+K8S_VERSION = {"major": "1", "minor": "31", "gitVersion": "v1.31.0+ptjaas", "gitCommit": "ptjaas",
+               "gitTreeState": "clean", "buildDate": "2026-01-01T00:00:00Z", "goVersion": "go1.22.0",
+               "compiler": "gc", "platform": "linux/amd64"}
+
+
+class Faults:
+    """Injected failures: requests matching (verb, resource, namespace, name) fail, slow down or get cut."""
+
+    def __init__(self):
+        self.rules = []
+
+    def add(self, verb=None, resource=None, namespace=None, name=None, status=None, latency=0.0,
+            times=None, cut_watch=False, message=None):
+        rule = {"verb": verb, "resource": resource, "namespace": namespace, "name": name, "status": status,
+                "latency": float(latency or 0), "times": times, "cut_watch": bool(cut_watch),
+                "message": message or "injected fault"}
+        self.rules.append(rule)
+        return rule
+
+    def clear(self):
+        self.rules.clear()
+
+    def match(self, verb, resource, namespace, name):
+        for rule in list(self.rules):
+            if all(rule[k] in (None, v) for k, v in (("verb", verb), ("resource", resource),
+                                                    ("namespace", namespace), ("name", name))):
+                if rule["times"] is not None:
+                    rule["times"] -= 1
+                    if rule["times"] <= 0:
+                        self.rules.remove(rule)
+                return rule
+        return None
+
+
+class BaseHandler(web.RequestHandler):
+    def initialize(self, cluster):
+        self.cluster = cluster
+
+    def check_xsrf_cookie(self):
+        pass
+
+    def write_json(self, obj, status=200):
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps(obj))
+
+    def write_error(self, status_code, **kwargs):
+        exc = kwargs.get("exc_info", (None, None))[1]
+        if isinstance(exc, errors.ApiError):
+            self.set_status(exc.code)
+            body = exc.status()
+        else:
+            body = errors.ApiError(status_code, "InternalError" if status_code >= 500 else "BadRequest",
+                                   self._reason or "error").status()
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps(body))
+
+    def log_exception(self, typ, value, tb):
+        if not isinstance(value, errors.ApiError):
+            super().log_exception(typ, value, tb)
+
+    def json_body(self):
+        if not self.request.body:
+            return {}
+        try:
+            return json.loads(self.request.body)
+        except ValueError:
+            raise errors.bad_request("the body of the request was not valid JSON") from None
+
+
+class DiscoveryHandler(BaseHandler):
+    def get(self, path):
+        path = path.rstrip("/")
+        if path in ("/healthz", "/readyz", "/livez"):
+            self.set_header("Content-Type", "text/plain")
+            return self.finish("ok")
+        if path == "/version":
+            return self.write_json(K8S_VERSION)
+        if path == "/api":
+            return self.write_json({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": [
+                {"clientCIDR": "0.0.0.0/0", "serverAddress": self.request.host}]})
+        if path == "/api/v1":
+            return self.write_json(resource_list("", "v1"))
+        if path == "/apis":
+            return self.write_json({"kind": "APIGroupList", "apiVersion": "v1",
+                                    "groups": [api_group(g, v) for g, v in groups().items() if g]})
+        parts = path.strip("/").split("/")
+        if len(parts) == 2 and parts[1] in groups():
+            return self.write_json(dict(api_group(parts[1], groups()[parts[1]]), kind="APIGroup", apiVersion="v1"))
+        if len(parts) == 3 and parts[1] in groups() and parts[2] in groups()[parts[1]]:
+            return self.write_json(resource_list(parts[1], parts[2]))
+        raise errors.ApiError(404, "NotFound", "the server could not find the requested resource")
+
+
+def api_group(group, versions):
+    entries = [{"groupVersion": f"{group}/{v}", "version": v} for v in versions]
+    return {"name": group, "versions": entries, "preferredVersion": entries[0]}
+
+
+def resource_list(group, version):
+    resources = []
+    for t in RESOURCE_TYPES:
+        if t.group != group or t.version != version:
+            continue
+        resources.append({"name": t.plural, "singularName": t.singular, "namespaced": t.namespaced,
+                          "kind": t.kind, "verbs": list(t.verbs), "shortNames": list(t.short_names)})
+        for sub in t.subresources:
+            verbs = ["get"] if sub == "log" else (["create"] if sub in ("binding", "eviction") else ["get", "patch", "update"])
+            kind = {"log": "Pod", "binding": "Binding", "eviction": "Eviction"}.get(sub, t.kind)
+            resources.append({"name": f"{t.plural}/{sub}", "singularName": "", "namespaced": t.namespaced,
+                              "kind": kind, "verbs": verbs})
+    return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": f"{group}/{version}" if group else version,
+            "resources": resources}
+
+
+class ResourceHandler(BaseHandler):
+    """Every resource path: /api/v1/... and /apis/{group}/{version}/..."""
+
+    async def prepare(self):
+        self.route = self._parse()
+        self.cluster.stats[(self.verb, self.route[0].plural)] += 1
+        self.cluster.stats["total"] += 1
+        rule = self.cluster.faults.match(self.verb, self.route[0].plural, self.route[1], self.route[2])
+        self.cut_watch = False
+        if rule:
+            if rule["latency"]:
+                await asyncio.sleep(rule["latency"])
+            self.cut_watch = rule["cut_watch"]
+            if rule["status"]:
+                raise errors.ApiError(int(rule["status"]), _reason_for(int(rule["status"])), rule["message"])
+
+    @property
+    def verb(self):
+        method = self.request.method
+        rtype, namespace, name, sub = getattr(self, "route", (None,) * 4)
+        if method == "GET":
+            if name:
+                return "get"
+            return "watch" if self.get_query_argument("watch", "") in ("1", "true", "True") else "list"
+        return {"POST": "create", "PUT": "update", "PATCH": "patch",
+                "DELETE": "delete" if name else "deletecollection"}.get(method, method.lower())
+
+    def _parse(self):
+        path = self.request.path
+        if path.startswith("/api/v1"):
+            group, version, rest = "", "v1", path[len("/api/v1"):]
+        else:
+            _, _, group, version, *remainder = path.split("/", 4)
+            rest = "/" + remainder[0] if remainder else ""
+        parts = [p for p in rest.split("/") if p]
+        namespace = name = sub = None
+        if len(parts) >= 3 and parts[0] == "namespaces" and (group, version, parts[2]) in BY_PATH:
+            namespace, plural, rest_parts = parts[1], parts[2], parts[3:]
+        elif parts:
+            plural, rest_parts = parts[0], parts[1:]
+        else:
+            raise errors.ApiError(404, "NotFound", "the server could not find the requested resource")
+        rtype = BY_PATH.get((group, version, plural))
+        if rtype is None:
+            raise errors.ApiError(404, "NotFound", "the server could not find the requested resource")
+        if rest_parts:
+            name = rest_parts[0]
+        if len(rest_parts) > 1:
+            sub = rest_parts[1]
+            if sub not in rtype.subresources or len(rest_parts) > 2:
+                raise errors.ApiError(404, "NotFound", "the server could not find the requested resource")
+        if rtype.namespaced and namespace is None and name is not None:
+            raise errors.ApiError(404, "NotFound", "the server could not find the requested resource")
+        return rtype, namespace, name, sub
+
+    # --- verbs -------------------------------------------------------------------------
+    async def get(self, *args):
+        rtype, namespace, name, sub = self.route
+        registry = self.cluster.registry
+        if name is None:
+            if self.verb == "watch":
+                return await self.watch(rtype, namespace)
+            listing = registry.list(rtype, namespace, self.get_query_argument("labelSelector", ""),
+                                    self.get_query_argument("fieldSelector", ""),
+                                    int(self.get_query_argument("limit", "0") or 0),
+                                    self.get_query_argument("continue", ""))
+            return self.write_json(listing)
+        obj = registry.get(rtype, namespace, name)
+        if sub == "log":
+            text = self.cluster.kubelet.read_log(obj, self.get_query_argument("container", None),
+                                                 self.get_query_argument("tailLines", None))
+            self.set_header("Content-Type", "text/plain")
+            return self.finish(text)
+        self.write_json(obj)
+
+    async def post(self, *args):
+        rtype, namespace, name, sub = self.route
+        body = self.json_body()
+        if name is None:
+            obj = self.cluster.registry.create(rtype, namespace, body)
+            return self.write_json(obj, 201)
+        if sub == "binding" and rtype.plural == "pods":
+            pod = self.cluster.registry.get(rtype, namespace, name)
+            node = (body.get("target") or {}).get("name")
+            self.cluster.scheduler.bind(pod, node)
+            return self.write_json({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}, 201)
+        if sub == "eviction" and rtype.plural == "pods":
+            self.cluster.registry.delete(rtype, namespace, name, (body.get("deleteOptions") or {}))
+            return self.write_json({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}, 201)
+        raise errors.method_not_allowed()
+
+    async def put(self, *args):
+        rtype, namespace, name, sub = self.route
+        if name is None:
+            raise errors.method_not_allowed()
+        if sub == "finalize":
+            sub = None
+        obj = self.cluster.registry.update(rtype, namespace, name, self.json_body(), sub)
+        self.write_json(obj)
+
+    async def patch(self, *args):
+        rtype, namespace, name, sub = self.route
+        if name is None:
+            raise errors.method_not_allowed()
+        obj = self.cluster.registry.patch(rtype, namespace, name, self.json_body(),
+                                          self.request.headers.get("Content-Type"), sub)
+        self.write_json(obj)
+
+    async def delete(self, *args):
+        rtype, namespace, name, sub = self.route
+        options = self.json_body() if self.request.body else {}
+        for arg in ("gracePeriodSeconds", "propagationPolicy"):
+            value = self.get_query_argument(arg, None)
+            if value is not None:
+                options[arg] = int(value) if arg == "gracePeriodSeconds" else value
+        if name is None:
+            result = self.cluster.registry.delete_collection(rtype, namespace, self.get_query_argument("labelSelector", ""),
+                                                             self.get_query_argument("fieldSelector", ""), options)
+            return self.write_json(result)
+        result = self.cluster.registry.delete(rtype, namespace, name, options)
+        self.write_json(result, 200)
+
+    # --- watch -------------------------------------------------------------------------
+    async def watch(self, rtype, namespace):
+        store = self.cluster.store
+        labels = parse_label_selector(self.get_query_argument("labelSelector", ""))
+        fields = parse_field_selector(self.get_query_argument("fieldSelector", ""), rtype.plural)
+        bookmarks = self.get_query_argument("allowWatchBookmarks", "") in ("1", "true", "True")
+        timeout = self.get_query_argument("timeoutSeconds", None)
+        deadline = time.monotonic() + (float(timeout) if timeout else 1800.0)
+        rv_arg = self.get_query_argument("resourceVersion", "") or ""
+
+        def matches(obj):
+            return (obj is not None and (namespace is None or obj["metadata"].get("namespace") == namespace)
+                    and labels_match(labels, obj["metadata"].get("labels")) and fields_match(fields, obj))
+
+        queue = asyncio.Queue()
+
+        def watcher(entry):
+            if entry[1] == rtype.key:
+                queue.put_nowait(entry)
+
+        store.watchers.add(watcher)
+        self.cluster.open_watches.add(self)
+        self.set_header("Content-Type", "application/json")
+        try:
+            if rv_arg in ("", "0"):
+                backlog = [(store.rv, rtype.key, "ADDED", obj, None)
+                           for obj in store.list(rtype, namespace) if matches(obj)]
+            else:
+                try:
+                    since = int(rv_arg)
+                except ValueError:
+                    raise errors.bad_request(f"invalid resource version: {rv_arg}") from None
+                try:
+                    backlog = [e for e in store.events_since(since) if e[1] == rtype.key]
+                except errors.ApiError as gone:
+                    self.write(json.dumps({"type": "ERROR", "object": gone.status()}) + "\n")
+                    await self.flush()
+                    return self.finish()
+                # the backlog already holds everything up to now; skip those in the queue
+            seen_rv = store.rv
+            for entry in backlog:
+                await self._send(entry, matches)
+            last_sent = time.monotonic()
+            while not self.cut_watch:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                try:
+                    entry = await asyncio.wait_for(queue.get(), timeout=min(remaining, 1.0))
+                except asyncio.TimeoutError:
+                    if bookmarks and time.monotonic() - last_sent >= 1.0:
+                        await self._write_event("BOOKMARK", {"kind": rtype.kind, "apiVersion": rtype.api_version,
+                                                             "metadata": {"resourceVersion": str(store.rv)}})
+                        last_sent = time.monotonic()
+                    continue
+                if entry[0] <= seen_rv and rv_arg not in ("", "0"):
+                    continue
+                if entry[0] <= seen_rv and rv_arg in ("", "0"):
+                    continue
+                await self._send(entry, matches)
+                last_sent = time.monotonic()
+            if self.cut_watch:
+                self.request.connection.stream.close()
+                return
+            self.finish()
+        except StreamClosedError:
+            pass
+        finally:
+            store.watchers.discard(watcher)
+            self.cluster.open_watches.discard(self)
+
+    async def _send(self, entry, matches):
+        rv, _, event_type, obj, old = entry
+        now, before = matches(obj), matches(old) if old is not None else False
+        if event_type == "MODIFIED":
+            if now and not before:
+                event_type = "ADDED"
+            elif before and not now:
+                event_type = "DELETED"
+            elif not now:
+                return
+        elif not now:
+            return
+        await self._write_event(event_type, obj)
+
+    async def _write_event(self, event_type, obj):
+        self.write(json.dumps({"type": event_type, "object": obj}) + "\n")
+        await self.flush()
+
+    def on_connection_close(self):
+        self.cluster.open_watches.discard(self)
+
+
+def _reason_for(code):
+    return {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound", 409: "Conflict",
+            410: "Expired", 422: "Invalid", 429: "TooManyRequests", 500: "InternalError",
+            503: "ServiceUnavailable", 504: "Timeout"}.get(code, "Unknown")
+
+
+class ControlHandler(BaseHandler):
+    """/_ptjaas/faults, /_ptjaas/stats, /_ptjaas/compact: test and benchmark controls."""
+
+    def get(self, what):
+        if what == "stats":
+            stats = self.cluster.stats
+            return self.write_json({"total": stats["total"],
+                                    "by_verb_resource": {f"{k[0]} {k[1]}": v for k, v in stats.items() if k != "total"}})
+        if what == "faults":
+            return self.write_json({"faults": self.cluster.faults.rules})
+        raise web.HTTPError(404)
+
+    def post(self, what):
+        if what == "faults":
+            body = self.json_body()
+            rule = self.cluster.faults.add(**body)
+            if rule["cut_watch"]:
+                self.cluster.cut_watches(rule)
+            return self.write_json(rule, 201)
+        if what == "compact":
+            self.cluster.store.compact()
+            return self.write_json({"compactedResourceVersion": str(self.cluster.store.compacted_rv)})
+        raise web.HTTPError(404)
+
+    def delete(self, what):
+        if what == "faults":
+            self.cluster.faults.clear()
+            return self.write_json({"faults": []})
+        if what == "stats":
+            self.cluster.stats.clear()
+            self.cluster.stats["total"] = 0
+            return self.write_json({"total": 0})
+        raise web.HTTPError(404)
+
+
+def make_app(cluster):
+    cluster.stats = Counter(total=0)
+    args = {"cluster": cluster}
+    return web.Application([
+        (r"/_ptjaas/(faults|stats|compact)", ControlHandler, args),
+        (r"(/api/v1/.+)", ResourceHandler, args),
+        (r"(/apis/[^/]+/[^/]+/.+)", ResourceHandler, args),
+        (r"(/version|/api|/api/v1|/apis|/apis/[^/]+|/apis/[^/]+/[^/]+|/healthz|/readyz|/livez)/?", DiscoveryHandler, args),
+    ], log_function=lambda handler: None)

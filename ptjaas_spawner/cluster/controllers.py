@@ -1,0 +1,419 @@
+"""Controllers: scheduler, volume provisioner, PVC protection, quota status, namespace
+termination, snapshots and the event recorder. They react to store changes and converge."""
+
+import copy
+import logging
+import os
+import secrets
+import shutil
+from decimal import Decimal
+
+from . import admission, errors
+from .quantity import format_quantity, parse_quantity
+from .resources import BY_KEY, BY_PLURAL
+from .store import now_iso, now_micro
+
+log = logging.getLogger("ptjaas.cluster")
+T = BY_PLURAL
+DEFAULT_CLASS_ANNOTATION = "storageclass.kubernetes.io/is-default-class"
+
+
+class EventRecorder:
+    def __init__(self, store):
+        self.store = store
+
+    def record(self, obj, event_type, reason, message, component="ptjaas-cluster"):
+        meta = obj["metadata"]
+        namespace = meta.get("namespace") or "default"
+        for ev in self.store.list(T["events"], namespace):
+            io = ev["involvedObject"]
+            if io.get("uid") == meta.get("uid") and ev.get("reason") == reason and ev.get("message") == message:
+                new = copy.deepcopy(ev)
+                new["count"] = ev.get("count", 1) + 1
+                new["lastTimestamp"] = now_iso()
+                return self.store.update(T["events"], new)
+        group, _, _ = obj.get("apiVersion", "v1").rpartition("/")
+        event = {
+            "metadata": {"name": f"{meta['name']}.{secrets.token_hex(8)}", "namespace": namespace},
+            "involvedObject": {"kind": obj.get("kind"), "namespace": meta.get("namespace", ""), "name": meta["name"],
+                               "uid": meta.get("uid"), "apiVersion": obj.get("apiVersion"),
+                               "resourceVersion": meta.get("resourceVersion")},
+            "reason": reason, "message": message, "type": event_type, "count": 1,
+            "source": {"component": component}, "firstTimestamp": now_iso(), "lastTimestamp": now_iso(),
+            "eventTime": None, "reportingComponent": component, "reportingInstance": "",
+        }
+        return self.store.create(T["events"], event)
+
+
+def node_allocatable(node):
+    return {k: parse_quantity(v) for k, v in (node.get("status", {}).get("allocatable") or {}).items()}
+
+
+class Controllers:
+    """Runs every reconcile pass after any change, coalesced into one pass per loop turn."""
+
+    def __init__(self, cluster):
+        self.cluster = cluster
+        self.store = cluster.store
+        self.registry = cluster.registry
+        self.events = cluster.events
+        self._pending = False
+        self.unschedulable_reported = {}   # pod uid -> last FailedScheduling message
+
+    def on_event(self, event_type, rtype, obj, old):
+        if rtype.plural == "events":
+            return
+        if event_type == "DELETED" and rtype.plural == "volumesnapshots":
+            self.on_snapshot_deleted(obj)
+        self.kick()
+
+    def kick(self):
+        if not self._pending and self.cluster.loop is not None:
+            self._pending = True
+            self.cluster.loop.call_soon(self._run)
+
+    def _run(self):
+        self._pending = False
+        for step in (self.ensure_service_accounts, self.provision, self.schedule, self.protect_claims,
+                     self.update_quotas, self.terminate_namespaces, self.snapshot):
+            try:
+                step()
+            except Exception:   # a controller bug must not take the API server down
+                log.exception("controller %s failed", step.__name__)
+
+    # --- namespaces ----------------------------------------------------------------------
+    def ensure_service_accounts(self):
+        for ns in self.store.list(T["namespaces"]):
+            name = ns["metadata"]["name"]
+            if not ns["metadata"].get("deletionTimestamp") and self.store.get(T["serviceaccounts"], name, "default") is None:
+                self.store.create(T["serviceaccounts"], {"metadata": {"name": "default", "namespace": name}})
+
+    def terminate_namespaces(self):
+        for ns in self.store.list(T["namespaces"]):
+            if not ns["metadata"].get("deletionTimestamp"):
+                continue
+            name = ns["metadata"]["name"]
+            left = [(key, n) for (key, space, n) in list(self.store.objects) if space == name and BY_KEY[key].namespaced]
+            for key, n in left:
+                obj = self.store.get(BY_KEY[key], name, n)
+                if obj is not None and not obj["metadata"].get("deletionTimestamp"):
+                    try:
+                        self.registry.delete(BY_KEY[key], name, n, {})
+                    except errors.ApiError:
+                        pass
+            if not any(space == name and BY_KEY[key].namespaced for (key, space, _) in self.store.objects):
+                self.registry.finish_delete(T["namespaces"], "", name)
+
+    # --- storage -------------------------------------------------------------------------
+    def storage_class_for(self, pvc):
+        spec = pvc["spec"]
+        if "storageClassName" in spec and spec["storageClassName"] is not None:
+            return spec["storageClassName"], self.store.get(T["storageclasses"], "", spec["storageClassName"])
+        for cls in self.store.list(T["storageclasses"]):
+            if (cls["metadata"].get("annotations") or {}).get(DEFAULT_CLASS_ANNOTATION) == "true":
+                return cls["metadata"]["name"], cls
+        return None, None
+
+    def provision(self):
+        for pvc in self.store.list(T["persistentvolumeclaims"]):
+            if pvc["metadata"].get("deletionTimestamp"):
+                continue
+            phase = pvc.get("status", {}).get("phase")
+            if phase == "Bound":
+                self._resize(pvc)
+                continue
+            name, cls = self.storage_class_for(pvc)
+            if name is None or name == "":
+                self._event_once(pvc, "Normal", "FailedBinding",
+                                 "no persistent volumes available for this claim and no storage class is set")
+                continue
+            if cls is None:
+                self._event_once(pvc, "Warning", "ProvisioningFailed", f'storageclass.storage.k8s.io "{name}" not found')
+                continue
+            failure = (cls.get("parameters") or {}).get("ptjaas.io/fail")
+            if failure:
+                self._event_once(pvc, "Warning", "ProvisioningFailed",
+                                 f"failed to provision volume with StorageClass \"{name}\": {failure}")
+                continue
+            selected = (pvc["metadata"].get("annotations") or {}).get("volume.kubernetes.io/selected-node")
+            if cls.get("volumeBindingMode") == "WaitForFirstConsumer" and not selected:
+                self._event_once(pvc, "Normal", "WaitForFirstConsumer",
+                                 "waiting for first consumer to be created before binding")
+                continue
+            self._bind_new_volume(pvc, cls)
+
+    def _event_once(self, obj, event_type, reason, message):
+        for ev in self.store.list(T["events"], obj["metadata"].get("namespace") or "default"):
+            if ev["involvedObject"].get("uid") == obj["metadata"]["uid"] and ev["reason"] == reason and ev["message"] == message:
+                return
+        self.events.record(obj, event_type, reason, message, "persistentvolume-controller")
+
+    def _bind_new_volume(self, pvc, cls):
+        meta = pvc["metadata"]
+        pv_name = f"pvc-{meta['uid']}"
+        path = os.path.join(self.cluster.volumes_dir, pv_name)
+        os.makedirs(path, exist_ok=True)
+        os.chmod(path, 0o2775)
+        storage = pvc["spec"]["resources"]["requests"]["storage"]
+        self.events.record(pvc, "Normal", "Provisioning",
+                           f'External provisioner is provisioning volume for claim "{meta["namespace"]}/{meta["name"]}"',
+                           cls["provisioner"])
+        if self.store.get(T["persistentvolumes"], "", pv_name) is None:
+            self.store.create(T["persistentvolumes"], {
+                "metadata": {"name": pv_name, "annotations": {"pv.kubernetes.io/provisioned-by": cls["provisioner"]},
+                             "finalizers": ["kubernetes.io/pv-protection"]},
+                "spec": {"capacity": {"storage": storage}, "accessModes": pvc["spec"]["accessModes"],
+                         "persistentVolumeReclaimPolicy": cls.get("reclaimPolicy", "Delete"),
+                         "storageClassName": cls["metadata"]["name"], "volumeMode": "Filesystem",
+                         "claimRef": {"kind": "PersistentVolumeClaim", "namespace": meta["namespace"],
+                                      "name": meta["name"], "uid": meta["uid"], "apiVersion": "v1"},
+                         "hostPath": {"path": path, "type": "DirectoryOrCreate"}},
+                "status": {"phase": "Bound"},
+            })
+        new = copy.deepcopy(pvc)
+        new["spec"]["volumeName"] = pv_name
+        if "storageClassName" not in new["spec"]:
+            new["spec"]["storageClassName"] = cls["metadata"]["name"]
+        annotations = new["metadata"].setdefault("annotations", {})
+        annotations.update({"pv.kubernetes.io/bind-completed": "yes", "pv.kubernetes.io/bound-by-controller": "yes",
+                            "volume.kubernetes.io/storage-provisioner": cls["provisioner"],
+                            "volume.beta.kubernetes.io/storage-provisioner": cls["provisioner"]})
+        new.setdefault("metadata", {}).setdefault("finalizers", [])
+        if "kubernetes.io/pvc-protection" not in new["metadata"]["finalizers"]:
+            new["metadata"]["finalizers"].append("kubernetes.io/pvc-protection")
+        new["status"] = {"phase": "Bound", "accessModes": pvc["spec"]["accessModes"], "capacity": {"storage": storage}}
+        updated = self.store.update(T["persistentvolumeclaims"], new)
+        self.events.record(updated, "Normal", "ProvisioningSucceeded", f"Successfully provisioned volume {pv_name}",
+                           cls["provisioner"])
+
+    def _resize(self, pvc):
+        want = parse_quantity(pvc["spec"]["resources"]["requests"]["storage"])
+        have = parse_quantity(pvc.get("status", {}).get("capacity", {}).get("storage", "0"))
+        if want <= have:
+            return
+        new = copy.deepcopy(pvc)
+        new["status"]["capacity"]["storage"] = pvc["spec"]["resources"]["requests"]["storage"]
+        self.store.update(T["persistentvolumeclaims"], new)
+        pv = self.store.get(T["persistentvolumes"], "", pvc["spec"].get("volumeName", ""))
+        if pv is not None:
+            pv = copy.deepcopy(pv)
+            pv["spec"]["capacity"]["storage"] = pvc["spec"]["resources"]["requests"]["storage"]
+            self.store.update(T["persistentvolumes"], pv)
+        self.events.record(new, "Normal", "FileSystemResizeSuccessful",
+                           f"MountVolume.NodeExpandVolume succeeded for volume \"{pvc['spec'].get('volumeName')}\"", "kubelet")
+
+    def protect_claims(self):
+        for pvc in self.store.list(T["persistentvolumeclaims"]):
+            meta = pvc["metadata"]
+            if not meta.get("deletionTimestamp"):
+                continue
+            if self.registry.pods_using_claim(meta["namespace"], meta["name"]):
+                continue
+            finalizers = [f for f in meta.get("finalizers", []) if f != "kubernetes.io/pvc-protection"]
+            if finalizers:
+                if finalizers != meta.get("finalizers"):
+                    new = copy.deepcopy(pvc)
+                    new["metadata"]["finalizers"] = finalizers
+                    self.store.update(T["persistentvolumeclaims"], new)
+                continue
+            self.registry.finish_delete(T["persistentvolumeclaims"], meta["namespace"], meta["name"])
+            self.release_volume(pvc)
+
+    def release_volume(self, pvc):
+        pv = self.store.get(T["persistentvolumes"], "", pvc["spec"].get("volumeName") or "")
+        if pv is None:
+            return
+        if pv["spec"].get("persistentVolumeReclaimPolicy", "Delete") == "Delete":
+            self.store.remove(T["persistentvolumes"], "", pv["metadata"]["name"])
+            shutil.rmtree((pv["spec"].get("hostPath") or {}).get("path", "/nonexistent"), ignore_errors=True)
+        else:
+            new = copy.deepcopy(pv)
+            new["status"] = {"phase": "Released"}
+            self.store.update(T["persistentvolumes"], new)
+
+    # --- scheduling ----------------------------------------------------------------------
+    def schedule(self):
+        for pod in self.store.list(T["pods"]):
+            if pod["spec"].get("nodeName") or pod["metadata"].get("deletionTimestamp") or admission.pod_is_terminal(pod):
+                continue
+            self.try_schedule(pod)
+
+    def _claims_problem(self, pod):
+        for volume in pod["spec"].get("volumes") or []:
+            claim = (volume.get("persistentVolumeClaim") or {}).get("claimName")
+            if not claim:
+                continue
+            pvc = self.store.get(T["persistentvolumeclaims"], pod["metadata"]["namespace"], claim)
+            if pvc is None:
+                return f'persistentvolumeclaim "{claim}" not found'
+            if pvc["metadata"].get("deletionTimestamp"):
+                return f'persistentvolumeclaim "{claim}" is being deleted'
+            if pvc.get("status", {}).get("phase") != "Bound":
+                _, cls = self.storage_class_for(pvc)
+                if not (cls and cls.get("volumeBindingMode") == "WaitForFirstConsumer"):
+                    return "pod has unbound immediate PersistentVolumeClaims"
+        return None
+
+    def node_usage(self, node_name):
+        used = {}
+        for pod in self.store.list(T["pods"]):
+            if pod["spec"].get("nodeName") != node_name or admission.pod_is_terminal(pod):
+                continue
+            for key, amount in admission.pod_requests(pod).items():
+                if key.startswith("requests."):
+                    name = key[len("requests."):]
+                    used[name] = used.get(name, Decimal(0)) + amount
+            used["pods"] = used.get("pods", Decimal(0)) + 1
+        return used
+
+    def _node_reasons(self, pod, node):
+        reasons = []
+        spec = pod["spec"]
+        labels = node["metadata"].get("labels") or {}
+        if node["spec"].get("unschedulable"):
+            return ["node(s) were unschedulable"]
+        if any(labels.get(k) != v for k, v in (spec.get("nodeSelector") or {}).items()):
+            return ["node(s) didn't match Pod's node affinity/selector"]
+        for taint in node["spec"].get("taints") or []:
+            if taint.get("effect") not in ("NoSchedule", "NoExecute"):
+                continue
+            if not any(_tolerates(t, taint) for t in spec.get("tolerations") or []):
+                value = f": {taint['value']}" if taint.get("value") else ""
+                return [f"node(s) had untolerated taint {{{taint['key']}{value}}}"]
+        allocatable = node_allocatable(node)
+        used = self.node_usage(node["metadata"]["name"])
+        wanted = {k[len("requests."):]: v for k, v in admission.pod_requests(pod).items() if k.startswith("requests.")}
+        wanted["pods"] = Decimal(1)
+        for name in sorted(wanted):
+            if wanted[name] <= 0:
+                continue
+            if used.get(name, Decimal(0)) + wanted[name] > allocatable.get(name, Decimal(0)):
+                reasons.append("Too many pods" if name == "pods" else f"Insufficient {name}")
+        return reasons
+
+    def try_schedule(self, pod):
+        problem = self._claims_problem(pod)
+        nodes = self.store.list(T["nodes"])
+        if problem is None:
+            counts = {}
+            for node in nodes:
+                reasons = self._node_reasons(pod, node)
+                if not reasons:
+                    return self.bind(pod, node["metadata"]["name"])
+                for reason in reasons:
+                    counts[reason] = counts.get(reason, 0) + 1
+            detail = ", ".join(f"{n} {r}" for r, n in sorted(counts.items()))
+            message = f"0/{len(nodes)} nodes are available: {detail}." if nodes else "no nodes available to schedule pods"
+            if nodes:
+                message += (f" preemption: 0/{len(nodes)} nodes are available: {len(nodes)} "
+                            "No preemption victims found for incoming pod.")
+        else:
+            message = f"0/{len(nodes)} nodes are available: {problem}. preemption: 0/{len(nodes)} nodes are available: " \
+                      f"{len(nodes)} Preemption is not helpful for scheduling."
+        if self.unschedulable_reported.get(pod["metadata"]["uid"]) != message:
+            self.unschedulable_reported[pod["metadata"]["uid"]] = message
+            self.events.record(pod, "Warning", "FailedScheduling", message, "default-scheduler")
+            new = copy.deepcopy(pod)
+            new["status"]["conditions"] = [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                                            "message": message, "lastProbeTime": None,
+                                            "lastTransitionTime": now_iso()}]
+            self.store.update(T["pods"], new)
+
+    def bind(self, pod, node_name):
+        if self.store.get(T["nodes"], "", node_name or "") is None:
+            raise errors.not_found("nodes", node_name or "")
+        if pod["spec"].get("nodeName"):
+            raise errors.conflict("pods", pod["metadata"]["name"], why=f"pod {pod['metadata']['name']} is already assigned to node \"{pod['spec']['nodeName']}\"")
+        for volume in pod["spec"].get("volumes") or []:   # WaitForFirstConsumer claims bind now
+            claim = (volume.get("persistentVolumeClaim") or {}).get("claimName")
+            pvc = claim and self.store.get(T["persistentvolumeclaims"], pod["metadata"]["namespace"], claim)
+            if pvc and pvc.get("status", {}).get("phase") != "Bound":
+                _, cls = self.storage_class_for(pvc)
+                if cls is not None:
+                    self._bind_new_volume(pvc, cls)
+        new = copy.deepcopy(pod)
+        new["spec"]["nodeName"] = node_name
+        new["status"]["conditions"] = [{"type": "PodScheduled", "status": "True", "lastProbeTime": None,
+                                        "lastTransitionTime": now_iso()}]
+        self.unschedulable_reported.pop(pod["metadata"]["uid"], None)
+        bound = self.store.update(T["pods"], new)
+        self.events.record(bound, "Normal", "Scheduled",
+                           f"Successfully assigned {pod['metadata']['namespace']}/{pod['metadata']['name']} to {node_name}",
+                           "default-scheduler")
+        return bound
+
+    # --- quota status --------------------------------------------------------------------
+    def update_quotas(self):
+        for quota in self.store.list(T["resourcequotas"]):
+            namespace = quota["metadata"]["namespace"]
+            used = admission.format_used(admission.quota_used(quota, self.registry._objects_for_quota(namespace)))
+            hard = dict((quota.get("spec") or {}).get("hard") or {})
+            if quota.get("status") != {"hard": hard, "used": used}:
+                new = copy.deepcopy(quota)
+                new["status"] = {"hard": hard, "used": used}
+                self.store.update(T["resourcequotas"], new)
+
+    # --- snapshots -----------------------------------------------------------------------
+    def snapshot(self):
+        for snap in self.store.list(T["volumesnapshots"]):
+            status = snap.get("status") or {}
+            if status.get("readyToUse") or status.get("error") or snap["metadata"].get("deletionTimestamp"):
+                continue
+            self._take_snapshot(snap)
+
+    def _take_snapshot(self, snap):
+        meta, spec = snap["metadata"], snap.get("spec") or {}
+        claim = (spec.get("source") or {}).get("persistentVolumeClaimName")
+        class_name = spec.get("volumeSnapshotClassName")
+        error = None
+        cls = self.store.get(T["volumesnapshotclasses"], "", class_name or "")
+        if cls is None:
+            error = f'failed to get input parameters to create snapshot {meta["name"]}: "volumesnapshotclass.snapshot.storage.k8s.io \\"{class_name}\\" not found"'
+        pvc = claim and self.store.get(T["persistentvolumeclaims"], meta["namespace"], claim)
+        if error is None and not pvc:
+            error = f'failed to take snapshot: persistentvolumeclaim "{claim}" not found'
+        elif error is None and pvc.get("status", {}).get("phase") != "Bound":
+            return
+        new = copy.deepcopy(snap)
+        if error:
+            new["status"] = {"readyToUse": False, "error": {"message": error, "time": now_iso()}}
+            self.store.update(T["volumesnapshots"], new)
+            self.events.record(new, "Warning", "SnapshotCreationFailed", error, "snapshot-controller")
+            return
+        pv = self.store.get(T["persistentvolumes"], "", pvc["spec"]["volumeName"])
+        content_name = f"snapcontent-{meta['uid']}"
+        target = os.path.join(self.cluster.snapshots_dir, content_name)
+        source = (pv["spec"].get("hostPath") or {}).get("path")
+        if source and os.path.isdir(source) and not os.path.exists(target):
+            shutil.copytree(source, target, symlinks=True)
+        if self.store.get(T["volumesnapshotcontents"], "", content_name) is None:
+            self.store.create(T["volumesnapshotcontents"], {
+                "metadata": {"name": content_name},
+                "spec": {"deletionPolicy": cls.get("deletionPolicy", "Delete"), "driver": cls.get("driver", ""),
+                         "volumeSnapshotClassName": class_name, "source": {"volumeHandle": pv["metadata"]["name"]},
+                         "volumeSnapshotRef": {"kind": "VolumeSnapshot", "name": meta["name"],
+                                               "namespace": meta["namespace"], "uid": meta["uid"]}},
+                "status": {"readyToUse": True, "snapshotHandle": target},
+            })
+        new["status"] = {"boundVolumeSnapshotContentName": content_name, "creationTime": now_micro(),
+                         "readyToUse": True, "restoreSize": pvc["status"]["capacity"]["storage"]}
+        self.store.update(T["volumesnapshots"], new)
+
+    def on_snapshot_deleted(self, snap):
+        content_name = (snap.get("status") or {}).get("boundVolumeSnapshotContentName")
+        content = content_name and self.store.get(T["volumesnapshotcontents"], "", content_name)
+        if content and content["spec"].get("deletionPolicy", "Delete") == "Delete":
+            self.store.remove(T["volumesnapshotcontents"], "", content_name)
+            shutil.rmtree(os.path.join(self.cluster.snapshots_dir, content_name), ignore_errors=True)
+
+
+def _tolerates(toleration, taint):
+    if toleration.get("effect") and toleration["effect"] != taint.get("effect"):
+        return False
+    if toleration.get("operator") == "Exists":
+        return not toleration.get("key") or toleration["key"] == taint.get("key")
+    return toleration.get("key") == taint.get("key") and toleration.get("value", "") == taint.get("value", "")
+
+
+def format_capacity(amount, resource):
+    return format_quantity(amount, resource)

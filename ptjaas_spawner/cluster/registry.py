@@ -1,0 +1,355 @@
+"""REST semantics over the store: create, get, list, update, patch, delete, with admission.
+
+The HTTP layer (``api.py``) and the cluster's own controllers both go through here, so a
+controller's write looks to a watcher exactly like a client's.
+"""
+
+import base64
+import copy
+import json
+import random
+from datetime import datetime, timedelta, timezone
+
+from . import admission, errors
+from .patch import apply_patch
+from .quantity import parse_quantity
+from .resources import BY_KEY, BY_PLURAL
+from .selectors import fields_match, labels_match, parse_field_selector, parse_label_selector
+from .store import now_iso
+
+_GENERATE_CHARS = "bcdfghjklmnpqrstvwxz2456789"
+QUOTA_KINDS = ("pods", "persistentvolumeclaims", "services", "secrets", "configmaps")
+_RETURN_OBJECT_ON_DELETE = {"pods", "persistentvolumeclaims", "services", "namespaces", "persistentvolumes"}
+
+
+def _t(name):
+    return BY_PLURAL[name] if name in BY_PLURAL else BY_KEY[name]
+
+
+class Registry:
+    def __init__(self, store):
+        self.store = store
+
+    # --- helpers -----------------------------------------------------------------------
+    def _require_namespace(self, rtype, namespace, creating=False):
+        if not rtype.namespaced:
+            return
+        ns = self.store.get(_t("namespaces"), "", namespace)
+        if ns is None:
+            raise errors.not_found("namespaces", namespace)
+        if creating and ns["metadata"].get("deletionTimestamp"):
+            raise errors.forbidden(rtype.plural, "", f"unable to create new content in namespace {namespace} "
+                                   "because it is being terminated", rtype.group)
+
+    def get(self, rtype, namespace, name):
+        self._require_namespace_for_read(rtype, namespace)
+        obj = self.store.get(rtype, namespace, name)
+        if obj is None:
+            raise errors.not_found(rtype.plural, name, rtype.group)
+        return obj
+
+    def _require_namespace_for_read(self, rtype, namespace):
+        return None
+
+    def list(self, rtype, namespace=None, label_selector="", field_selector="", limit=0, cont=""):
+        labels = parse_label_selector(label_selector)
+        fields = parse_field_selector(field_selector, rtype.plural)
+        items = [o for o in self.store.list(rtype, namespace)
+                 if labels_match(labels, o["metadata"].get("labels")) and fields_match(fields, o)]
+        start_after = None
+        list_rv = str(self.store.rv)
+        if cont:
+            try:
+                token = json.loads(base64.urlsafe_b64decode(cont.encode()).decode())
+                start_after, list_rv = token["start"], str(token["rv"])
+            except Exception:
+                raise errors.bad_request("continue key is not valid: illegal base64 data") from None
+            if int(list_rv) < self.store.compacted_rv:
+                raise errors.gone("The provided continue parameter is too old to display a consistent list result.")
+            items = [o for o in items if self._sort_key(o) > tuple(start_after)]
+        remaining = None
+        next_token = None
+        if limit and len(items) > limit:
+            remaining = len(items) - limit
+            items = items[:limit]
+            token = {"rv": int(list_rv), "start": list(self._sort_key(items[-1]))}
+            next_token = base64.urlsafe_b64encode(json.dumps(token).encode()).decode()
+        meta = {"resourceVersion": list_rv}
+        if next_token:
+            meta["continue"] = next_token
+            meta["remainingItemCount"] = remaining
+        return {"kind": f"{rtype.kind}List", "apiVersion": rtype.api_version, "metadata": meta,
+                "items": copy.deepcopy(items)}
+
+    @staticmethod
+    def _sort_key(obj):
+        return (obj["metadata"].get("namespace", ""), obj["metadata"]["name"])
+
+    def _objects_for_quota(self, namespace):
+        return {kind: [o for o in self.store.list(_t(kind), namespace)
+                       if not (kind == "pods" and o["metadata"].get("deletionTimestamp"))]
+                for kind in QUOTA_KINDS}
+
+    def _admit_quota(self, rtype, namespace, obj, old=None):
+        if rtype.plural not in QUOTA_KINDS:
+            return
+        quotas = self.store.list(_t("resourcequotas"), namespace)
+        if quotas:
+            admission.check_quota(rtype.plural, obj, quotas, self._objects_for_quota(namespace), old)
+
+    # --- create ------------------------------------------------------------------------
+    def create(self, rtype, namespace, body):
+        if not isinstance(body, dict):
+            raise errors.bad_request("the body of the request must be a JSON object")
+        obj = copy.deepcopy(body)
+        meta = obj.setdefault("metadata", {})
+        if rtype.namespaced:
+            if meta.get("namespace") and meta["namespace"] != namespace:
+                raise errors.bad_request("the namespace of the provided object does not match the namespace sent on the request")
+            meta["namespace"] = namespace
+        else:
+            meta.pop("namespace", None)
+        for field in ("uid", "resourceVersion", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds"):
+            if field == "resourceVersion" and meta.get(field):
+                raise errors.bad_request("resourceVersion should not be set on objects to be created")
+            meta.pop(field, None)
+        if not meta.get("name") and meta.get("generateName"):
+            for _ in range(20):
+                candidate = meta["generateName"] + "".join(random.choice(_GENERATE_CHARS) for _ in range(5))
+                if self.store.get(rtype, namespace, candidate) is None:
+                    meta["name"] = candidate
+                    break
+        admission.default(rtype, obj)
+        admission.validate(rtype, obj)
+        self._require_namespace(rtype, namespace, creating=True)
+        if self.store.get(rtype, namespace, meta["name"]) is not None:
+            raise errors.already_exists(rtype.plural, meta["name"], rtype.group)
+        self._admit_quota(rtype, namespace, obj)
+        return self.store.create(rtype, obj)
+
+    # --- update ------------------------------------------------------------------------
+    def update(self, rtype, namespace, name, body, subresource=None):
+        if not isinstance(body, dict):
+            raise errors.bad_request("the body of the request must be a JSON object")
+        old = self.store.get(rtype, namespace, name)
+        if old is None:
+            raise errors.not_found(rtype.plural, name, rtype.group)
+        meta = body.setdefault("metadata", {})
+        if meta.get("name", name) != name:
+            raise errors.bad_request(f'the name of the object ({meta.get("name")}) does not match the name on the URL ({name})')
+        rv = meta.get("resourceVersion")
+        if rv and rv != old["metadata"]["resourceVersion"]:
+            raise errors.conflict(rtype.plural, name, rtype.group)
+        return self._write(rtype, namespace, name, old, copy.deepcopy(body), subresource)
+
+    def patch(self, rtype, namespace, name, patch, content_type, subresource=None):
+        old = self.store.get(rtype, namespace, name)
+        if old is None:
+            raise errors.not_found(rtype.plural, name, rtype.group)
+        new = apply_patch(old, patch, content_type)
+        if not isinstance(new, dict):
+            raise errors.bad_request("the patch did not produce an object")
+        rv = (new.get("metadata") or {}).get("resourceVersion")
+        if rv and rv != old["metadata"]["resourceVersion"]:
+            raise errors.conflict(rtype.plural, name, rtype.group)
+        return self._write(rtype, namespace, name, old, new, subresource)
+
+    def _write(self, rtype, namespace, name, old, new, subresource):
+        meta = new.setdefault("metadata", {})
+        meta["name"] = name
+        if rtype.namespaced:
+            meta["namespace"] = namespace
+        for field in ("uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation"):
+            if field in old["metadata"]:
+                meta[field] = old["metadata"][field]
+            else:
+                meta.pop(field, None)
+        if subresource == "status":
+            merged = copy.deepcopy(old)
+            merged["status"] = new.get("status", {})
+            merged["metadata"]["labels"] = meta.get("labels", old["metadata"].get("labels"))
+            merged["metadata"]["annotations"] = meta.get("annotations", old["metadata"].get("annotations"))
+            new = merged
+        elif "status" in old and rtype.plural not in ("volumesnapshots",) and "status" in rtype.subresources:
+            new["status"] = copy.deepcopy(old["status"])
+        if rtype.plural == "secrets":
+            string_data = new.pop("stringData", None) or {}
+            for key, value in string_data.items():
+                new.setdefault("data", {})[key] = base64.b64encode(value.encode()).decode()
+        admission.validate(rtype, new)
+        self._check_immutable(rtype, old, new)
+        if new.get("spec") != old.get("spec") and "generation" in meta:
+            meta["generation"] = old["metadata"]["generation"] + 1
+        if rtype.plural in QUOTA_KINDS and subresource != "status":
+            self._admit_quota(rtype, namespace, new, old)
+        if meta.get("deletionTimestamp") and not meta.get("finalizers") and self._finalizable(rtype, new):
+            self.store.update(rtype, new)
+            return self._remove(rtype, namespace, name)
+        return self.store.update(rtype, new)
+
+    def _finalizable(self, rtype, obj):
+        if rtype.plural == "pods":
+            return not obj["spec"].get("nodeName") or admission.pod_is_terminal(obj)
+        return rtype.plural != "namespaces"
+
+    def _check_immutable(self, rtype, old, new):
+        name = old["metadata"]["name"]
+        if rtype.plural == "persistentvolumeclaims":
+            old_spec, new_spec = old.get("spec", {}), new.get("spec", {})
+            old_size = parse_quantity(old_spec["resources"]["requests"]["storage"])
+            new_size = parse_quantity(new_spec["resources"]["requests"]["storage"])
+            if new_size < old_size:
+                raise errors.invalid(rtype.kind, name, [("spec.resources.requests.storage",
+                                                         "Forbidden: field can not be less than previous value")])
+            rest_old = {k: v for k, v in old_spec.items() if k not in ("resources", "volumeName")}
+            rest_new = {k: v for k, v in new_spec.items() if k not in ("resources", "volumeName")}
+            if rest_old != rest_new:
+                raise errors.invalid(rtype.kind, name, [("spec", "Forbidden: spec is immutable after creation except "
+                                                         "resources.requests and volumeAttributesClassName for bound claims")])
+            if new_size > old_size:
+                self._check_expandable(old)
+        elif rtype.plural == "pods":
+            def strip(spec):
+                spec = copy.deepcopy(spec or {})
+                for c in spec.get("containers", []) + spec.get("initContainers", []):
+                    c.pop("image", None)
+                spec.pop("activeDeadlineSeconds", None)
+                spec.pop("tolerations", None)
+                spec.pop("nodeName", None)
+                return spec
+            if strip(old.get("spec")) != strip(new.get("spec")):
+                raise errors.invalid("Pod", name, [("spec", "Forbidden: pod updates may not change fields other than "
+                                                    "`spec.containers[*].image`, `spec.initContainers[*].image`, "
+                                                    "`spec.activeDeadlineSeconds`, `spec.tolerations` (only additions "
+                                                    "to existing tolerations) or `spec.terminationGracePeriodSeconds`")])
+
+    def _check_expandable(self, pvc):
+        name = pvc["metadata"]["name"]
+        why = ("only dynamically provisioned pvc can be resized and the storageclass that provisions the pvc "
+               "must support resize")
+        if pvc.get("status", {}).get("phase") != "Bound":
+            raise errors.invalid("PersistentVolumeClaim", name, [("spec", "Forbidden: spec is immutable after creation "
+                                                                   "except resources.requests for bound claims")])
+        cls = self.store.get(_t("storageclasses"), "", pvc["spec"].get("storageClassName") or "")
+        if cls is None or not cls.get("allowVolumeExpansion"):
+            raise errors.forbidden("persistentvolumeclaims", name, why)
+
+    # --- delete ------------------------------------------------------------------------
+    def delete(self, rtype, namespace, name, options=None):
+        options = options or {}
+        obj = self.store.get(rtype, namespace, name)
+        if obj is None:
+            raise errors.not_found(rtype.plural, name, rtype.group)
+        pre = options.get("preconditions") or {}
+        if pre.get("uid") and pre["uid"] != obj["metadata"]["uid"]:
+            raise errors.conflict(rtype.plural, name, rtype.group, f"Precondition failed: UID in precondition: {pre['uid']}, UID in object meta: {obj['metadata']['uid']}")
+        if pre.get("resourceVersion") and pre["resourceVersion"] != obj["metadata"]["resourceVersion"]:
+            raise errors.conflict(rtype.plural, name, rtype.group, "Precondition failed: resourceVersion in precondition does not match")
+        policy = options.get("propagationPolicy") or ("Orphan" if options.get("orphanDependents") else "Background")
+        obj = copy.deepcopy(obj)
+        meta = obj["metadata"]
+        if policy == "Orphan":
+            meta.setdefault("annotations", {})["ptjaas.io/orphan-dependents"] = "true"
+        grace = options.get("gracePeriodSeconds")
+        if rtype.plural == "pods":
+            if grace is None:
+                grace = obj["spec"].get("terminationGracePeriodSeconds", 30)
+            running = obj["spec"].get("nodeName") and not admission.pod_is_terminal(obj)
+            if running and int(grace) > 0 or meta.get("finalizers"):
+                if not meta.get("deletionTimestamp"):
+                    meta["deletionTimestamp"] = _in_seconds(int(grace))
+                    meta["deletionGracePeriodSeconds"] = int(grace)
+                elif int(grace) < meta.get("deletionGracePeriodSeconds", 30):
+                    meta["deletionGracePeriodSeconds"] = int(grace)   # a shorter grace period wins
+                    meta["deletionTimestamp"] = _in_seconds(int(grace))
+                else:
+                    return obj
+                return self.store.update(rtype, obj)
+        elif rtype.plural == "namespaces":
+            if not meta.get("deletionTimestamp"):
+                meta["deletionTimestamp"] = now_iso()
+                obj["status"]["phase"] = "Terminating"
+                return self.store.update(rtype, obj)
+            return obj
+        elif meta.get("finalizers") or self._pvc_in_use(rtype, obj):
+            if rtype.plural == "persistentvolumeclaims" and "kubernetes.io/pvc-protection" not in meta.get("finalizers", []):
+                meta.setdefault("finalizers", []).append("kubernetes.io/pvc-protection")
+            if not meta.get("deletionTimestamp"):
+                meta["deletionTimestamp"] = now_iso()
+                meta["deletionGracePeriodSeconds"] = 0
+                return self.store.update(rtype, obj)
+            return obj
+        if policy == "Orphan":
+            self.store.update(rtype, obj)
+        gone = self._remove(rtype, namespace, name)
+        if rtype.plural in _RETURN_OBJECT_ON_DELETE:
+            return gone
+        return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
+                "details": {"name": name, "group": rtype.group, "kind": rtype.plural, "uid": meta["uid"]}}
+
+    def _pvc_in_use(self, rtype, pvc):
+        if rtype.plural != "persistentvolumeclaims":
+            return False
+        return bool(self.pods_using_claim(pvc["metadata"]["namespace"], pvc["metadata"]["name"]))
+
+    def pods_using_claim(self, namespace, claim):
+        users = []
+        for pod in self.store.list(_t("pods"), namespace):
+            if admission.pod_is_terminal(pod):
+                continue
+            for v in pod["spec"].get("volumes") or []:
+                if (v.get("persistentVolumeClaim") or {}).get("claimName") == claim:
+                    users.append(pod)
+        return users
+
+    def _remove(self, rtype, namespace, name):
+        gone = self.store.remove(rtype, namespace, name)
+        if gone is not None:
+            self.collect_garbage(gone)
+        return gone
+
+    def collect_garbage(self, owner):
+        """Delete (or orphan) the dependents of a removed owner, as the garbage collector does."""
+        uid = owner["metadata"]["uid"]
+        orphan = (owner["metadata"].get("annotations") or {}).get("ptjaas.io/orphan-dependents") == "true"
+        for (key, ns, name), obj in list(self.store.objects.items()):
+            refs = obj["metadata"].get("ownerReferences") or []
+            if not any(r.get("uid") == uid for r in refs):
+                continue
+            rtype = _t(key)
+            if orphan:
+                new = copy.deepcopy(obj)
+                new["metadata"]["ownerReferences"] = [r for r in refs if r.get("uid") != uid]
+                self.store.update(rtype, new)
+            elif len(refs) == 1 or all(self._owner_gone(r, ns) for r in refs if r.get("uid") != uid):
+                try:
+                    self.delete(rtype, ns, name, {"propagationPolicy": "Background"})
+                except errors.ApiError:
+                    pass
+
+    def _owner_gone(self, ref, namespace):
+        return not any(o["metadata"]["uid"] == ref.get("uid") for o in self.store.objects.values())
+
+    def finish_delete(self, rtype, namespace, name):
+        """Remove an object whose graceful deletion has completed (kubelet, finalizers done)."""
+        return self._remove(rtype, namespace, name)
+
+    def delete_collection(self, rtype, namespace, label_selector="", field_selector="", options=None):
+        listing = self.list(rtype, namespace, label_selector, field_selector)
+        for obj in listing["items"]:
+            try:
+                self.delete(rtype, obj["metadata"].get("namespace", ""), obj["metadata"]["name"], options)
+            except errors.ApiError:
+                pass
+        return {"kind": f"{rtype.kind}List", "apiVersion": rtype.api_version,
+                "metadata": {"resourceVersion": str(self.store.rv)}, "items": listing["items"]}
+
+    # --- convenience for controllers ---------------------------------------------------
+    def set_status(self, rtype, obj, status):
+        new = copy.deepcopy(obj)
+        new["status"] = status
+        return self.store.update(rtype, new)
+
+
+def _in_seconds(seconds):
+    return (datetime.now(timezone.utc) + timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%SZ")

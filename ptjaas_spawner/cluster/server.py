@@ -1,0 +1,279 @@
+"""``EmbeddedCluster``: the API server, controllers and node agent on one event loop."""
+
+import asyncio
+import json
+import logging
+import os
+import secrets
+import socket
+import tempfile
+import threading
+from dataclasses import dataclass, field
+
+import yaml
+from tornado.httpserver import HTTPServer
+
+from .api import Faults, make_app
+from .controllers import DEFAULT_CLASS_ANNOTATION, Controllers, EventRecorder
+from .kubelet import Kubelet
+from .registry import Registry
+from .resources import BY_KEY, BY_PLURAL
+from .store import Store
+
+log = logging.getLogger("ptjaas.cluster")
+T = BY_PLURAL
+
+
+@dataclass
+class NodeSpec:
+    """A virtual node: what the scheduler may place on it."""
+    name: str = "ptjaas-node-1"
+    cpu: str = "16"
+    memory: str = "64Gi"
+    gpus: int = 4
+    gpu_resource: str = "nvidia.com/gpu"
+    pods: int = 250
+    labels: dict = field(default_factory=dict)
+    taints: list = field(default_factory=list)
+
+    def manifest(self):
+        capacity = {"cpu": self.cpu, "memory": self.memory, "pods": str(self.pods), "ephemeral-storage": "100Gi"}
+        if self.gpus:
+            capacity[self.gpu_resource] = str(self.gpus)
+        labels = {"kubernetes.io/hostname": self.name, "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64",
+                  "node.kubernetes.io/instance-type": "ptjaas-embedded"}
+        labels.update(self.labels)
+        return {"metadata": {"name": self.name, "labels": labels},
+                "spec": {"taints": list(self.taints)} if self.taints else {},
+                "status": {"capacity": capacity, "allocatable": dict(capacity),
+                           "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady",
+                                           "message": "kubelet is posting ready status"}],
+                           "addresses": [{"type": "InternalIP", "address": "127.0.0.1"},
+                                         {"type": "Hostname", "address": self.name}],
+                           "nodeInfo": {"kubeletVersion": "v1.31.0+ptjaas", "operatingSystem": "linux",
+                                        "architecture": "amd64", "containerRuntimeVersion": "ptjaas://local-process"}}}
+
+
+DEFAULT_STORAGE_CLASSES = [
+    {"metadata": {"name": "standard", "annotations": {DEFAULT_CLASS_ANNOTATION: "true"}},
+     "provisioner": "ptjaas.io/local-path", "reclaimPolicy": "Delete", "volumeBindingMode": "Immediate",
+     "allowVolumeExpansion": True},
+]
+
+
+def free_port(host="127.0.0.1"):
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+class EmbeddedCluster:
+    """A Kubernetes API server plus one node agent, in-process.
+
+    ``state_dir`` holds volumes, pod logs and (when ``persist`` is true) the objects, so a
+    cluster started again on the same directory finds everything as it was, restarting the
+    pods that were running. ``nodes`` and ``storage_classes`` seed a new cluster.
+    """
+
+    def __init__(self, state_dir=None, port=0, host="127.0.0.1", nodes=None, storage_classes=None,
+                 namespaces=("default", "kube-system", "kube-public"), persist=True):
+        self.state_dir = os.path.abspath(state_dir or tempfile.mkdtemp(prefix="ptjaas-cluster-"))
+        os.makedirs(self.state_dir, exist_ok=True)
+        self.volumes_dir = os.path.join(self.state_dir, "volumes")
+        self.pods_dir = os.path.join(self.state_dir, "pods")
+        self.snapshots_dir = os.path.join(self.state_dir, "snapshots")
+        for d in (self.volumes_dir, self.pods_dir, self.snapshots_dir):
+            os.makedirs(d, exist_ok=True)
+        self.state_file = os.path.join(self.state_dir, "objects.json")
+        self.host = host
+        self.port = port or free_port(host)
+        self.persist = persist
+        self.token = None
+        self.loop = None
+        self.faults = Faults()
+        self.open_watches = set()
+        self.store = Store()
+        self.registry = Registry(self.store)
+        self.events = EventRecorder(self.store)
+        self.controllers = Controllers(self)
+        self.kubelet = Kubelet(self)
+        self.scheduler = self.controllers
+        self._seed = (nodes if nodes is not None else [NodeSpec()],
+                      storage_classes if storage_classes is not None else DEFAULT_STORAGE_CLASSES, namespaces)
+        self._thread = None
+        self._stopped = None
+        self._server = None
+
+    @property
+    def url(self):
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def kubeconfig_path(self):
+        return os.path.join(self.state_dir, "kubeconfig")
+
+    # --- start / stop ----------------------------------------------------------------------
+    async def start(self):
+        self.loop = asyncio.get_running_loop()
+        extra = {}
+        fresh = not os.path.exists(self.state_file)
+        if not fresh:
+            extra = self.store.load(self.state_file)
+            self.kubelet.import_state(extra.get("kubelet") or {})
+        self.token = extra.get("token") or secrets.token_hex(16)
+        self.store.listeners += [self.controllers.on_event, self.kubelet.on_event]
+        if fresh:
+            nodes, classes, namespaces = self._seed
+            for ns in namespaces:
+                self.registry.create(T["namespaces"], "", {"metadata": {"name": ns}})
+            for node in nodes:
+                self.add_node(node)
+            for cls in classes:
+                self.registry.create(T["storageclasses"], "", cls)
+        self._server = HTTPServer(make_app(self), idle_connection_timeout=3600)
+        self._server.listen(self.port, self.host)
+        self.write_kubeconfig(self.kubeconfig_path)
+        self._saver = asyncio.ensure_future(self._save_loop())
+        self.controllers.kick()
+        self.kubelet.kick()
+        log.info("embedded Kubernetes API at %s (state in %s)", self.url, self.state_dir)
+        return self
+
+    def add_node(self, node):
+        node = node if isinstance(node, dict) else node.manifest()
+        obj = self.registry.create(T["nodes"], "", node)
+        self.controllers.kick()
+        return obj
+
+    async def _save_loop(self):
+        while True:
+            await asyncio.sleep(0.25)
+            if self.store.dirty and self.persist:
+                self.save()
+
+    def save(self):
+        self.store.dump(self.state_file, {"token": self.token, "kubelet": self.kubelet.export_state()})
+
+    async def stop(self):
+        if self._server is not None:
+            self._server.stop()
+        for handler in list(self.open_watches):
+            try:
+                handler.request.connection.stream.close()
+            except Exception:
+                pass
+        await self.kubelet.shutdown()
+        self._saver.cancel()
+        if self.persist:
+            self.save()
+        if self._server is not None:
+            await self._server.close_all_connections()
+
+    async def serve_forever(self):
+        await self.start()
+        self._stopped = asyncio.Event()
+        try:
+            await self._stopped.wait()
+        finally:
+            await self.stop()
+
+    # --- a background thread (tests, the demo) -------------------------------------------
+    def start_in_thread(self, timeout=30):
+        ready = threading.Event()
+        failure = []
+
+        def run():
+            loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(loop)
+            self._stopped = asyncio.Event()
+
+            async def main():
+                try:
+                    await self.start()
+                except BaseException as e:   # report start-up failures to the caller
+                    failure.append(e)
+                    ready.set()
+                    return
+                ready.set()
+                await self._stopped.wait()
+                await self.stop()
+
+            loop.run_until_complete(main())
+            loop.close()
+
+        self._thread = threading.Thread(target=run, name="ptjaas-cluster", daemon=True)
+        self._thread.start()
+        if not ready.wait(timeout):
+            raise RuntimeError("the embedded cluster did not start in time")
+        if failure:
+            raise failure[0]
+        return self
+
+    def stop_thread(self, timeout=30):
+        if self._thread is None:
+            return
+        self.loop.call_soon_threadsafe(self._stopped.set)
+        self._thread.join(timeout)
+        self._thread = None
+
+    def call(self, fn, *args, **kwargs):
+        """Run ``fn`` on the cluster's loop (thread-safe) and return its result."""
+        if self._thread is None or threading.current_thread() is self._thread:
+            return fn(*args, **kwargs)
+
+        async def wrapper():
+            return fn(*args, **kwargs)
+        return asyncio.run_coroutine_threadsafe(wrapper(), self.loop).result(30)
+
+    # --- test controls ---------------------------------------------------------------------
+    def inject_fault(self, verb=None, resource=None, name=None, namespace=None, status=None, latency=0,
+                     times=None, cut_watch=False, message=None):
+        def add():
+            rule = self.faults.add(verb=verb, resource=resource, namespace=namespace, name=name, status=status,
+                                   latency=latency, times=times, cut_watch=cut_watch, message=message)
+            if cut_watch:
+                self.cut_watches(rule)
+            return rule
+        return self.call(add)
+
+    def clear_faults(self):
+        return self.call(self.faults.clear)
+
+    def cut_watches(self, rule):
+        for handler in list(self.open_watches):
+            rtype, namespace, name, _ = handler.route
+            if rule["resource"] in (None, rtype.plural) and rule["namespace"] in (None, namespace):
+                handler.cut_watch = True
+                try:
+                    handler.request.connection.stream.close()
+                except Exception:
+                    pass
+
+    def compact(self):
+        return self.call(self.store.compact)
+
+    def request_stats(self):
+        return self.call(lambda: dict(self.stats))
+
+    # --- kubeconfig ------------------------------------------------------------------------
+    def kubeconfig(self, namespace="default"):
+        return {
+            "apiVersion": "v1", "kind": "Config", "preferences": {},
+            "clusters": [{"name": "ptjaas-embedded", "cluster": {"server": self.url}}],
+            "users": [{"name": "ptjaas-admin", "user": {"token": self.token}}],
+            "contexts": [{"name": "ptjaas-embedded", "context": {"cluster": "ptjaas-embedded", "user": "ptjaas-admin",
+                                                                 "namespace": namespace}}],
+            "current-context": "ptjaas-embedded",
+        }
+
+    def write_kubeconfig(self, path, namespace="default"):
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        with open(path, "w") as f:
+            yaml.safe_dump(self.kubeconfig(namespace), f)
+        os.chmod(path, 0o600)
+        return path
+
+
+def load_node_specs(text):
+    """Nodes from JSON (``[{"name": ..., "cpu": ..., "gpus": ...}]``), for the command line."""
+    return [NodeSpec(**spec) for spec in json.loads(text)]

@@ -1,0 +1,93 @@
+"""Shared fixtures: an embedded cluster, a real JupyterHub, the shared reference data."""
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+from ptjaas_spawner.cluster import EmbeddedCluster  # noqa: E402
+
+from hubutil import Hub  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _tool_path():
+    """Tests find the venv's commands (jupyterhub-singleuser) and npm's (configurable-http-proxy)."""
+    extra = [os.path.dirname(sys.executable), str(ROOT / "node_modules" / ".bin")]
+    os.environ["PATH"] = os.pathsep.join(extra + [os.environ.get("PATH", "")])
+    yield
+
+
+def _start_cluster(path, **kwargs):
+    cluster = EmbeddedCluster(state_dir=path, **kwargs)
+    cluster.start_in_thread()
+    return cluster
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    c = _start_cluster(tmp_path / "k8s")
+    old = os.environ.get("KUBECONFIG")
+    os.environ["KUBECONFIG"] = c.kubeconfig_path
+    yield c
+    c.stop_thread()
+    if old is None:
+        os.environ.pop("KUBECONFIG", None)
+    else:
+        os.environ["KUBECONFIG"] = old
+
+
+@pytest.fixture(scope="module")
+def module_cluster(tmp_path_factory):
+    c = _start_cluster(tmp_path_factory.mktemp("k8s"))
+    old = os.environ.get("KUBECONFIG")
+    os.environ["KUBECONFIG"] = c.kubeconfig_path
+    yield c
+    c.stop_thread()
+    if old is None:
+        os.environ.pop("KUBECONFIG", None)
+    else:
+        os.environ["KUBECONFIG"] = old
+
+
+def _hub_factory(base_dir):
+    hubs = []
+
+    def make(config_text="", cluster=None, env=None, start=True, start_timeout=60):
+        hub = Hub(base_dir / f"hub{len(hubs)}", config_text, cluster=cluster, env=env, start_timeout=start_timeout)
+        hubs.append(hub)
+        if start:
+            hub.start()
+        return hub
+
+    return make, hubs
+
+
+@pytest.fixture
+def hub_factory(tmp_path):
+    make, hubs = _hub_factory(tmp_path)
+    yield make
+    for hub in hubs:
+        hub.stop()
+
+
+@pytest.fixture(scope="module")
+def module_hub_factory(tmp_path_factory):
+    make, hubs = _hub_factory(tmp_path_factory.mktemp("hubs"))
+    yield make
+    for hub in hubs:
+        hub.stop()
+
+
+@pytest.fixture(scope="session")
+def shared_dir():
+    """../shared beside the project root (or $PTJAAS_SHARED_DIR); tests needing it skip where absent."""
+    path = Path(os.environ.get("PTJAAS_SHARED_DIR") or ROOT.parent / "shared")
+    if not path.is_dir():
+        pytest.skip(f"reference data not found at {path} (set PTJAAS_SHARED_DIR)")
+    return path

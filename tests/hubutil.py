@@ -1,0 +1,132 @@
+"""A real JupyterHub (with its real configurable-http-proxy) in a subprocess, for tests."""
+
+import os
+import re
+import secrets
+import signal
+import subprocess
+import sys
+import time
+
+import requests
+
+from ptjaas_spawner.cluster.server import free_port
+from ptjaas_spawner.localhub import local_hub_config
+
+from waiting import wait_for
+
+
+class Hub:
+    def __init__(self, workdir, config_text="", cluster=None, env=None, start_timeout=60):
+        self.workdir = str(workdir)
+        os.makedirs(self.workdir, exist_ok=True)
+        self.port, self.hub_port, self.proxy_api_port = free_port(), free_port(), free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.token = secrets.token_hex(16)
+        self.cluster = cluster
+        self.extra_env = dict(env or {})
+        self.start_timeout = start_timeout
+        self.proc = None
+        self.log_path = os.path.join(self.workdir, "jupyterhub.log")
+        self.set_config(config_text)
+
+    def set_config(self, config_text):
+        """Replace the test's part of the config (takes effect at the next start/restart)."""
+        base = local_hub_config(port=self.port, hub_port=self.hub_port, proxy_api_port=self.proxy_api_port,
+                                data_dir=self.workdir, api_tokens={"test-admin": self.token})
+        with open(os.path.join(self.workdir, "jupyterhub_config.py"), "w") as f:
+            f.write(base + "\nc.JupyterHub.log_level = 'DEBUG'\n# --- test config ---\n" + config_text)
+
+    def start(self, wait=True):
+        env = dict(os.environ)
+        bin_dir = os.path.dirname(sys.executable)
+        env["PATH"] = f"{bin_dir}:{env.get('PATH', '')}"
+        if self.cluster is not None:
+            env["KUBECONFIG"] = self.cluster.kubeconfig_path
+        env.update(self.extra_env)
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen([sys.executable, "-m", "jupyterhub", "-f", "jupyterhub_config.py"],
+                                     cwd=self.workdir, env=env, stdout=self._log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        if wait:
+            wait_for(self._up, timeout=self.start_timeout, interval=0.1, message=f"JupyterHub at {self.url}\n{self.logs()[-3000:]}")
+        return self
+
+    def _up(self):
+        if self.proc.poll() is not None:
+            raise AssertionError(f"JupyterHub exited with {self.proc.returncode}:\n{self.logs()[-5000:]}")
+        try:
+            return requests.get(f"{self.url}/hub/api/", timeout=2).status_code == 200
+        except requests.ConnectionError:
+            return False
+
+    def wait_exit(self, timeout=60):
+        """For a hub expected to refuse to start: its exit code."""
+        return self.proc.wait(timeout)
+
+    def stop(self):
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        try:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+        self._log.close()
+
+    def restart(self, config_text=None):
+        self.stop()
+        if config_text is not None:
+            self.set_config(config_text)
+        return self.start()
+
+    def logs(self):
+        try:
+            with open(self.log_path, errors="replace") as f:
+                return f.read()
+        except FileNotFoundError:
+            return ""
+
+    # --- HTTP --------------------------------------------------------------------------
+    def api(self, method, path, token=None, **kwargs):
+        headers = kwargs.pop("headers", {})
+        headers["Authorization"] = f"token {token or self.token}"
+        kwargs.setdefault("timeout", 60)
+        return requests.request(method, f"{self.url}/hub/api{path}", headers=headers, **kwargs)
+
+    def session(self, username, password=""):
+        """A requests session logged in through the real login form."""
+        s = requests.Session()
+        r = s.get(f"{self.url}/hub/login", timeout=30)
+        xsrf = s.cookies.get("_xsrf") or _xsrf_from(r.text)
+        r = s.post(f"{self.url}/hub/login", data={"username": username, "password": password, "_xsrf": xsrf},
+                   allow_redirects=False, timeout=60)
+        if r.status_code not in (302, 303):
+            raise AssertionError(f"login as {username} failed: {r.status_code}\n{r.text[:2000]}")
+        s.headers["X-XSRFToken"] = s.cookies.get("_xsrf", xsrf)
+        return s
+
+    def wait_ready(self, username, server_name="", timeout=90):
+        """Wait until the user's server is ready (through the REST API); return the server model."""
+        def ready():
+            r = self.api("GET", f"/users/{username}")
+            server = (r.json().get("servers") or {}).get(server_name)
+            if server and server.get("ready"):
+                return server
+            return None
+        return wait_for(ready, timeout=timeout, interval=0.2, message=f"{username}'s server {server_name!r} to be ready")
+
+    def wait_stopped(self, username, server_name="", timeout=90):
+        def stopped():
+            r = self.api("GET", f"/users/{username}")
+            return server_name not in (r.json().get("servers") or {})
+        return wait_for(stopped, timeout=timeout, interval=0.2, message=f"{username}'s server to stop")
+
+
+def _xsrf_from(html):
+    m = re.search(r'name="_xsrf"\s+value="([^"]+)"', html)
+    return m.group(1) if m else ""
