@@ -102,8 +102,8 @@ class Kubelet:
     def allocate_ip(self, uid):
         if uid in self.ips:
             return self.ips[uid]
-        used = set(self.ips.values())
-        index = 1
+        used = set(self.ips.values()) | _listening_ips()  # other clusters on this machine too
+        index = int.from_bytes(os.urandom(2), "big") % 10000 + 1  # spread concurrent clusters apart
         while True:
             ip = f"127.100.{index // 250}.{index % 250 + 1}"
             if ip not in used:
@@ -173,6 +173,8 @@ class PodRuntime:
 
     # --- status helpers ----------------------------------------------------------------
     def _update_status(self, mutate):
+        if self.shutdown:   # the node is going down: like a real kubelet, it reports nothing more
+            return None
         pod = self.pod()
         if pod is None or pod["metadata"]["uid"] != self.uid:
             return None
@@ -656,3 +658,20 @@ def _die_with_parent():
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)   # PR_SET_PDEATHSIG
     except Exception:
         pass
+
+
+def _listening_ips():
+    """Loopback addresses some process on this machine listens on (from /proc/net/tcp), so that
+    two embedded clusters running at once (parallel test runs) never hand out the same pod IP."""
+    ips = set()
+    try:
+        with open("/proc/net/tcp") as f:
+            next(f)
+            for line in f:
+                fields = line.split()
+                if len(fields) > 3 and fields[3] == "0A":  # LISTEN
+                    addr = fields[1].split(":")[0]
+                    ips.add(socket.inet_ntoa(bytes.fromhex(addr)[::-1]))
+    except (OSError, ValueError):
+        pass
+    return ips
