@@ -17,7 +17,7 @@ from .api import Faults, make_app
 from .controllers import DEFAULT_CLASS_ANNOTATION, Controllers, EventRecorder
 from .kubelet import Kubelet
 from .registry import Registry
-from .resources import BY_KEY, BY_PLURAL
+from .resources import BY_PLURAL
 from .store import Store
 
 log = logging.getLogger("ptjaas.cluster")

@@ -1,0 +1,124 @@
+"""Drive N pods through create -> Running (port answering) -> delete on the embedded cluster, with
+the official asyncio client, and print per-step latency percentiles and throughput.
+
+    ./dev run python benchmarks/cluster_pods.py --pods 200 --concurrency 50
+
+The container is a tiny Python TCP listener on 0.0.0.0:8888 (rewritten to the pod's own
+loopback address), so what is measured is the cluster: API server, scheduler, node agent.
+"""
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+from kubernetes_asyncio import client, config, watch
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+from ptjaas_spawner.cluster import EmbeddedCluster, NodeSpec  # noqa: E402
+
+LISTENER = ("import socket,signal,sys;signal.signal(signal.SIGTERM,lambda *a:sys.exit(0));"
+            "s=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1);"
+            "s.bind(('0.0.0.0',8888));s.listen();[s.accept()[0].close() for _ in iter(int,1)]")
+
+
+def pod_manifest(name):
+    return {"metadata": {"name": name, "labels": {"app": "bench"}},
+            "spec": {"terminationGracePeriodSeconds": 5,
+                     "containers": [{"name": "c", "image": "bench:1", "command": [sys.executable, "-S", "-c", LISTENER],
+                                     "ports": [{"containerPort": 8888}],
+                                     "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}}}]}}
+
+
+def pct(values, p):
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
+
+
+async def port_answers(ip):
+    try:
+        _, w = await asyncio.wait_for(asyncio.open_connection(ip, 8888), 1)
+        w.close()
+        return True
+    except (OSError, asyncio.TimeoutError):
+        return False
+
+
+async def run(api, pods, concurrency, namespace="default"):
+    ready_at, gone_at = {}, {}
+    ready_events = {f"bench-{i}": asyncio.Event() for i in range(pods)}
+    gone_events = {f"bench-{i}": asyncio.Event() for i in range(pods)}
+
+    async def watcher():
+        w = watch.Watch()
+        async for ev in w.stream(api.list_namespaced_pod, namespace, label_selector="app=bench", timeout_seconds=600):
+            pod = ev["object"]
+            name = pod.metadata.name
+            if ev["type"] == "DELETED":
+                gone_at.setdefault(name, time.monotonic())
+                gone_events[name].set()
+            elif any(c.type == "Ready" and c.status == "True" for c in (pod.status.conditions or [])):
+                if name not in ready_at and await port_answers(pod.status.pod_ip):
+                    ready_at[name] = time.monotonic()
+                    ready_events[name].set()
+            if len(gone_at) == pods:
+                return
+
+    watch_task = asyncio.ensure_future(watcher())
+    sem = asyncio.Semaphore(concurrency)
+    created, deleted = {}, {}
+
+    async def cycle(i):
+        name = f"bench-{i}"
+        async with sem:
+            created[name] = time.monotonic()
+            await api.create_namespaced_pod(namespace, pod_manifest(name))
+            await ready_events[name].wait()
+            deleted[name] = time.monotonic()
+            await api.delete_namespaced_pod(name, namespace)
+            await gone_events[name].wait()
+
+    start = time.monotonic()
+    await asyncio.gather(*(cycle(i) for i in range(pods)))
+    wall = time.monotonic() - start
+    watch_task.cancel()
+    to_ready = [ready_at[n] - created[n] for n in created]
+    to_gone = [gone_at[n] - deleted[n] for n in deleted]
+    return wall, to_ready, to_gone
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pods", type=int, default=200)
+    parser.add_argument("--concurrency", type=int, default=50)
+    args = parser.parse_args()
+    cluster = EmbeddedCluster(state_dir=tempfile.mkdtemp(prefix="ptjaas-bench-"),
+                              nodes=[NodeSpec(cpu="64", memory="256Gi", pods=1000)])
+    cluster.start_in_thread()
+    cpu0 = time.process_time()
+
+    async def go():
+        await config.load_kube_config(cluster.kubeconfig_path)
+        async with client.ApiClient() as api_client:
+            return await run(client.CoreV1Api(api_client), args.pods, args.concurrency)
+
+    try:
+        wall, to_ready, to_gone = asyncio.run(go())
+    finally:
+        stats = cluster.request_stats()
+        cluster.stop_thread()
+    cpu = time.process_time() - cpu0
+    print(f"embedded cluster: {args.pods} pods, concurrency {args.concurrency}, {os.cpu_count()} cores")
+    print(f"  full cycle (create -> Running, port answering -> delete -> gone): {wall:.1f} s wall, "
+          f"{args.pods / wall:.1f} pods/s")
+    for label, values in (("create -> ready", to_ready), ("delete -> gone", to_gone)):
+        print(f"  {label:16s} p50 {pct(values, 50) * 1000:7.0f} ms   p90 {pct(values, 90) * 1000:7.0f} ms   "
+              f"p99 {pct(values, 99) * 1000:7.0f} ms   max {max(values) * 1000:7.0f} ms   mean {statistics.mean(values) * 1000:7.0f} ms")
+    print(f"  API requests: {stats.get('total')}; CPU time of this process (API server + node agent + client): {cpu:.1f} s")
+
+
+if __name__ == "__main__":
+    main()
