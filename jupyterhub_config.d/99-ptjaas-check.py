@@ -1,0 +1,53 @@
+# ptjaas config fragment 99: check the whole configuration before the hub goes on starting.
+#
+# Loaded last (z2jh loads this directory in name order; so does 00-ptjaas.py on a plain
+# machine). It stops the hub with a message naming the setting, and where it came from,
+# when:
+#   * a PtjaasSpawner / PtjaasAuthenticator / KubeSpawner / JupyterHub setting is misspelt
+#     or has a value of the wrong type (JupyterHub alone would only warn, or fail at the
+#     first spawn);
+#   * ptjaas is configured but another spawner or authenticator class is selected;
+#   * z2jh's own singleuser.storage would manage a home claim next to ptjaas's;
+#   * the catalog, sizes or home settings are inconsistent (the spawner's own checks,
+#     ptjaas_spawner.configcheck, which would otherwise run only at the first spawn).
+# Admin fragments placed between 00 and 99 check their own settings with
+# `ptjaas_spawner.fragmentcheck.checked_fragment` (see the docs: "Configuration fragments").
+import sys
+
+from ptjaas_spawner import fragmentcheck as _ptjaas_fc
+
+c = c  # noqa: F821  (see 00-ptjaas.py)
+
+
+def _ptjaas_source(setting):
+    """Where a setting most likely came from, for the error message."""
+    section, _, key = setting.partition(".")
+    key = key.split("[")[0]  # PtjaasSpawner.sizes['gpu-1'] was set as hub.config.PtjaasSpawner.sizes
+    if not section[:1].isupper():  # a Helm value such as singleuser.storage.type
+        return "the Helm values"
+    try:  # under z2jh: the chart's values, read by its z2jh module
+        import z2jh
+
+        if key and key in (z2jh.get_config(f"hub.config.{section}") or {}):
+            return f"the Helm values (hub.config.{setting})"
+    except ImportError:
+        pass
+    files = globals().get("PTJAAS_VALUES_FILES")
+    if files and key in (globals().get("PTJAAS_HUB_CONFIG", {}).get(section) or {}):
+        return f"PTJAAS_VALUES ({', '.join(files)}: hub.config.{setting})"
+    return "hub.config or a config fragment"
+
+
+_ptjaas_problems = (
+    _ptjaas_fc.check_config(c)
+    + _ptjaas_fc.check_spawner_selected(c)
+    + _ptjaas_fc.check_storage_not_fighting(c)
+    + _ptjaas_fc.check_spawner_catalog(c)
+)
+if _ptjaas_problems:
+    raise _ptjaas_fc.PtjaasConfigError(
+        _ptjaas_fc.format_problems(
+            _ptjaas_fc.fragment_path(sys._getframe(0).f_code.co_filename),
+            [(s, f"{m} [set in {_ptjaas_source(s)}]") for s, m in _ptjaas_problems],
+        )
+    )

@@ -1,0 +1,151 @@
+"""Hub-side helper: the ``c.JupyterHub.services`` / ``load_roles`` entries for the culler.
+
+In ``jupyterhub_config.py``::
+
+    from ptjaas_spawner.culler import install_culler
+    install_culler(c, timeout=3600, after_cull_hooks=["snapshot", "usage"],
+                   usage_file="/srv/jupyterhub/usage.jsonl", snapshot_class="csi-snapclass")
+
+``install_culler`` reads ``c.PtjaasSpawner.sizes`` / ``images`` (set them first), validates the
+culling keys (a bad value stops the hub at start-up with the config key named) and passes the
+per-size policy to the service as JSON in ``$PTJAAS_CULL_POLICY``. ``service_config`` returns
+the same entries without touching ``c``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Iterable, Mapping
+
+from .policy import PolicyError, extract_policy
+
+SERVICE_NAME = "ptjaas-culler"
+#: the smallest scopes that work: list users, see activity + server models (incl. user_options),
+#: stop servers. No admin token.
+BASE_SCOPES = ["list:users", "read:users:activity", "read:servers", "delete:servers"]
+PASSTHROUGH_ENV = ("KUBECONFIG", "KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT", "POD_NAMESPACE")
+
+#: z2jh ``cull.*`` value -> culler option (what z2jh passes to jupyterhub-idle-culler)
+Z2JH_CULL_MAPPING = {
+    "timeout": "timeout",  # --timeout
+    "every": "cull_every",  # --cull-every
+    "concurrency": "concurrency",  # --concurrency
+    "maxAge": "max_age",  # --max-age
+    "users": "cull_users",  # --cull-users (adds delete:users to the role)
+    "adminUsers": "cull_admin_users",  # --cull-admin-users
+    "removeNamedServers": "remove_named_servers",  # --remove-named-servers
+}
+
+
+def from_z2jh_values(cull: Mapping) -> dict:
+    """Keyword arguments for :func:`service_config` from z2jh's ``cull:`` values block."""
+    return {ours: cull[theirs] for theirs, ours in Z2JH_CULL_MAPPING.items() if cull.get(theirs) is not None}
+
+
+def _hook_args(flag: str, hooks: Iterable) -> list[str]:
+    names = []
+    for h in hooks or ():
+        if not isinstance(h, str):
+            raise PolicyError(
+                f"culler {flag}: {h!r} is not a name; in the hub config give built-in names "
+                "('snapshot', 'usage') or 'module:function' strings (callables go in a culler --config file)")
+        names.append(h)
+    return [f"--{flag}={json.dumps(names)}"] if names else []
+
+
+def service_config(
+    sizes: Mapping | None = None,
+    images: Mapping | None = None,
+    *,
+    name: str = SERVICE_NAME,
+    timeout: int = 3600,
+    cull_every: int = 0,
+    concurrency: int = 10,
+    max_age: int = 0,
+    cull_users: bool = False,
+    cull_admin_users: bool = True,
+    remove_named_servers: bool = False,
+    api_page_size: int = 0,
+    before_cull_hooks: Iterable[str] = (),
+    after_cull_hooks: Iterable[str] = (),
+    hook_timeout: float = 60,
+    usage_file: str | None = None,
+    snapshot_class: str | None = None,
+    snapshot_keep: int = 3,
+    namespace: str | None = None,
+    snapshot_namespace: str | None = None,
+    claim_name_template: str | None = None,
+    option_keys: Mapping[str, str] | None = None,
+    extra_args: Iterable[str] = (),
+    environment: Mapping[str, str] | None = None,
+    python: str | None = None,
+) -> dict:
+    """Return ``{"services": [service], "load_roles": [role]}`` for the culler service."""
+    policy = extract_policy(sizes, images)
+    if option_keys:
+        policy["option_keys"] = dict(option_keys)
+    for key, value in (("timeout", timeout), ("max_age", max_age), ("cull_every", cull_every),
+                       ("concurrency", concurrency), ("api_page_size", api_page_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise PolicyError(f"culler {key} must be an integer >= 0, not {value!r}")
+    hooks = list(before_cull_hooks or ()) + list(after_cull_hooks or ())
+    if "usage" in hooks and not usage_file:
+        raise PolicyError("culler hook 'usage' needs usage_file (where to append the usage records)")
+    cmd = [python or sys.executable, "-m", "ptjaas_spawner.culler",
+           f"--timeout={timeout}", f"--concurrency={concurrency}", f"--max-age={max_age}",
+           f"--cull-users={bool(cull_users)}", f"--cull-admin-users={bool(cull_admin_users)}",
+           f"--remove-named-servers={bool(remove_named_servers)}", f"--api-page-size={api_page_size}",
+           f"--hook-timeout={hook_timeout}"]
+    if cull_every:
+        cmd.append(f"--cull-every={cull_every}")
+    cmd += _hook_args("before-cull-hooks", before_cull_hooks)
+    cmd += _hook_args("after-cull-hooks", after_cull_hooks)
+    if usage_file:
+        cmd.append(f"--usage-file={usage_file}")
+    if snapshot_class:
+        cmd.append(f"--snapshot-class={snapshot_class}")
+    if "snapshot" in hooks:
+        if snapshot_keep < 1:
+            raise PolicyError(f"culler snapshot_keep must be >= 1, not {snapshot_keep}")
+        cmd.append(f"--snapshot-keep={snapshot_keep}")
+    namespace = namespace or snapshot_namespace  # snapshot_namespace: older name, same meaning
+    if namespace:
+        cmd.append(f"--namespace={namespace}")
+    if claim_name_template:
+        cmd.append(f"--claim-name-template={claim_name_template}")
+    cmd += list(extra_args)
+    env = {k: os.environ[k] for k in PASSTHROUGH_ENV if os.environ.get(k)}
+    env["PTJAAS_CULL_POLICY"] = json.dumps(policy, sort_keys=True)
+    env.update(environment or {})
+    scopes = list(BASE_SCOPES)
+    if cull_users:
+        # delete:users (JupyterHub >= 2.0) is enough: z2jh grants the much wider admin:users.
+        # The 'admin' flag needed by cull_admin_users=False comes with list:users.
+        scopes.append("delete:users")
+    service = {"name": name, "command": cmd, "environment": env}
+    role = {"name": name, "description": "ptjaas idle culler: stop idle servers (volumes are kept)",
+            "scopes": scopes, "services": [name]}
+    return {"services": [service], "load_roles": [role]}
+
+
+def install_culler(c, **kwargs) -> dict:
+    """Append the culler service and role to a hub config object ``c`` (reads
+    ``c.PtjaasSpawner.sizes`` / ``images`` and the spawner's ``namespace`` unless given).
+    Returns what was added."""
+    spawner_cfg = c.PtjaasSpawner
+    if "sizes" not in kwargs and "sizes" in spawner_cfg:
+        kwargs["sizes"] = spawner_cfg.sizes
+    if "images" not in kwargs and "images" in spawner_cfg:
+        kwargs["images"] = spawner_cfg.images
+    if not (kwargs.get("namespace") or kwargs.get("snapshot_namespace")):
+        for cls in ("PtjaasSpawner", "KubeSpawner"):
+            if "namespace" in c[cls]:
+                kwargs["namespace"] = c[cls].namespace
+                break
+    entries = service_config(**kwargs)
+    hub = c.JupyterHub
+    hub.services = list(hub.services if "services" in hub else []) + entries["services"]
+    hub.load_roles = list(hub.load_roles if "load_roles" in hub else []) + entries["load_roles"]
+    return entries

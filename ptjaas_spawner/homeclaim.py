@@ -1,0 +1,187 @@
+"""Kubernetes I/O for the home claim: find (incl. legacy names), create, grow, watch binding.
+
+Used by ``PtjaasSpawner``; the decisions themselves are in ``homevolume`` (pure).
+"""
+
+import asyncio
+
+from kubernetes_asyncio.client.rest import ApiException
+
+from .homevolume import bind_failure, claim_phase, claim_requested, growth_decision
+from .objects import storage_patch
+
+DEFAULT_CLASS_ANNOTATIONS = (
+    "storageclass.kubernetes.io/is-default-class",
+    "storageclass.beta.kubernetes.io/is-default-class",
+)
+
+
+class ClaimBindError(RuntimeError):
+    """The home claim cannot bind; the message carries the claim's warning events."""
+
+    @property
+    def jupyterhub_message(self):
+        return str(self)
+
+
+class HomeClaims:
+    """Claim operations for one spawner (``spawner.api`` is the shared CoreV1Api)."""
+
+    def __init__(self, spawner):
+        self.spawner = spawner
+        self.api = spawner.api
+        self.log = spawner.log
+        self.namespace = spawner.namespace
+
+    def _dict(self, obj):
+        return self.api.api_client.sanitize_for_serialization(obj)
+
+    async def read(self, name):
+        try:
+            return self._dict(
+                await self.api.read_namespaced_persistent_volume_claim(name=name, namespace=self.namespace)
+            )
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+
+    async def find(self, candidates):
+        """The first existing claim among ``candidates`` as (name, claim dict) or (None, None)."""
+        for name in candidates:
+            pvc = await self.read(name)
+            if pvc is not None:
+                return name, pvc
+        return None, None
+
+    async def create(self, manifest):
+        """Create the claim; if it exists already (409), read that one.
+
+        Returns (claim dict, created: bool)."""
+        try:
+            created = await self.api.create_namespaced_persistent_volume_claim(
+                namespace=self.namespace, body=manifest
+            )
+            return self._dict(created), True
+        except ApiException as e:
+            if e.status == 409:
+                return await self.read(manifest["metadata"]["name"]), False
+            raise
+
+    async def delete_unbound(self, name):
+        """Delete a claim this start created that never bound (it holds no data)."""
+        pvc = await self.read(name)
+        if pvc is None or claim_phase(pvc) == "Bound" or (pvc.get("spec") or {}).get("volumeName"):
+            return False
+        try:
+            await self.api.delete_namespaced_persistent_volume_claim(name=name, namespace=self.namespace)
+        except ApiException as e:
+            if e.status != 404:
+                raise
+        return True
+
+    async def expandable(self, pvc):
+        """Does the claim's StorageClass allow volume expansion? (class name, bool)"""
+        from kubernetes_asyncio import client
+
+        storage = client.StorageV1Api(self.api.api_client)
+        name = (pvc.get("spec") or {}).get("storageClassName")
+        try:
+            if name:
+                sc = self._dict(await storage.read_storage_class(name))
+            else:
+                classes = self._dict(await storage.list_storage_class()).get("items") or []
+                sc = next(
+                    (
+                        c
+                        for c in classes
+                        if any(
+                            ((c.get("metadata") or {}).get("annotations") or {}).get(a) == "true"
+                            for a in DEFAULT_CLASS_ANNOTATIONS
+                        )
+                    ),
+                    None,
+                )
+                if sc is None:
+                    return None, False
+        except ApiException as e:
+            if e.status == 404:
+                return name, False
+            raise
+        return sc["metadata"]["name"], bool(sc.get("allowVolumeExpansion"))
+
+    async def grow_if_needed(self, name, pvc, wanted):
+        """Grow the claim to ``wanted`` if it is smaller and its class allows it.
+
+        Returns a message for the user ('' if nothing to say)."""
+        current = claim_requested(pvc)
+        action, _ = growth_decision(current, wanted, False)
+        if action == "keep":
+            return ""
+        if claim_phase(pvc) != "Bound":
+            self.log.info("Home claim %s is not bound yet; it grows to %s at a later start", name, wanted)
+            return ""
+        class_name, can_expand = await self.expandable(pvc)
+        action, message = growth_decision(current, wanted, can_expand)
+        if action == "grow":
+            await self.api.patch_namespaced_persistent_volume_claim(
+                name=name, namespace=self.namespace, body=storage_patch(wanted)
+            )
+            self.log.info("Growing home claim %s from %s to %s", name, current, wanted)
+        else:
+            self.log.warning(
+                "Home claim %s stays at %s (wanted %s): storage class %s does not allow volume expansion",
+                name,
+                current,
+                wanted,
+                class_name,
+            )
+        return message
+
+    async def claim_warnings(self, name):
+        events = self._dict(
+            await self.api.list_namespaced_event(
+                namespace=self.namespace,
+                field_selector=f"involvedObject.name={name}",
+            )
+        ).get("items") or []
+        events = [
+            e
+            for e in events
+            if (e.get("involvedObject") or {}).get("kind") in (None, "PersistentVolumeClaim")
+            and (e.get("involvedObject") or {}).get("name") == name
+        ]
+        return bind_failure(events)
+
+    async def watch(self, name, is_done, pod_warnings, recreate, timeout, fallback_interval=10.0):
+        """Watch the home claim while the server starts, without API requests while all is well.
+
+        The claim is looked at only when the pod reports a new Warning event (e.g.
+        FailedScheduling: "pod has unbound immediate PersistentVolumeClaims" or
+        'persistentvolumeclaim "x" not found'), or every ``fallback_interval`` seconds:
+
+        - gone: ``await recreate()`` (a claim deleted behind ptjaas's back), keep watching;
+        - Bound: done;
+        - Pending with Warning events of its own: raise ClaimBindError with their messages.
+
+        Stops when ``is_done()`` (the start finished) or after ``timeout`` seconds.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        seen = 0
+        next_check = loop.time() + fallback_interval
+        while not is_done() and loop.time() < deadline:
+            warnings_now = pod_warnings()
+            if warnings_now > seen or loop.time() >= next_check:
+                seen = warnings_now
+                next_check = loop.time() + fallback_interval
+                pvc = await self.read(name)
+                if pvc is None:
+                    await recreate()
+                    continue
+                if claim_phase(pvc) == "Bound":
+                    return
+                warnings = await self.claim_warnings(name)
+                if warnings:
+                    raise ClaimBindError(f"Your home volume ({name}) cannot be provisioned: {warnings}")
+            await asyncio.sleep(0.2)

@@ -1,0 +1,362 @@
+"""Quota arithmetic. Pure: plain data in, plain data out, no I/O, no clock.
+
+Resources: ``gpus`` (count), ``cpu`` (guaranteed cores), ``memory`` (guaranteed bytes),
+``servers`` (count). A budget maps a resource to a limit; a missing resource (or ``None``) is
+unlimited.
+
+- Per-user budget: ``quota_default`` for everyone, raised by the ``per_user`` budget of each of
+  the user's groups (most generous wins, per resource), replaced per resource by
+  ``quota_users[name]``.
+- Group pools (``quota_groups[g]``, without ``per_user``) are shared by all members. A user in
+  pooled groups has each server charged to exactly one of those pools: the one it fits in,
+  preferring the one left with the most headroom. A user in no pooled group has no pool limit.
+- Counted over all of the user's starting and running servers, named servers included.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from ..sizes import parse_bytes, parse_cpu
+
+RESOURCES = ("gpus", "cpu", "memory", "servers")
+NOUN = {"gpus": "GPUs", "cpu": "CPU cores", "memory": "memory", "servers": "servers"}
+
+
+class QuotaConfigError(ValueError):
+    """A quota setting is invalid; the message names the config key."""
+
+
+@dataclass(frozen=True)
+class Amount:
+    gpus: int = 0
+    cpu: float = 0.0
+    memory: int = 0
+    servers: int = 1
+
+    def __add__(self, other: Amount) -> Amount:
+        return Amount(*(getattr(self, r) + getattr(other, r) for r in RESOURCES))
+
+    def get(self, resource: str):
+        return getattr(self, resource)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+ZERO = Amount(0, 0.0, 0, 0)
+
+
+def fmt(resource: str, value) -> str:
+    """Human text for an amount of a resource ('4Gi', '2.5', '3')."""
+    if value is None:
+        return "unlimited"
+    if resource == "memory":
+        for suffix, mult in (("Ti", 2**40), ("Gi", 2**30), ("Mi", 2**20)):
+            if value >= mult:
+                return f"{value / mult:g}{suffix}"
+        return str(int(value))
+    if resource == "cpu":
+        return f"{round(value, 3):g}"
+    return str(int(value))
+
+
+def parse_budget(spec, where: str, allow_per_user: bool = False) -> tuple[dict, dict]:
+    """Validate one budget; returns ``(limits, per_user_limits)``. ``where`` names the key."""
+    if spec is None:
+        spec = {}
+    if not isinstance(spec, dict):
+        raise QuotaConfigError(f"{where} must be a dict of {', '.join(RESOURCES)}, got {spec!r}")
+    allowed = set(RESOURCES) | ({"per_user"} if allow_per_user else set())
+    unknown = set(spec) - allowed
+    if unknown:
+        raise QuotaConfigError(
+            f"{where} has unknown key(s) {sorted(unknown)}; allowed: {', '.join(sorted(allowed))}"
+        )
+    limits = {}
+    for r in RESOURCES:
+        if spec.get(r) is None:
+            continue
+        value = spec[r]
+        try:
+            if r in ("gpus", "servers"):
+                if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                    raise ValueError(f"not a whole number >= 0: {value!r}")
+                limits[r] = value
+            elif r == "cpu":
+                limits[r] = parse_cpu(value)
+            else:
+                limits[r] = parse_bytes(value)
+        except ValueError as e:
+            raise QuotaConfigError(f"{where}[{r!r}] is invalid: {e}") from None
+    per_user = {}
+    if allow_per_user and spec.get("per_user") is not None:
+        per_user, _ = parse_budget(spec["per_user"], f"{where}['per_user']")
+    return limits, per_user
+
+
+@dataclass
+class QuotaPolicy:
+    default: dict = field(default_factory=dict)
+    users: dict = field(default_factory=dict)
+    pools: dict = field(default_factory=dict)  # group -> limits (pooled)
+    per_user: dict = field(default_factory=dict)  # group -> limits (each member)
+
+    @classmethod
+    def from_config(cls, default=None, users=None, groups=None, prefix="c.PtjaasSpawner") -> QuotaPolicy:
+        pol = cls()
+        pol.default, _ = parse_budget(default, f"{prefix}.quota_default")
+        for name, spec in (users or {}).items():
+            pol.users[name], _ = parse_budget(spec, f"{prefix}.quota_users[{name!r}]")
+        for name, spec in (groups or {}).items():
+            pool, per_user = parse_budget(spec, f"{prefix}.quota_groups[{name!r}]", allow_per_user=True)
+            if pool:
+                pol.pools[name] = pool
+            if per_user:
+                pol.per_user[name] = per_user
+        return pol
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.default or self.users or self.pools or self.per_user)
+
+    def user_limits(self, user: str, groups) -> dict:
+        """Per-user limits: ``{resource: limit or None}`` (None = unlimited)."""
+        out = {}
+        for r in RESOURCES:
+            limit = self.default.get(r)  # None: unlimited by default
+            for g in groups or ():
+                extra = self.per_user.get(g, {}).get(r)
+                if extra is not None and limit is not None:
+                    limit = max(limit, extra)
+            if r in self.users.get(user, {}):
+                limit = self.users[user][r]
+            out[r] = limit
+        return out
+
+    def user_pools(self, groups) -> list:
+        return sorted(g for g in (groups or ()) if g in self.pools)
+
+
+@dataclass
+class Charge:
+    """One starting or running server's share."""
+
+    user: str
+    server: str
+    amount: Amount
+    pool: str | None = None
+    size: str = ""
+    image: str = ""
+    version: str = ""
+
+
+class Ledger:
+    """Charges by ``(user, server name)``. Not thread-safe: used from the hub's event loop."""
+
+    def __init__(self):
+        self.charges: dict[tuple, Charge] = {}
+
+    def add(self, charge: Charge):
+        self.charges[(charge.user, charge.server)] = charge
+
+    def remove(self, user: str, server: str) -> Charge | None:
+        return self.charges.pop((user, server), None)
+
+    def get(self, user: str, server: str) -> Charge | None:
+        return self.charges.get((user, server))
+
+    def clear(self):
+        self.charges.clear()
+
+    def user_usage(self, user, exclude=None) -> Amount:
+        total = ZERO
+        for key, c in self.charges.items():
+            if c.user == user and key != exclude:
+                total = total + c.amount
+        return total
+
+    def pool_usage(self, pool, exclude=None) -> Amount:
+        total = ZERO
+        for key, c in self.charges.items():
+            if c.pool == pool and key != exclude:
+                total = total + c.amount
+        return total
+
+    def holders(self, pool=None, user=None, exclude=None) -> list:
+        return [
+            c for key, c in sorted(self.charges.items())
+            if key != exclude and (pool is None or c.pool == pool) and (user is None or c.user == user)
+        ]
+
+
+@dataclass
+class Decision:
+    allowed: bool
+    pool: str | None = None
+    message: str = ""  # refusal: which budget is full and how to free it
+    note: str = ""  # short text for the form ("2 of 4 vision GPUs free")
+    how: str = ""  # refusal: how to free the budget
+
+
+def _over(usage: Amount, amount: Amount, limits: dict) -> list:
+    """Resources whose limit ``usage + amount`` would exceed (only those the request uses)."""
+    total = usage + amount
+    return [
+        r for r in RESOURCES
+        if limits.get(r) is not None and amount.get(r) > 0 and total.get(r) > limits[r] + 1e-9
+    ]
+
+
+def _headroom(usage: Amount, amount: Amount, limits: dict) -> float:
+    """Smallest remaining fraction over the limited resources after charging ``amount``."""
+    fracs = [
+        (limits[r] - (usage + amount).get(r)) / limits[r]
+        for r in RESOURCES if limits.get(r)
+    ]
+    return min(fracs) if fracs else 1.0
+
+
+def _servers_text(charges) -> str:
+    names = [f"{c.user}/{c.server}" if c.server else f"{c.user}/(default)" for c in charges]
+    return ", ".join(names) if names else "none"
+
+
+def decide(policy: QuotaPolicy, ledger: Ledger, user: str, groups, amount: Amount, server: str = "") -> Decision:
+    """May ``user`` (in ``groups``) start ``server`` needing ``amount``? Pure; does not charge."""
+    key = (user, server)
+    limits = policy.user_limits(user, groups)
+    usage = ledger.user_usage(user, exclude=key)
+    over = _over(usage, amount, limits)
+    if over:
+        r = over[0]
+        mine = ledger.holders(user=user, exclude=key)
+        how = f"Stop one of your servers ({_servers_text(mine)}) or choose a smaller size."
+        return Decision(
+            False,
+            message=(
+                f"Your personal {NOUN[r]} budget is full: your servers hold {fmt(r, usage.get(r))} of "
+                f"{fmt(r, limits[r])} {NOUN[r]} and this one needs {fmt(r, amount.get(r))} more. {how}"
+            ),
+            note=f"your {NOUN[r]}: {fmt(r, usage.get(r))} of {fmt(r, limits[r])} in use",
+            how=how,
+        )
+    pools = policy.user_pools(groups)
+    if not pools:
+        return Decision(True, None, note=_user_note(limits, usage, amount))
+    fitting, refusals = [], []
+    for p in pools:
+        pusage = ledger.pool_usage(p, exclude=key)
+        pover = _over(pusage, amount, policy.pools[p])
+        if pover:
+            refusals.append((p, pover[0], pusage))
+        else:
+            fitting.append((-_headroom(pusage, amount, policy.pools[p]), p, pusage))
+    if fitting:
+        fitting.sort()
+        _, p, pusage = fitting[0]
+        return Decision(True, p, note=_pool_note(p, policy.pools[p], pusage, amount))
+    parts, notes = [], []
+    for p, r, pusage in refusals:
+        held = [c for c in ledger.holders(pool=p, exclude=key) if c.amount.get(r) > 0]
+        mine = [c for c in held if c.user == user]
+        parts.append(
+            f"group {p!r} holds {fmt(r, pusage.get(r))} of its {fmt(r, policy.pools[p][r])} {NOUN[r]}"
+            + (f" ({fmt(r, sum(c.amount.get(r) for c in mine))} of them yours)" if mine else "")
+        )
+        notes.append(f"{fmt(r, max(0, policy.pools[p][r] - pusage.get(r)))} of {fmt(r, policy.pools[p][r])} {p} {NOUN[r]} free")
+    r0 = refusals[0][1]
+    how = (
+        "A share is freed when a server of the group stops: stop one of yours, ask a team "
+        "member to stop one, or choose a smaller size."
+    )
+    return Decision(
+        False,
+        message=(
+            f"Your team {NOUN[r0]} budget is full: {'; '.join(parts)}, and this server needs "
+            f"{fmt(r0, amount.get(r0))}. {how}"
+        ),
+        note="; ".join(notes),
+        how=how,
+    )
+
+
+def _pool_note(pool, limits, usage, amount) -> str:
+    for r in ("gpus", "cpu", "memory", "servers"):
+        if limits.get(r) is not None and (amount.get(r) > 0 or r == "servers"):
+            free = max(0, limits[r] - usage.get(r))
+            return f"{fmt(r, free)} of {fmt(r, limits[r])} {pool} {NOUN[r]} free"
+    return ""
+
+
+def _user_note(limits, usage, amount) -> str:
+    for r in ("gpus", "cpu", "memory", "servers"):
+        if limits.get(r) is not None and (amount.get(r) > 0 or r == "servers"):
+            free = max(0, limits[r] - usage.get(r))
+            return f"{fmt(r, free)} of your {fmt(r, limits[r])} {NOUN[r]} free"
+    return ""
+
+
+def availability(policy, ledger, user, groups, amounts: dict, server: str = "") -> dict:
+    """``{size_key: (allowed, note)}`` for the spawn form, from ``{size_key: Amount}``."""
+    out = {}
+    for key, amount in amounts.items():
+        d = decide(policy, ledger, user, groups, amount, server)
+        out[key] = (d.allowed, d.note if d.allowed else f"{d.note}. {d.how}")
+    return out
+
+
+def size_amount(size: dict) -> Amount:
+    """The guaranteed resources a size (see ``PtjaasSpawner.sizes``) holds while it runs."""
+    return Amount(
+        gpus=int(size.get("gpu") or 0),
+        cpu=parse_cpu(size.get("cpu_guarantee") or 0),
+        memory=parse_bytes(size.get("mem_guarantee") or 0),
+        servers=1,
+    )
+
+
+def pod_amount(pod: dict) -> Amount:
+    """Guaranteed resources of a pod (API JSON form): container requests for CPU and memory
+    (limits when no request, as Kubernetes defaults them), any ``*/gpu`` limit for GPUs."""
+    gpus, cpu, mem = 0, 0.0, 0
+    for c in (pod.get("spec") or {}).get("containers") or []:
+        res = c.get("resources") or {}
+        req, lim = res.get("requests") or {}, res.get("limits") or {}
+        if "cpu" in req or "cpu" in lim:
+            cpu += parse_cpu(req.get("cpu", lim.get("cpu")))
+        if "memory" in req or "memory" in lim:
+            mem += parse_bytes(req.get("memory", lim.get("memory")))
+        gpu = [v for k, v in {**req, **lim}.items() if k.endswith("/gpu")]
+        if gpu:
+            gpus += int(parse_cpu(gpu[0]))
+    return Amount(gpus=gpus, cpu=cpu, memory=mem, servers=1)
+
+
+def usage_report(policy: QuotaPolicy, ledger: Ledger, user_groups: dict) -> dict:
+    """Usage by user, group, size and image version (the admin JSON). ``user_groups``: name ->
+    groups of the users who hold servers."""
+    by_user, by_group, by_size, by_version = {}, {}, {}, {}
+
+    def bump(table, key, c):
+        row = table.setdefault(key, {**ZERO.as_dict()})
+        for r in RESOURCES:
+            row[r] = row[r] + c.amount.get(r)
+
+    servers = []
+    for c in ledger.holders():
+        bump(by_user, c.user, c)
+        bump(by_size, c.size or "(unknown)", c)
+        bump(by_version, f"{c.image or '(unknown)'}:{c.version or '(unknown)'}", c)
+        if c.pool:
+            bump(by_group, c.pool, c)
+        servers.append({"user": c.user, "server": c.server, "pool": c.pool, "size": c.size,
+                        "image": c.image, "version": c.version, **c.amount.as_dict()})
+    for u, row in by_user.items():
+        row["limits"] = policy.user_limits(u, user_groups.get(u, ()))
+    groups = {}
+    for g, limits in policy.pools.items():
+        used = by_group.get(g, {**ZERO.as_dict()})
+        groups[g] = {"used": used, "limits": {r: limits.get(r) for r in RESOURCES},
+                     "holders": sorted({c.user for c in ledger.holders(pool=g)})}
+    return {"servers": servers, "users": by_user, "groups": groups, "sizes": by_size, "versions": by_version}

@@ -1,0 +1,104 @@
+"""Admin usage page and JSON endpoint, served by the hub process itself (they read the hub's
+live quota ledger).
+
+- ``GET /hub/ptjaas/usage``: HTML page (admins only).
+- ``GET /hub/api/ptjaas/usage``: JSON, usage by server, user, group (pool), size and image
+  version, with the configured limits (needs the ``admin:servers`` scope: admins, or a service
+  token with that scope).
+
+Registered automatically by ``PtjaasAuthenticator``; with another authenticator add
+``c.JupyterHub.extra_handlers = ptjaas_spawner.quota.handlers.usage_handlers`` (JupyterHub
+warns that ``extra_handlers`` is deprecated; it works in JupyterHub 5 and 6).
+"""
+
+from __future__ import annotations
+
+import json
+
+from jupyterhub.apihandlers.base import APIHandler
+from jupyterhub.handlers.base import BaseHandler
+from tornado import web
+
+from .budget import QuotaPolicy, fmt, usage_report
+from .mixin import LEDGER
+
+PAGE = """{% extends "page.html" %}
+{% block main %}
+<div class="container">
+  <h1>Server quotas and usage</h1>
+  <h2>Groups</h2>
+  <table class="table" id="ptjaas-groups">
+    <tr><th>group</th><th>GPUs</th><th>CPU</th><th>memory</th><th>servers</th><th>holders</th></tr>
+    {% for name, g in report.groups.items() %}
+    <tr><td>{{ name }}</td>
+      {% for r in ["gpus", "cpu", "memory", "servers"] %}
+      <td>{{ f(r, g.used[r]) }} of {{ f(r, g.limits[r]) }}</td>
+      {% endfor %}
+      <td>{{ g.holders | join(", ") }}</td></tr>
+    {% endfor %}
+  </table>
+  <h2>Servers</h2>
+  <table class="table" id="ptjaas-servers">
+    <tr><th>user</th><th>server</th><th>group pool</th><th>size</th><th>image:version</th>
+        <th>GPUs</th><th>CPU</th><th>memory</th></tr>
+    {% for s in report.servers %}
+    <tr><td>{{ s.user }}</td><td>{{ s.server or "(default)" }}</td><td>{{ s.pool or "-" }}</td>
+      <td>{{ s.size }}</td><td>{{ s.image }}:{{ s.version }}</td><td>{{ s.gpus }}</td>
+      <td>{{ f("cpu", s.cpu) }}</td><td>{{ f("memory", s.memory) }}</td></tr>
+    {% endfor %}
+  </table>
+  <p><a href="{{ base_url }}api/ptjaas/usage">JSON</a> · Prometheus metrics: <code>{{ base_url }}metrics</code></p>
+</div>
+{% endblock %}
+"""
+
+
+def _policy(handler) -> QuotaPolicy:
+    cfg = handler.settings.get("config") or {}
+    merged = {}
+    for section in ("QuotaMixin", "PtjaasSpawner"):
+        if section in cfg:
+            merged.update({k: v for k, v in cfg[section].items() if k.startswith("quota_")})
+    return QuotaPolicy.from_config(
+        merged.get("quota_default"), merged.get("quota_users"), merged.get("quota_groups")
+    )
+
+
+def _report(handler) -> dict:
+    groups = {}
+    for c in LEDGER.holders():
+        if c.user not in groups:
+            u = handler.find_user(c.user)
+            groups[c.user] = [g.name for g in u.groups] if u else []
+    return usage_report(_policy(handler), LEDGER, groups)
+
+
+def _is_admin(handler) -> bool:
+    return "admin:servers" in handler.expanded_scopes
+
+
+class UsageAPIHandler(APIHandler):
+    def get(self):
+        if not self.current_user:
+            raise web.HTTPError(403, "Authentication required")
+        if not _is_admin(self):
+            raise web.HTTPError(403, "Only administrators may read the usage of all users")
+        self.set_header("Content-Type", "application/json")
+        self.write(json.dumps(_report(self)))
+
+
+class UsagePageHandler(BaseHandler):
+    @web.authenticated
+    async def get(self):
+        if not _is_admin(self):
+            raise web.HTTPError(403, "Only administrators may see the usage of all users")
+        env = self.settings["jinja2_env"]
+        ns = dict(self.template_namespace, report=_report(self), f=fmt)
+        ns["xsrf_token"] = self.xsrf_token.decode("ascii")
+        self.write(await env.from_string(PAGE).render_async(**ns))
+
+
+usage_handlers = [
+    (r"/ptjaas/usage", UsagePageHandler),
+    (r"/api/ptjaas/usage", UsageAPIHandler),
+]

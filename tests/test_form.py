@@ -1,0 +1,72 @@
+"""Pure tests: the spawn form's HTML and the parsing of posted data."""
+
+import sys
+from html.parser import HTMLParser
+from pathlib import Path
+
+from ptjaas_spawner.form import options_from_formdata, render_form
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # any pytest import mode
+from test_catalog import IMAGES, SIZES  # noqa: E402
+
+
+class Inputs(HTMLParser):
+    def __init__(self, html):
+        super().__init__()
+        self.inputs, self.labels, self.options = [], set(), []
+        self.feed(html)
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag in ("input", "select"):
+            self.inputs.append(a)
+        elif tag == "label":
+            self.labels.add(a.get("for"))
+        elif tag == "option":
+            self.options.append(a)
+
+
+def test_form_shows_only_entitled_choices_with_labels():
+    plain = Inputs(render_form(IMAGES, SIZES, []))
+    power = Inputs(render_form(IMAGES, SIZES, ["power", "gpu-users"]))
+    values = lambda p, n: [i["value"] for i in p.inputs if i.get("name") == n]  # noqa: E731
+    assert values(plain, "image") == ["python"] and values(plain, "size") == ["small"]
+    assert values(power, "image") == ["python", "cuda", "secret"]
+    assert values(power, "size") == ["small", "large", "gpu"]
+    for p in (plain, power):  # every control has a label
+        assert all(i["id"] in p.labels for i in p.inputs)
+    selected = [o["value"] for o in plain.options if "selected" in o]
+    assert selected == ["2025.01"]
+
+
+def test_form_escapes_and_shows_notes():
+    images = {"x": {"display_name": "<b>X</b> {{evil}}", "versions": {
+        "1": {"image": "x:1", "deprecated": "use 2", "notes": "old"}, "2": {"image": "x:2"}}}}
+    html = render_form(images, SIZES, [])
+    assert "<b>X" not in html and "{{" not in html
+    assert "deprecated: use 2" in html and "1: old" in html
+
+
+def test_unavailable_sizes_disabled_with_note():
+    p = Inputs(render_form(IMAGES, SIZES, ["power"], availability={"small": (False, "budget used up")}))
+    small = next(i for i in p.inputs if i.get("value") == "small")
+    large = next(i for i in p.inputs if i.get("value") == "large")
+    assert "disabled" in small and "checked" in large
+    assert "budget used up" in render_form(IMAGES, SIZES, ["power"], availability={"small": (False, "budget used up")})
+
+
+def test_same_as_last_offered_or_explained():
+    last = {"image": "python", "version": "2024.05", "size": "small", "image_digest": "sha256:abc"}
+    html = render_form(IMAGES, SIZES, [], last=last)
+    assert 'value="last"' in html and "sha256:abc" in html
+    gone = dict(IMAGES, python={**IMAGES["python"], "versions": {"2025.01": {"image": "py:2025.01"}}})
+    html = render_form(gone, SIZES, [], last=last)
+    assert 'value="last"' not in html and "has been removed" in html
+
+
+def test_options_from_formdata():
+    assert options_from_formdata({"choice": ["last"], "image": ["python"]}) == {"same_as_last": True}
+    assert options_from_formdata({"choice": ["new"], "image": ["python"], "version--python": ["2024.05"],
+                                  "version--cuda": ["12"], "size": ["small"]}) == {
+        "image": "python", "version": "2024.05", "size": "small"}
+    assert options_from_formdata({}) == {}

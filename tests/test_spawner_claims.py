@@ -1,0 +1,129 @@
+"""Home claims against the embedded cluster, driven through the spawner's own claim step.
+
+No hub here (the hub tests are in test_spawner_hub.py): a PtjaasSpawner for a stand-in
+JupyterHub user finds, creates and grows claims on a real (embedded) Kubernetes API.
+"""
+
+import logging
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import kubernetes
+import pytest
+from traitlets.config import Config
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # any pytest import mode
+
+from waiting import wait_for  # noqa: E402
+
+from ptjaas_spawner.spawner import PtjaasSpawner  # noqa: E402
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture(scope="module")
+def kube(module_cluster):
+    api_client = kubernetes.config.new_client_from_config(config_file=str(module_cluster.kubeconfig_path))
+    yield SimpleNamespace(core=kubernetes.client.CoreV1Api(api_client),
+                          storage=kubernetes.client.StorageV1Api(api_client))
+    api_client.close()
+
+
+def make_spawner(module_cluster, monkeypatch, username, servername="", groups=(), **config):
+    # kubernetes_asyncio reads $KUBECONFIG when imported; point it at this cluster
+    import kubernetes_asyncio.config.kube_config as kc
+
+    monkeypatch.setattr(kc, "KUBE_CONFIG_DEFAULT_LOCATION", str(module_cluster.kubeconfig_path))
+    c = Config()
+    c.PtjaasSpawner.namespace = "default"
+    for key, value in config.items():
+        setattr(c.PtjaasSpawner, key, value)
+    orm_spawner = SimpleNamespace(name=servername, user_options={}, server=None, state=None)
+    spawner = PtjaasSpawner(_mock=True, config=c, orm_spawner=orm_spawner)
+    spawner.user.name = username
+    spawner.user.groups = [SimpleNamespace(name=g) for g in groups]
+    spawner.pvc_name = spawner._expand_user_properties(spawner.pvc_name_template)
+    return spawner
+
+
+def claim_names(kube):
+    return sorted(c.metadata.name for c in kube.core.list_namespaced_persistent_volume_claim("default").items)
+
+
+def make_claim(kube, name, size="1Gi", storage_class=None):
+    body = {"metadata": {"name": name}, "spec": {"accessModes": ["ReadWriteOnce"],
+                                                 "resources": {"requests": {"storage": size}}}}
+    if storage_class:
+        body["spec"]["storageClassName"] = storage_class
+    kube.core.create_namespaced_persistent_volume_claim("default", body)
+    wait_for(lambda: kube.core.read_namespaced_persistent_volume_claim(name, "default").status.phase == "Bound",
+             timeout=30, message=f"{name} bound")
+
+
+def requested(kube, name):
+    return kube.core.read_namespaced_persistent_volume_claim(name, "default").spec.resources.requests["storage"]
+
+
+async def test_first_claim_and_remembered_name(module_cluster, monkeypatch, kube):
+    s = make_spawner(module_cluster, monkeypatch, "first")
+    await s.ensure_home_claim()
+    assert "claim-first" in claim_names(kube)
+    assert s.get_state()["ptjaas"]["home"] == {"claim": "claim-first", "size": "10Gi"}
+    # a later template change does not orphan the claim: the state remembers it
+    s2 = make_spawner(module_cluster, monkeypatch, "first", pvc_name_template="home-{username}")
+    s2.load_state(s.get_state())
+    await s2.ensure_home_claim()
+    assert s2.pvc_name == "claim-first" and "home-first" not in claim_names(kube)
+
+
+async def test_legacy_claims_are_reused(module_cluster, monkeypatch, kube):
+    # KubeSpawner < 7 ('escape' scheme) name of user "dana@example.org"
+    make_claim(kube, "claim-dana-40example-2eorg")
+    s = make_spawner(module_cluster, monkeypatch, "dana@example.org")
+    assert s._expand_user_properties(s.pvc_name_template) != "claim-dana-40example-2eorg"
+    await s.ensure_home_claim()
+    assert s.pvc_name == "claim-dana-40example-2eorg"
+    assert not [n for n in claim_names(kube) if n.startswith("claim-dana") and n != s.pvc_name]
+    # a named server's own KubeSpawner-default claim is kept for that server
+    make_claim(kube, "claim-erik--project")
+    s = make_spawner(module_cluster, monkeypatch, "erik", servername="project")
+    await s.ensure_home_claim()
+    assert s.pvc_name == "claim-erik--project" and "claim-erik" not in claim_names(kube)
+
+
+async def test_claim_of_a_kubespawner_state_deleted_behind_our_back_is_recreated(
+        module_cluster, monkeypatch, kube, caplog):
+    # the state a plain KubeSpawner left (a hub switching to ptjaas) names a claim that is gone
+    state = {"kubespawner_version": "7.1.0", "pod_name": "jupyter-gone", "pvc_name": "claim-gone-old"}
+    s = make_spawner(module_cluster, monkeypatch, "gone")
+    s.load_state(state)
+    with caplog.at_level(logging.WARNING):
+        await s.ensure_home_claim()
+    assert "claim-gone-old" in claim_names(kube) and "claim-gone" not in claim_names(kube)
+    assert "deleted outside ptjaas" in caplog.text
+    assert any("recreated" in n for n in s._notes)
+
+
+async def test_group_size_grows_claims_never_shrinks(module_cluster, monkeypatch, kube, caplog):
+    make_claim(kube, "claim-grace", size="10Gi")
+    s = make_spawner(module_cluster, monkeypatch, "grace", groups=["big"],
+                     home_volume_size_by_group={"big": "25Gi", "small": "1Gi"})
+    await s.ensure_home_claim()
+    assert requested(kube, "claim-grace") == "25Gi"
+    assert any("Growing your home volume from 10Gi to 25Gi" in n for n in s._notes)
+    s = make_spawner(module_cluster, monkeypatch, "grace", groups=["small"])
+    await s.ensure_home_claim()
+    assert requested(kube, "claim-grace") == "25Gi"  # never shrinks
+
+    # a class without expansion: the user keeps the old size, and is told why
+    kube.storage.create_storage_class({
+        "metadata": {"name": "fixed"}, "provisioner": "ptjaas.io/local", "allowVolumeExpansion": False})
+    make_claim(kube, "claim-hugo", size="10Gi", storage_class="fixed")
+    s = make_spawner(module_cluster, monkeypatch, "hugo", groups=["big"],
+                     home_volume_size_by_group={"big": "25Gi"})
+    with caplog.at_level(logging.WARNING):
+        await s.ensure_home_claim()
+    assert requested(kube, "claim-hugo") == "10Gi"
+    assert any("stays at 10Gi" in n for n in s._notes)
+    assert "does not allow volume expansion" in caplog.text
