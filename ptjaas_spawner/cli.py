@@ -71,14 +71,25 @@ def cmd_demo(args):
         env["KUBECONFIG"] = kubeconfig
         where = f"the embedded cluster at {cluster.url}"
     config_path = os.path.join(hub_dir, "jupyterhub_config.py")
-    with open(config_path, "w") as f:
-        f.write(demo_config(data_dir=hub_dir, port=args.port, ip=args.ip, extra_config=args.config,
-                            namespace=args.namespace))
     url = f"http://{args.ip}:{args.port}"
+    text = demo_config(data_dir=hub_dir, port=args.port, ip=args.ip, namespace=args.namespace, oidc=args.oidc)
+    idp = None
+    if args.oidc:
+        idp, oidc_text = start_demo_oidc(state_dir, url)
+        text += oidc_text
+        login = (f"through the local OpenID Connect provider at {idp.issuer}:\n"
+                 f"               alice (groups: vision), bob (nlp), {DEMO_ADMIN} (hubadmins; an admin); "
+                 f"carol is in no allowed group and is refused")
+    else:
+        login = f"any username (e.g. alice, who is in the 'vision' group; '{DEMO_ADMIN}' is an admin)"
+    if args.config:
+        text += f"\n# --- the admin's extra config (--config), loaded last ---\nload_subconfig({os.path.abspath(args.config)!r})\n"
+    with open(config_path, "w") as f:
+        f.write(text)
     print(f"""
 ptjaas demo
   JupyterHub:  {url}/hub/login
-  log in as:   any username (e.g. alice, who is in the 'vision' group; '{DEMO_ADMIN}' is an admin)
+  log in as:   {login}
   password:    {DEMO_PASSWORD}
   Kubernetes:  {where}
   kubeconfig:  {kubeconfig}
@@ -97,9 +108,34 @@ Ctrl-C stops the hub; running notebook servers stop with the embedded cluster an
     signal.signal(signal.SIGINT, forward)
     signal.signal(signal.SIGTERM, forward)
     code = proc.wait()
+    if idp is not None:
+        idp.stop()
     if cluster is not None:
         cluster.stop_thread()
     return 0 if stopping else code
+
+
+def start_demo_oidc(state_dir, hub_url):
+    """A real OpenID Connect provider (npm oidc-provider) on loopback, with demo users in groups."""
+    import secrets
+
+    from .demo import DEMO_ADMIN, DEMO_PASSWORD
+    from .devoidc import DevOIDCProvider
+
+    idp = DevOIDCProvider(users={"alice": {"password": DEMO_PASSWORD, "groups": ["vision"]},
+                                 "bob": {"password": DEMO_PASSWORD, "groups": ["nlp"]},
+                                 "carol": {"password": DEMO_PASSWORD, "groups": ["marketing"]},
+                                 DEMO_ADMIN: {"password": DEMO_PASSWORD, "groups": ["hubadmins"]}},
+                          state_dir=os.path.join(state_dir, "oidc")).start()
+    text = idp.hub_config_text(hub_url, allowed_groups=["vision", "nlp", "hubadmins"], admin_groups=["hubadmins"])
+    key_file = os.path.join(state_dir, "hub", "auth-state-key")   # stable across demo restarts
+    if not os.path.exists(key_file):
+        with open(key_file, "w") as f:
+            f.write(secrets.token_hex(32))
+        os.chmod(key_file, 0o600)
+    with open(key_file) as f:
+        text += f"c.CryptKeeper.keys = [bytes.fromhex({f.read().strip()!r})]\n"
+    return idp, text
 
 
 def main(argv=None):
@@ -120,6 +156,9 @@ def main(argv=None):
     p.add_argument("--ip", default="127.0.0.1", help="public address (default 127.0.0.1)")
     p.add_argument("--state-dir", help="hub database, cluster state and home volumes (default: ./.ptjaas)")
     p.add_argument("--namespace", default="default", help="namespace for user pods (default: default)")
+    p.add_argument("--oidc", action="store_true",
+                   help="log in through a real local OpenID Connect provider (npm oidc-provider) instead of "
+                        "the development login")
     p.add_argument("--use-current-context", action="store_true",
                    help="use the current kubeconfig context instead of the embedded cluster")
     p.set_defaults(func=cmd_demo)

@@ -36,21 +36,21 @@ DEMO_IMAGES = {
 }
 
 DEMO_SIZES = {
-    "cpu-small": {"display_name": "Small", "description": "1 CPU, 2 GiB", "cpu_guarantee": 0.5, "cpu_limit": 1,
+    "cpu-small": {"display_name": "Small", "description": "For exploring data and writing code", "cpu_guarantee": 0.5, "cpu_limit": 1,
                   "mem_guarantee": "1Gi", "mem_limit": "2Gi"},
-    "cpu-large": {"display_name": "Large", "description": "4 CPUs, 16 GiB", "cpu_guarantee": 2, "cpu_limit": 4,
+    "cpu-large": {"display_name": "Large", "description": "For heavier pandas and scikit-learn work", "cpu_guarantee": 2, "cpu_limit": 4,
                   "mem_guarantee": "8Gi", "mem_limit": "16Gi"},
-    "gpu-1": {"display_name": "1 GPU", "description": "1 GPU, 4 CPUs, 16 GiB", "cpu_guarantee": 2, "cpu_limit": 4,
+    "gpu-1": {"display_name": "1 GPU", "description": "For training models; culled after 30 idle minutes", "cpu_guarantee": 2, "cpu_limit": 4,
               "mem_guarantee": "8Gi", "mem_limit": "16Gi", "gpu": 1, "gpu_resource": "nvidia.com/gpu",
               "cull_idle_timeout": 1800},
-    "gpu-2": {"display_name": "2 GPUs", "description": "2 GPUs, 8 CPUs, 32 GiB (team vision only)",
+    "gpu-2": {"display_name": "2 GPUs", "description": "Team vision only; culled after 30 idle minutes",
               "cpu_guarantee": 4, "cpu_limit": 8, "mem_guarantee": "16Gi", "mem_limit": "32Gi", "gpu": 2,
               "gpu_resource": "nvidia.com/gpu", "groups": ["vision"], "cull_idle_timeout": 1800},
 }
 
 
 def demo_config(*, data_dir, port=8000, hub_port=None, proxy_api_port=None, namespace="default",
-                extra_config=None, ip="127.0.0.1"):
+                extra_config=None, ip="127.0.0.1", oidc=False):
     """The demo hub's jupyterhub_config.py text."""
     ports = stable_ports(data_dir)
     hub_port = hub_port or ports["hub"]
@@ -66,7 +66,13 @@ c.JupyterHub.allow_named_servers = True
 c.PtjaasSpawner.images = {pprint.pformat(DEMO_IMAGES, sort_dicts=False)}
 c.PtjaasSpawner.sizes = {pprint.pformat(DEMO_SIZES, sort_dicts=False)}
 c.PtjaasSpawner.home_volume_size = "10Gi"
+# quotas: everyone may run 2 servers and hold 1 GPU; team vision shares 4 GPUs, 2 per member
+c.PtjaasSpawner.quota_default = {{"servers": 2, "gpus": 1}}
+c.PtjaasSpawner.quota_groups = {{"vision": {{"gpus": 4, "per_user": {{"gpus": 2}}}}}}
 """
+    if not oidc:
+        # the admin usage page (/hub/ptjaas/usage); PtjaasAuthenticator registers it by itself
+        text += "from ptjaas_spawner.quota.handlers import usage_handlers\nc.JupyterHub.extra_handlers = usage_handlers\n"
     if extra_config:
         text += f"\n# --- the admin's extra config (--config), loaded last ---\nload_subconfig({os.path.abspath(extra_config)!r})\n"
     return text

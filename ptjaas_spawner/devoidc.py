@@ -99,6 +99,7 @@ class DevOIDCProvider:
         self._groups_in_id_token = groups_in_id_token
         self._own_dir = state_dir is None
         self.state_dir = Path(state_dir or tempfile.mkdtemp(prefix="ptjaas-oidc-"))
+        self.state_dir.mkdir(parents=True, exist_ok=True)
         self.state_file = self.state_dir / "oidc-state.json"
         self.log_file = self.state_dir / "oidc-provider.log"
         self.issuer: str | None = None
@@ -234,6 +235,7 @@ class DevOIDCProvider:
         lines = [
             self.authenticator_config_text().rstrip("\n"),
             "c.Authenticator.allow_all = False",
+            "c.JupyterHub.load_groups = {}  # groups come from the provider (manage_groups)",
             f"c.PtjaasAuthenticator.allowed_groups = {set(allowed)!r}" if allowed else "",
             f"c.PtjaasAuthenticator.admin_groups = {set(admin_groups)!r}" if admin_groups else "",
             "c.PtjaasAuthenticator.enable_auth_state = True",

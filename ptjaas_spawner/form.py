@@ -82,7 +82,8 @@ def render_form(images, sizes, user_groups, last=None, availability=None, select
             '<div class="form-check">'
             f'<input class="form-check-input" type="radio" name="choice" value="new" '
             f'id="{_id("choice-new")}"{"" if last_ok else " checked"}>'
-            f'<label class="form-check-label" for="{_id("choice-new")}">Choose an image and a size below</label>'
+            f'<label class="form-check-label" for="{_id("choice-new")}">'
+            "Choose an image and a size below</label>"
             "</div></fieldset>"
         )
 
@@ -94,8 +95,9 @@ def render_form(images, sizes, user_groups, last=None, availability=None, select
         checked = " checked" if key == sel_image else ""
         out.append('<div class="form-check ptjaas-image">')
         out.append(
-            f'<input class="form-check-input" type="radio" name="image" value="{_e(key)}" id="{iid}"{checked}>'
-            f'<label class="form-check-label" for="{iid}"><strong>{_e(image.get("display_name") or key)}</strong>'
+            f'<input class="form-check-input" type="radio" name="image" value="{_e(key)}" '
+            f'id="{iid}"{checked}><label class="form-check-label" for="{iid}">'
+            f'<strong>{_e(image.get("display_name") or key)}</strong>'
         )
         if image.get("description"):
             out.append(f' <span class="ptjaas-description">{_e(image["description"])}</span>')
@@ -106,7 +108,8 @@ def render_form(images, sizes, user_groups, last=None, availability=None, select
         if sel_version not in image["versions"]:
             sel_version = default
         out.append(
-            f'<div class="ptjaas-version"><label for="{vid}">Version of {_e(image.get("display_name") or key)}</label> '
+            f'<div class="ptjaas-version"><label for="{vid}">'
+            f'Version of {_e(image.get("display_name") or key)}</label> '
             f'<select class="form-control" name="version--{_e(key)}" id="{vid}">'
         )
         notes = []
@@ -147,7 +150,8 @@ def render_form(images, sizes, user_groups, last=None, availability=None, select
         out.append(
             f'<div class="form-check ptjaas-size{"" if allowed else " ptjaas-unavailable"}">'
             f'<input class="form-check-input" type="radio" name="size" value="{_e(key)}" id="{sid}"{attrs}>'
-            f'<label class="form-check-label" for="{sid}"><strong>{_e(size.get("display_name") or key)}</strong> '
+            f'<label class="form-check-label" for="{sid}">'
+            f'<strong>{_e(size.get("display_name") or key)}</strong> '
             f"({_e(size_summary(size))})"
         )
         if size.get("description"):

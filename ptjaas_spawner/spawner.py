@@ -9,6 +9,7 @@ and shared volumes, labels and security defaults.
 
 import asyncio
 
+from jupyterhub.spawner import Spawner
 from kubespawner import KubeSpawner
 from tornado import web
 from traitlets import Bool, Dict, Float, List, TraitError, Unicode, default, validate
@@ -20,6 +21,10 @@ from .quota import QuotaMixin
 from .sizes import spawner_settings
 
 STATE_KEY = "ptjaas"
+
+
+def _applied_in_load_user_options(spawner, user_options):
+    """JupyterHub's apply_user_options hook: nothing to do (see load_user_options)."""
 
 
 class PtjaasSpawner(QuotaMixin, KubeSpawner):
@@ -145,6 +150,13 @@ class PtjaasSpawner(QuotaMixin, KubeSpawner):
     @default("options_from_form")
     def _default_options_from_form(self):
         return self._ptjaas_options_from_form
+
+    if "apply_user_options" in Spawner.class_trait_names():  # JupyterHub >= 5.3
+
+        @default("apply_user_options")
+        def _default_apply_user_options(self):
+            # ptjaas validates and applies user_options itself, in load_user_options
+            return _applied_in_load_user_options
 
     # ---- config validation ---------------------------------------------------------------
 
@@ -273,7 +285,11 @@ class PtjaasSpawner(QuotaMixin, KubeSpawner):
 
     async def _render_options_form_async(self):
         if not self.images and not self.sizes:
-            return ""
+            # no catalog: KubeSpawner's own form (its profile_list), or none
+            kube_form = KubeSpawner._options_form_default(self)
+            if callable(kube_form):
+                kube_form = await kube_form(self)
+            return kube_form
         await self.apply_group_overrides()
         images, sizes = self.effective_catalog()
         availability = await self._availability()
@@ -295,10 +311,11 @@ class PtjaasSpawner(QuotaMixin, KubeSpawner):
         )
 
     async def _ptjaas_options_from_form(self, formdata):
+        if not self.images and not self.sizes:
+            return self._options_from_form(formdata)  # KubeSpawner's profile form
         options = form.options_from_formdata(formdata)
-        if self.images or self.sizes:
-            await self.apply_group_overrides()
-            self.resolve_choice(options, await self._availability())  # refuse before anything
+        await self.apply_group_overrides()
+        self.resolve_choice(options, await self._availability())  # refuse before anything
         return options
 
     # ---- start ---------------------------------------------------------------------------
@@ -306,8 +323,12 @@ class PtjaasSpawner(QuotaMixin, KubeSpawner):
     async def load_user_options(self):
         """Validate the user's options and set KubeSpawner's traits; ensure the home claim."""
         self._notes = []
-        if not self.images and not self.sizes and self.profile_list:
+        if not self.images and not self.sizes:
+            # no catalog: KubeSpawner's own settings (and profile_list, if any) apply as they are
+            self._choice = None
             await super().load_user_options()
+            await self.ensure_home_claim()
+            return
         try:
             choice = self.resolve_choice(self.user_options or {}, await self._availability())
         except web.HTTPError:
@@ -355,7 +376,9 @@ class PtjaasSpawner(QuotaMixin, KubeSpawner):
     def home_claim_manifest(self, name, size):
         labels = self._build_common_labels(self._expand_all(self.storage_extra_labels))
         labels.update(objects.user_labels(self.user.name))
-        labels.update({"app.kubernetes.io/component": "singleuser-storage", "component": "singleuser-storage"})
+        labels.update(
+            {"app.kubernetes.io/component": "singleuser-storage", "component": "singleuser-storage"}
+        )
         annotations = self._build_common_annotations(self._expand_all(self.storage_extra_annotations))
         annotations.update(objects.user_annotations(self.user.name))
         spec = {
@@ -407,7 +430,9 @@ class PtjaasSpawner(QuotaMixin, KubeSpawner):
                 self._created_claim = name
             else:
                 if name not in (remembered, current):
-                    self.log.warning("Using existing claim %s (legacy name) as home of %s", name, self._log_name)
+                    self.log.warning(
+                        "Using existing claim %s (legacy name) as home of %s", name, self._log_name
+                    )
                 message = await claims.grow_if_needed(name, pvc, wanted)
                 if message:
                     self.notes_extend([message])

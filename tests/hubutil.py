@@ -13,7 +13,7 @@ import requests
 from ptjaas_spawner.cluster.server import free_port
 from ptjaas_spawner.localhub import local_hub_config
 
-from waiting import wait_for
+from waiting import Fatal, wait_for
 
 
 class Hub:
@@ -54,7 +54,7 @@ class Hub:
 
     def _up(self):
         if self.proc.poll() is not None:
-            raise AssertionError(f"JupyterHub exited with {self.proc.returncode}:\n{self.logs()[-5000:]}")
+            raise Fatal(f"JupyterHub exited with {self.proc.returncode}:\n{self.logs()[-5000:]}")
         try:
             return requests.get(f"{self.url}/hub/api/", timeout=2).status_code == 200
         except requests.ConnectionError:

@@ -22,8 +22,6 @@ from ptjaas_spawner.devoidc import DevOIDCProvider  # noqa: E402
 
 pytestmark = [pytest.mark.hub, pytest.mark.timeout(240)]
 
-CRYPT_KEY = "a" * 64
-
 USERS = {
     "alice": {"password": "alice-pw", "groups": ["vision"]},
     "bob": {"password": "bob-pw", "groups": ["nlp", "unrelated"]},
@@ -61,19 +59,16 @@ def idp():
 
 @pytest.fixture(scope="module")
 def hub(idp, module_cluster, module_hub_factory):
-    config = idp.authenticator_config_text() + textwrap.dedent(
+    h = module_hub_factory("", cluster=module_cluster, start=False)
+    # the same helper `ptjaas demo` uses: registers the hub's callback, returns the config
+    config = idp.hub_config_text(h.url, allowed_groups=["vision", "nlp"], admin_groups=["hubadmins"])
+    h.set_config(config + textwrap.dedent(
         f"""
-        c.Authenticator.allow_all = False
-        c.PtjaasAuthenticator.allowed_groups = {{"vision", "nlp"}}
-        c.PtjaasAuthenticator.admin_groups = {{"hubadmins"}}
-        c.PtjaasAuthenticator.enable_auth_state = True
         c.PtjaasAuthenticator.auth_refresh_age = 1
         c.PtjaasSpawner.images = {json.dumps(IMAGES)}
         c.PtjaasSpawner.sizes = {json.dumps(SIZES)}
         """
-    )
-    h = module_hub_factory(config, cluster=module_cluster, env={"JUPYTERHUB_CRYPT_KEY": CRYPT_KEY}, start=False)
-    idp.set_redirect_uris([f"{h.url}/hub/oauth_callback"])
+    ))
     h.start()
     return h
 
@@ -240,3 +235,46 @@ def test_wrong_redirect_uri_is_refused_by_the_provider(hub):
     r = s.get(urlunparse(u._replace(query=urlencode(q))), allow_redirects=False, timeout=30)
     assert r.status_code == 400 and "redirect_uri" in r.text
     assert "127.0.0.1:9" not in r.headers.get("Location", "")
+
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+
+
+@pytest.mark.browser
+def test_browser_login_through_the_provider(hub, idp, tmp_path):
+    """What a person does: the hub's login button, the provider's forms, back on the hub."""
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install -y chromium)")
+    playwright = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
+    idp.set_user("gwen", password="gwen-pw", groups=["vision"])
+    idp.set_user("hank", password="hank-pw", groups=["sales"])
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            page.goto(f"{hub.url}/hub/login")
+            page.get_by_text("Sign in with OpenID Connect").click()
+            page.fill("input[name=login]", "gwen")
+            page.fill("input[name=password]", "gwen-pw")
+            page.get_by_role("button", name="Sign in").click()
+            page.get_by_role("button", name="Allow").click()  # the provider's consent form
+            page.wait_for_url(f"{hub.url}/hub/**")
+            page.goto(f"{hub.url}/hub/spawn")
+            assert page.get_by_text("Vision CUDA", exact=True).is_visible()
+            assert page.get_by_text("NLP LLM").count() == 0
+            page.screenshot(path=str(tmp_path / "gwen-spawn-form.png"), full_page=True)
+
+            other = browser.new_context().new_page()  # another person, another browser profile
+            other.goto(f"{hub.url}/hub/oauth_login")
+            other.fill("input[name=login]", "hank")
+            other.fill("input[name=password]", "hank-pw")
+            other.get_by_role("button", name="Sign in").click()
+            other.get_by_role("button", name="Allow").click()
+            other.wait_for_url(f"{hub.url}/hub/**")
+            assert other.locator("p", has_text="hank is not a member of any group allowed to use this hub").is_visible()
+            other.screenshot(path=str(tmp_path / "hank-refused.png"), full_page=True)
+        finally:
+            browser.close()
+    assert hub_user(hub, "gwen")["groups"] == ["vision"] and hub_user(hub, "hank") is None

@@ -2,13 +2,14 @@
 
 Short timeouts: GPU-size servers (a default and a named one) idle past their size's timeout are
 culled while an active GPU server (real activity through the proxy) and an idle CPU-size server
-are kept; the home volume
-stays and the next start sees the files; the after-cull snapshot appears (with the files) and
-old snapshots are pruned; the usage record is written; a failing and a hanging hook do not stop
-the cull; idle kernels inside a running GPU server are shut down early. The culler runs one pass
+are kept; the home volume stays and the next start sees the files; the after-cull snapshot
+appears (with the files) and old snapshots are pruned; the usage record is written; a failing
+and a hanging hook do not stop the cull; idle kernels inside a running GPU server are shut down
+early. The culler runs one pass
 at a time (``--once``) with a token of the role ``service_config`` defines (no admin).
 """
 
+import asyncio
 import json
 import os
 import subprocess
@@ -83,7 +84,7 @@ def run_culler_once(hub, tmp):
     env = dict(os.environ, **svc["environment"])
     env.update(JUPYTERHUB_API_URL=f"{hub.url}/hub/api", JUPYTERHUB_API_TOKEN=CULLER_TOKEN,
                PYTHONPATH=os.pathsep.join([str(TESTS), env.get("PYTHONPATH", "")]))
-    return subprocess.run(svc["command"] + ["--once"], env=env, capture_output=True, text=True, timeout=120)
+    return subprocess.run(svc["command"] + ["--once", "--log-level=DEBUG"], env=env, capture_output=True, text=True, timeout=120)
 
 
 def servers(hub, user):
@@ -203,6 +204,8 @@ def test_gpu_idle_server_culled_with_hooks_active_and_cpu_kept(module_cluster, h
     assert "Culling server gina" in log and "size gpu" in log
     assert "Culling server gabe/sweep" in log
     assert "Culling server carl" not in log and "Culling server gabe/train" not in log
+    # carl started with the defaults: the culler still knew his server's size (CPU: 1 h timeout)
+    assert "Not culling carl: inactive for" in log and "(size small" in log
     # both failing hooks and both hanging ones were logged, and did not stop the cull
     assert "before-cull hook failing for gina failed (RuntimeError" in log, log
     assert "before-cull hook hanging for gina timed out after 1.0s" in log, log
@@ -245,6 +248,25 @@ def test_gpu_idle_server_culled_with_hooks_active_and_cpu_kept(module_cluster, h
     wait_ready(hub, "gina")
     r = requests.get(user_url(hub, "gina", "", "api/contents/results.txt"), headers=gina, timeout=30)
     assert r.status_code == 200 and r.json()["content"] == "weeks of work"
+
+    # servers whose user_options name no size (started before ptjaas recorded it): the culler
+    # reads the size from the pod labels, one list call
+    from ptjaas_spawner.culler import CullPolicy
+    from ptjaas_spawner.culler.k8s import Kube
+    from ptjaas_spawner.culler.policy import choice_from_labels
+
+    async def pod_labels():
+        kube = Kube("default")
+        try:
+            return await kube.server_pod_labels()
+        finally:
+            await kube.close()
+
+    labels = asyncio.run(pod_labels())
+    policy = CullPolicy.from_dict({"sizes": SIZES, "images": IMAGES})
+    assert choice_from_labels(policy, labels[("carl", "")])["size"] == "small"
+    assert choice_from_labels(policy, labels[("gabe", "train")]) == {"size": "gpu", "image": "cuda",
+                                                                     "version": "12.4"}
 
     for user, name in [("gina", ""), ("gabe", "train"), ("carl", "")]:
         hub.api("DELETE", f"/users/{user}/servers/{name}" if name else f"/users/{user}/server")

@@ -12,7 +12,7 @@ import requests
 
 from ptjaas_spawner.cluster.server import free_port
 
-from waiting import wait_for
+from waiting import Fatal, wait_for
 
 pytestmark = pytest.mark.hub
 
@@ -34,7 +34,8 @@ class Demo:
         return self
 
     def _up(self):
-        assert self.proc.poll() is None, self.output()[-3000:]
+        if self.proc.poll() is not None:
+            raise Fatal(f"ptjaas demo exited with {self.proc.returncode}:\n{self.output()[-3000:]}")
         try:
             return requests.get(f"{self.url}/hub/login", timeout=2).status_code == 200
         except requests.ConnectionError:
@@ -111,3 +112,33 @@ def test_demo_refuses_a_missing_extra_config_file(tmp_path):
                            "--config", str(tmp_path / "nope.py")], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert "--config" in proc.stderr and "nope.py" in proc.stderr
+
+
+def test_demo_with_oidc_logs_in_through_a_real_provider_and_refuses_outsiders(tmp_path):
+    from urllib.parse import urljoin
+
+    demo = Demo(tmp_path / "state", free_port(), ["--oidc"]).start()
+    try:
+        issuer = re.search(r"OpenID Connect provider at (\S+?):?\n", demo.output()).group(1).rstrip(":")
+        assert issuer.startswith("http://127.0.0.1:")
+
+        def provider_login(username):
+            s = requests.Session()
+            r = s.get(f"{demo.url}/hub/oauth_login", params={"next": "/hub/home"}, timeout=30)
+            assert r.url.startswith(issuer), r.url
+            form = re.search(r'<form method="post" action="([^"]+)"', r.text).group(1)
+            r = s.post(urljoin(r.url, form), data={"login": username, "password": "ptjaas"}, timeout=30)
+            if "/interaction/" in r.url:
+                form = re.search(r'<form method="post" action="([^"]+)"', r.text).group(1)
+                r = s.post(urljoin(r.url, form), timeout=30)
+            return s, r
+
+        s, r = provider_login("alice")
+        assert r.status_code == 200 and r.url.startswith(f"{demo.url}/hub/"), r.url
+        assert "alice" in s.get(f"{demo.url}/hub/home", timeout=30).text
+
+        _, r = provider_login("carol")
+        assert r.status_code == 403
+        assert "allowed group" in r.text
+    finally:
+        demo.stop()

@@ -48,11 +48,12 @@ def test_form_escapes_and_shows_notes():
 
 
 def test_unavailable_sizes_disabled_with_note():
-    p = Inputs(render_form(IMAGES, SIZES, ["power"], availability={"small": (False, "budget used up")}))
+    html = render_form(IMAGES, SIZES, ["power"], availability={"small": (False, "budget used up")})
+    p = Inputs(html)
     small = next(i for i in p.inputs if i.get("value") == "small")
     large = next(i for i in p.inputs if i.get("value") == "large")
     assert "disabled" in small and "checked" in large
-    assert "budget used up" in render_form(IMAGES, SIZES, ["power"], availability={"small": (False, "budget used up")})
+    assert "budget used up" in html
 
 
 def test_same_as_last_offered_or_explained():

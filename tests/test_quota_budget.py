@@ -188,3 +188,20 @@ def test_resourcequota_refusal_text():
     msg = resourcequota_message(body, "jhub")
     assert msg.startswith("The cluster refused to start your server: namespace 'jhub' is at its resource quota")
     assert "quota 'team' allows requests.nvidia.com/gpu=4" in msg and "The server was not created" in msg
+
+
+def test_resourcequota_command_reads_the_hub_config(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    cfg = tmp_path / "jupyterhub_config.py"
+    cfg.write_text('c.PtjaasSpawner.quota_groups = {"vision": {"gpus": 4, "servers": 10}, "nlp": {"gpus": 2, "servers": 5}}\n')
+    out = subprocess.run([sys.executable, "-m", "ptjaas_spawner.quota.resourcequota", str(cfg), "--namespace", "jhub"],
+                         capture_output=True, text=True, timeout=60, check=True).stdout
+    assert json.loads(out)["spec"]["hard"] == {"requests.nvidia.com/gpu": "6", "pods": "15"}
+    cfg.write_text('c.PtjaasSpawner.quota_groups = {"vision": {"gpu": 4}}\n')
+    bad = subprocess.run([sys.executable, "-m", "ptjaas_spawner.quota.resourcequota", str(cfg)],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode != 0 and "Traceback" not in bad.stderr
+    assert "c.PtjaasSpawner.quota_groups['vision'] has unknown key(s) ['gpu']" in bad.stderr

@@ -72,7 +72,8 @@ def server(hub, user, name=""):
 
 def start(hub, user, size, name=""):
     path = f"/users/{user}/servers/{name}" if name else f"/users/{user}/server"
-    return hub.api("POST", path, json={"user_options": {"image": "python", "size": size}})
+    # the body is the options (JupyterHub 5 and 6; 6 also accepts {"user_options": ...})
+    return hub.api("POST", path, json={"image": "python", "size": size})
 
 
 def wait_ready(hub, user, name=""):
@@ -198,7 +199,11 @@ def test_hub_restart_rebuilds_usage_from_the_cluster(hub):
         start_ready(hub, "s1", "gpu")
         start_ready(hub, "s2", "gpu")
         hub.restart()
-        report = usage(hub)  # rebuilt lazily: first decision or form; force one:
+        # rebuilt from the cluster as the hub starts (the ledger in memory died with the hub)
+        report = usage(hub)
+        assert report["groups"]["duo"]["used"]["gpus"] == 2 and report["groups"]["duo"]["holders"] == ["s1", "s2"]
+        metrics = requests.get(f"{hub.url}/hub/metrics", timeout=30).text
+        assert 'ptjaas_gpus_in_use{group="duo",size="gpu"} 2.0' in metrics
         r = start(hub, "s3", "gpu")
         msg = r.text if r.status_code >= 400 else failure_message(hub, "s3")
         assert "0 of 2 duo GPUs free" in msg or "group 'duo' holds 2 of its 2 GPUs" in msg, msg
@@ -212,12 +217,9 @@ def test_hub_restart_rebuilds_usage_from_the_cluster(hub):
 
 
 def test_resourcequota_403_is_readable_and_leaves_nothing(hub, kube):
-    import kubernetes
+    from ptjaas_spawner.quota.resourcequota import quota_manifest
 
-    quota = kubernetes.client.V1ResourceQuota(
-        metadata=kubernetes.client.V1ObjectMeta(name="team-gpus"),
-        spec=kubernetes.client.V1ResourceQuotaSpec(hard={"requests.nvidia.com/gpu": "1"}),
-    )
+    quota = quota_manifest("team-gpus", "default", {"gpus": 1})
     kube.create_namespaced_resource_quota("default", quota, _preload_content=False)
     try:
         start_ready(hub, "q1", "gpu")

@@ -57,12 +57,13 @@ def make_claim(kube, name, size="1Gi", storage_class=None):
     if storage_class:
         body["spec"]["storageClassName"] = storage_class
     kube.core.create_namespaced_persistent_volume_claim("default", body)
-    wait_for(lambda: kube.core.read_namespaced_persistent_volume_claim(name, "default").status.phase == "Bound",
-             timeout=30, message=f"{name} bound")
+    read = kube.core.read_namespaced_persistent_volume_claim
+    wait_for(lambda: read(name, "default").status.phase == "Bound", timeout=30, message=f"{name} bound")
 
 
 def requested(kube, name):
-    return kube.core.read_namespaced_persistent_volume_claim(name, "default").spec.resources.requests["storage"]
+    claim = kube.core.read_namespaced_persistent_volume_claim(name, "default")
+    return claim.spec.resources.requests["storage"]
 
 
 async def test_first_claim_and_remembered_name(module_cluster, monkeypatch, kube):
@@ -127,3 +128,48 @@ async def test_group_size_grows_claims_never_shrinks(module_cluster, monkeypatch
     assert requested(kube, "claim-hugo") == "10Gi"
     assert any("stays at 10Gi" in n for n in s._notes)
     assert "does not allow volume expansion" in caplog.text
+
+
+async def test_refused_options_create_nothing_and_valid_ones_set_the_pod(module_cluster, monkeypatch, kube):
+    from tornado import web
+
+    images = {"py": {"display_name": "Python", "versions": {"1": {"image": "example.org/py:1"}}}}
+    sizes = {"s": {"display_name": "S", "cpu_guarantee": "250m", "cpu_limit": 1, "mem_guarantee": "1Gi",
+                   "mem_limit": "2Gi"},
+             "gpu": {"display_name": "GPU", "cpu_guarantee": 1, "cpu_limit": 2, "mem_guarantee": "1Gi",
+                     "mem_limit": "2Gi", "gpu": 2, "groups": ["ml"]}}
+    s = make_spawner(module_cluster, monkeypatch, "ivy", images=images, sizes=sizes)
+    s.user_options = {"image": "py", "size": "gpu"}
+    with pytest.raises(web.HTTPError) as e:
+        await s.load_user_options()
+    assert e.value.status_code == 400 and "'gpu' is not available to you" in e.value.jupyterhub_message
+    assert "claim-ivy" not in claim_names(kube)
+    assert s.orm_spawner.user_options == {}  # the refused options are not kept as defaults
+
+    s = make_spawner(module_cluster, monkeypatch, "ivy", groups=["ml"], images=images, sizes=sizes)
+    s.user_options = {"size": "gpu"}
+    await s.load_user_options()
+    assert (s.image, s.cpu_guarantee, s.mem_limit) == ("example.org/py:1", 1.0, 2 * 2**30)
+    assert s.extra_resource_limits == {"nvidia.com/gpu": "2"}
+    assert s.orm_spawner.user_options == {"image": "py", "version": "1", "size": "gpu"}
+    assert "claim-ivy" in claim_names(kube)
+
+
+async def test_without_a_catalog_kubespawner_profiles_still_apply(module_cluster, monkeypatch, kube):
+    profiles = [{"display_name": "Big", "slug": "big", "kubespawner_override": {"image": "example.org/big:1"}}]
+    s = make_spawner(module_cluster, monkeypatch, "jon", profile_list=profiles, image="example.org/base:1")
+    s.user_options = {"profile": "big"}
+    await s.load_user_options()
+    assert s.image == "example.org/big:1" and "claim-jon" in claim_names(kube)
+    assert await s.get_options_form() != ""  # KubeSpawner's profile form
+
+
+async def test_home_is_deleted_only_when_the_admin_asked(module_cluster, monkeypatch, kube):
+    s = make_spawner(module_cluster, monkeypatch, "kim", delete_pvc=True)  # KubeSpawner's knob: ignored
+    await s.ensure_home_claim()
+    await s.delete_forever()
+    assert "claim-kim" in claim_names(kube)
+    s = make_spawner(module_cluster, monkeypatch, "kim", delete_home_volume=True)
+    s.load_state({"ptjaas": {"home": {"claim": "claim-kim", "size": "10Gi"}}})
+    await s.delete_forever()
+    wait_for(lambda: "claim-kim" not in claim_names(kube), timeout=30, message="claim deleted")

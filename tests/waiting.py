@@ -8,6 +8,10 @@ class Timeout(AssertionError):
     pass
 
 
+class Fatal(AssertionError):
+    """Raised by a predicate when waiting longer is pointless (the process waited on died)."""
+
+
 def wait_for(predicate, timeout=30, interval=0.05, message="condition"):
     """Call ``predicate`` until it returns something truthy; return that, or fail after ``timeout``."""
     deadline = time.monotonic() + timeout
@@ -17,6 +21,8 @@ def wait_for(predicate, timeout=30, interval=0.05, message="condition"):
             result = predicate()
             if result:
                 return result
+        except Fatal:
+            raise
         except Exception as e:   # the thing waited for may not exist yet
             last_error = e
         if time.monotonic() > deadline:
@@ -34,6 +40,8 @@ async def async_wait_for(predicate, timeout=30, interval=0.05, message="conditio
                 result = await result
             if result:
                 return result
+        except Fatal:
+            raise
         except Exception as e:
             last_error = e
         if time.monotonic() > deadline:

@@ -338,7 +338,9 @@ class PtjaasAuthenticator(GenericOAuthenticator):
         reason = self._refusal(username, auth_model or {})
         if reason:
             self.log.warning("Refusing %s: in no allowed group (groups: %s)", username, (auth_model or {}).get("groups"))
-            raise web.HTTPError(403, reason.replace("%", "%%"))
+            e = web.HTTPError(403, reason.replace("%", "%%"), reason="Not in an allowed group")
+            e.jupyterhub_message = reason  # the page's text in JupyterHub 5 and 6
+            raise e
         return False
 
     async def refresh_user(self, user, handler=None, **kwargs):

@@ -158,8 +158,22 @@ _CHECKS = {"pods": _check_pod, "persistentvolumeclaims": _check_pvc, "resourcequ
 
 
 # --- defaults ----------------------------------------------------------------------------
+def _quantities_as_strings(mapping):
+    """The API server serialises every quantity as a string (2 -> "2", 0.5 -> "500m")."""
+    for name, value in list((mapping or {}).items()):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            mapping[name] = format_quantity(parse_quantity(value), name)
+
+
 def default(rtype, obj):
     kind = rtype.plural
+    for c in ((obj.get("spec") or {}).get("initContainers") or []) + ((obj.get("spec") or {}).get("containers") or []):
+        for part in ("requests", "limits"):
+            _quantities_as_strings((c.get("resources") or {}).get(part))
+    if kind == "persistentvolumeclaims":
+        _quantities_as_strings(((obj.get("spec") or {}).get("resources") or {}).get("requests"))
+    if kind == "resourcequotas":
+        _quantities_as_strings((obj.get("spec") or {}).get("hard"))
     if kind == "pods":
         spec = obj.setdefault("spec", {})
         spec.setdefault("restartPolicy", "Always")

@@ -51,8 +51,9 @@ class PtjaasCuller(Application):
         servers whose size and image set no `cull_max_age` (z2jh `cull.maxAge`). 0 = none.
         """).strip()).tag(config=True)
     cull_users = Bool(False, help=dedent("""
-        Also delete *users* (not their volumes) inactive past --timeout once their servers are
-        stopped (z2jh `cull.users`). Off by default; needs the `delete:users` scope.
+        Also delete *users* inactive past --timeout once their servers are stopped (z2jh
+        `cull.users`). Off by default; needs the `delete:users` scope. Their home volumes stay
+        (unless an admin set `c.PtjaasSpawner.delete_home_volume = True`).
         """).strip()).tag(config=True)
     cull_admin_users = Bool(True, help=dedent("""
         With --cull-users, whether admin users may be deleted too (z2jh `cull.adminUsers`).
@@ -156,6 +157,7 @@ class PtjaasCuller(Application):
         "namespace": "PtjaasCuller.namespace",
         "pod-labels": "PtjaasCuller.pod_labels",
         "claim-name-template": "PtjaasCuller.claim_name_template",
+        "log-level": "Application.log_level",
     }
     # a bare `--cull-users` (as z2jh passes it) means True; `--cull-users=false` also works
     flags = {

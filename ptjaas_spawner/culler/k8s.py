@@ -30,8 +30,8 @@ class Kube:
 
                 if os.environ.get("KUBERNETES_SERVICE_HOST") and not os.environ.get("KUBECONFIG"):
                     config.load_incluster_config()
-                else:
-                    await config.load_kube_config()
+                else:  # $KUBECONFIG now (kubernetes-asyncio reads it once, at its import)
+                    await config.load_kube_config(config_file=os.environ.get("KUBECONFIG"))
                 self._client = client.ApiClient()
             return self._client
 

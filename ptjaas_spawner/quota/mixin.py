@@ -67,6 +67,11 @@ def resourcequota_message(body: str, namespace: str) -> str:
     )
 
 
+def _rebuilt(namespace) -> bool:
+    fut = _REBUILDS.get(namespace)
+    return fut is not None and fut.done() and not fut.cancelled() and fut.exception() is None
+
+
 def _reason(decision) -> str:
     """Metric label of a refusal: a team pool or the user's own budget."""
     return "pool" if decision.message.startswith("Your team") else "user"
@@ -103,8 +108,10 @@ class QuotaMixin(LoggingConfigurable):
     quota_rebuild_from_cluster = Bool(
         True,
         config=True,
-        help="""Rebuild the usage ledger from the pods in the cluster before the first quota
-        decision after a hub (re)start. Turn off only when the hub cannot list pods.""",
+        help="""Rebuild the usage ledger from the pods in the cluster when the hub (re)starts
+        (as it polls the running servers, or at the latest before the first quota decision):
+        usage survives hub restarts. Turn off only when the hub cannot list pods (usage then
+        counts only servers started since the hub started).""",
     )
 
     @validate("quota_default", "quota_users", "quota_groups")
@@ -266,6 +273,16 @@ class QuotaMixin(LoggingConfigurable):
                 count_refusal("resourcequota")
                 raise QuotaExceeded(resourcequota_message(body, self.namespace), "resourcequota") from None
             raise
+
+    async def poll(self):
+        # the hub polls every running server as it starts: rebuild the ledger then, so the
+        # admin page and the metrics are right from the start, not only after the first spawn
+        if self.quota_rebuild_from_cluster and not _rebuilt(self.namespace):
+            try:
+                await self.quota_ready()
+            except Exception as e:
+                self.log.warning("Quota ledger rebuild failed (retried at the next start): %s", e)
+        return await super().poll()
 
     async def stop(self, now=False):
         try:
