@@ -20,6 +20,9 @@ DEFAULT_CLASS_ANNOTATIONS = (
 class ClaimBindError(RuntimeError):
     """The home claim cannot bind; the message carries the claim's warning events."""
 
+    # JupyterHub 5.x's API error pages show ``log_message % args`` of the exception
+    log_message = "%s"
+
     @property
     def jupyterhub_message(self):
         return str(self)

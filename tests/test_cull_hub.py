@@ -147,7 +147,7 @@ def test_gpu_idle_server_culled_with_hooks_active_and_cpu_kept(module_cluster, h
     for user, name, opts in [("gina", "", gina_opts), ("gabe", "train", gpu), ("gabe", "sweep", gpu),
                              ("carl", "", {})]:  # carl: the defaults (a CPU size)
         path = f"/users/{user}/servers/{name}" if name else f"/users/{user}/server"
-        r = hub.api("POST", path, json={"user_options": opts})
+        r = hub.api("POST", path, json=opts)
         assert r.status_code in (201, 202), r.text
     for user, name in [("gina", ""), ("gabe", "train"), ("gabe", "sweep"), ("carl", "")]:
         wait_ready(hub, user, name)
@@ -243,7 +243,7 @@ def test_gpu_idle_server_culled_with_hooks_active_and_cpu_kept(module_cluster, h
     assert 0 < entry["gpu_hours"] == entry["hours"] < 0.1 and entry["reason"] == "idle"
 
     # the next start of gina's server sees her files
-    r = hub.api("POST", "/users/gina/server", json={"user_options": gina_opts})
+    r = hub.api("POST", "/users/gina/server", json=gina_opts)
     assert r.status_code in (201, 202), r.text
     wait_ready(hub, "gina")
     r = requests.get(user_url(hub, "gina", "", "api/contents/results.txt"), headers=gina, timeout=30)

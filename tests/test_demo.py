@@ -139,6 +139,6 @@ def test_demo_with_oidc_logs_in_through_a_real_provider_and_refuses_outsiders(tm
 
         _, r = provider_login("carol")
         assert r.status_code == 403
-        assert "allowed group" in r.text
+        assert "carol is not a member of any group allowed to use this hub" in r.text
     finally:
         demo.stop()

@@ -97,7 +97,8 @@ def add_users(hub, *names):
 
 def start(hub, user, options, name=""):
     path = f"/users/{user}/servers/{name}" if name else f"/users/{user}/server"
-    return hub.api("POST", path, json={"user_options": options})
+    # the body is the user_options (JupyterHub 5.5 takes it so; 6.x accepts it too)
+    return hub.api("POST", path, json=options)
 
 
 def start_and_wait(hub, user, options, name=""):
