@@ -1,5 +1,6 @@
 """Shared fixtures: an embedded cluster, a real JupyterHub, the shared reference data."""
 
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -23,36 +24,33 @@ def _tool_path():
     yield
 
 
-def _start_cluster(path, **kwargs):
-    cluster = EmbeddedCluster(state_dir=path, **kwargs)
-    cluster.start_in_thread()
-    return cluster
+@contextlib.contextmanager
+def _running_cluster(path, **kwargs):
+    """An embedded cluster in a background thread, its kubeconfig exported as KUBECONFIG."""
+    c = EmbeddedCluster(state_dir=path, **kwargs)
+    c.start_in_thread()
+    old = os.environ.get("KUBECONFIG")
+    os.environ["KUBECONFIG"] = c.kubeconfig_path
+    try:
+        yield c
+    finally:
+        c.stop_thread()
+        if old is None:
+            os.environ.pop("KUBECONFIG", None)
+        else:
+            os.environ["KUBECONFIG"] = old
 
 
 @pytest.fixture
 def cluster(tmp_path):
-    c = _start_cluster(tmp_path / "k8s")
-    old = os.environ.get("KUBECONFIG")
-    os.environ["KUBECONFIG"] = c.kubeconfig_path
-    yield c
-    c.stop_thread()
-    if old is None:
-        os.environ.pop("KUBECONFIG", None)
-    else:
-        os.environ["KUBECONFIG"] = old
+    with _running_cluster(tmp_path / "k8s") as c:
+        yield c
 
 
 @pytest.fixture(scope="module")
 def module_cluster(tmp_path_factory):
-    c = _start_cluster(tmp_path_factory.mktemp("k8s"))
-    old = os.environ.get("KUBECONFIG")
-    os.environ["KUBECONFIG"] = c.kubeconfig_path
-    yield c
-    c.stop_thread()
-    if old is None:
-        os.environ.pop("KUBECONFIG", None)
-    else:
-        os.environ["KUBECONFIG"] = old
+    with _running_cluster(tmp_path_factory.mktemp("k8s")) as c:
+        yield c
 
 
 def _hub_factory(base_dir):
