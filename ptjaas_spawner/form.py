@@ -157,7 +157,8 @@ def render_form(images, sizes, user_groups, last=None, availability=None, select
         if size.get("description"):
             out.append(f' <span class="ptjaas-description">{_e(size["description"])}</span>')
         if note:
-            out.append(f' <span class="ptjaas-size-note">{_e(note)}</span>')
+            tone = "text-muted" if allowed else "text-danger"
+            out.append(f'<br><small class="ptjaas-size-note {tone}">{_e(note)}</small>')
         out.append("</label></div>")
     out.append("</fieldset></div>")
     return "\n".join(out)
