@@ -18,7 +18,7 @@ import shutil
 import signal
 import sys
 
-from . import admission
+from . import admission, errors
 from .containers import ContainerError, image_default_command, image_id, resolve_env, _expand, _which
 from .quantity import parse_quantity
 from .resources import BY_PLURAL
@@ -128,6 +128,15 @@ class Kubelet:
     def read_log(self, pod, container=None, tail=None):
         containers = [c["name"] for c in pod["spec"]["containers"]]
         name = container or containers[0]
+        if name not in containers + [c["name"] for c in pod["spec"].get("initContainers") or []]:
+            raise errors.bad_request(f"container {name} is not valid for pod {pod['metadata']['name']}")
+        if pod["spec"].get("nodeName"):   # as the kubelet answers for a container that has not started
+            statuses = {cs["name"]: cs for cs in (pod.get("status") or {}).get("containerStatuses") or []}
+            cs = statuses.get(name) or {}
+            waiting = (cs.get("state") or {}).get("waiting") if cs else {"reason": "ContainerCreating"}
+            if waiting is not None and not (cs.get("lastState") or {}).get("terminated"):
+                raise errors.bad_request(f'container "{name}" in pod "{pod["metadata"]["name"]}" is waiting to start: '
+                                         f'{waiting.get("reason") or "ContainerCreating"}')
         path = os.path.join(self.cluster.pods_dir, pod["metadata"]["uid"], "logs", f"{name}.log")
         try:
             with open(path, errors="replace") as f:
@@ -260,14 +269,23 @@ class PodRuntime:
 
     async def _run_container(self, pod, container, ip, mounts, gpus, restarts, init=False):
         name = container["name"]
-        try:
-            argv, env, cwd = self._process_spec(pod, container, ip, mounts, gpus)
-        except ContainerError as e:
-            self._event("Warning", "Failed", f"Error: {e}")
-            self._set_container(container, {"waiting": {"reason": "CreateContainerConfigError", "message": str(e)}},
-                                ready=False, restarts=restarts, init=init)
-            await self.kill_event.wait()
-            return 1
+        backoff, reported = 0.25, None
+        while True:   # a missing secret/configmap holds the container; retried as a kubelet's pod worker does
+            try:
+                argv, env, cwd = self._process_spec(pod, container, ip, mounts, gpus)
+                break
+            except ContainerError as e:
+                if str(e) != reported:
+                    reported = str(e)
+                    self._event("Warning", "Failed", f"Error: {e}")
+                    self._set_container(container, {"waiting": {"reason": "CreateContainerConfigError",
+                                                                "message": str(e)}},
+                                        ready=False, restarts=restarts, init=init)
+                try:
+                    await asyncio.wait_for(self.kill_event.wait(), timeout=backoff)
+                    return 1
+                except asyncio.TimeoutError:
+                    backoff = min(backoff * 2, 5)
         self._event("Normal", "Pulled", f'Container image "{container["image"]}" already present on machine')
         os.makedirs(os.path.join(self.dir, "logs"), exist_ok=True)
         logfile = open(os.path.join(self.dir, "logs", f"{name}.log"), "ab")

@@ -8,8 +8,8 @@ from . import errors
 MERGE_KEYS = {
     "containers": "name", "initContainers": "name", "ephemeralContainers": "name",
     "env": "name", "volumes": "name", "volumeMounts": "mountPath", "volumeDevices": "devicePath",
-    "ports": "containerPort", "imagePullSecrets": "name", "conditions": "type",
-    "ownerReferences": "uid", "tolerations": None, "finalizers": None, "hostAliases": "ip",
+    "ports": ("containerPort", "port"), "imagePullSecrets": "name", "conditions": "type",
+    "ownerReferences": "uid", "finalizers": None, "hostAliases": "ip",
     "containerStatuses": "name", "initContainerStatuses": "name", "topologySpreadConstraints": "topologyKey",
 }
 
@@ -47,6 +47,9 @@ def strategic_merge_patch(target, patch):
 
 
 def _merge_list(current, patch, merge_key):
+    if isinstance(merge_key, tuple):   # the same field name, merged by different keys (container vs. service ports)
+        items = [i for i in list(patch) + list(current) if isinstance(i, dict)]
+        merge_key = next((k for k in merge_key if any(k in i for i in items)), merge_key[0])
     if merge_key is None:   # a list of primitives / unkeyed items: union, keeping order
         out = list(current)
         for item in patch:

@@ -19,7 +19,8 @@ from .store import now_iso
 
 _GENERATE_CHARS = "bcdfghjklmnpqrstvwxz2456789"
 QUOTA_KINDS = ("pods", "persistentvolumeclaims", "services", "secrets", "configmaps")
-_RETURN_OBJECT_ON_DELETE = {"pods", "persistentvolumeclaims", "services", "namespaces", "persistentvolumes"}
+_RETURN_OBJECT_ON_DELETE = {"pods", "persistentvolumeclaims", "services", "namespaces", "persistentvolumes",
+                            "serviceaccounts", "resourcequotas", "storageclasses"}   # as the client methods declare
 
 
 def _t(name):
@@ -54,10 +55,9 @@ class Registry:
     def list(self, rtype, namespace=None, label_selector="", field_selector="", limit=0, cont=""):
         labels = parse_label_selector(label_selector)
         fields = parse_field_selector(field_selector, rtype.plural)
-        items = [o for o in self.store.list(rtype, namespace)
-                 if labels_match(labels, o["metadata"].get("labels")) and fields_match(fields, o)]
         start_after = None
         list_rv = str(self.store.rv)
+        objects = self.store.list(rtype, namespace)
         if cont:
             try:
                 token = json.loads(base64.urlsafe_b64decode(cont.encode()).decode())
@@ -66,6 +66,9 @@ class Registry:
                 raise errors.bad_request("continue key is not valid: illegal base64 data") from None
             if int(list_rv) < self.store.compacted_rv:
                 raise errors.gone("The provided continue parameter is too old to display a consistent list result.")
+            objects = self._as_of(rtype, namespace, int(list_rv), objects)
+        items = [o for o in objects if labels_match(labels, o["metadata"].get("labels")) and fields_match(fields, o)]
+        if start_after is not None:
             items = [o for o in items if self._sort_key(o) > tuple(start_after)]
         remaining = None
         next_token = None
@@ -80,6 +83,21 @@ class Registry:
             meta["remainingItemCount"] = remaining
         return {"kind": f"{rtype.kind}List", "apiVersion": rtype.api_version, "metadata": meta,
                 "items": copy.deepcopy(items)}
+
+    def _as_of(self, rtype, namespace, rv, objects):
+        """The objects as they were at resourceVersion ``rv`` (continued lists are one consistent
+        snapshot): undo the logged changes made since, newest first."""
+        state = {self._sort_key(o): o for o in objects}
+        for entry_rv, key, event_type, obj, old in reversed(self.store.log):
+            if entry_rv <= rv:
+                break
+            if key != rtype.key or (namespace is not None and obj["metadata"].get("namespace") != namespace):
+                continue
+            if event_type == "ADDED":
+                state.pop(self._sort_key(obj), None)
+            elif old is not None:
+                state[self._sort_key(old)] = old
+        return [state[k] for k in sorted(state)]
 
     @staticmethod
     def _sort_key(obj):
@@ -125,7 +143,26 @@ class Registry:
         if self.store.get(rtype, namespace, meta["name"]) is not None:
             raise errors.already_exists(rtype.plural, meta["name"], rtype.group)
         self._admit_quota(rtype, namespace, obj)
+        if rtype.plural == "services":
+            self._allocate_cluster_ip(obj)
         return self.store.create(rtype, obj)
+
+    def _allocate_cluster_ip(self, svc):
+        """A virtual IP from the service range (10.96.0.0/12) unless headless or ExternalName."""
+        spec = svc.setdefault("spec", {})
+        if spec.get("type") == "ExternalName":
+            return
+        if spec.get("clusterIP") in (None, ""):
+            taken = {(s.get("spec") or {}).get("clusterIP") for s in self.store.list(_t("services"))}
+            index = 10
+            while f"10.96.{index // 256}.{index % 256}" in taken:
+                index += 1
+            spec["clusterIP"] = f"10.96.{index // 256}.{index % 256}"
+        spec.setdefault("clusterIPs", [spec["clusterIP"]])
+        if spec["clusterIP"] != "None":
+            spec.setdefault("ipFamilies", ["IPv4"])
+            spec.setdefault("ipFamilyPolicy", "SingleStack")
+        spec.setdefault("internalTrafficPolicy", "Cluster")
 
     # --- update ------------------------------------------------------------------------
     def update(self, rtype, namespace, name, body, subresource=None):
@@ -176,6 +213,10 @@ class Registry:
             string_data = new.pop("stringData", None) or {}
             for key, value in string_data.items():
                 new.setdefault("data", {})[key] = base64.b64encode(value.encode()).decode()
+        if rtype.plural == "services":   # defaulting applies to every write, as in the real API server
+            for port in (new.get("spec") or {}).get("ports") or []:
+                port.setdefault("protocol", "TCP")
+                port.setdefault("targetPort", port.get("port"))
         admission.validate(rtype, new)
         self._check_immutable(rtype, old, new)
         if new.get("spec") != old.get("spec") and "generation" in meta:
@@ -250,6 +291,8 @@ class Registry:
         meta = obj["metadata"]
         if policy == "Orphan":
             meta.setdefault("annotations", {})["ptjaas.io/orphan-dependents"] = "true"
+        if policy == "Foreground" and rtype.plural != "namespaces" and self._dependents(meta["uid"]):
+            return self._delete_foreground(rtype, obj)
         grace = options.get("gracePeriodSeconds")
         if rtype.plural == "pods":
             if grace is None:
@@ -306,7 +349,44 @@ class Registry:
         gone = self.store.remove(rtype, namespace, name)
         if gone is not None:
             self.collect_garbage(gone)
+            self._release_foreground_owners(gone)
         return gone
+
+    def _dependents(self, uid):
+        return [(_t(key), obj) for (key, _, _), obj in list(self.store.objects.items())
+                if any(r.get("uid") == uid for r in obj["metadata"].get("ownerReferences") or [])]
+
+    def _delete_foreground(self, rtype, obj):
+        """Foreground propagation: the owner stays (deletionTimestamp, finalizer ``foregroundDeletion``)
+        until its dependents are gone; they are deleted first."""
+        meta = obj["metadata"]
+        if "foregroundDeletion" not in meta.setdefault("finalizers", []):
+            meta["finalizers"].append("foregroundDeletion")
+        if not meta.get("deletionTimestamp"):
+            meta["deletionTimestamp"] = now_iso()
+            meta["deletionGracePeriodSeconds"] = 0
+        held = self.store.update(rtype, obj)
+        for dep_type, dep in self._dependents(meta["uid"]):
+            try:
+                self.delete(dep_type, dep["metadata"].get("namespace", ""), dep["metadata"]["name"],
+                            {"propagationPolicy": "Foreground"})
+            except errors.ApiError:
+                pass
+        return held
+
+    def _release_foreground_owners(self, dependent):
+        """The last dependent of an owner in foreground deletion is gone: the owner goes too."""
+        for ref in dependent["metadata"].get("ownerReferences") or []:
+            for (key, ns, name), owner in list(self.store.objects.items()):
+                finalizers = owner["metadata"].get("finalizers") or []
+                if (owner["metadata"]["uid"] != ref.get("uid") or "foregroundDeletion" not in finalizers
+                        or self._dependents(ref.get("uid"))):
+                    continue
+                new = copy.deepcopy(owner)
+                new["metadata"]["finalizers"] = [f for f in finalizers if f != "foregroundDeletion"]
+                self.store.update(_t(key), new)
+                if not new["metadata"]["finalizers"]:
+                    self._remove(_t(key), ns, name)
 
     def collect_garbage(self, owner):
         """Delete (or orphan) the dependents of a removed owner, as the garbage collector does."""

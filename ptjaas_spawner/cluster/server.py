@@ -4,10 +4,12 @@ import asyncio
 import json
 import logging
 import os
+import platform
 import secrets
 import socket
 import tempfile
 import threading
+import uuid
 from dataclasses import dataclass, field
 
 import yaml
@@ -22,6 +24,11 @@ from .store import Store
 
 log = logging.getLogger("ptjaas.cluster")
 T = BY_PLURAL
+
+
+def _node_id(name, dashed=False):
+    value = uuid.uuid5(uuid.NAMESPACE_DNS, f"{name}.nodes.ptjaas")
+    return str(value) if dashed else value.hex
 
 
 @dataclass
@@ -51,7 +58,12 @@ class NodeSpec:
                            "addresses": [{"type": "InternalIP", "address": "127.0.0.1"},
                                          {"type": "Hostname", "address": self.name}],
                            "nodeInfo": {"kubeletVersion": "v1.31.0+ptjaas", "operatingSystem": "linux",
-                                        "architecture": "amd64", "containerRuntimeVersion": "ptjaas://local-process"}}}
+                                        "architecture": "amd64", "containerRuntimeVersion": "ptjaas://local-process",
+                                        # required by the clients' NodeSystemInfo model
+                                        "kubeProxyVersion": "v1.31.0+ptjaas", "kernelVersion": platform.release(),
+                                        "osImage": "ptjaas embedded node", "machineID": _node_id(self.name),
+                                        "systemUUID": _node_id(self.name, dashed=True),
+                                        "bootID": _node_id(self.name + "-boot", dashed=True)}}}
 
 
 DEFAULT_STORAGE_CLASSES = [
@@ -119,6 +131,10 @@ class EmbeddedCluster:
         fresh = not os.path.exists(self.state_file)
         if not fresh:
             extra = self.store.load(self.state_file)
+            for node in self.store.list(T["nodes"]):   # state written by older versions: fill in nodeInfo
+                info = node.setdefault("status", {}).setdefault("nodeInfo", {})
+                for key, value in NodeSpec(name=node["metadata"]["name"]).manifest()["status"]["nodeInfo"].items():
+                    info.setdefault(key, value)
             self.kubelet.import_state(extra.get("kubelet") or {})
         self.token = extra.get("token") or secrets.token_hex(16)
         self.store.listeners += [self.controllers.on_event, self.kubelet.on_event]
