@@ -86,9 +86,16 @@ class HomeClaims:
         pvc = await self.read(name)
         if pvc is None or claim_phase(pvc) == "Bound" or (pvc.get("spec") or {}).get("volumeName"):
             return False
+        meta = pvc.get("metadata") or {}
+        # preconditions: if the claim changed since we read it (e.g. it just bound), the API
+        # server refuses the delete with 409 and the claim stays
+        preconditions = {"uid": meta.get("uid"), "resourceVersion": meta.get("resourceVersion")}
         try:
-            await self.api.delete_namespaced_persistent_volume_claim(name=name, namespace=self.namespace)
+            await self.api.delete_namespaced_persistent_volume_claim(
+                name=name, namespace=self.namespace, body={"preconditions": preconditions})
         except ApiException as e:
+            if e.status == 409:
+                return False
             if e.status != 404:
                 raise
         return True
