@@ -160,26 +160,16 @@ class PtjaasSpawner(QuotaMixin, KubeSpawner):
 
     # ---- config validation ---------------------------------------------------------------
 
-    @validate("sizes")
-    def _validate_sizes(self, proposal):
-        try:
-            configcheck.check_sizes(proposal["value"])
-        except configcheck.ConfigError as e:
-            raise TraitError(str(e)) from None
-        return proposal["value"]
+    _CONFIG_CHECKS = {
+        "sizes": configcheck.check_sizes,
+        "images": configcheck.check_images,
+        "shared_volumes": configcheck.check_shared_volumes,
+    }
 
-    @validate("images")
-    def _validate_images(self, proposal):
+    @validate(*_CONFIG_CHECKS)
+    def _validate_catalog_setting(self, proposal):
         try:
-            configcheck.check_images(proposal["value"])
-        except configcheck.ConfigError as e:
-            raise TraitError(str(e)) from None
-        return proposal["value"]
-
-    @validate("shared_volumes")
-    def _validate_shared(self, proposal):
-        try:
-            configcheck.check_shared_volumes(proposal["value"])
+            self._CONFIG_CHECKS[proposal["trait"].name](proposal["value"])
         except configcheck.ConfigError as e:
             raise TraitError(str(e)) from None
         return proposal["value"]
