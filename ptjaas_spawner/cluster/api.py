@@ -378,8 +378,7 @@ class ControlHandler(BaseHandler):
             self.cluster.faults.clear()
             return self.write_json({"faults": []})
         if what == "stats":
-            self.cluster.stats.clear()
-            self.cluster.stats["total"] = 0
+            self.cluster.reset_request_stats()
             return self.write_json({"total": 0})
         raise web.HTTPError(404)
 

@@ -271,6 +271,12 @@ class EmbeddedCluster:
     def request_stats(self):
         return self.call(lambda: dict(self.stats))
 
+    def reset_request_stats(self):
+        def reset():
+            self.stats.clear()
+            self.stats["total"] = 0
+        return self.call(reset)
+
     # --- kubeconfig ------------------------------------------------------------------------
     def kubeconfig(self, namespace="default"):
         return {
