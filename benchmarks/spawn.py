@@ -15,8 +15,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, ".."))
 sys.path.insert(0, os.path.join(HERE, "..", "tests"))
 
-from ptjaas_spawner.cluster import EmbeddedCluster, NodeSpec  # noqa: E402
-from ptjaas_spawner.cluster.resources import BY_PLURAL  # noqa: E402
+from ptjaas_sandbox.cluster import EmbeddedCluster, NodeSpec  # noqa: E402
+from ptjaas_sandbox.cluster.resources import BY_PLURAL  # noqa: E402
 
 from hubutil import Hub  # noqa: E402
 from waiting import wait_for  # noqa: E402

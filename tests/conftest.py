@@ -9,7 +9,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from ptjaas_spawner.cluster import EmbeddedCluster  # noqa: E402
+from ptjaas_sandbox.cluster import EmbeddedCluster  # noqa: E402
 
 from hubutil import Hub  # noqa: E402
 

@@ -10,8 +10,8 @@ import time
 
 import requests
 
-from ptjaas_spawner.cluster.server import free_port
-from ptjaas_spawner.localhub import local_hub_config
+from ptjaas_sandbox.cluster.server import free_port
+from ptjaas_sandbox.localhub import local_hub_config
 
 from waiting import Fatal, wait_for
 

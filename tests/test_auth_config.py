@@ -18,8 +18,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from ptjaas_spawner.auth import PtjaasAuthenticator  # noqa: E402
 from ptjaas_spawner.auth.groups import claim_lookup, map_groups, normalize_groups  # noqa: E402
-from ptjaas_spawner.cluster.server import free_port  # noqa: E402
-from ptjaas_spawner.devoidc import DevOIDCProvider  # noqa: E402
+from ptjaas_sandbox.cluster.server import free_port  # noqa: E402
+from ptjaas_sandbox.devoidc import DevOIDCProvider  # noqa: E402
 
 USERS = {
     "kim": {"password": "pw", "claims": {"realm_access": {"roles": ["vision", "offline_access"]}}},

@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from waiting import wait_for  # noqa: E402
 
-from ptjaas_spawner.devoidc import DevOIDCProvider  # noqa: E402
+from ptjaas_sandbox.devoidc import DevOIDCProvider  # noqa: E402
 
 pytestmark = [pytest.mark.hub, pytest.mark.timeout(240)]
 

@@ -275,7 +275,7 @@ def test_the_values_run_a_real_hub_with_ptjaas_and_its_culler(chart_defaults, tm
 
     import requests
 
-    from ptjaas_spawner.cluster.server import free_port
+    from ptjaas_sandbox.cluster.server import free_port
     from waiting import wait_for
 
     values = compose(*ALL_VALUES, chart_defaults=chart_defaults)

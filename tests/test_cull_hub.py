@@ -23,7 +23,7 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from ptjaas_spawner.cluster.server import free_port  # noqa: E402
+from ptjaas_sandbox.cluster.server import free_port  # noqa: E402
 from waiting import wait_for  # noqa: E402
 
 pytestmark = [pytest.mark.hub, pytest.mark.timeout(300)]

@@ -10,7 +10,7 @@ import sys
 import pytest
 import requests
 
-from ptjaas_spawner.cluster.server import free_port
+from ptjaas_sandbox.cluster.server import free_port
 
 from waiting import Fatal, wait_for
 

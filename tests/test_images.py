@@ -74,6 +74,8 @@ def test_wheel_contains_every_module(wheel):
         if "__pycache__" not in p.parts
     }
     assert modules - names == set()
+    # the hub image installs production code only: no embedded cluster, demo or dev identity provider
+    assert not [n for n in names if n.startswith("ptjaas_sandbox/")]
     for folder in ("templates", "static"):
         for p in package.rglob(f"{folder}/*"):
             if p.is_file():
@@ -114,6 +116,10 @@ print(json.dumps(out))
     assert spawner_cls == "ptjaas_spawner.spawner.PtjaasSpawner" and spawner_file.startswith(str(venv))
     assert auth_cls.endswith(".PtjaasAuthenticator") and auth_file.startswith(str(venv))
     assert (venv / "bin" / "ptjaas").exists()
+    # the `ptjaas` command works there, without the sandbox's commands
+    usage = subprocess.run([str(venv / "bin" / "ptjaas"), "--help"], capture_output=True, text=True, timeout=120)
+    assert usage.returncode == 0, usage.stderr
+    assert "demo" not in usage.stdout and "cluster" not in usage.stdout
 
 
 def test_the_z2jh_hub_image_versions_satisfy_the_wheel_requirements(wheel):

@@ -133,7 +133,7 @@ def test_cut_watch_ends_an_open_sync_stream(kube, ns, module_cluster):
 # --- restart with the same state dir --------------------------------------------------------
 
 def test_state_survives_restart(tmp_path):
-    from ptjaas_spawner.cluster import EmbeddedCluster
+    from ptjaas_sandbox.cluster import EmbeddedCluster
 
     state = tmp_path / "k8s"
     first = EmbeddedCluster(state_dir=state)

@@ -202,7 +202,7 @@ def test_unschedulable_reasons(fresh_kube):
 
 
 def test_several_nodes_with_labels_and_taints(tmp_path):
-    from ptjaas_spawner.cluster import EmbeddedCluster, NodeSpec
+    from ptjaas_sandbox.cluster import EmbeddedCluster, NodeSpec
 
     taint = {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}
     toleration = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]

@@ -1,6 +1,6 @@
 // A real OpenID Connect provider (npm `oidc-provider`) for ptjaas tests and `ptjaas demo`.
 //
-// Usage: node oidc_provider.mjs STATE_FILE   (started by ptjaas_spawner.devoidc)
+// Usage: node oidc_provider.mjs STATE_FILE   (started by ptjaas_sandbox.devoidc)
 //
 // STATE_FILE is JSON, re-read on every lookup so a test (or the demo) can change users, their
 // groups and the registered clients while the provider runs:

@@ -1,11 +1,11 @@
 """A local OpenID Connect provider for ``ptjaas demo`` and the tests.
 
-Starts ``ptjaas_spawner/auth/oidc_provider.mjs`` (npm ``oidc-provider``, a real, certified OpenID
+Starts ``ptjaas_sandbox/oidc_provider.mjs`` (npm ``oidc-provider``, a real, certified OpenID
 Connect implementation) with Node.js on a free loopback port, with users and their groups given
 here. Users, groups and the registered client can be changed while it runs (the provider re-reads
 its state file on every lookup), so a group change at the "identity provider" is one call.
 
-    from ptjaas_spawner.devoidc import DevOIDCProvider
+    from ptjaas_sandbox.devoidc import DevOIDCProvider
     with DevOIDCProvider(users={"alice": {"password": "pw", "groups": ["vision"]}}) as idp:
         idp.issuer, idp.client_id, idp.client_secret
         idp.set_redirect_uris(["http://127.0.0.1:8000/hub/oauth_callback"])
@@ -24,7 +24,7 @@ import threading
 import time
 from pathlib import Path
 
-SCRIPT = Path(__file__).parent / "auth" / "oidc_provider.mjs"
+SCRIPT = Path(__file__).parent / "oidc_provider.mjs"
 
 
 class DevOIDCError(RuntimeError):
@@ -268,7 +268,7 @@ def parse_user_spec(spec: str) -> tuple[str, dict]:
 
 
 def main(argv=None):
-    """Run a local provider until interrupted: ``python -m ptjaas_spawner.devoidc``."""
+    """Run a local provider until interrupted: ``python -m ptjaas_sandbox.devoidc``."""
     import argparse
 
     p = argparse.ArgumentParser(description="Local OpenID Connect provider for trying ptjaas")
