@@ -4,7 +4,7 @@ live quota ledger).
 - ``GET /hub/ptjaas/usage``: HTML page (admins only).
 - ``GET /hub/api/ptjaas/usage``: JSON, usage by server, user, group (pool), size and image
   version, with the configured limits (needs the ``admin:servers`` scope: admins, or a service
-  token with that scope).
+  token with that scope). Both are empty when no budget is configured (nothing is counted then).
 
 Registered automatically by ``PtjaasAuthenticator``; with another authenticator add
 ``c.JupyterHub.extra_handlers = ptjaas_spawner.quota.handlers.usage_handlers`` (JupyterHub
