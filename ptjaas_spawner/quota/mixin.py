@@ -11,7 +11,7 @@ After a hub restart the ledger is rebuilt once, before the first decision, from 
 KubeSpawner's pod reflector already holds (its one list and watch; the rebuild sends no request
 of its own): owner from the ``hub.jupyter.org/username`` / ``servername`` annotations, resources
 from the pod spec, pool from ``ptjaas.io/quota-pool``. It works through the pods in slices of
-at most ``REBUILD_SLICE`` seconds, yielding to the event loop in between, and every decision
+about ``REBUILD_SLICE`` seconds, yielding to the event loop in between, and every decision
 waits for it to finish. With no budget configured nothing is kept, rebuilt or decided.
 """
 
