@@ -80,12 +80,12 @@ class _Group:
         return not self.charges
 
     def usage(self, exclude=None) -> Amount:
-        left = exclude is not None and self.charges.get(exclude)
-        if not left:
+        excluded = self.charges.get(exclude) if exclude is not None else None
+        if excluded is None:
             return _amount(self.total)
-        return _amount([t - v for t, v in zip(self.total, _units(left.amount))])
+        return _amount([t - v for t, v in zip(self.total, _units(excluded.amount))])
 
-    def sorted(self, exclude=None) -> list:
+    def in_order(self, exclude=None) -> list:
         return [c for key, c in sorted(self.charges.items()) if key != exclude]
 
 
@@ -151,11 +151,11 @@ class Ledger:
         """Charges sorted by (user, server), of one user and/or one pool (sorting only those)."""
         if user is not None:
             group = self._users.get(user)
-            mine = group.sorted(exclude) if group is not None else []
+            mine = group.in_order(exclude) if group is not None else []
             return [c for c in mine if pool is None or c.pool == pool]
         if pool is not None:
             group = self._pools.get(pool)
-            return group.sorted(exclude) if group is not None else []
+            return group.in_order(exclude) if group is not None else []
         return [c for key, c in sorted(self.charges.items()) if key != exclude]
 
 
