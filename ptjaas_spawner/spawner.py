@@ -19,6 +19,7 @@ from .culler.policy import kernel_culling_args
 from .homeclaim import ClaimBindError, HomeClaims
 from .quota import QuotaMixin
 from .sizes import spawner_settings
+from .teams_mixin import TeamsMixin
 
 STATE_KEY = "ptjaas"
 
@@ -27,7 +28,7 @@ def _applied_in_load_user_options(spawner, user_options):
     """JupyterHub's apply_user_options hook: nothing to do (see load_user_options)."""
 
 
-class PtjaasSpawner(QuotaMixin, KubeSpawner):
+class PtjaasSpawner(TeamsMixin, QuotaMixin, KubeSpawner):
     """KubeSpawner with ptjaas home volumes, an image-version catalog and CPU/GPU sizes."""
 
     images = Dict(
@@ -185,6 +186,7 @@ class PtjaasSpawner(QuotaMixin, KubeSpawner):
             self.home_mount_path,
             self.shared_volumes,
         )
+        self.check_team_config()
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
