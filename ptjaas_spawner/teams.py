@@ -256,3 +256,11 @@ def render_team_section(namespaces: dict, user_groups, hub_namespace: str, selec
 def team_namespaces_in_use(namespaces: dict, hub_namespace: str) -> list:
     """Every namespace ptjaas may run servers in: the hub's and each team's (sorted, unique)."""
     return sorted({hub_namespace, *namespaces.values()})
+
+
+def team_pools(pools: dict, namespaces: dict, team: str | None) -> dict:
+    """The quota pools a server of ``team`` may be charged to: the team's own, and those of
+    groups that are not teams; never another team's (its namespace quota would not count it)."""
+    if team is None:
+        return dict(pools)
+    return {g: limits for g, limits in pools.items() if g == team or g not in namespaces}
