@@ -60,6 +60,11 @@ def cmd_team_manifests(args):
         return 0
     chunks = []
     for namespace, groups, objects in teams:
+        if args.chart:
+            # uninstalling or upgrading the release must never delete a namespace, with the homes in it
+            for obj in objects:
+                if obj["kind"] == "Namespace":
+                    obj["metadata"]["annotations"]["helm.sh/resource-policy"] = "keep"
         chunks.append(f"# team namespace {namespace} (team {', '.join(groups)})\n" + _dump(objects))
     text = "---\n".join(chunks)
     if args.chart:
