@@ -167,7 +167,8 @@ class TeamsMixin(LoggingConfigurable):
             return ""
         names = await self._home_claim_names()
         home_ns = self._home_namespace
-        if home_ns is None:
+        member = teams.user_teams(self.team_map(), self._team_groups())
+        if home_ns is None and any(self.team_map()[g] != self.hub_namespace for g in member):
             name, _ = await self._claim_in(self.hub_namespace, names)
             if name is not None:
                 home_ns = self._home_namespace = self.hub_namespace
@@ -199,10 +200,54 @@ class TeamsMixin(LoggingConfigurable):
     async def _quota_ready_in(self, ns):
         fut = _REBUILDS.get(ns)
         if fut is None:
-            fut = _REBUILDS[ns] = asyncio.ensure_future(self._quota_rebuild(ns))
+            rebuild = self._quota_rebuild(ns) if ns == self.hub_namespace else self._quota_rebuild_team(ns)
+            fut = _REBUILDS[ns] = asyncio.ensure_future(rebuild)
         try:
             await asyncio.shield(fut)
         except Exception:
             if _REBUILDS.get(ns) is fut:
                 del _REBUILDS[ns]
             raise
+
+    async def _quota_rebuild_team(self, ns):
+        """A team namespace the hub may not list (not created yet, or its RoleBinding missing)
+        holds no server the hub started: count none there, and say what is missing."""
+        from kubernetes_asyncio.client.rest import ApiException
+
+        try:
+            await self._quota_rebuild(ns)
+        except ApiException as e:
+            if e.status not in (403, 404):
+                raise
+            self.log.error(
+                "Team namespace %s cannot be used by the hub (%s %s): create it and the hub's Role there "
+                "with `ptjaas team-manifests ... | kubectl apply -f -` (docs/teams.md); "
+                "servers of its team cannot start until then", ns, e.status, e.reason)
+
+    # ---- a team namespace the hub cannot use: say so ----------------------------------------
+
+    def start(self):
+        inner = super().start()
+        return asyncio.ensure_future(self._team_namespace_guarded_start(inner))
+
+    async def _team_namespace_guarded_start(self, inner):
+        from kubernetes_asyncio.client.rest import ApiException
+
+        try:
+            return await inner
+        except ApiException as e:
+            ns = self.namespace
+            text = f"{e.reason} {e.body!r}"
+            missing = e.status == 404 and "namespaces" in text and ns in text
+            forbidden = e.status == 403 and ns in text and "exceeded quota" not in text
+            if ns == self.hub_namespace or not (missing or forbidden):
+                raise
+            self.log.error(
+                "Team namespace %s (team %s) cannot be used by the hub (%s): create it and the hub's Role there "
+                "with `ptjaas team-manifests ... | kubectl apply -f -` (docs/teams.md)",
+                ns, self._team, "it does not exist" if missing else "forbidden")
+            message = (f"Team {self._team!r}'s namespace {ns!r} is not ready for servers yet, so your "
+                       "server was not started. Ask your administrator to set it up (ptjaas team-manifests).")
+            err = web.HTTPError(503, "%s", message, reason="Team namespace not ready")
+            err.jupyterhub_message = message
+            raise err from None

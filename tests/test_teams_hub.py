@@ -38,8 +38,9 @@ GROUPS = {
     "vision": {"users": ["vera", "tom", "lea", "leo", "vic"]},
     "nlp": {"users": ["tom", "nick"]},
     "staff": {"users": ["nobody"]},
+    "ghost": {"users": ["gus"]},
 }
-TEAMS = {"vision": "jhub-team-{group}", "nlp": "jhub-team-{group}"}
+TEAMS = {"vision": "jhub-team-{group}", "nlp": "jhub-team-{group}", "ghost": "jhub-team-{group}"}
 QUOTA_GROUPS = {"vision": {"gpus": 4}, "nlp": {"gpus": 1}}
 
 
@@ -82,7 +83,7 @@ def team_namespaces(api_client):
     values = {"hub": {"config": {"PtjaasSpawner": {"team_namespaces": TEAMS, "quota_groups": QUOTA_GROUPS,
                                                    "sizes": SIZES}}}}
     made = []
-    for namespace, _, objects in team_objects(values, Site(hub_namespace=HUB_NS)):
+    for namespace, _, objects in team_objects(values, Site(hub_namespace=HUB_NS), only_teams=["vision", "nlp"]):
         for obj in objects:
             kubernetes.utils.create_from_dict(api_client, obj)
         made.append(namespace)
@@ -325,3 +326,21 @@ def test_hub_restart_rebuilds_usage_from_three_namespaces(hub, kube):
         for u in ("vera", "tom", "nobody", "nick"):
             if server(hub, u):
                 stop(hub, u)
+
+
+def test_a_team_namespace_the_admin_has_not_made_blocks_only_its_team(hub, kube):
+    """jhub-team-ghost is configured but was never created: other users start as usual (usage
+    is still counted), and ghost's member reads what is missing."""
+    try:
+        start_ready(hub, "nobody", {"image": "python", "size": "small"})
+        r = start(hub, "gus", {"image": "python", "size": "small"})
+        msg = r.json()["message"] if r.status_code >= 400 else failure_message(hub, "gus")
+        assert "Team 'ghost''s namespace 'jhub-team-ghost' is not ready for servers yet, so your server was " \
+            "not started" in msg, msg
+        assert "Traceback" not in msg
+        assert user_pods(kube, "gus") == {} and user_claims(kube, "gus") == {}
+    finally:
+        for u in ("nobody", "gus"):
+            if server(hub, u):
+                stop(hub, u)
+    assert "Team namespace jhub-team-ghost (team ghost) cannot be used by the hub" in hub.logs()
