@@ -11,6 +11,7 @@ pod access, once the real-control-plane fixtures (issue10-backend branch) have l
 
 import html
 import json
+import re
 import sys
 import textwrap
 from pathlib import Path
@@ -317,6 +318,11 @@ def test_hub_restart_rebuilds_usage_from_three_namespaces(hub, kube):
         hub.restart()
         after = usage(hub)
         assert after["servers"] == before["servers"] and after["groups"] == before["groups"]
+        # one pod watch per namespace in use, never one over the whole cluster (KubeSpawner's log)
+        logs = hub.logs()
+        for ns in (HUB_NS, "jhub-team-vision", "jhub-team-nlp"):
+            assert re.search(rf"watching for pods .* in namespace {ns}\b", logs), ns
+        assert "in all namespaces" not in logs
         # and decisions after the restart count the other namespaces: nlp's only GPU is taken
         r = start(hub, "nick", {"image": "python", "size": "gpu"})
         msg = r.json()["message"] if r.status_code >= 400 else failure_message(hub, "nick")
