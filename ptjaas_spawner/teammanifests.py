@@ -187,14 +187,8 @@ def limit_range(namespace, groups, policy: QuotaPolicy, gpu_resource, smallest_s
         if mem:
             request["memory"] = str(int(mem))
         if request:
+            # no default *limit*: one smaller than a container's own request would refuse it
             container["defaultRequest"] = request
-            limit = {}
-            if smallest_size.get("cpu_limit"):
-                limit["cpu"] = fmt("cpu", parse_cpu(smallest_size["cpu_limit"]))
-            if smallest_size.get("mem_limit"):
-                limit["memory"] = str(int(parse_bytes(smallest_size["mem_limit"])))
-            if limit:
-                container["default"] = limit
     gpu_caps = []
     for g in groups:
         cap = (policy.per_user.get(g) or {}).get("gpus")
