@@ -350,3 +350,26 @@ def test_a_team_namespace_the_admin_has_not_made_blocks_only_its_team(hub, kube)
             if server(hub, u):
                 stop(hub, u)
     assert "Team namespace jhub-team-ghost (team ghost) cannot be used by the hub" in hub.logs()
+
+
+def test_a_team_namespace_quota_refusal_is_readable(hub, kube):
+    """The namespace's ResourceQuota (from team-manifests) agrees with the hub's budget; made
+    smaller behind the hub's back, its 403 reads as clearly as the hub's own refusals."""
+    quota = kube.read_namespaced_resource_quota("ptjaas-team", "jhub-team-vision")
+    assert quota.spec.hard == {"requests.nvidia.com/gpu": str(QUOTA_GROUPS["vision"]["gpus"])}
+    kube.patch_namespaced_resource_quota("ptjaas-team", "jhub-team-vision",
+                                         {"spec": {"hard": {"requests.nvidia.com/gpu": "1"}}})
+    try:
+        start_ready(hub, "vera", {"image": "python", "size": "gpu"})
+        r = start(hub, "vic", {"image": "python", "size": "gpu"})  # the hub's budget (4) allows it
+        msg = r.json()["message"] if r.status_code >= 400 else failure_message(hub, "vic")
+        assert "namespace 'jhub-team-vision' is at its resource quota" in msg and "ptjaas-team" in msg, msg
+        assert "Traceback" not in msg and "HTTP response body" not in msg
+        wait_for(lambda: server(hub, "vic") is None, timeout=60, message="vic's start to end")
+        assert user_pods(kube, "vic") == {}
+        assert [s["user"] for s in usage(hub)["servers"]] == ["vera"]
+    finally:
+        kube.patch_namespaced_resource_quota("ptjaas-team", "jhub-team-vision", {"spec": {"hard": quota.spec.hard}})
+        for u in ("vera", "vic"):
+            if server(hub, u):
+                stop(hub, u)
