@@ -24,7 +24,7 @@ import copy
 from .quota.budget import QuotaConfigError, QuotaPolicy, fmt
 from .quota.resourcequota import quota_manifest
 from .sizes import parse_bytes, parse_cpu
-from .teams import MIGRATED_FROM, TeamConfigError, expand_team_namespaces  # noqa: F401 (re-export)
+from .teams import TeamConfigError, expand_team_namespaces
 
 PART_OF = {"app.kubernetes.io/part-of": "ptjaas", "app.kubernetes.io/managed-by": "ptjaas"}
 TEAM_NAMESPACE_LABEL = "ptjaas.io/team-namespace"

@@ -114,7 +114,7 @@ class TeamsMixin(LoggingConfigurable):
         claims.namespace = namespace
         return await claims.find(names)
 
-    async def _home_claim_names(self):
+    def _home_claim_names(self):
         remembered = (getattr(self, "_home", None) or {}).get("claim")
         names = [remembered] if remembered else []
         names += [n for n in self.claim_candidates() if n not in names]
@@ -129,7 +129,7 @@ class TeamsMixin(LoggingConfigurable):
         if not self.team_namespaces:
             return
         team = self.resolve_user_team(self.user_options or {})
-        names = await self._home_claim_names()
+        names = self._home_claim_names()
         if self._home_namespace is None and team.namespace != self.hub_namespace:
             name, _ = await self._claim_in(self.hub_namespace, names)
             if name is not None:
@@ -165,7 +165,7 @@ class TeamsMixin(LoggingConfigurable):
         """The form's team section (a choice for members of several teams; where the home lives)."""
         if not self.team_namespaces:
             return ""
-        names = await self._home_claim_names()
+        names = self._home_claim_names()
         home_ns = self._home_namespace
         member = teams.user_teams(self.team_map(), self._team_groups())
         if home_ns is None and any(self.team_map()[g] != self.hub_namespace for g in member):
