@@ -373,3 +373,16 @@ def test_a_team_namespace_quota_refusal_is_readable(hub, kube):
         for u in ("vera", "vic"):
             if server(hub, u):
                 stop(hub, u)
+
+
+@pytest.mark.parametrize("extra,expected", [
+    ('c.PtjaasSpawner.team_namespaces = {"Vision Team": "jhub-team-{group}"}\n',
+     "c.PtjaasSpawner.team_namespaces['Vision Team']: 'jhub-team-Vision Team' is not a valid namespace name"),
+    ('c.PtjaasSpawner.team_namespaces = {"vision": "v"}\nc.KubeSpawner.enable_user_namespaces = True\n',
+     "c.PtjaasSpawner.team_namespaces cannot be combined with c.KubeSpawner.enable_user_namespaces"),
+], ids=["bad-name", "with-user-namespaces"])
+def test_hub_refuses_to_start_with_invalid_team_namespaces(hub_factory, extra, expected):
+    hub = hub_factory(hub_config(teams=False) + extra, start=False)
+    hub.start(wait=False)
+    assert hub.wait_exit(60) != 0
+    assert expected in hub.logs()
