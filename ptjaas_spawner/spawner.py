@@ -14,11 +14,12 @@ from kubespawner import KubeSpawner
 from tornado import web
 from traitlets import Bool, Dict, Float, List, TraitError, Unicode, default, validate
 
-from . import catalog, configcheck, form, homevolume, objects
+from . import catalog, configcheck, form, homevolume, objects, teams
 from .culler.policy import kernel_culling_args
 from .homeclaim import ClaimBindError, HomeClaims
 from .quota import QuotaMixin
 from .sizes import spawner_settings
+from .teams_mixin import TeamsMixin
 
 STATE_KEY = "ptjaas"
 
@@ -27,7 +28,7 @@ def _applied_in_load_user_options(spawner, user_options):
     """JupyterHub's apply_user_options hook: nothing to do (see load_user_options)."""
 
 
-class PtjaasSpawner(QuotaMixin, KubeSpawner):
+class PtjaasSpawner(TeamsMixin, QuotaMixin, KubeSpawner):
     """KubeSpawner with ptjaas home volumes, an image-version catalog and CPU/GPU sizes."""
 
     images = Dict(
@@ -185,6 +186,7 @@ class PtjaasSpawner(QuotaMixin, KubeSpawner):
             self.home_mount_path,
             self.shared_volumes,
         )
+        self.check_team_config()
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -257,6 +259,7 @@ class PtjaasSpawner(QuotaMixin, KubeSpawner):
 
     def resolve_choice(self, options, availability=None):
         images, sizes = self.effective_catalog()
+        options = teams.without_team(options)  # the team is checked by TeamsMixin
         try:
             return catalog.resolve_choice(
                 images, sizes, self.user_group_names(), options, last=self._last, availability=availability
@@ -287,11 +290,11 @@ class PtjaasSpawner(QuotaMixin, KubeSpawner):
         opts = self.user_options or {}
         if opts and not opts.get("same_as_last"):
             try:
-                catalog.resolve_choice(images, sizes, self.user_group_names(), opts)
+                catalog.resolve_choice(images, sizes, self.user_group_names(), teams.without_team(opts))
                 selected = opts
             except catalog.ChoiceError:
                 selected = {}
-        return form.render_form(
+        return (await self.team_form_html()) + form.render_form(
             images,
             sizes,
             self.user_group_names(),
@@ -303,7 +306,7 @@ class PtjaasSpawner(QuotaMixin, KubeSpawner):
     async def _ptjaas_options_from_form(self, formdata):
         if not self.images and not self.sizes:
             return self._options_from_form(formdata)  # KubeSpawner's profile form
-        options = form.options_from_formdata(formdata)
+        options = self.add_team_from_form(form.options_from_formdata(formdata), formdata)
         await self.apply_group_overrides()
         self.resolve_choice(options, await self._availability())  # refuse before anything
         return options
@@ -313,6 +316,11 @@ class PtjaasSpawner(QuotaMixin, KubeSpawner):
     async def load_user_options(self):
         """Validate the user's options and set KubeSpawner's traits; ensure the home claim."""
         self._notes = []
+        try:
+            await self.place_in_team_namespace()  # the team's namespace (TeamsMixin)
+        except web.HTTPError:
+            self._save_user_options(self._last_options())
+            raise
         if not self.images and not self.sizes:
             # no catalog: KubeSpawner's own settings (and profile_list, if any) apply as they are
             self._choice = None
@@ -328,7 +336,8 @@ class PtjaasSpawner(QuotaMixin, KubeSpawner):
             raise
         self._choice = choice
         # record the resolved choice (the culler and quota read it from the server model)
-        self._save_user_options({"image": choice.image, "version": choice.version, "size": choice.size})
+        self._save_user_options(
+            {"image": choice.image, "version": choice.version, "size": choice.size, **self.team_user_options()})
         self.notes_extend(choice.notes)
         for note in choice.notes:
             self.log.info("%s: %s", self._log_name, note)
