@@ -191,8 +191,9 @@ class TeamsMixin(LoggingConfigurable):
 
     async def quota_ready(self):
         """Rebuild the usage ledger from every namespace ptjaas runs servers in (the hub's and
-        each team's), each once per process, before the first quota decision."""
-        if not self.quota_rebuild_from_cluster:
+        each team's), each once per process, before the first quota decision. Nothing without
+        quotas."""
+        if not (self.quota_rebuild_from_cluster and self.quota_policy.enabled):
             return
         namespaces = teams.team_namespaces_in_use(self.team_map(), self.hub_namespace)
         await asyncio.gather(*(self._quota_ready_in(ns) for ns in namespaces))

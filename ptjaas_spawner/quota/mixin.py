@@ -221,10 +221,29 @@ class QuotaMixin(LoggingConfigurable):
                 del _REBUILDS[key]
             raise
 
+    async def _pod_reflector_of(self, key):
+        """KubeSpawner's pod reflector for ``key`` (a namespace, or None for all namespaces),
+        shared by every spawner there; it makes a request only when it is not running yet."""
+        if key == self._quota_rebuild_key():
+            # KubeSpawner's own poll() and start() wait for the pod reflector this way
+            # (kubespawner 7.1; no public hook)
+            return await self._start_watching_pods()
+        # another namespace than this spawner's (team namespaces): the reflector that
+        # KubeSpawner 7.1's _start_reflector makes for a spawner there, under the same key
+        from kubespawner.spawner import PodReflector
+
+        reflectors = type(self).reflectors
+        reflector = reflectors.get(("pods", key))
+        if reflector is None:
+            reflector = reflectors[("pods", key)] = PodReflector(
+                parent=self, namespace=key, labels={"component": self.component_label}
+            )
+            await reflector.start()
+        await reflector.first_load_future
+        return reflector
+
     async def _quota_rebuild(self, key):
-        # KubeSpawner's own poll() and start() wait for the pod reflector this way; it makes
-        # a request only when the reflector is not running yet (kubespawner 7.1; no public hook)
-        reflector = await self._start_watching_pods()
+        reflector = await self._pod_reflector_of(key)
         reflector.first_load_future.result()  # a reflector whose first list failed holds nothing
         found = await rebuild_ledger(LEDGER, lambda: reflector.pods, self.log)
         where = "all namespaces" if key is None else f"namespace {key}"
