@@ -8,7 +8,14 @@ import json
 
 from kubernetes_asyncio.client.rest import ApiException
 
-from .homevolume import bind_failure, claim_phase, claim_requested, growth_decision
+from .homevolume import (
+    bind_failure,
+    claim_phase,
+    claim_requested,
+    growth_decision,
+    home_claim_verdict,
+    owner_refusal,
+)
 from .objects import storage_patch
 
 DEFAULT_CLASS_ANNOTATIONS = (
@@ -21,6 +28,18 @@ class ClaimBindError(RuntimeError):
     """The home claim cannot bind; the message carries the claim's warning events."""
 
     # JupyterHub 5.x's API error pages show ``log_message % args`` of the exception
+    log_message = "%s"
+
+    @property
+    def jupyterhub_message(self):
+        return str(self)
+
+
+class ClaimOwnerError(RuntimeError):
+    """An existing claim at a home-claim name is not proven to be the user's: the start is
+    refused (nothing created or deleted). ``str()`` is the user's message; the admin's warning
+    (naming the claim and the evidence) is logged where it is raised."""
+
     log_message = "%s"
 
     @property
@@ -66,6 +85,37 @@ class HomeClaims:
             if pvc is not None:
                 return name, pvc
         return None, None
+
+    async def find_home(self, candidates, username, remembered, current):
+        """The user's existing home among ``candidates`` (read in order) as (name, claim dict),
+        or (None, None). A claim whose owner is not proven to be ``username`` is never returned
+        (see ``homevolume.home_claim_verdict``): another user's claim under a colliding legacy
+        name is passed over; any other raises ClaimOwnerError."""
+        for name in candidates:
+            pvc = await self.read(name)
+            if pvc is None:
+                continue
+            action, evidence = home_claim_verdict(name, pvc, username, remembered, current)
+            if action == "use":
+                return name, pvc
+            if action == "skip":
+                self.log.info("Claim %s is not a home of %s: %s", name, username, evidence)
+                continue
+            self.refuse(name, username, evidence)
+        return None, None
+
+    def check_created_or_found(self, name, pvc, created, username, remembered):
+        """After ``create``: a claim that existed already (409) must be the user's."""
+        if created or pvc is None:
+            return
+        action, evidence = home_claim_verdict(name, pvc, username, remembered, name)
+        if action != "use":
+            self.refuse(name, username, evidence)
+
+    def refuse(self, name, username, evidence):
+        user_msg, admin_msg = owner_refusal(name, username, evidence)
+        self.log.warning("%s", admin_msg)
+        raise ClaimOwnerError(user_msg)
 
     async def create(self, manifest):
         """Create the claim; if it exists already (409), read that one.

@@ -403,18 +403,21 @@ class PtjaasSpawner(QuotaMixin, KubeSpawner):
         if remembered and known and homevolume.growth_decision(known, wanted, False)[0] == "keep":
             name = remembered
         else:
+            # a claim is mounted only if it is proven to be this user's (ClaimOwnerError else)
+            user = self.user.name
             candidates = self.claim_candidates()
             if candidates == [current]:
                 name = current
                 pvc, created = await claims.create(self.home_claim_manifest(name, wanted))
             else:
-                name, pvc = await claims.find(candidates)
+                name, pvc = await claims.find_home(candidates, user, remembered, current)
                 created = False
                 if pvc is None:
                     name = remembered or current
                     if remembered:
                         self._log_recreated(name)
                     pvc, created = await claims.create(self.home_claim_manifest(name, wanted))
+            claims.check_created_or_found(name, pvc, created, user, remembered)
             if created:
                 self.log.info("Created home claim %s for %s (%s)", name, self._log_name, wanted)
                 self._created_claim = name
