@@ -16,7 +16,7 @@ from traitlets import Bool, Dict, Float, List, TraitError, Unicode, default, val
 
 from . import catalog, configcheck, form, homevolume, objects
 from .culler.policy import kernel_culling_args
-from .homeclaim import ClaimBindError, HomeClaims
+from .homeclaim import ClaimBindError, ClaimOwnerError, HomeClaims
 from .quota import QuotaMixin
 from .sizes import spawner_settings
 
@@ -198,6 +198,7 @@ class PtjaasSpawner(QuotaMixin, KubeSpawner):
         self._claim_watch = None
         self._bind_error = None
         self._start_task = None
+        self._form_refused = None  # a refused form post, shown again with its error
 
     # ---- state ---------------------------------------------------------------------------
 
@@ -262,9 +263,7 @@ class PtjaasSpawner(QuotaMixin, KubeSpawner):
                 images, sizes, self.user_group_names(), options, last=self._last, availability=availability
             )
         except catalog.ChoiceError as e:
-            err = web.HTTPError(400, "%s", str(e), reason="Invalid server options")
-            err.jupyterhub_message = str(e)  # shown as is in the page and the API's message
-            raise err from None
+            raise _refusal(e) from None
 
     def get_profile_list(self):
         """The catalog as a KubeSpawner-style ``profile_list`` for this user (informational)."""
@@ -285,7 +284,9 @@ class PtjaasSpawner(QuotaMixin, KubeSpawner):
         availability = await self._availability()
         selected = {}
         opts = self.user_options or {}
-        if opts and not opts.get("same_as_last"):
+        if self._form_refused is not None:  # shown again with its error: keep the user's choices
+            selected, self._form_refused = self._form_refused, None
+        elif opts and not opts.get("same_as_last"):
             try:
                 catalog.resolve_choice(images, sizes, self.user_group_names(), opts)
                 selected = opts
@@ -298,15 +299,61 @@ class PtjaasSpawner(QuotaMixin, KubeSpawner):
             last=self._last,
             availability=availability,
             selected=selected,
+            summary=await self.quota_summary(),
         )
 
     async def _ptjaas_options_from_form(self, formdata):
         if not self.images and not self.sizes:
             return self._options_from_form(formdata)  # KubeSpawner's profile form
-        options = form.options_from_formdata(formdata)
+        try:
+            options = form.options_from_formdata(formdata)
+        except catalog.ChoiceError as e:
+            self._forget_new_named_server()
+            raise _refusal(e) from None
         await self.apply_group_overrides()
-        self.resolve_choice(options, await self._availability())  # refuse before anything
+        try:
+            self.resolve_choice(options, await self._availability())  # refuse before anything
+        except web.HTTPError:
+            self._form_refused = dict(options, refused=True, choice="new")
+            self._forget_new_named_server()
+            raise
         return options
+
+    # ---- a refused first start of a new named server leaves no entry behind -------------
+
+    def _is_new_named_server(self):
+        """A named server that never started (JupyterHub made its entry for this request)."""
+        orm = getattr(self, "orm_spawner", None)
+        return bool(self.name and orm is not None and getattr(orm, "id", None) is not None
+                    and not self._last and not self._home and getattr(orm, "last_activity", None) is None)
+
+    def _forget_new_named_server(self, *_):
+        """Remove the hub's entry of a named server whose very first start was refused (bad
+        options, quota, home claim owner): JupyterHub made the entry before ptjaas saw the
+        request. Only the hub's record goes; nothing in Kubernetes is touched."""
+        if not self._is_new_named_server() or self.db is None or self.orm_spawner.server is not None:
+            return
+        self.log.info("Removing the entry of new server %s: its first start was refused", self._log_name)
+        self.db.delete(self.orm_spawner)
+        self.user.spawners.pop(self.name, None)
+        self.db.commit()
+
+    def start(self):
+        started = super().start()
+        if self._is_new_named_server():
+
+            def refused(f):
+                e = None if f.cancelled() else f.exception()
+                if isinstance(e, ClaimOwnerError) or (isinstance(e, web.HTTPError) and 400 <= e.status_code < 500):
+                    # after JupyterHub's own clean-up of the failed start
+                    done = getattr(self, "_spawn_future", None)
+                    if done is not None and not done.done():
+                        done.add_done_callback(self._forget_new_named_server)
+                    else:
+                        self._forget_new_named_server()
+
+            started.add_done_callback(refused)
+        return started
 
     # ---- start ---------------------------------------------------------------------------
 
@@ -543,6 +590,13 @@ class PtjaasSpawner(QuotaMixin, KubeSpawner):
     async def delete_forever(self):
         self.delete_pvc = bool(self.delete_home_volume)
         await super().delete_forever()
+
+
+def _refusal(e):
+    """A ChoiceError as the hub's 400, its message shown as is in the page and the API."""
+    err = web.HTTPError(400, "%s", str(e), reason="Invalid server options")
+    err.jupyterhub_message = str(e)
+    return err
 
 
 def check_hub_config(app):

@@ -20,7 +20,7 @@ from tornado import web
 from traitlets import Bool, Dict, TraitError, observe, validate
 from traitlets.config import LoggingConfigurable
 
-from .budget import Charge, Ledger, QuotaConfigError, QuotaPolicy, parse_budget, availability, decide, pod_amount, size_amount
+from .budget import Charge, Ledger, QuotaConfigError, QuotaPolicy, parse_budget, availability, decide, pod_amount, size_amount, summary
 from .metrics import count_refusal, update_metrics
 
 POOL_ANNOTATION = "ptjaas.io/quota-pool"
@@ -214,6 +214,13 @@ class QuotaMixin(LoggingConfigurable):
             for key, (ok, _) in result.items() if not ok
         }
         return result
+
+    async def quota_summary(self) -> str:
+        """The user's quota in one line for the top of the form ('' without quotas)."""
+        if not self.quota_policy.enabled:
+            return ""
+        await self.quota_ready()
+        return summary(self.quota_policy, LEDGER, self.user.name, self._quota_user_groups(), self.name)
 
     def quota_reserve(self, pod: dict) -> Charge:
         """Decide and charge in one synchronous step. Raises QuotaExceeded."""
