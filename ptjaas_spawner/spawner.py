@@ -8,6 +8,7 @@ and shared volumes, labels and security defaults.
 """
 
 import asyncio
+import functools
 
 from jupyterhub.spawner import Spawner
 from kubespawner import KubeSpawner
@@ -322,16 +323,19 @@ class PtjaasSpawner(QuotaMixin, KubeSpawner):
     # ---- a refused first start of a new named server leaves no entry behind -------------
 
     def _is_new_named_server(self):
-        """A named server that never started (JupyterHub made its entry for this request)."""
+        """A named server that never started: no home and no last choice in its state (a start
+        that got as far as the home claim records it)."""
         orm = getattr(self, "orm_spawner", None)
         return bool(self.name and orm is not None and getattr(orm, "id", None) is not None
-                    and not self._last and not self._home and getattr(orm, "last_activity", None) is None)
+                    and not self._last and not self._home)
 
-    def _forget_new_named_server(self, *_):
+    def _forget_new_named_server(self, *_, fresh=None):
         """Remove the hub's entry of a named server whose very first start was refused (bad
         options, quota, home claim owner): JupyterHub made the entry before ptjaas saw the
         request. Only the hub's record goes; nothing in Kubernetes is touched."""
-        if not self._is_new_named_server() or self.db is None or self.orm_spawner.server is not None:
+        # fresh: judged when the start began (the start may have found the home claim since)
+        fresh = self._is_new_named_server() if fresh is None else fresh
+        if not fresh or self._last or self.db is None or self.orm_spawner.server is not None:
             return
         self.log.info("Removing the entry of new server %s: its first start was refused", self._log_name)
         self.db.delete(self.orm_spawner)
@@ -341,6 +345,7 @@ class PtjaasSpawner(QuotaMixin, KubeSpawner):
     def start(self):
         started = super().start()
         if self._is_new_named_server():
+            forget = functools.partial(self._forget_new_named_server, fresh=True)
 
             def refused(f):
                 e = None if f.cancelled() else f.exception()
@@ -348,9 +353,9 @@ class PtjaasSpawner(QuotaMixin, KubeSpawner):
                     # after JupyterHub's own clean-up of the failed start
                     done = getattr(self, "_spawn_future", None)
                     if done is not None and not done.done():
-                        done.add_done_callback(self._forget_new_named_server)
+                        done.add_done_callback(forget)
                     else:
-                        self._forget_new_named_server()
+                        forget()
 
             started.add_done_callback(refused)
         return started

@@ -149,6 +149,8 @@ class Charge:
     size: str = ""
     image: str = ""
     version: str = ""
+    cpu_limit: float = 0.0  # shown beside the guarantee (not charged)
+    mem_limit: int = 0
 
 
 class Ledger:
@@ -353,6 +355,16 @@ def pod_amount(pod: dict) -> Amount:
     return Amount(gpus=total.gpus, cpu=total.cpu, memory=total.memory, servers=1)
 
 
+def pod_limits(pod: dict):
+    """(CPU cores, memory bytes) limits of a pod (API JSON form), for display."""
+    cpu, mem = 0.0, 0
+    for c in (pod.get("spec") or {}).get("containers") or []:
+        limits = (c.get("resources") or {}).get("limits") or {}
+        cpu += parse_cpu(limits["cpu"]) if "cpu" in limits else 0.0
+        mem += parse_bytes(limits["memory"]) if "memory" in limits else 0
+    return cpu, mem
+
+
 SUMMARY_ORDER = ("servers", "gpus", "cpu", "memory")
 
 
@@ -390,12 +402,16 @@ def usage_report(policy: QuotaPolicy, ledger: Ledger, user_groups: dict) -> dict
     servers = []
     for c in ledger.holders():
         bump(by_user, c.user, c)
+        row = by_user[c.user]
+        row["cpu_limit"] = row.get("cpu_limit", 0.0) + c.cpu_limit
+        row["memory_limit"] = row.get("memory_limit", 0) + c.mem_limit
         bump(by_size, c.size or "(unknown)", c)
         bump(by_version, f"{c.image or '(unknown)'}:{c.version or '(unknown)'}", c)
         if c.pool:
             bump(by_group, c.pool, c)
         servers.append({"user": c.user, "server": c.server, "pool": c.pool, "size": c.size,
-                        "image": c.image, "version": c.version, **c.amount.as_dict()})
+                        "image": c.image, "version": c.version, **c.amount.as_dict(),
+                        "cpu_limit": c.cpu_limit, "memory_limit": c.mem_limit})
     for u, row in by_user.items():
         row["limits"] = policy.user_limits(u, user_groups.get(u, ()))
     groups = {}

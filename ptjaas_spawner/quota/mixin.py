@@ -20,7 +20,7 @@ from tornado import web
 from traitlets import Bool, Dict, TraitError, observe, validate
 from traitlets.config import LoggingConfigurable
 
-from .budget import Charge, Ledger, QuotaConfigError, QuotaPolicy, parse_budget, availability, decide, pod_amount, size_amount, summary
+from .budget import Charge, Ledger, QuotaConfigError, QuotaPolicy, parse_budget, availability, decide, pod_amount, pod_limits, size_amount, summary
 from .metrics import count_refusal, update_metrics
 
 POOL_ANNOTATION = "ptjaas.io/quota-pool"
@@ -192,6 +192,7 @@ class QuotaMixin(LoggingConfigurable):
         return Charge(
             user, server, pod_amount(pod), pool,
             labels.get(SIZE_LABEL, ""), labels.get(IMAGE_LABEL, ""), labels.get(VERSION_LABEL, ""),
+            *pod_limits(pod),
         )
 
     # ---- decisions ----
