@@ -247,17 +247,18 @@ SCRIPT = """<script>
     return i ? i.value : null;
   }
   function fitSizes() {
-    var image = checkedImage(), first = null, lost = false;
+    var image = checkedImage(), first = null, any = false;
     all('input[name="size"]').forEach(function (s) {
       if (s.dataset.ptjaasUnavailable === undefined) s.dataset.ptjaasUnavailable = s.disabled ? "1" : "";
       var runs = JSON.parse(s.dataset.ptjaasImages || "[]").indexOf(image) >= 0;
       s.disabled = !runs || s.dataset.ptjaasUnavailable === "1";
       var hint = s.parentNode.querySelector(".ptjaas-size-other-image");
       if (hint) hint.hidden = runs;
-      if (s.disabled && s.checked) { s.checked = false; lost = true; }
+      if (s.disabled && s.checked) s.checked = false;
+      if (s.checked) any = true;
       if (!s.disabled && first === null) first = s;
     });
-    if (lost && first) first.checked = true;
+    if (!any && first) first.checked = true;
   }
   function chooseNew() {
     var n = root.querySelector('input[name="choice"][value="new"]');
