@@ -7,6 +7,7 @@ import asyncio
 import json
 
 from kubernetes_asyncio.client.rest import ApiException
+from tornado import web
 
 from .homevolume import (
     bind_failure,
@@ -35,16 +36,15 @@ class ClaimBindError(RuntimeError):
         return str(self)
 
 
-class ClaimOwnerError(RuntimeError):
+class ClaimOwnerError(web.HTTPError):
     """An existing claim at a home-claim name is not proven to be the user's: the start is
-    refused (nothing created or deleted). ``str()`` is the user's message; the admin's warning
-    (naming the claim and the evidence) is logged where it is raised."""
+    refused with 409 Conflict (nothing created or deleted). ``jupyterhub_message`` is the user's
+    message; the admin's warning (naming the claim and the evidence) is logged where it is
+    raised."""
 
-    log_message = "%s"
-
-    @property
-    def jupyterhub_message(self):
-        return str(self)
+    def __init__(self, message):
+        super().__init__(409, "%s", message)
+        self.jupyterhub_message = message
 
 
 class HomeClaims:

@@ -8,7 +8,6 @@ and shared volumes, labels and security defaults.
 """
 
 import asyncio
-import functools
 
 from jupyterhub.spawner import Spawner
 from kubespawner import KubeSpawner
@@ -17,7 +16,8 @@ from traitlets import Bool, Dict, Float, List, TraitError, Unicode, default, val
 
 from . import catalog, configcheck, form, homevolume, objects
 from .culler.policy import kernel_culling_args
-from .homeclaim import ClaimBindError, ClaimOwnerError, HomeClaims
+from .homeclaim import ClaimBindError, HomeClaims
+from .newserver import RefusedNewServerMixin
 from .quota import QuotaMixin
 from .sizes import spawner_settings
 
@@ -28,7 +28,7 @@ def _applied_in_load_user_options(spawner, user_options):
     """JupyterHub's apply_user_options hook: nothing to do (see load_user_options)."""
 
 
-class PtjaasSpawner(QuotaMixin, KubeSpawner):
+class PtjaasSpawner(RefusedNewServerMixin, QuotaMixin, KubeSpawner):
     """KubeSpawner with ptjaas home volumes, an image-version catalog and CPU/GPU sizes."""
 
     images = Dict(
@@ -319,46 +319,6 @@ class PtjaasSpawner(QuotaMixin, KubeSpawner):
             self._forget_new_named_server()
             raise
         return options
-
-    # ---- a refused first start of a new named server leaves no entry behind -------------
-
-    def _is_new_named_server(self):
-        """A named server that never started: no home and no last choice in its state (a start
-        that got as far as the home claim records it)."""
-        orm = getattr(self, "orm_spawner", None)
-        return bool(self.name and orm is not None and getattr(orm, "id", None) is not None
-                    and not self._last and not self._home)
-
-    def _forget_new_named_server(self, *_, fresh=None):
-        """Remove the hub's entry of a named server whose very first start was refused (bad
-        options, quota, home claim owner): JupyterHub made the entry before ptjaas saw the
-        request. Only the hub's record goes; nothing in Kubernetes is touched."""
-        # fresh: judged when the start began (the start may have found the home claim since)
-        fresh = self._is_new_named_server() if fresh is None else fresh
-        if not fresh or self._last or self.db is None or self.orm_spawner.server is not None:
-            return
-        self.log.info("Removing the entry of new server %s: its first start was refused", self._log_name)
-        self.db.delete(self.orm_spawner)
-        self.user.spawners.pop(self.name, None)
-        self.db.commit()
-
-    def start(self):
-        started = super().start()
-        if self._is_new_named_server():
-            forget = functools.partial(self._forget_new_named_server, fresh=True)
-
-            def refused(f):
-                e = None if f.cancelled() else f.exception()
-                if isinstance(e, ClaimOwnerError) or (isinstance(e, web.HTTPError) and 400 <= e.status_code < 500):
-                    # after JupyterHub's own clean-up of the failed start
-                    done = getattr(self, "_spawn_future", None)
-                    if done is not None and not done.done():
-                        done.add_done_callback(forget)
-                    else:
-                        forget()
-
-            started.add_done_callback(refused)
-        return started
 
     # ---- start ---------------------------------------------------------------------------
 

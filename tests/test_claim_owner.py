@@ -64,8 +64,13 @@ def ns(kube):
 def kubeconfig(module_cluster, monkeypatch):
     # kubernetes_asyncio reads $KUBECONFIG when imported; point it at this cluster
     import kubernetes_asyncio.config.kube_config as kc
+    from kubespawner.clients import load_config
 
     monkeypatch.setattr(kc, "KUBE_CONFIG_DEFAULT_LOCATION", str(module_cluster.kubeconfig_path))
+    # KubeSpawner loads the client configuration once per process: not across clusters
+    load_config.cache_clear()
+    yield
+    load_config.cache_clear()
 
 
 def _spawner(cls, ns, username, state=None, **config):
@@ -230,3 +235,25 @@ def test_claim_owner_evidence():
     assert home_claim_verdict("claim-legacy", theirs, "ann", None, "claim-ann")[0] == "skip"
     assert home_claim_verdict("claim-ann", theirs, "ann", None, "claim-ann")[0] == "refuse"
     assert home_claim_verdict("claim-legacy", pvc(), "ann", None, "claim-ann")[0] == "refuse"
+
+
+@pytest.mark.hub
+async def test_hub_refuses_the_start_and_tells_user_and_admin(module_cluster, hub_factory, kube, kubeconfig):
+    """Through a real hub: KubeSpawner 6 left dr.who's home at claim-dr-2ewho; the new user
+    dr-2ewho is refused (409, a message naming the claim), and nothing changes."""
+    images = {"python": {"display_name": "Python", "versions": {"1": {"image": "example.org/py:1"}}}}
+    sizes = {"small": {"display_name": "Small", "cpu_guarantee": 0.1, "cpu_limit": 1,
+                       "mem_guarantee": "64Mi", "mem_limit": "1Gi"}}
+    old = kubespawner_claim(kube, "default", "dr.who", "kubespawner-6")
+    hub = hub_factory(f"c.PtjaasSpawner.images = {images!r}\nc.PtjaasSpawner.sizes = {sizes!r}\n",
+                      cluster=module_cluster)
+    hub.api("POST", "/users", json={"usernames": ["dr-2ewho"]})
+    before = {n: c.metadata.uid for n, c in claims(kube, "default").items()}
+    r = hub.api("POST", "/users/dr-2ewho/server", json={})
+    assert r.status_code == 409, r.text
+    message = r.json()["message"]
+    assert f"a storage claim named {old} exists where your home volume belongs" in message
+    assert "dr.who" not in message
+    assert f"Refusing to start a server of 'dr-2ewho': existing claim {old}" in hub.logs()
+    assert {n: c.metadata.uid for n, c in claims(kube, "default").items()} == before
+    assert not hub.api("GET", "/users/dr-2ewho").json()["servers"]
