@@ -103,7 +103,9 @@ def _check_options(options) -> dict:
         raise ChoiceError("Server options must be an object with image, version and size.")
     unknown = [key for key in options if key not in OPTION_KEYS]
     if unknown:
-        names = ", ".join(shown(k) for k in unknown[:5]) + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")
+        names = ", ".join(shown(k) for k in unknown[:5])
+        if len(unknown) > 5:
+            names += f" and {len(unknown) - 5} more"
         raise ChoiceError(
             f"Unknown server option(s): {names}. Known options: image, version, size, same_as_last."
         )
@@ -206,7 +208,8 @@ def same_as_last_conflict(images, sizes, options, last) -> str:
     """Why options naming both ``same_as_last`` and explicit choices are refused ('' if the
     explicit choices are the last ones): the page must start what it shows."""
     last = last or {}
-    differ = [k for k in ("image", "version", "size") if options.get(k) is not None and options[k] != last.get(k)]
+    differ = [k for k in ("image", "version", "size")
+              if options.get(k) is not None and options[k] != last.get(k)]
     if not differ:
         return ""
     image = images.get(last.get("image")) or {}
@@ -214,7 +217,8 @@ def same_as_last_conflict(images, sizes, options, last) -> str:
     for key in differ:
         value = options[key]
         if key == "image":
-            picked.append(f"image {_describe(images, value)!r}" if value in images else f"image {shown(value)}")
+            known = value in images
+            picked.append(f"image {_describe(images, value)!r}" if known else f"image {shown(value)}")
         elif key == "size":
             picked.append(f"size {_size_name(sizes, value)!r}" if value in sizes else f"size {shown(value)}")
         else:

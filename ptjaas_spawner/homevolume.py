@@ -85,7 +85,9 @@ def claim_owner(pvc: dict, username: str):
     if label == username and not _HASH_SHAPED.search(label):
         return "mine", f"{OWNER_LABEL}={label!r}"
     if label == username:
-        return "unknown", f"it has no owner annotation, and its label {OWNER_LABEL}={label!r} may stand for another name"
+        return "unknown", (
+            f"it has no owner annotation, and its label {OWNER_LABEL}={label!r} may stand for another name"
+        )
     return "other", f"it belongs to another user ({OWNER_LABEL}={label!r})"
 
 

@@ -37,7 +37,9 @@ class RefusedNewServerMixin(LoggingConfigurable):
         ``fresh``: whether the server was new when the start began (the start may have found
         the home claim since); judged now when not given."""
         fresh = self._is_new_named_server() if fresh is None else fresh
-        if not fresh or getattr(self, "_last", None) or self.db is None or self.orm_spawner.server is not None:
+        if not fresh or getattr(self, "_last", None) or self.db is None:
+            return
+        if self.orm_spawner.server is not None:  # it runs after all
             return
         self.log.info("Removing the entry of new server %s: its first start was refused", self._log_name)
         self.db.delete(self.orm_spawner)

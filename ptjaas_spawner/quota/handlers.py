@@ -47,7 +47,9 @@ PAGE = """{% extends "page.html" %}
       <td>{{ u.servers }}{% if u.limits.servers is not none %} of {{ u.limits.servers }}{% endif %}</td>
       <td>{{ u.gpus }}{% if u.limits.gpus is not none %} of {{ u.limits.gpus }}{% endif %}</td>
       <td>{{ res(u.cpu, u.cpu_limit, u.memory, u.memory_limit) }}</td>
-      <td>{% for r in ["cpu", "memory"] %}{% if u.limits[r] is not none %}{{ r }} {{ f(r, u[r]) }} of {{ f(r, u.limits[r]) }}; {% endif %}{% endfor %}</td></tr>
+      <td>{% for r in ["cpu", "memory"] %}{% if u.limits[r] is not none -%}
+        {{ r }} {{ f(r, u[r]) }} of {{ f(r, u.limits[r]) }};
+      {% endif %}{% endfor %}</td></tr>
     {% endfor %}
   </table>
   <h2>Servers</h2>
