@@ -28,6 +28,7 @@ from .catalog import (
     version_label,
     visible_images,
 )
+from .quota.budget import size_amount
 from .sizes import allowed_sizes, resources_text
 
 SHOWN_FIELDS = ("shown-image", "shown-version", "shown-size")
@@ -55,9 +56,10 @@ def describe_last(images, sizes, last) -> str:
 
 
 def size_text(size: dict) -> str:
-    """CPU, memory (guarantee → limit) and GPUs of a size, as the usage page shows them."""
-    return resources_text(size["cpu_guarantee"], size["cpu_limit"], size["mem_guarantee"],
-                          size["mem_limit"], size.get("gpu") or 0)
+    """CPU, memory (guarantee → limit) and GPUs of a size, as the usage page shows them: the
+    guarantee is what the quota charges (``size_amount``: a guarantee of 0 is the limit)."""
+    held = size_amount(size)
+    return resources_text(held.cpu, size["cpu_limit"], held.memory, size["mem_limit"], held.gpus)
 
 
 def preselect(images, sizes, user_groups, availability, selected):

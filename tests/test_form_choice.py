@@ -128,6 +128,9 @@ def test_resources_shown_as_guarantee_to_limit():
     text = render_form(IMAGES, SIZES, [])
     assert "CPU 0.5 \u2192 1, memory 1Gi \u2192 2Gi" in text
     assert "CPU 1 \u2192 4, memory 4Gi \u2192 8Gi, 1 GPU" in text
+    # a guarantee of 0 is shown as what the pod gets (and the quota counts): the limit
+    zero = {"z": dict(SIZES["small"], cpu_guarantee=0)}
+    assert "CPU 1 \u2192 1, memory 1Gi \u2192 2Gi" in render_form(IMAGES, zero, [])
 
 
 def _pod(size):
