@@ -17,6 +17,7 @@ from traitlets import Bool, Dict, Float, List, TraitError, Unicode, default, val
 from . import catalog, configcheck, form, homevolume, objects, teams
 from .culler.policy import kernel_culling_args
 from .homeclaim import ClaimBindError, HomeClaims
+from .newserver import RefusedNewServerMixin
 from .quota import QuotaMixin
 from .sizes import spawner_settings
 from .teams_mixin import TeamsMixin
@@ -28,7 +29,7 @@ def _applied_in_load_user_options(spawner, user_options):
     """JupyterHub's apply_user_options hook: nothing to do (see load_user_options)."""
 
 
-class PtjaasSpawner(TeamsMixin, QuotaMixin, KubeSpawner):
+class PtjaasSpawner(RefusedNewServerMixin, TeamsMixin, QuotaMixin, KubeSpawner):
     """KubeSpawner with ptjaas home volumes, an image-version catalog and CPU/GPU sizes."""
 
     images = Dict(
@@ -200,6 +201,7 @@ class PtjaasSpawner(TeamsMixin, QuotaMixin, KubeSpawner):
         self._claim_watch = None
         self._bind_error = None
         self._start_task = None
+        self._form_refused = None  # a refused form post, shown again with its error
 
     # ---- state ---------------------------------------------------------------------------
 
@@ -265,9 +267,7 @@ class PtjaasSpawner(TeamsMixin, QuotaMixin, KubeSpawner):
                 images, sizes, self.user_group_names(), options, last=self._last, availability=availability
             )
         except catalog.ChoiceError as e:
-            err = web.HTTPError(400, "%s", str(e), reason="Invalid server options")
-            err.jupyterhub_message = str(e)  # shown as is in the page and the API's message
-            raise err from None
+            raise _refusal(e) from None
 
     def get_profile_list(self):
         """The catalog as a KubeSpawner-style ``profile_list`` for this user (informational)."""
@@ -288,7 +288,9 @@ class PtjaasSpawner(TeamsMixin, QuotaMixin, KubeSpawner):
         availability = await self._availability()
         selected = {}
         opts = self.user_options or {}
-        if opts and not opts.get("same_as_last"):
+        if self._form_refused is not None:  # shown again with its error: keep the user's choices
+            selected, self._form_refused = self._form_refused, None
+        elif opts and not opts.get("same_as_last"):
             try:
                 catalog.resolve_choice(images, sizes, self.user_group_names(), teams.without_team(opts))
                 selected = opts
@@ -301,14 +303,24 @@ class PtjaasSpawner(TeamsMixin, QuotaMixin, KubeSpawner):
             last=self._last,
             availability=availability,
             selected=selected,
+            summary=await self.quota_summary(),
         )
 
     async def _ptjaas_options_from_form(self, formdata):
         if not self.images and not self.sizes:
             return self._options_from_form(formdata)  # KubeSpawner's profile form
-        options = self.add_team_from_form(form.options_from_formdata(formdata), formdata)
+        try:
+            options = self.add_team_from_form(form.options_from_formdata(formdata), formdata)
+        except catalog.ChoiceError as e:
+            self._forget_new_named_server()
+            raise _refusal(e) from None
         await self.apply_group_overrides()
-        self.resolve_choice(options, await self._availability())  # refuse before anything
+        try:
+            self.resolve_choice(options, await self._availability())  # refuse before anything
+        except web.HTTPError:
+            self._form_refused = dict(options, refused=True, choice="new")
+            self._forget_new_named_server()
+            raise
         return options
 
     # ---- start ---------------------------------------------------------------------------
@@ -412,18 +424,21 @@ class PtjaasSpawner(TeamsMixin, QuotaMixin, KubeSpawner):
         if remembered and known and homevolume.growth_decision(known, wanted, False)[0] == "keep":
             name = remembered
         else:
+            # a claim is mounted only if it is proven to be this user's (ClaimOwnerError else)
+            user = self.user.name
             candidates = self.claim_candidates()
             if candidates == [current]:
                 name = current
                 pvc, created = await claims.create(self.home_claim_manifest(name, wanted))
             else:
-                name, pvc = await claims.find(candidates)
+                name, pvc = await claims.find_home(candidates, user, remembered, current)
                 created = False
                 if pvc is None:
                     name = remembered or current
                     if remembered:
                         self._log_recreated(name)
                     pvc, created = await claims.create(self.home_claim_manifest(name, wanted))
+            claims.check_created_or_found(name, pvc, created, user, remembered)
             if created:
                 self.log.info("Created home claim %s for %s (%s)", name, self._log_name, wanted)
                 self._created_claim = name
@@ -549,6 +564,13 @@ class PtjaasSpawner(TeamsMixin, QuotaMixin, KubeSpawner):
     async def delete_forever(self):
         self.delete_pvc = bool(self.delete_home_volume)
         await super().delete_forever()
+
+
+def _refusal(e):
+    """A ChoiceError as the hub's 400, its message shown as is in the page and the API."""
+    err = web.HTTPError(400, "%s", str(e), reason="Invalid server options")
+    err.jupyterhub_message = str(e)
+    return err
 
 
 def check_hub_config(app):

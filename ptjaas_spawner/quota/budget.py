@@ -266,31 +266,85 @@ def availability(policy, ledger, user, groups, amounts: dict, server: str = "") 
     return {key: form_verdict(d) for key, d in decisions.items()}
 
 
-def size_amount(size: dict) -> Amount:
-    """The guaranteed resources a size (see ``PtjaasSpawner.sizes``) holds while it runs."""
+def container_amount(requests: dict, limits: dict) -> Amount:
+    """The one rule for what a container holds (the form's verdicts and the charge both use
+    it): per resource its request, or its limit when it has no request (Kubernetes then sets
+    the request to the limit); GPUs from any ``*/gpu`` request or limit."""
+    requests, limits = requests or {}, limits or {}
+    cpu = requests.get("cpu", limits.get("cpu"))
+    mem = requests.get("memory", limits.get("memory"))
+    gpu = [v for k, v in {**requests, **limits}.items() if k.endswith("/gpu")]
     return Amount(
-        gpus=int(size.get("gpu") or 0),
-        cpu=parse_cpu(size.get("cpu_guarantee") or 0),
-        memory=parse_bytes(size.get("mem_guarantee") or 0),
+        gpus=int(parse_cpu(gpu[0])) if gpu else 0,
+        cpu=parse_cpu(cpu) if cpu is not None else 0.0,
+        memory=parse_bytes(mem) if mem is not None else 0,
         servers=1,
     )
 
 
+def size_resources(size: dict):
+    """(requests, limits) of the pod KubeSpawner makes for a size (see ``PtjaasSpawner.sizes``):
+    like KubeSpawner, a guarantee or limit of 0 sets nothing."""
+    requests, limits = {}, {}
+    for key, value in (("cpu", size.get("cpu_guarantee")), ("memory", size.get("mem_guarantee"))):
+        if value and (parse_cpu(value) if key == "cpu" else parse_bytes(value)):
+            requests[key] = value
+    for key, value in (("cpu", size.get("cpu_limit")), ("memory", size.get("mem_limit"))):
+        if value and (parse_cpu(value) if key == "cpu" else parse_bytes(value)):
+            limits[key] = value
+    gpus = int(size.get("gpu") or 0)
+    if gpus:
+        limits[size.get("gpu_resource") or "nvidia.com/gpu"] = str(gpus)
+    return requests, limits
+
+
+def size_amount(size: dict) -> Amount:
+    """What a server of this size will be charged: ``container_amount`` of its pod's resources."""
+    return container_amount(*size_resources(size))
+
+
 def pod_amount(pod: dict) -> Amount:
-    """Guaranteed resources of a pod (API JSON form): container requests for CPU and memory
-    (limits when no request, as Kubernetes defaults them), any ``*/gpu`` limit for GPUs."""
-    gpus, cpu, mem = 0, 0.0, 0
+    """What a pod (API JSON form) is charged: the sum of ``container_amount`` over its
+    containers (one server)."""
+    total = ZERO
     for c in (pod.get("spec") or {}).get("containers") or []:
         res = c.get("resources") or {}
-        req, lim = res.get("requests") or {}, res.get("limits") or {}
-        if "cpu" in req or "cpu" in lim:
-            cpu += parse_cpu(req.get("cpu", lim.get("cpu")))
-        if "memory" in req or "memory" in lim:
-            mem += parse_bytes(req.get("memory", lim.get("memory")))
-        gpu = [v for k, v in {**req, **lim}.items() if k.endswith("/gpu")]
-        if gpu:
-            gpus += int(parse_cpu(gpu[0]))
-    return Amount(gpus=gpus, cpu=cpu, memory=mem, servers=1)
+        total = total + container_amount(res.get("requests"), res.get("limits"))
+    return Amount(gpus=total.gpus, cpu=total.cpu, memory=total.memory, servers=1)
+
+
+def pod_limits(pod: dict):
+    """(CPU cores, memory bytes) limits of a pod (API JSON form), for display."""
+    cpu, mem = 0.0, 0
+    for c in (pod.get("spec") or {}).get("containers") or []:
+        limits = (c.get("resources") or {}).get("limits") or {}
+        cpu += parse_cpu(limits["cpu"]) if "cpu" in limits else 0.0
+        mem += parse_bytes(limits["memory"]) if "memory" in limits else 0
+    return cpu, mem
+
+
+SUMMARY_ORDER = ("servers", "gpus", "cpu", "memory")
+
+
+def summary(policy: QuotaPolicy, ledger: Ledger, user: str, groups, server: str = "") -> str:
+    """The user's quota in one line for the top of the form: 'you: 1 of 2 servers, 0 of 1
+    GPUs; team vision: 3 of 4 GPUs free' ('' without quotas)."""
+    if not policy.enabled:
+        return ""
+    key = (user, server)
+    limits = policy.user_limits(user, groups)
+    usage = ledger.user_usage(user, exclude=key)
+    parts = []
+    mine = [f"{fmt(r, usage.get(r))} of {fmt(r, limits[r])} {NOUN[r]}" for r in SUMMARY_ORDER
+            if limits.get(r) is not None]
+    if mine:
+        parts.append("you: " + ", ".join(mine))
+    for p in policy.user_pools(groups):
+        pool, pusage = policy.pools[p], ledger.pool_usage(p, exclude=key)
+        free = [f"{fmt(r, max(0, pool[r] - pusage.get(r)))} of {fmt(r, pool[r])} {NOUN[r]} free"
+                for r in SUMMARY_ORDER if pool.get(r) is not None]
+        parts.append(f"team {p}: " + ", ".join(free))
+    return "; ".join(parts)
 
 
 def usage_report(policy: QuotaPolicy, ledger: Ledger, user_groups: dict) -> dict:
@@ -306,12 +360,16 @@ def usage_report(policy: QuotaPolicy, ledger: Ledger, user_groups: dict) -> dict
     servers = []
     for c in ledger.holders():
         bump(by_user, c.user, c)
+        row = by_user[c.user]
+        row["cpu_limit"] = row.get("cpu_limit", 0.0) + c.cpu_limit
+        row["memory_limit"] = row.get("memory_limit", 0) + c.mem_limit
         bump(by_size, c.size or "(unknown)", c)
         bump(by_version, f"{c.image or '(unknown)'}:{c.version or '(unknown)'}", c)
         if c.pool:
             bump(by_group, c.pool, c)
         servers.append({"user": c.user, "server": c.server, "pool": c.pool, "size": c.size,
-                        "image": c.image, "version": c.version, **c.amount.as_dict()})
+                        "image": c.image, "version": c.version, **c.amount.as_dict(),
+                        "cpu_limit": c.cpu_limit, "memory_limit": c.mem_limit})
     for u, row in by_user.items():
         row["limits"] = policy.user_limits(u, user_groups.get(u, ()))
     groups = {}

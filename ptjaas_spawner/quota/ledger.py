@@ -42,6 +42,8 @@ class Charge:
     size: str = ""
     image: str = ""
     version: str = ""
+    cpu_limit: float = 0.0  # shown beside the guarantee (not charged)
+    mem_limit: int = 0
 
 
 _NANO = 10**9

@@ -27,7 +27,7 @@ from traitlets.config import LoggingConfigurable
 
 from .budget import (
     Charge, Ledger, QuotaConfigError, QuotaPolicy, decide, decide_sizes, form_verdict, parse_budget,
-    pod_amount, size_amount,
+    pod_amount, pod_limits, size_amount, summary,
 )
 from .metrics import charge_added, charge_removed, count_refusal
 
@@ -87,6 +87,7 @@ def _charge_from_pod(user, server, pod: dict, pool) -> Charge:
     return Charge(
         user, server, pod_amount(pod), pool,
         labels.get(SIZE_LABEL, ""), labels.get(IMAGE_LABEL, ""), labels.get(VERSION_LABEL, ""),
+        *pod_limits(pod),
     )
 
 
@@ -270,6 +271,13 @@ class QuotaMixin(LoggingConfigurable):
         )
         self._quota_refusal_reasons = {key: d.kind for key, d in decisions.items() if not d.allowed}
         return {key: form_verdict(d) for key, d in decisions.items()}
+
+    async def quota_summary(self) -> str:
+        """The user's quota in one line for the top of the form ('' without quotas)."""
+        if not self.quota_policy.enabled:
+            return ""
+        await self.quota_ready()
+        return summary(self.quota_policy, LEDGER, self.user.name, self._quota_user_groups(), self.name)
 
     def quota_reserve(self, pod: dict) -> Charge | None:
         """Decide and charge in one synchronous step. Raises QuotaExceeded. None without quotas."""
