@@ -19,6 +19,8 @@ import os
 import sys
 from typing import Iterable, Mapping
 
+from traitlets.config import LazyConfigValue
+
 from .policy import PolicyError, extract_policy
 
 SERVICE_NAME = "ptjaas-culler"
@@ -71,6 +73,7 @@ def service_config(
     before_cull_hooks: Iterable[str] = (),
     after_cull_hooks: Iterable[str] = (),
     hook_timeout: float = 60,
+    hub_gone_timeout: float | None = None,
     usage_file: str | None = None,
     snapshot_class: str | None = None,
     snapshot_keep: int = 3,
@@ -100,6 +103,10 @@ def service_config(
            f"--hook-timeout={hook_timeout}"]
     if cull_every:
         cmd.append(f"--cull-every={cull_every}")
+    if hub_gone_timeout is not None:
+        if isinstance(hub_gone_timeout, bool) or not isinstance(hub_gone_timeout, (int, float)) or hub_gone_timeout < 0:
+            raise PolicyError(f"culler hub_gone_timeout must be a number of seconds >= 0, not {hub_gone_timeout!r}")
+        cmd.append(f"--hub-gone-timeout={hub_gone_timeout}")
     cmd += _hook_args("before-cull-hooks", before_cull_hooks)
     cmd += _hook_args("after-cull-hooks", after_cull_hooks)
     if usage_file:
@@ -130,15 +137,27 @@ def service_config(
     return {"services": [service], "load_roles": [role]}
 
 
+def _resolved(section, name, empty):
+    """``section[name]`` as a plain value: a setting only modified so far (``c.X.y.append(...)``
+    or ``.update(...)`` before any ``c.X.y = ...``) is held as a LazyConfigValue; resolve it
+    against the trait's empty value, as traitlets will."""
+    if name not in section:
+        return empty
+    value = section[name]
+    if isinstance(value, LazyConfigValue):
+        value = value.get_value(empty)
+    return value
+
+
 def install_culler(c, **kwargs) -> dict:
     """Append the culler service and role to a hub config object ``c`` (reads
     ``c.PtjaasSpawner.sizes`` / ``images`` and the spawner's ``namespace`` unless given).
-    Returns what was added."""
+    Works whether or not services, roles, sizes or images were set or only appended to /
+    updated so far. Returns what was added."""
     spawner_cfg = c.PtjaasSpawner
-    if "sizes" not in kwargs and "sizes" in spawner_cfg:
-        kwargs["sizes"] = spawner_cfg.sizes
-    if "images" not in kwargs and "images" in spawner_cfg:
-        kwargs["images"] = spawner_cfg.images
+    for name in ("sizes", "images"):
+        if name not in kwargs and name in spawner_cfg:
+            kwargs[name] = _resolved(spawner_cfg, name, {})
     if not (kwargs.get("namespace") or kwargs.get("snapshot_namespace")):
         for cls in ("PtjaasSpawner", "KubeSpawner"):
             if "namespace" in c[cls]:
@@ -146,6 +165,6 @@ def install_culler(c, **kwargs) -> dict:
                 break
     entries = service_config(**kwargs)
     hub = c.JupyterHub
-    hub.services = list(hub.services if "services" in hub else []) + entries["services"]
-    hub.load_roles = list(hub.load_roles if "load_roles" in hub else []) + entries["load_roles"]
+    hub.services = list(_resolved(hub, "services", [])) + entries["services"]
+    hub.load_roles = list(_resolved(hub, "load_roles", [])) + entries["load_roles"]
     return entries
