@@ -21,6 +21,7 @@ from typing import Iterable, Mapping
 
 from traitlets.config import LazyConfigValue
 
+from ..settings_schema import CULLER, Z2JH_CULL, keys, options
 from .policy import PolicyError, extract_policy
 
 SERVICE_NAME = "ptjaas-culler"
@@ -30,20 +31,43 @@ BASE_SCOPES = ["list:users", "read:users:activity", "read:servers", "delete:serv
 PASSTHROUGH_ENV = ("KUBECONFIG", "KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT", "POD_NAMESPACE")
 
 #: z2jh ``cull.*`` value -> culler option (what z2jh passes to jupyterhub-idle-culler)
-Z2JH_CULL_MAPPING = {
-    "timeout": "timeout",  # --timeout
-    "every": "cull_every",  # --cull-every
-    "concurrency": "concurrency",  # --concurrency
-    "maxAge": "max_age",  # --max-age
-    "users": "cull_users",  # --cull-users (adds delete:users to the role)
-    "adminUsers": "cull_admin_users",  # --cull-admin-users
-    "removeNamedServers": "remove_named_servers",  # --remove-named-servers
-}
+Z2JH_CULL_MAPPING = options(Z2JH_CULL)
+#: ptjaas's ``custom.ptjaas.culler.*`` value -> culler option
+PTJAAS_CULLER_MAPPING = options(CULLER)
 
 
 def from_z2jh_values(cull: Mapping) -> dict:
     """Keyword arguments for :func:`service_config` from z2jh's ``cull:`` values block."""
     return {ours: cull[theirs] for theirs, ours in Z2JH_CULL_MAPPING.items() if cull.get(theirs) is not None}
+
+
+class CullerValuesError(ValueError):
+    """``cull`` / ``custom.ptjaas.culler`` values that cannot work; the message names the value."""
+
+
+def culler_from_values(get) -> dict | None:
+    """The :func:`install_culler` keyword arguments the Helm values ask for, or None when
+    ``custom.ptjaas.culler.enabled`` is not true. ``get(key, default)`` reads a values path
+    (z2jh's ``get_config``). Raises CullerValuesError for an unknown key or two cullers."""
+    ours = get("custom.ptjaas.culler", None) or {}
+    if not isinstance(ours, Mapping):
+        raise CullerValuesError(f"custom.ptjaas.culler must be a mapping, not {ours!r}")
+    known = keys(CULLER)
+    unknown = sorted(set(ours) - known)
+    if unknown:
+        raise CullerValuesError(
+            f"unknown key(s) {', '.join('custom.ptjaas.culler.' + k for k in unknown)}; "
+            f"known: {', '.join(sorted(known))}")
+    if not ours.get("enabled", False):
+        return None
+    cull = get("cull", None) or {}
+    if cull.get("enabled"):
+        raise CullerValuesError(
+            "cull.enabled and custom.ptjaas.culler.enabled are both true; two cullers "
+            "would race. Set cull.enabled: false (ptjaas's culler reads the other cull.* values).")
+    kwargs = from_z2jh_values({k: v for k, v in cull.items() if k != "enabled"})
+    kwargs.update({PTJAAS_CULLER_MAPPING[k]: v for k, v in ours.items() if k in PTJAAS_CULLER_MAPPING})
+    return kwargs
 
 
 def _hook_args(flag: str, hooks: Iterable) -> list[str]:
