@@ -12,6 +12,8 @@ from jupyterhub.auth import DummyAuthenticator
 class DevLoginAuthenticator(DummyAuthenticator):
     """Development login for ``ptjaas demo`` (never for a shared hub: everyone knows the password)."""
 
+    ptjaas_usage_page = True   # fragment 40 links the usage page in the navigation bar
+
     def get_handlers(self, app):
         from ptjaas_spawner.quota.handlers import usage_handlers
 

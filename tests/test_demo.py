@@ -141,7 +141,7 @@ def test_demo_runs_the_production_values_keeps_files_across_its_restart_and_stop
         assert "password:" in out and "kubeconfig:" in out
         assert "helm-values/values.yaml, helm-values/values-gpu.yaml, helm-values/values-demo-culling.yaml" in out
         # the production fragments configured this hub, as z2jh's hub loads them
-        for fragment in ("00-ptjaas.py", "50-ptjaas-culler.py", "99-ptjaas-check.py"):
+        for fragment in ("00-ptjaas.py", "40-ptjaas-templates.py", "50-ptjaas-culler.py", "99-ptjaas-check.py"):
             assert f"jupyterhub_config.d config: {fragment}" in out
         assert "Starting managed service ptjaas-culler" in out
         kubeconfig = re.search(r"kubeconfig:\s+(\S+)", out).group(1)
@@ -161,6 +161,14 @@ def test_demo_runs_the_production_values_keeps_files_across_its_restart_and_stop
         put = s.put(f"{demo.url}/user/alice/api/contents/results.txt", timeout=30, headers={"X-XSRFToken": xsrf},
                     json={"type": "file", "format": "text", "content": "42"})
         assert put.status_code == 201, put.text
+
+        # the admin usage page, linked in the navigation bar for admins only
+        assert 'id="ptjaas-usage-link"' not in s.get(f"{demo.url}/hub/home", timeout=30).text
+        admin = demo.login("admin")
+        home = admin.get(f"{demo.url}/hub/home", timeout=30).text
+        assert f'id="ptjaas-usage-link" href="/hub/ptjaas/usage"' in home
+        usage = admin.get(f"{demo.url}/hub/ptjaas/usage", timeout=30)
+        assert usage.status_code == 200 and "Server quotas and usage" in usage.text and "alice" in usage.text
     finally:
         took, left = demo.stop()
     # Ctrl-C: the hub, its proxy, its culler, the embedded cluster and alice's server all stop
