@@ -125,6 +125,11 @@ def cmd_demo(args):
         login = f"any username (e.g. alice, who is in the 'vision' group; '{DEMO_ADMIN}' is an admin)"
     values = demo_values(values_files=values_files, port=args.port, ip=args.ip, hub_port=ports["hub"],
                          proxy_api_port=ports["proxy_api"], extra=extra)
+    if args.use_current_context:
+        # not the embedded cluster, whose StorageClass values-demo.yaml names: the files' class
+        # (null: the cluster's default)
+        site = ((load_values(values_files).get("hub") or {}).get("config") or {}).get("PtjaasSpawner") or {}
+        values["hub"]["config"]["PtjaasSpawner"]["home_volume_storage_class"] = site.get("home_volume_storage_class")
     config_path = write_demo_hub(hub_dir, values, [os.path.abspath(args.config)] if args.config else [])
     shown = ", ".join(os.path.relpath(p) for p in values_files)
     print(f"""

@@ -319,6 +319,13 @@ class PtjaasCuller(Application):
             sys.exit(2)
         except KeyboardInterrupt:
             code = 0
+        if code in (0, 3) and not self.once:
+            # stopped by a signal, or its hub is gone: leave at once (the hub polls for the exit
+            # with a growing back-off; tearing down the interpreter only makes it wait longer)
+            logging.shutdown()
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
         sys.exit(code)
 
 
