@@ -98,6 +98,7 @@ def demo_values(*, values_files, port, ip, hub_port, proxy_api_port, extra=None)
 
 def write_demo_hub(hub_dir, values, extra_config_files=()):
     """The hub's config directory under the state dir; returns the config file's path."""
+    os.makedirs(hub_dir, exist_ok=True)
     return z2jhhub.write_z2jh_hub(hub_dir, values, fragments_dir(), extra_config_files=extra_config_files,
                                   crypt_key=crypt_key(hub_dir))
 

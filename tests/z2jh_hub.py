@@ -36,7 +36,7 @@ out = {name: getattr(spawner, name) for name in names if hasattr(spawner, name)}
 out["init_containers"] = [ic["name"] for ic in spawner.init_containers]
 out["spawner_class"] = f"{spawner_cls.__module__}.{spawner_cls.__name__}"
 out["authenticator_class"] = f"{auth_cls.__module__}.{auth_cls.__name__}"
-out["auth"] = {n: getattr(auth, n) for n in ("oidc_issuer", "client_id", "groups_claim",
+out["auth"] = {n: getattr(auth, n, None) for n in ("oidc_issuer", "client_id", "groups_claim",
                                              "manage_groups", "admin_groups", "allowed_groups")}
 out["services"] = [{"name": s["name"], "command": s.get("command")} for s in app.services]
 out["concurrent_spawn_limit"] = app.concurrent_spawn_limit
