@@ -314,3 +314,44 @@ def test_demo_with_oidc_logs_in_through_a_real_provider_and_refuses_outsiders(tm
         assert "carol is not a member of any group allowed to use this hub" in r.text
     finally:
         demo.stop()
+
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+@pytest.mark.browser
+def test_the_admin_page_shows_each_servers_image_version_and_size(tmp_path):
+    if not os.path.exists(CHROMIUM):
+        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install -y chromium)")
+    playwright = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
+    demo = Demo(tmp_path / "state", free_port(), ["-f", os.path.join(VALUES, "values.yaml")]).start()
+    try:
+        s = demo.login("alice")
+        r = s.post(f"{demo.url}/hub/spawn", timeout=90,
+                   data={"image": "python", "version--python": "2026.04", "size": "medium", "_xsrf": _xsrf(s)})
+        assert r.status_code == 200
+        wait_for(lambda: demo.user(s, "alice")["servers"].get("", {}).get("ready"), timeout=120, interval=0.3,
+                 message="alice's server")
+        with playwright.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                        args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+            try:
+                page = browser.new_page()
+                page.goto(f"{demo.url}/hub/login")
+                page.fill("input[name=username]", "admin")
+                page.fill("input[name=password]", "ptjaas")
+                page.click("input[type=submit], button[type=submit]")
+                page.wait_for_url(f"{demo.url}/hub/**")
+                page.goto(f"{demo.url}/hub/admin")
+                row = page.locator("tr", has=page.locator('[data-testid^="user-name-div-"]', has_text="alice"))
+                choice = row.locator(".ptjaas-server-choice")
+                choice.wait_for(timeout=30_000)
+                page.wait_for_function(
+                    "() => [...document.querySelectorAll('.ptjaas-server-choice')]"
+                    ".some(e => e.textContent === 'python 2026.04 \\u00b7 medium')", timeout=30_000)
+                page.screenshot(path=str(tmp_path / "admin.png"), full_page=True)
+                assert page.locator("#ptjaas-usage-link").is_visible()
+            finally:
+                browser.close()
+    finally:
+        demo.stop()
