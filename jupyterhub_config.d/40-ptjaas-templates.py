@@ -1,4 +1,5 @@
-# ptjaas config fragment 40: ptjaas's page templates (the admin usage page in the navigation bar).
+# ptjaas config fragment 40: ptjaas's page templates: the admin usage page in the navigation bar,
+# and each server's image, version and size on the admin page.
 #
 # Appends ptjaas_spawner/templates to c.JupyterHub.template_paths (after a site's own paths, so
 # that a site's page.html still wins) and, when the selected authenticator serves the admin usage
