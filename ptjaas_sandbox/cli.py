@@ -89,9 +89,14 @@ def cmd_demo(args):
         return fail(f"{demo_overlay_file()} not found: run ptjaas demo from a clone of ptjaas "
                     "(or set PTJAAS_PROJECT_DIR to one)")
     try:
-        load_values(values_files)   # a missing or broken file is reported before anything starts
+        site_values = load_values(values_files)   # a missing or broken file: said before anything starts
     except DemoError as e:
         return fail(str(e))
+    from ptjaas_spawner.checkvalues import check_values
+    problems = check_values(load_values([*values_files, demo_overlay_file()]))
+    if problems:   # what the hub would refuse at start-up, said before anything starts
+        return fail("the values have problems (as `ptjaas check-values` reports them):\n" +
+                    "\n".join(f"  {path}: {message}" for path, message in problems))
     os.makedirs(hub_dir, exist_ok=True)
     os.chmod(state_dir, 0o700)
     env = dict(os.environ)
@@ -117,7 +122,7 @@ def cmd_demo(args):
     idp = None
     extra = None
     if args.oidc:
-        idp, extra = start_demo_oidc(state_dir, url, load_values(values_files))
+        idp, extra = start_demo_oidc(state_dir, url, site_values)
         login = (f"through the local OpenID Connect provider at {idp.issuer}:\n"
                  f"               alice (groups: vision), bob (data-science), {DEMO_ADMIN} (jupyter-admins; "
                  f"an admin); carol is in no allowed group and is refused")
@@ -128,7 +133,7 @@ def cmd_demo(args):
     if args.use_current_context:
         # not the embedded cluster, whose StorageClass values-demo.yaml names: the files' class
         # (null: the cluster's default)
-        site = ((load_values(values_files).get("hub") or {}).get("config") or {}).get("PtjaasSpawner") or {}
+        site = ((site_values.get("hub") or {}).get("config") or {}).get("PtjaasSpawner") or {}
         values["hub"]["config"]["PtjaasSpawner"]["home_volume_storage_class"] = site.get("home_volume_storage_class")
     config_path = write_demo_hub(hub_dir, values, [os.path.abspath(args.config)] if args.config else [])
     shown = ", ".join(os.path.relpath(p) for p in values_files)

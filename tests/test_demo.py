@@ -275,6 +275,19 @@ def test_demo_refuses_a_missing_values_file(tmp_path):
     assert not os.path.exists(tmp_path / "cluster")   # nothing started
 
 
+def test_demo_refuses_values_the_hub_would_refuse_before_starting_anything(tmp_path):
+    site = tmp_path / "my-site.yaml"
+    site.write_text(yaml.safe_dump({"hub": {"config": {"PtjaasSpawner": {"sizes": {"small": {"gpu": -1}}}}}}))
+    proc = subprocess.run([sys.executable, "-m", "ptjaas_spawner.cli", "demo", "--state-dir", str(tmp_path / "state"),
+                           "-f", os.path.join(VALUES, "values.yaml"), "-f", str(site)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines()[-2:] == [
+        "ptjaas demo: the values have problems (as `ptjaas check-values` reports them):",
+        "  hub.config.PtjaasSpawner.sizes.small.gpu: must be a whole number of GPUs >= 0, not -1"]
+    assert not os.path.exists(tmp_path / "state" / "cluster")   # nothing started
+
+
 @pytest.mark.parametrize("ip", ["0.0.0.0", "192.0.2.10", "::"])
 def test_demo_refuses_a_non_loopback_address_without_allow_remote(tmp_path, ip):
     proc = subprocess.run([sys.executable, "-m", "ptjaas_spawner.cli", "demo", "--state-dir", str(tmp_path),
