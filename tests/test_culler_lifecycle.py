@@ -109,3 +109,21 @@ install_culler(c, timeout=3600, cull_every=3600, hub_gone_timeout=30)
             pass
         if not _gone(pid):
             os.kill(pid, signal.SIGKILL)
+
+
+def test_install_culler_accepts_lazily_appended_services_roles_and_sizes():
+    import json
+
+    from traitlets.config import Config
+
+    from ptjaas_spawner.culler import install_culler
+
+    c = Config()
+    c.JupyterHub.services.append({"name": "earlier-service"})
+    c.JupyterHub.load_roles.append({"name": "earlier-role", "services": ["earlier-service"]})
+    c.PtjaasSpawner.sizes.update({"gpu": {"gpu": 1, "cull_idle_timeout": 60}})
+    install_culler(c, timeout=3600)
+    assert [s["name"] for s in c.JupyterHub.services] == ["earlier-service", "ptjaas-culler"]
+    assert [r["name"] for r in c.JupyterHub.load_roles] == ["earlier-role", "ptjaas-culler"]
+    policy = json.loads(c.JupyterHub.services[1]["environment"]["PTJAAS_CULL_POLICY"])
+    assert policy["sizes"] == {"gpu": {"cull_idle_timeout": 60, "gpu": 1}}
