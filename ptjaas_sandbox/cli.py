@@ -136,13 +136,17 @@ def cmd_demo(args):
         site = ((site_values.get("hub") or {}).get("config") or {}).get("PtjaasSpawner") or {}
         values["hub"]["config"]["PtjaasSpawner"]["home_volume_storage_class"] = site.get("home_volume_storage_class")
     config_path = write_demo_hub(hub_dir, values, [os.path.abspath(args.config)] if args.config else [])
-    shown = ", ".join(os.path.relpath(p) for p in values_files)
+    def shown_path(path):   # relative to where the command runs when below it, else absolute
+        rel = os.path.relpath(path)
+        return path if rel.startswith("..") else rel
+
+    shown = ", ".join(shown_path(p) for p in values_files)
     print(f"""
 ptjaas demo
   JupyterHub:  {url}/hub/login
   log in as:   {login}
   password:    {DEMO_PASSWORD}
-  values:      {shown}, then {os.path.relpath(demo_overlay_file())} (the demo's login and addresses)
+  values:      {shown}, then {shown_path(demo_overlay_file())} (the demo's login and addresses)
   Kubernetes:  {where}
   kubeconfig:  {kubeconfig}
   state dir:   {state_dir}  (home volumes and the hub database live here; rerun with the same dir to keep them)
