@@ -12,10 +12,11 @@ or raises ``ChoiceError`` with a message meant for the user.
 
 from dataclasses import asdict, dataclass, field
 
-from .sizes import CULL_KEYS, allowed_sizes, groups_allow
+from .settings_schema import IMAGE, VERSION, keys
+from .sizes import allowed_sizes, groups_allow
 
-IMAGE_KEYS = frozenset({"display_name", "description", "versions", "sizes", "groups", *CULL_KEYS})
-VERSION_KEYS = frozenset({"image", "label", "notes", "default", "deprecated"})
+IMAGE_KEYS = keys(IMAGE)
+VERSION_KEYS = keys(VERSION)
 OPTION_KEYS = frozenset({"image", "version", "size", "same_as_last"})
 
 

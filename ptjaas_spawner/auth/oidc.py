@@ -205,6 +205,9 @@ class PtjaasAuthenticator(GenericOAuthenticator):
         self._discovery: dict | None = None
         self._jwks: jwt.PyJWKSet | None = None
 
+    #: this authenticator serves the admin usage page (fragment 40 links it in the navigation bar)
+    ptjaas_usage_page = True
+
     def get_handlers(self, app):
         from ..quota.handlers import usage_handlers
 
