@@ -9,7 +9,7 @@ from collections import Counter
 from tornado import web
 from tornado.iostream import StreamClosedError
 
-from . import errors
+from . import auth, errors
 from .resources import BY_PATH, RESOURCE_TYPES, groups
 from .selectors import fields_match, labels_match, parse_field_selector, parse_label_selector
 
@@ -53,6 +53,9 @@ class BaseHandler(web.RequestHandler):
 
     def check_xsrf_cookie(self):
         pass
+
+    def prepare(self):
+        auth.check(self.request.path, self.request.headers, self.cluster.token)
 
     def write_json(self, obj, status=200):
         self.set_status(status)
@@ -132,6 +135,7 @@ class ResourceHandler(BaseHandler):
     """Every resource path: /api/v1/... and /apis/{group}/{version}/..."""
 
     async def prepare(self):
+        super().prepare()
         self.route = self._parse()
         self.cluster.stats[(self.verb, self.route[0].plural)] += 1
         self.cluster.stats["total"] += 1
@@ -383,6 +387,14 @@ class ControlHandler(BaseHandler):
         raise web.HTTPError(404)
 
 
+class NotFoundHandler(BaseHandler):
+    """Any other path: 401 without credentials, else the real server's 404 Status."""
+
+    def prepare(self):
+        super().prepare()
+        raise errors.ApiError(404, "NotFound", "the server could not find the requested resource")
+
+
 def make_app(cluster):
     cluster.stats = Counter(total=0)
     args = {"cluster": cluster}
@@ -391,4 +403,4 @@ def make_app(cluster):
         (r"(/api/v1/.+)", ResourceHandler, args),
         (r"(/apis/[^/]+/[^/]+/.+)", ResourceHandler, args),
         (r"(/version|/api|/api/v1|/apis|/apis/[^/]+|/apis/[^/]+/[^/]+|/healthz|/readyz|/livez)/?", DiscoveryHandler, args),
-    ], log_function=lambda handler: None)
+    ], default_handler_class=NotFoundHandler, default_handler_args=args, log_function=lambda handler: None)

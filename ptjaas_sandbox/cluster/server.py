@@ -16,6 +16,7 @@ import yaml
 from tornado.httpserver import HTTPServer
 
 from .api import Faults, make_app
+from .auth import private_dir, write_private
 from .controllers import DEFAULT_CLASS_ANNOTATION, Controllers, EventRecorder
 from .kubelet import Kubelet
 from .registry import Registry
@@ -90,7 +91,7 @@ class EmbeddedCluster:
     def __init__(self, state_dir=None, port=0, host="127.0.0.1", nodes=None, storage_classes=None,
                  namespaces=("default", "kube-system", "kube-public"), persist=True):
         self.state_dir = os.path.abspath(state_dir or tempfile.mkdtemp(prefix="ptjaas-cluster-"))
-        os.makedirs(self.state_dir, exist_ok=True)
+        private_dir(self.state_dir)   # objects, tokens, volumes and logs: the cluster owner's alone
         self.volumes_dir = os.path.join(self.state_dir, "volumes")
         self.pods_dir = os.path.join(self.state_dir, "pods")
         self.snapshots_dir = os.path.join(self.state_dir, "snapshots")
@@ -136,7 +137,7 @@ class EmbeddedCluster:
                 for key, value in NodeSpec(name=node["metadata"]["name"]).manifest()["status"]["nodeInfo"].items():
                     info.setdefault(key, value)
             self.kubelet.import_state(extra.get("kubelet") or {})
-        self.token = extra.get("token") or secrets.token_hex(16)
+        self.token = extra.get("token") or secrets.token_urlsafe(32)
         self.store.listeners += [self.controllers.on_event, self.kubelet.on_event]
         if fresh:
             nodes, classes, namespaces = self._seed
@@ -290,9 +291,7 @@ class EmbeddedCluster:
 
     def write_kubeconfig(self, path, namespace="default"):
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        with open(path, "w") as f:
-            yaml.safe_dump(self.kubeconfig(namespace), f)
-        os.chmod(path, 0o600)
+        write_private(path, yaml.safe_dump(self.kubeconfig(namespace)))
         return path
 
 
