@@ -3,13 +3,14 @@
 
 import asyncio
 import json
+import os
 import time
 from collections import Counter
 
 from tornado import web
 from tornado.iostream import StreamClosedError
 
-from . import auth, errors
+from . import auth, errors, negotiation, openapi, tables
 from .resources import BY_PATH, RESOURCE_TYPES, groups
 from .selectors import fields_match, labels_match, parse_field_selector, parse_label_selector
 
@@ -110,6 +111,11 @@ class DiscoveryHandler(BaseHandler):
         raise errors.ApiError(404, "NotFound", "the server could not find the requested resource")
 
 
+# as the real server's discovery says (of the types served here): what `kubectl get all` lists
+CATEGORIES = {"pods": ["all"], "services": ["all"]}
+K8S_MINOR = int(K8S_VERSION["minor"].rstrip("+"))
+
+
 def api_group(group, versions):
     entries = [{"groupVersion": f"{group}/{v}", "version": v} for v in versions]
     return {"name": group, "versions": entries, "preferredVersion": entries[0]}
@@ -120,8 +126,11 @@ def resource_list(group, version):
     for t in RESOURCE_TYPES:
         if t.group != group or t.version != version:
             continue
-        resources.append({"name": t.plural, "singularName": t.singular, "namespaced": t.namespaced,
-                          "kind": t.kind, "verbs": list(t.verbs), "shortNames": list(t.short_names)})
+        entry = {"name": t.plural, "singularName": t.singular, "namespaced": t.namespaced,
+                 "kind": t.kind, "verbs": list(t.verbs), "shortNames": list(t.short_names)}
+        if t.plural in CATEGORIES:
+            entry["categories"] = CATEGORIES[t.plural]
+        resources.append(entry)
         for sub in t.subresources:
             verbs = ["get"] if sub == "log" else (["create"] if sub in ("binding", "eviction") else ["get", "patch", "update"])
             kind = {"log": "Pod", "binding": "Binding", "eviction": "Eviction"}.get(sub, t.kind)
@@ -198,18 +207,74 @@ class ResourceHandler(BaseHandler):
                                     self.get_query_argument("fieldSelector", ""),
                                     int(self.get_query_argument("limit", "0") or 0),
                                     self.get_query_argument("continue", ""))
+            if self.table_version:
+                return self.write_json(tables.table(rtype, listing["items"], listing.get("metadata"), self.table_version,
+                                                    self.get_query_argument("includeObject", "Metadata")))
             return self.write_json(listing)
         obj = registry.get(rtype, namespace, name)
         if sub == "log":
-            text = self.cluster.kubelet.read_log(obj, self.get_query_argument("container", None),
-                                                 self.get_query_argument("tailLines", None))
-            self.set_header("Content-Type", "text/plain")
-            return self.finish(text)
+            return await self.logs(obj)
+        if self.table_version and sub is None:
+            return self.write_json(tables.table(rtype, [obj], {"resourceVersion": obj["metadata"]["resourceVersion"]},
+                                                self.table_version, self.get_query_argument("includeObject", "Metadata")))
         self.write_json(obj)
+
+    @property
+    def table_version(self):
+        return tables.wants_table(self.request.headers.get("Accept"))
+
+    async def logs(self, pod):
+        kubelet = self.cluster.kubelet
+        container = self.get_query_argument("container", None)
+        previous = self.get_query_argument("previous", "") in ("1", "true", "True")
+        tail = self.get_query_argument("tailLines", None)
+        text = kubelet.read_log(pod, container, tail, previous=previous) if previous else \
+            kubelet.read_log(pod, container, tail)
+        self.set_header("Content-Type", "text/plain")
+        if self.get_query_argument("follow", "") not in ("1", "true", "True") or previous:
+            return self.finish(text)
+        # follow: stream what the container writes until it stops (or the pod goes away)
+        name = container or pod["spec"]["containers"][0]["name"]
+        path = kubelet.log_path(pod, name)
+        offset = _size(path)
+        self.write(text)
+        await self.flush()
+        uid = pod["metadata"]["uid"]
+        started = _container_started(pod, name)
+        self.cluster.open_watches.add(self)
+        self.cut_watch = False
+        try:
+            while not self.cut_watch:
+                chunk, offset = _read_from(path, offset)
+                if chunk:
+                    self.write(chunk)
+                    await self.flush()
+                    continue
+                current = self.cluster.store.get(pod_type(), pod["metadata"]["namespace"], pod["metadata"]["name"])
+                if current is None or current["metadata"]["uid"] != uid or _container_started(current, name) != started:
+                    chunk, offset = _read_from(path, offset)
+                    if chunk:
+                        self.write(chunk)
+                    break
+                await asyncio.sleep(0.1)
+            self.finish()
+        except StreamClosedError:
+            pass
+        finally:
+            self.cluster.open_watches.discard(self)
+
+    def decoded_body(self, patch=False):
+        return negotiation.decode(self.request.body, self.request.headers.get("Content-Type"), patch)
+
+    def validate_fields(self, rtype, obj):
+        for warning in negotiation.check_fields(rtype, obj, self.get_query_argument("fieldValidation", None), K8S_MINOR):
+            self.add_header("Warning", f'299 - "{warning}"')
 
     async def post(self, *args):
         rtype, namespace, name, sub = self.route
-        body = self.json_body()
+        body = self.decoded_body()
+        if name is None:
+            self.validate_fields(rtype, body)
         if name is None:
             obj = self.cluster.registry.create(rtype, namespace, body)
             return self.write_json(obj, 201)
@@ -229,20 +294,35 @@ class ResourceHandler(BaseHandler):
             raise errors.method_not_allowed()
         if sub == "finalize":
             sub = None
-        obj = self.cluster.registry.update(rtype, namespace, name, self.json_body(), sub)
+        body = self.decoded_body()
+        self.validate_fields(rtype, body)
+        obj = self.cluster.registry.update(rtype, namespace, name, body, sub)
         self.write_json(obj)
 
     async def patch(self, *args):
         rtype, namespace, name, sub = self.route
         if name is None:
             raise errors.method_not_allowed()
-        obj = self.cluster.registry.patch(rtype, namespace, name, self.json_body(),
-                                          self.request.headers.get("Content-Type"), sub)
+        content_type = negotiation.media_type(self.request.headers.get("Content-Type"))
+        body = self.decoded_body(patch=True)
+        if content_type != "application/json-patch+json":
+            self.validate_fields(rtype, body)
+        if content_type == negotiation.APPLY:   # server-side apply: create, or merge the applied fields in
+            if not isinstance(body, dict):
+                raise errors.bad_request("the body of an apply patch must be an object")
+            meta = body.setdefault("metadata", {})
+            if meta.get("name", name) != name:
+                raise errors.bad_request(f"the name of the object ({meta.get('name')}) does not match the name on the URL ({name})")
+            if self.cluster.store.get(rtype, namespace, name) is None and sub is None:
+                meta["name"] = name
+                return self.write_json(self.cluster.registry.create(rtype, namespace, body), 201)
+            content_type = "application/strategic-merge-patch+json"
+        obj = self.cluster.registry.patch(rtype, namespace, name, body, content_type, sub)
         self.write_json(obj)
 
     async def delete(self, *args):
         rtype, namespace, name, sub = self.route
-        options = self.json_body() if self.request.body else {}
+        options = self.decoded_body() if self.request.body else {}
         for arg in ("gracePeriodSeconds", "propagationPolicy"):
             value = self.get_query_argument(arg, None)
             if value is not None:
@@ -294,8 +374,14 @@ class ResourceHandler(BaseHandler):
                     return self.finish()
                 # the backlog already holds everything up to now; skip those in the queue
             seen_rv = store.rv
+            initial = self.get_query_argument("sendInitialEvents", "") in ("1", "true", "True")
+            if initial and rv_arg not in ("", "0"):   # streaming list: the state as of now, then changes
+                backlog = [(store.rv, rtype.key, "ADDED", obj, None) for obj in store.list(rtype, namespace) if matches(obj)]
             for entry in backlog:
                 await self._send(entry, matches)
+            if initial:   # "watch-list": a bookmark marks the end of the initial state (client-go's WatchListClient)
+                await self._write_event("BOOKMARK", {"kind": rtype.kind, "apiVersion": rtype.api_version, "metadata": {
+                    "resourceVersion": str(seen_rv), "annotations": {"k8s.io/initial-events-end": "true"}}})
             last_sent = time.monotonic()
             while not self.cut_watch:
                 remaining = deadline - time.monotonic()
@@ -345,6 +431,64 @@ class ResourceHandler(BaseHandler):
 
     def on_connection_close(self):
         self.cluster.open_watches.discard(self)
+
+
+def pod_type():
+    return BY_PATH[("", "v1", "pods")]
+
+
+def _size(path):
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
+
+
+def _read_from(path, offset):
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            data = f.read()
+    except OSError:
+        return b"", offset
+    return data, offset + len(data)
+
+
+def _container_started(pod, name):
+    """When the running instance of a container started (None when it is not running): a
+    followed log ends when that instance does."""
+    for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+        if cs["name"] == name:
+            running = (cs.get("state") or {}).get("running")
+            return (running.get("startedAt"), cs.get("restartCount")) if running is not None else None
+    return None
+
+
+class OpenAPIHandler(BaseHandler):
+    """/openapi/v2 and /openapi/v3[/{api/v1|apis/G/V}], built from Kubernetes' type definitions."""
+
+    def get(self, path):
+        try:
+            if path == "v2":
+                accept = self.request.headers.get("Accept", "")
+                if accept and "json" not in accept and "*/*" not in accept:
+                    raise errors.ApiError(406, "NotAcceptable", "only the following media types are accepted: application/json")
+                return self._send(openapi.v2_document(K8S_MINOR))
+            if path in ("v3", "v3/"):
+                return self.write_json(openapi.v3_index(K8S_MINOR))
+            body = openapi.v3_document(K8S_MINOR, path[len("v3/"):]) if path.startswith("v3/") else None
+        except openapi.Unavailable as e:
+            raise errors.ApiError(503, "ServiceUnavailable", str(e)) from None
+        if body is None:
+            raise errors.ApiError(404, "NotFound", "the server could not find the requested resource")
+        self._send(body, immutable=bool(self.get_query_argument("hash", "")))
+
+    def _send(self, body, immutable=False):
+        self.set_header("Content-Type", "application/json")
+        self.set_header("Etag", '"' + openapi.etag(body) + '"')
+        if immutable:
+            self.set_header("Cache-Control", "public, immutable")
+        self.finish(body)
 
 
 def _reason_for(code):
@@ -400,6 +544,7 @@ def make_app(cluster):
     args = {"cluster": cluster}
     return web.Application([
         (r"/_ptjaas/(faults|stats|compact)", ControlHandler, args),
+        (r"/openapi/(v2|v3|v3/.+)", OpenAPIHandler, args),
         (r"(/api/v1/.+)", ResourceHandler, args),
         (r"(/apis/[^/]+/[^/]+/.+)", ResourceHandler, args),
         (r"(/version|/api|/api/v1|/apis|/apis/[^/]+|/apis/[^/]+/[^/]+|/healthz|/readyz|/livez)/?", DiscoveryHandler, args),

@@ -128,7 +128,11 @@ class Kubelet:
         self.gpus[uid] = free[:wanted]
         return self.gpus[uid]
 
-    def read_log(self, pod, container=None, tail=None):
+    def log_path(self, pod, container, previous=False):
+        suffix = ".previous.log" if previous else ".log"
+        return os.path.join(self.cluster.pods_dir, pod["metadata"]["uid"], "logs", container + suffix)
+
+    def read_log(self, pod, container=None, tail=None, previous=False):
         containers = [c["name"] for c in pod["spec"]["containers"]]
         name = container or containers[0]
         if name not in containers + [c["name"] for c in pod["spec"].get("initContainers") or []]:
@@ -140,7 +144,9 @@ class Kubelet:
             if waiting is not None and not (cs.get("lastState") or {}).get("terminated"):
                 raise errors.bad_request(f'container "{name}" in pod "{pod["metadata"]["name"]}" is waiting to start: '
                                          f'{waiting.get("reason") or "ContainerCreating"}')
-        path = os.path.join(self.cluster.pods_dir, pod["metadata"]["uid"], "logs", f"{name}.log")
+        path = self.log_path(pod, name, previous)
+        if previous and not os.path.exists(path):
+            raise errors.bad_request(f'previous terminated container "{name}" in pod "{pod["metadata"]["name"]}" not found')
         try:
             with open(path, errors="replace") as f:
                 text = f.read()
@@ -291,7 +297,10 @@ class PodRuntime:
                     backoff = min(backoff * 2, 5)
         self._event("Normal", "Pulled", f'Container image "{container["image"]}" already present on machine')
         os.makedirs(os.path.join(self.dir, "logs"), exist_ok=True)
-        logfile = open(os.path.join(self.dir, "logs", f"{name}.log"), "ab")
+        current = os.path.join(self.dir, "logs", f"{name}.log")
+        if os.path.exists(current):   # a new instance of the container: the last one's log is "previous"
+            os.replace(current, os.path.join(self.dir, "logs", f"{name}.previous.log"))
+        logfile = open(current, "ab")
         try:
             argv, cwd = self.kubelet.isolation.command(argv, cwd, *launch)
             proc = await asyncio.create_subprocess_exec(*argv, env=env, cwd=cwd, stdin=asyncio.subprocess.DEVNULL,

@@ -1,6 +1,8 @@
 """``EmbeddedCluster``: the API server, controllers and node agent on one event loop."""
 
 import asyncio
+import base64
+import ssl
 import json
 import logging
 import os
@@ -15,6 +17,7 @@ from dataclasses import dataclass, field
 import yaml
 from tornado.httpserver import HTTPServer
 
+from . import pki
 from .api import Faults, make_app
 from .auth import private_dir, write_private
 from .controllers import DEFAULT_CLASS_ANNOTATION, Controllers, EventRecorder
@@ -102,6 +105,7 @@ class EmbeddedCluster:
         self.port = port or free_port(host)
         self.persist = persist
         self.token = None
+        self.ca_pem = None
         self.loop = None
         self.faults = Faults()
         self.open_watches = set()
@@ -119,7 +123,12 @@ class EmbeddedCluster:
 
     @property
     def url(self):
-        return f"http://{self.host}:{self.port}"
+        return f"https://{self.host}:{self.port}"
+
+    @property
+    def ca_file(self):
+        """The cluster CA's certificate (to verify the API server's TLS), e.g. ``requests``' ``verify=``."""
+        return os.path.join(self.state_dir, "pki", "ca.crt")
 
     @property
     def kubeconfig_path(self):
@@ -147,7 +156,10 @@ class EmbeddedCluster:
                 self.add_node(node)
             for cls in classes:
                 self.registry.create(T["storageclasses"], "", cls)
-        self._server = HTTPServer(make_app(self), idle_connection_timeout=3600)
+        self.ca_pem, cert_file, key_file = pki.ensure(self.state_dir, self.host)
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(cert_file, key_file)
+        self._server = HTTPServer(make_app(self), idle_connection_timeout=3600, ssl_options=context)
         self._server.listen(self.port, self.host)
         self.write_kubeconfig(self.kubeconfig_path)
         self._saver = asyncio.ensure_future(self._save_loop())
@@ -282,7 +294,8 @@ class EmbeddedCluster:
     def kubeconfig(self, namespace="default"):
         return {
             "apiVersion": "v1", "kind": "Config", "preferences": {},
-            "clusters": [{"name": "ptjaas-embedded", "cluster": {"server": self.url}}],
+            "clusters": [{"name": "ptjaas-embedded", "cluster": {
+                "server": self.url, "certificate-authority-data": base64.b64encode(self.ca_pem).decode()}}],
             "users": [{"name": "ptjaas-admin", "user": {"token": self.token}}],
             "contexts": [{"name": "ptjaas-embedded", "context": {"cluster": "ptjaas-embedded", "user": "ptjaas-admin",
                                                                  "namespace": namespace}}],

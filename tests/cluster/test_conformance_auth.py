@@ -29,7 +29,7 @@ UNAUTHORIZED = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": 
 @pytest.mark.parametrize("authorization", [None, "Bearer wrong-token", "Basic YWRtaW46YWRtaW4="])
 def test_request_without_the_token_is_401(kube, method, path, authorization):
     headers = {"Authorization": authorization} if authorization else {}
-    r = requests.request(method, kube.cluster.url + path, headers=headers, timeout=10,
+    r = requests.request(method, kube.cluster.url + path, headers=headers, timeout=10, verify=kube.cluster.ca_file,
                          json={"metadata": {"name": "x"}} if method == "POST" else None)
     assert r.status_code == 401, r.text
     assert r.headers["Content-Type"] == "application/json"
@@ -37,7 +37,7 @@ def test_request_without_the_token_is_401(kube, method, path, authorization):
 
 
 def test_unauthorized_request_changes_nothing(kube, ns):
-    r = requests.post(f"{kube.cluster.url}/api/v1/namespaces/{ns}/configmaps", timeout=10,
+    r = requests.post(f"{kube.cluster.url}/api/v1/namespaces/{ns}/configmaps", timeout=10, verify=kube.cluster.ca_file,
                       json={"metadata": {"name": "sneaky"}, "data": {"a": "b"}})
     assert r.status_code == 401
     assert kube.core.list_namespaced_config_map(ns).items == []
@@ -45,7 +45,7 @@ def test_unauthorized_request_changes_nothing(kube, ns):
 
 @pytest.mark.parametrize("path", ["/version", "/healthz", "/readyz", "/livez"])
 def test_health_and_version_need_no_token(kube, path):
-    r = requests.get(kube.cluster.url + path, timeout=10)
+    r = requests.get(kube.cluster.url + path, timeout=10, verify=kube.cluster.ca_file)
     assert r.status_code == 200, r.text
 
 
@@ -80,7 +80,7 @@ def test_token_survives_a_restart_and_old_state_is_locked_down(tmp_path):
     try:
         assert again.token == token
         assert stat.S_IMODE(os.stat(state).st_mode) == 0o700
-        r = requests.get(f"{again.url}/api/v1/nodes", headers={"Authorization": f"Bearer {token}"}, timeout=10)
+        r = requests.get(f"{again.url}/api/v1/nodes", headers={"Authorization": f"Bearer {token}"}, timeout=10, verify=again.ca_file)
         assert r.status_code == 200
         again.call(again.save)
         assert stat.S_IMODE(os.stat(state / "objects.json").st_mode) == 0o600
