@@ -49,6 +49,12 @@ def test_health_and_version_need_no_token(kube, path):
     assert r.status_code == 200, r.text
 
 
+def test_the_api_is_served_over_tls_only(kube):
+    assert kube.cluster.url.startswith("https://")
+    with pytest.raises(requests.ConnectionError):
+        requests.get(kube.cluster.url.replace("https://", "http://") + "/version", timeout=10)
+
+
 def test_kubeconfig_token_is_accepted(kube):
     assert kube.raw("GET", "/api/v1/namespaces").status_code == 200
     assert kube.raw("GET", "/_ptjaas/faults").status_code == 200
@@ -59,7 +65,9 @@ def test_state_is_private_to_the_cluster_owner(cluster):
     objects = os.path.join(state, "objects.json")
     wait_for(lambda: os.path.exists(objects), timeout=10, message="objects.json written")
     assert stat.S_IMODE(os.stat(state).st_mode) == 0o700
-    for path in (objects, cluster.kubeconfig_path):
+    pki = os.path.join(state, "pki")
+    assert stat.S_IMODE(os.stat(pki).st_mode) == 0o700
+    for path in (objects, cluster.kubeconfig_path, os.path.join(pki, "ca.key"), os.path.join(pki, "apiserver.key")):
         assert stat.S_IMODE(os.stat(path).st_mode) == 0o600, path
     with open(objects) as f:
         assert cluster.token in f.read()   # the token it holds is why it must be 0600
