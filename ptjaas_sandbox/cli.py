@@ -48,6 +48,8 @@ def cmd_demo(args):
     from .demo import DEMO_ADMIN, DEMO_PASSWORD, demo_config
 
     state_dir = os.path.abspath(args.state_dir or _default_state_dir())
+    os.makedirs(state_dir, exist_ok=True)
+    os.chmod(state_dir, 0o700)   # hub database, identity provider secrets, cluster: not for the notebooks' users
     hub_dir = os.path.join(state_dir, "hub")
     os.makedirs(hub_dir, exist_ok=True)
     if shutil.which("configurable-http-proxy") is None:

@@ -76,7 +76,7 @@ class NodeIsolation:
     def __init__(self, force=None):
         self.root = os.geteuid() == 0
         if force is not None:
-            self.namespaces = force
+            self.namespaces = self.root and force
         else:
             self.namespaces = self.root and podexec.namespaces_work()
         if not self.root:
@@ -110,6 +110,10 @@ class NodeIsolation:
         if self.root and not self.namespaces:
             for d in dirs:
                 os.chmod(d, 0o711)
+            blocker = podexec._blocker(os.path.realpath(dirs[0]), DEFAULT_UID, {DEFAULT_GID})
+            if blocker:
+                log.warning("pods cannot reach their volumes: %s is closed to their users; put the cluster's "
+                            "state directory where other users may pass through", blocker)
 
     def command(self, argv, cwd, identity, mounts, host_pid=False):
         """The argv (and cwd) that starts a container: through ``podexec`` when root, else as is.
@@ -119,6 +123,13 @@ class NodeIsolation:
             return argv, cwd
         if not os.path.isfile(argv[0]):
             raise FileNotFoundError(2, "no such file or directory", argv[0])
+        if not self.namespaces:   # no namespace to show it in: the pod's user must reach the runtime itself
+            gids = {identity.gid, *identity.groups}
+            for runtime in sorted({os.path.realpath(sys.prefix), os.path.realpath(sys.base_prefix)}):
+                blocker = podexec._blocker(runtime, identity.uid, gids)
+                if blocker:
+                    raise PermissionError(13, f"permission denied: uid {identity.uid} cannot reach the Python "
+                                              f"environment {runtime} ({blocker} is closed to it)", argv[0])
         spec = {"argv": argv, "cwd": cwd, "uid": identity.uid, "gid": identity.gid, "groups": list(identity.groups),
                 "no_new_privs": identity.no_new_privs, "namespaces": self.namespaces,
                 "pid_namespace": not host_pid,

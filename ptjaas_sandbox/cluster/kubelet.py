@@ -41,7 +41,7 @@ class Kubelet:
         self.ips = {}             # uid -> ip
         self.gpus = {}            # uid -> [device index]
         self._pending = False
-        self.isolation = NodeIsolation()
+        self.isolation = NodeIsolation(getattr(cluster, "mount_namespaces", None))
         self.isolation.traversable(cluster.state_dir, cluster.pods_dir, cluster.volumes_dir)
 
     # --- state persisted with the cluster -----------------------------------------------

@@ -92,7 +92,7 @@ class EmbeddedCluster:
     """
 
     def __init__(self, state_dir=None, port=0, host="127.0.0.1", nodes=None, storage_classes=None,
-                 namespaces=("default", "kube-system", "kube-public"), persist=True):
+                 namespaces=("default", "kube-system", "kube-public"), persist=True, mount_namespaces=None):
         self.state_dir = os.path.abspath(state_dir or tempfile.mkdtemp(prefix="ptjaas-cluster-"))
         private_dir(self.state_dir)   # objects, tokens, volumes and logs: the cluster owner's alone
         self.volumes_dir = os.path.join(self.state_dir, "volumes")
@@ -104,6 +104,7 @@ class EmbeddedCluster:
         self.host = host
         self.port = port or free_port(host)
         self.persist = persist
+        self.mount_namespaces = mount_namespaces   # None: use them where the machine allows (root, CAP_SYS_ADMIN)
         self.token = None
         self.ca_pem = None
         self.loop = None

@@ -123,3 +123,38 @@ def test_volume_is_at_its_mount_path_and_home_is_the_working_dir(kube, ns):
         env=[{"name": "HOME", "value": "/home/jovyan"}])
     who = log_json(kube, ns, "lab")
     assert who["cwd"] == who["home"] == "/home/jovyan"
+
+
+def test_without_mount_namespaces_pods_still_run_as_their_user_or_fail_clearly():
+    """A root node agent that may not create namespaces (e.g. a container without CAP_SYS_ADMIN)
+    rewrites paths; the pod's user must then reach this machine's Python environment itself."""
+    import sys
+
+    from ptjaas_sandbox.cluster import EmbeddedCluster
+    from ptjaas_sandbox.cluster.podexec import _blocker
+    from k8s_conformance import Kube
+
+    import shutil
+    import tempfile
+    base = tempfile.mkdtemp(prefix="ptjaas-nons-")
+    os.chmod(base, 0o755)   # pods reach their rewritten paths through the state dir's parents
+    cluster = EmbeddedCluster(state_dir=os.path.join(base, "k8s"), mount_namespaces=False)
+    cluster.start_in_thread()
+    kube = Kube(cluster)
+    try:
+        assert cluster.kubelet.isolation.rewrite_paths
+        ns = kube.namespace()
+        blocked = any(_blocker(os.path.realpath(p), 1000, {100}) for p in (sys.prefix, sys.base_prefix))
+        kube.create_pod(ns, py_pod("plain", WHO))
+        if blocked:   # e.g. pyenv under /root: a clear start error, never a silent fallback to root
+            pod = kube.wait_pod(ns, "plain", lambda p: p.status.container_statuses and
+                                p.status.container_statuses[0].state.terminated, message="start error")
+            terminated = pod.status.container_statuses[0].state.terminated
+            assert terminated.reason == "StartError" and "uid 1000 cannot reach the Python environment" in terminated.message
+        else:
+            kube.wait_phase(ns, "plain", "Succeeded")
+            assert log_json(kube, ns, "plain")["uid"] == 1000
+    finally:
+        kube.close()
+        cluster.stop_thread()
+        shutil.rmtree(base, ignore_errors=True)
