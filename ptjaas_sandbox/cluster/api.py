@@ -241,6 +241,8 @@ class ResourceHandler(BaseHandler):
         await self.flush()
         uid = pod["metadata"]["uid"]
         started = _container_started(pod, name)
+        if started is None:   # not running (crashed, back-off): what it wrote, as for a plain read
+            return self.finish()
         self.cluster.open_watches.add(self)
         self.cut_watch = False
         try:
