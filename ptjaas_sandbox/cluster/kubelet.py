@@ -434,15 +434,17 @@ class PodRuntime:
         who = identity(pod, container)
         table = []
         read_only = {}
+        always_read_only = {v["name"] for v in pod["spec"].get("volumes") or []   # as a kubelet mounts them
+                            if any(k in v for k in ("secret", "configMap", "projected", "downwardAPI"))}
         for m in container.get("volumeMounts") or []:
             local = mounts[m["name"]]
             if m.get("subPath"):
                 local = os.path.join(local, m["subPath"])
-                if not os.path.isdir(local):
+                if not os.path.exists(local):
                     os.makedirs(local, exist_ok=True)
                     self.kubelet.isolation.own_volume(local, pod)
             table.append((m["mountPath"].rstrip("/") or "/", local))
-            read_only[table[-1][0]] = bool(m.get("readOnly"))
+            read_only[table[-1][0]] = bool(m.get("readOnly")) or m["name"] in always_read_only
         table.sort(key=lambda pair: -len(pair[0]))
         rootfs = os.path.join(self.dir, "rootfs")
         rewriting = self.kubelet.isolation.rewrite_paths

@@ -158,3 +158,16 @@ def test_without_mount_namespaces_pods_still_run_as_their_user_or_fail_clearly()
         kube.close()
         cluster.stop_thread()
         shutil.rmtree(base, ignore_errors=True)
+
+
+def test_secret_volume_is_read_only_at_its_mount_path(kube, ns):
+    if kube.cluster.kubelet.isolation.rewrite_paths:
+        pytest.skip("no mount namespaces on this machine: mountPaths are rewritten")
+    kube.core.create_namespaced_secret(ns, {"metadata": {"name": "creds"}, "stringData": {"token": "t0k"}})
+    script = ("import json\nout = {'read': open('/var/run/secrets/ptjaas/token').read()}\n"
+              "try:\n    open('/var/run/secrets/ptjaas/new', 'w')\n    out['write'] = 'ok'\n"
+              "except OSError as e:\n    out['write'] = e.errno\nprint(json.dumps(out))")
+    run(kube, ns, "reader", script, volumes=[{"name": "creds", "secret": {"secretName": "creds"}}],
+        mounts=[{"name": "creds", "mountPath": "/var/run/secrets/ptjaas"}])
+    import errno
+    assert log_json(kube, ns, "reader") == {"read": "t0k", "write": errno.EROFS}
