@@ -270,7 +270,8 @@ class ResourceHandler(BaseHandler):
 
     def validate_fields(self, rtype, obj):
         for warning in negotiation.check_fields(rtype, obj, self.get_query_argument("fieldValidation", None), K8S_MINOR):
-            self.add_header("Warning", f'299 - "{warning}"')
+            escaped = warning.replace("\\", "\\\\").replace('"', '\\"')
+            self.add_header("Warning", f'299 - "{escaped}"')   # RFC 7234 warn-text, as the real server quotes it
 
     async def post(self, *args):
         rtype, namespace, name, sub = self.route

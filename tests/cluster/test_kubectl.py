@@ -262,3 +262,10 @@ def test_a_kubeconfig_without_the_token_is_refused(kubectl, module_cluster, tmp_
                           env=dict(os.environ, KUBECONFIG=str(other), HOME=str(tmp_path)))
     assert proc.returncode != 0
     assert "Unauthorized" in proc.stderr or "provide credentials" in proc.stderr, proc.stderr
+
+
+def test_validate_warn_accepts_and_warns(kubectl, kns):
+    bad = CONFIGMAP.replace("\ndata:", "\nbogus: 1\ndata:")
+    proc = kubectl("apply", "-n", kns, "--validate=warn", "-f", "-", stdin=bad)
+    assert "configmap/settings created" in proc.stdout
+    assert 'Warning: unknown field "bogus"' in proc.stderr
