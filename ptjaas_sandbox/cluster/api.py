@@ -389,6 +389,14 @@ class ResourceHandler(BaseHandler):
         await self._write_event(event_type, obj)
 
     async def _write_event(self, event_type, obj):
+        version = self.table_version
+        if version and event_type != "BOOKMARK":   # `kubectl get -w`: each object as a one-row Table
+            rtype = self.route[0]
+            obj = tables.table(rtype, [obj], {"resourceVersion": obj["metadata"].get("resourceVersion", "")}, version,
+                               self.get_query_argument("includeObject", "Metadata"))
+            if getattr(self, "_sent_columns", False):
+                obj["columnDefinitions"] = []   # only the first event carries the headers
+            self._sent_columns = True
         self.write(json.dumps({"type": event_type, "object": obj}) + "\n")
         await self.flush()
 

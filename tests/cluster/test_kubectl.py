@@ -269,3 +269,20 @@ def test_validate_warn_accepts_and_warns(kubectl, kns):
     proc = kubectl("apply", "-n", kns, "--validate=warn", "-f", "-", stdin=bad)
     assert "configmap/settings created" in proc.stdout
     assert 'Warning: unknown field "bogus"' in proc.stderr
+
+
+def test_get_watch_prints_rows_as_pods_change(kubectl, kns, module_cluster, tmp_path):
+    kubectl("apply", "-n", kns, "-f", "-", stdin=POD)
+    watch = subprocess.Popen([KUBECTL, "get", "pods", "-w", "-n", kns], stdout=subprocess.PIPE, text=True,
+                             env=dict(os.environ, KUBECONFIG=module_cluster.kubeconfig_path, HOME=str(tmp_path)))
+    try:
+        assert watch.stdout.readline().split()[:3] == ["NAME", "READY", "STATUS"]
+        assert watch.stdout.readline().split()[0] == "web"
+        kubectl("delete", "-n", kns, "pod", "web", "--wait=false")
+        while True:   # rows follow the pod to its end
+            row = watch.stdout.readline().split()
+            assert row and row[0] == "web"
+            if row[2] == "Terminating":
+                break
+    finally:
+        watch.kill()
