@@ -2,7 +2,7 @@
 
 kubectl (client-go) sends bearer tokens only over TLS, so an API server that authenticates
 like a real one has to speak HTTPS. The CA's certificate goes into the kubeconfig
-(``certificate-authority-data``); keys are 0600 in ``<state>/pki`` (state dir 0700).
+(``certificate-authority-data``); keys are 0600 in ``<state>/tls`` (state dir 0700).
 """
 
 import datetime
@@ -15,6 +15,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from .auth import private_dir, write_private
+
+DIRECTORY = "tls"   # under the state dir
 
 
 def _name(cn):
@@ -34,7 +36,7 @@ def _load(path):
 def ensure(state_dir, host):
     """(CA certificate PEM, serving cert file, serving key file) for ``host``; made if missing or
     if the serving certificate does not name ``host``."""
-    pki = private_dir(os.path.join(state_dir, "pki"))
+    pki = private_dir(os.path.join(state_dir, DIRECTORY))
     ca_crt, ca_key = os.path.join(pki, "ca.crt"), os.path.join(pki, "ca.key")
     crt, key = os.path.join(pki, "apiserver.crt"), os.path.join(pki, "apiserver.key")
     now = datetime.datetime.now(datetime.timezone.utc)

@@ -106,7 +106,7 @@ class EmbeddedCluster:
         self.persist = persist
         self.mount_namespaces = mount_namespaces   # None: use them where the machine allows (root, CAP_SYS_ADMIN)
         self.token = None
-        self.ca_pem = None
+        self._ca_pem = None
         self.loop = None
         self.faults = Faults()
         self.open_watches = set()
@@ -129,7 +129,13 @@ class EmbeddedCluster:
     @property
     def ca_file(self):
         """The cluster CA's certificate (to verify the API server's TLS), e.g. ``requests``' ``verify=``."""
-        return os.path.join(self.state_dir, "pki", "ca.crt")
+        return os.path.join(self.state_dir, pki.DIRECTORY, "ca.crt")
+
+    def ca_pem(self):
+        """The cluster CA's certificate (PEM text): what signs the API server's certificate."""
+        if self._ca_pem is None:
+            self._ca_pem = pki.ensure(self.state_dir, self.host)[0]
+        return self._ca_pem.decode() if isinstance(self._ca_pem, bytes) else self._ca_pem
 
     @property
     def kubeconfig_path(self):
@@ -157,7 +163,7 @@ class EmbeddedCluster:
                 self.add_node(node)
             for cls in classes:
                 self.registry.create(T["storageclasses"], "", cls)
-        self.ca_pem, cert_file, key_file = pki.ensure(self.state_dir, self.host)
+        self._ca_pem, cert_file, key_file = pki.ensure(self.state_dir, self.host)
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(cert_file, key_file)
         self._server = HTTPServer(make_app(self), idle_connection_timeout=3600, ssl_options=context)
@@ -296,7 +302,7 @@ class EmbeddedCluster:
         return {
             "apiVersion": "v1", "kind": "Config", "preferences": {},
             "clusters": [{"name": "ptjaas-embedded", "cluster": {
-                "server": self.url, "certificate-authority-data": base64.b64encode(self.ca_pem).decode()}}],
+                "server": self.url, "certificate-authority-data": base64.b64encode(self.ca_pem().encode()).decode()}}],
             "users": [{"name": "ptjaas-admin", "user": {"token": self.token}}],
             "contexts": [{"name": "ptjaas-embedded", "context": {"cluster": "ptjaas-embedded", "user": "ptjaas-admin",
                                                                  "namespace": namespace}}],

@@ -12,6 +12,11 @@ from k8s_conformance import wait_for
 
 pytestmark = pytest.mark.timeout(60)
 
+
+@pytest.fixture(autouse=True)
+def _embedded_only(module_cluster):
+    """What the embedded server answers (a real one's anonymous access is a setting of its own)."""
+
 UNAUTHORIZED = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
                 "message": "Unauthorized", "reason": "Unauthorized", "code": 401}
 
@@ -65,7 +70,7 @@ def test_state_is_private_to_the_cluster_owner(cluster):
     objects = os.path.join(state, "objects.json")
     wait_for(lambda: os.path.exists(objects), timeout=10, message="objects.json written")
     assert stat.S_IMODE(os.stat(state).st_mode) == 0o700
-    pki = os.path.join(state, "pki")
+    pki = os.path.join(state, "tls")
     assert stat.S_IMODE(os.stat(pki).st_mode) == 0o700
     for path in (objects, cluster.kubeconfig_path, os.path.join(pki, "ca.key"), os.path.join(pki, "apiserver.key")):
         assert stat.S_IMODE(os.stat(path).st_mode) == 0o600, path

@@ -11,6 +11,11 @@ import pytest
 pytestmark = pytest.mark.timeout(60)
 
 
+@pytest.fixture(autouse=True)
+def _embedded_only(module_cluster):
+    """The embedded cluster's own node agent and documents."""
+
+
 def upstream(name):
     spec = importlib.util.find_spec("kubernetes_validate")
     root = os.path.join(list(spec.submodule_search_locations)[0], "kubernetes-json-schema")

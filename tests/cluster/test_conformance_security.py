@@ -19,6 +19,11 @@ WHO = ("import json, os\n"
        " 'groups': sorted(os.getgroups()), 'cwd': os.getcwd(), 'home': os.environ.get('HOME')}))")
 
 
+@pytest.fixture(autouse=True)
+def _embedded_only(module_cluster):
+    """The embedded cluster's own node agent and documents."""
+
+
 def log_json(kube, ns, name):
     return json.loads(kube.log(ns, name).strip().splitlines()[-1])
 
