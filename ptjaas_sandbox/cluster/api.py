@@ -71,6 +71,8 @@ class BaseHandler(web.RequestHandler):
             body = errors.ApiError(status_code, "InternalError" if status_code >= 500 else "BadRequest",
                                    self._reason or "error").status()
         self.set_header("Content-Type", "application/json")
+        if body.get("code") == 401:
+            self.set_header("Cache-Control", "no-cache, private")
         self.finish(json.dumps(body))
 
     def log_exception(self, typ, value, tb):

@@ -35,8 +35,10 @@ def bearer_token(headers):
 
 
 def check(path, headers, token):
-    """Raise 401 unless ``path`` is public or the request carries ``token``."""
-    if is_public(path):
+    """Raise 401 unless the request carries ``token``, or carries no credentials at all and asks
+    for a public path. Wrong credentials are refused everywhere, as kube-apiserver does: it
+    authenticates before it looks at what is asked for."""
+    if "Authorization" not in headers and is_public(path):
         return
     given = bearer_token(headers)
     if given is None or not token or not hmac.compare_digest(given.encode(), token.encode()):

@@ -49,9 +49,12 @@ def test_unauthorized_request_changes_nothing(kube, ns):
 
 
 @pytest.mark.parametrize("path", ["/version", "/healthz", "/readyz", "/livez"])
-def test_health_and_version_need_no_token(kube, path):
+def test_health_and_version_need_no_token_but_a_wrong_one_is_refused(kube, path):
     r = requests.get(kube.cluster.url + path, timeout=10, verify=kube.cluster.ca_file)
     assert r.status_code == 200, r.text
+    wrong = requests.get(kube.cluster.url + path, timeout=10, verify=kube.cluster.ca_file,
+                         headers={"Authorization": "Bearer wrong-token"})
+    assert wrong.status_code == 401 and wrong.json() == UNAUTHORIZED   # as kube-apiserver: authentication first
 
 
 def test_the_api_is_served_over_tls_only(kube):
