@@ -2,6 +2,7 @@
 ``/_ptjaas/`` control endpoints (fault injection, request counts, compaction)."""
 
 import asyncio
+import copy
 import json
 import time
 from collections import Counter
@@ -10,6 +11,7 @@ from tornado import web
 from tornado.iostream import StreamClosedError
 
 from . import auth, errors, negotiation, openapi, podlogs, tables
+from .patch import apply_patch
 from .resources import BY_PATH, RESOURCE_TYPES, groups
 from .selectors import fields_match, labels_match, parse_field_selector, parse_label_selector
 
@@ -240,7 +242,7 @@ class ResourceHandler(BaseHandler):
         body = self.decoded_body()
         if name is None:
             self.validate_fields(rtype, body)
-        if name is None:
+            negotiation.prune(rtype, body, K8S_MINOR)   # what the real server's decoder drops
             obj = self.cluster.registry.create(rtype, namespace, body)
             return self.write_json(obj, 201)
         if sub == "binding" and rtype.plural == "pods":
@@ -261,6 +263,7 @@ class ResourceHandler(BaseHandler):
             sub = None
         body = self.decoded_body()
         self.validate_fields(rtype, body)
+        negotiation.prune(rtype, body, K8S_MINOR)
         obj = self.cluster.registry.update(rtype, namespace, name, body, sub)
         self.write_json(obj)
 
@@ -270,11 +273,10 @@ class ResourceHandler(BaseHandler):
             raise errors.method_not_allowed()
         content_type = negotiation.media_type(self.request.headers.get("Content-Type"))
         body = self.decoded_body(patch=True)
-        if content_type != "application/json-patch+json":
-            self.validate_fields(rtype, body)
         if content_type == negotiation.APPLY:   # server-side apply: create, or merge the applied fields in
             if not isinstance(body, dict):
                 raise errors.bad_request("the body of an apply patch must be an object")
+            negotiation.check_apply_fields(rtype, body, K8S_MINOR)
             meta = body.setdefault("metadata", {})
             if meta.get("name", name) != name:
                 raise errors.bad_request(f"the name of the object ({meta.get('name')}) does not match the name on the URL ({name})")
@@ -282,6 +284,16 @@ class ResourceHandler(BaseHandler):
                 meta["name"] = name
                 return self.write_json(self.cluster.registry.create(rtype, namespace, body), 201)
             content_type = "application/strategic-merge-patch+json"
+        else:   # the patched object is what gets decoded (and checked) by the real server
+            old = self.cluster.store.get(rtype, namespace, name)
+            if old is not None:
+                patched = apply_patch(copy.deepcopy(old), body, content_type)
+                try:
+                    self.validate_fields(rtype, patched)
+                except errors.ApiError as e:
+                    raise negotiation.invalid_patch(patched, e) from None
+                if content_type != "application/json-patch+json":   # what the decoder drops never lands
+                    negotiation.prune(rtype, body, K8S_MINOR, patch=True)
         obj = self.cluster.registry.patch(rtype, namespace, name, body, content_type, sub)
         self.write_json(obj)
 

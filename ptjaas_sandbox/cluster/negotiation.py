@@ -45,9 +45,39 @@ def decode(raw, content_type, patch=False):
         raise errors.bad_request("the body of the request was not valid JSON") from None
 
 
+def check_apply_fields(rtype, obj, minor):
+    """Server-side apply builds a typed object from the schema whatever ``fieldValidation`` says:
+    an undeclared field fails it, with the real server's (500) answer."""
+    try:
+        unknown = sorted(openapi.unknown_fields(minor, rtype, obj))
+    except openapi.Unavailable:
+        return
+    if unknown:
+        meta = obj.get("metadata") or {}
+        raise errors.ApiError(500, None, f"failed to create typed patch object ({meta.get('namespace', '')}/{meta.get('name', '')}; "
+                                         f"{rtype.api_version}, Kind={rtype.kind}): {unknown[0]}: field not declared in schema")
+
+
+def invalid_patch(patched, strict_error):
+    """A patch whose result fails strict decoding: 422, quoting the patched object, as the real server."""
+    value = json.dumps(patched, separators=(",", ":"))
+    message = f"Invalid value: {json.dumps(value)}: {strict_error.message.split(': ', 1)[1]}"
+    return errors.ApiError(422, "Invalid", f' "" is invalid: patch: {message}',
+                           {"causes": [{"reason": "FieldValueInvalid", "message": message, "field": "patch"}]})
+
+
+def prune(rtype, obj, minor, patch=False):
+    """Drop the fields the type does not define, as the real server's decoder does outside Strict."""
+    if isinstance(obj, dict):
+        try:
+            openapi.unknown_fields(minor, rtype, obj, prune=True, patch=patch)
+        except openapi.Unavailable:
+            pass
+
+
 def check_fields(rtype, obj, mode, minor):
     """``fieldValidation``: Strict rejects unknown fields with 400, as the real server does;
-    Warn (the default) and Ignore accept them. Returns warnings for Warn."""
+    Warn (the default) and Ignore accept them (the caller drops them). Returns warnings for Warn."""
     mode = (mode or "Warn")
     if mode not in ("Strict", "Warn", "Ignore"):
         raise errors.bad_request(f"fieldValidation must be one of Ignore, Warn, Strict, not {mode!r}")

@@ -295,15 +295,17 @@ def v3_index(minor):
 
 
 # --- server-side field validation (fieldValidation=Strict) ------------------------------
-def unknown_fields(minor, rtype, obj):
+def unknown_fields(minor, rtype, obj, prune=False, patch=False):
     """Paths of the fields of ``obj`` its type does not define (".spec.foo"), as the real
-    server's strict decoding reports them; [] for types without a schema."""
+    server's strict decoding reports them; [] for types without a schema. ``prune`` removes
+    them (what the real server's decoder drops); ``patch``: ``obj`` is a strategic merge patch,
+    whose ``$`` directives are not fields."""
     defs = definitions(minor)
     name = _definition_name(defs, rtype)
     if name is None:
         return []
     found = []
-    _walk(defs, defs[name], obj, "", found)
+    _walk(defs, defs[name], obj, "", found, prune, patch)
     return found
 
 
@@ -313,23 +315,27 @@ def _resolve(defs, schema):
     return schema
 
 
-def _walk(defs, schema, value, path, found):
+def _walk(defs, schema, value, path, found, prune=False, patch=False):
     schema = _resolve(defs, schema)
     if not isinstance(schema, dict) or schema.get("x-kubernetes-preserve-unknown-fields"):
         return
     if isinstance(value, dict):
         props = schema.get("properties")
         extra = schema.get("additionalProperties")
-        for key, sub in value.items():
+        for key, sub in list(value.items()):
+            if patch and key.startswith("$"):
+                continue
             if props is not None and key in props:
-                _walk(defs, props[key], sub, f"{path}.{key}", found)
+                _walk(defs, props[key], sub, f"{path}.{key}", found, prune, patch)
             elif isinstance(extra, dict):
-                _walk(defs, extra, sub, f"{path}.{key}", found)
+                _walk(defs, extra, sub, f"{path}.{key}", found, prune, patch)
             elif props is not None:
                 found.append(f"{path}.{key}")
+                if prune:
+                    del value[key]
     elif isinstance(value, list) and "items" in schema:
         for i, sub in enumerate(value):
-            _walk(defs, schema["items"], sub, f"{path}[{i}]", found)
+            _walk(defs, schema["items"], sub, f"{path}[{i}]", found, prune, patch)
 
 
 def copy_of(doc):
