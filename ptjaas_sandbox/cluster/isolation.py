@@ -83,7 +83,7 @@ class NodeIsolation:
             log.warning("the node agent is not root: pods run as %s (uid %d), whatever their securityContext "
                         "says, and can read each other's volumes", _user_name(), os.geteuid())
         elif not self.namespaces:
-            log.warning("the node agent cannot create mount namespaces here (no CAP_SYS_ADMIN): pods run as their "
+            log.warning("no mount namespaces for pods (switched off, or no CAP_SYS_ADMIN here): pods run as their "
                         "securityContext user, with mountPaths rewritten to local paths and volumes reachable "
                         "through the state directory by other pods of the same uid")
 
