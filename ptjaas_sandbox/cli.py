@@ -78,6 +78,8 @@ def cmd_demo(args):
             return fail(f"refusing to listen on {args.ip} without --allow-remote (or --oidc, a real login); "
                         "the default --ip 127.0.0.1 keeps the demo on this machine")
     state_dir = os.path.abspath(args.state_dir or _default_state_dir())
+    os.makedirs(state_dir, exist_ok=True)
+    os.chmod(state_dir, 0o700)   # hub database, identity provider secrets, cluster: not for the notebooks' users
     hub_dir = os.path.join(state_dir, "hub")
     if shutil.which("configurable-http-proxy") is None:
         return fail("configurable-http-proxy is not on PATH. Install it with "
