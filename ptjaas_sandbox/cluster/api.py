@@ -10,6 +10,7 @@ from tornado import web
 from tornado.iostream import StreamClosedError
 
 from . import errors
+from .kubeclient import SYSTEM_AGENT
 from .resources import BY_PATH, RESOURCE_TYPES, groups
 from .selectors import fields_match, labels_match, parse_field_selector, parse_label_selector
 
@@ -133,8 +134,9 @@ class ResourceHandler(BaseHandler):
 
     async def prepare(self):
         self.route = self._parse()
-        self.cluster.stats[(self.verb, self.route[0].plural)] += 1
-        self.cluster.stats["total"] += 1
+        if not self.request.headers.get("User-Agent", "").startswith(SYSTEM_AGENT):
+            self.cluster.stats[(self.verb, self.route[0].plural)] += 1
+            self.cluster.stats["total"] += 1
         rule = self.cluster.faults.match(self.verb, self.route[0].plural, self.route[1], self.route[2])
         self.cut_watch = False
         if rule:

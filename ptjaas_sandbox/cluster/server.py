@@ -17,6 +17,7 @@ from tornado.httpserver import HTTPServer
 
 from .api import Faults, make_app
 from .controllers import DEFAULT_CLASS_ANNOTATION, Controllers, EventRecorder
+from .kubeclient import SYSTEM_AGENT, KubeClient
 from .kubelet import Kubelet
 from .registry import Registry
 from .resources import BY_PLURAL
@@ -108,7 +109,7 @@ class EmbeddedCluster:
         self.registry = Registry(self.store)
         self.events = EventRecorder(self.store)
         self.controllers = Controllers(self)
-        self.kubelet = Kubelet(self)
+        self.kubelet = Kubelet(None, self.state_dir)   # a client of this server, from start()
         self.scheduler = self.controllers
         self._seed = (nodes if nodes is not None else [NodeSpec()],
                       storage_classes if storage_classes is not None else DEFAULT_STORAGE_CLASSES, namespaces)
@@ -137,7 +138,7 @@ class EmbeddedCluster:
                     info.setdefault(key, value)
             self.kubelet.import_state(extra.get("kubelet") or {})
         self.token = extra.get("token") or secrets.token_hex(16)
-        self.store.listeners += [self.controllers.on_event, self.kubelet.on_event]
+        self.store.listeners += [self.controllers.on_event]
         if fresh:
             nodes, classes, namespaces = self._seed
             for ns in namespaces:
@@ -151,7 +152,8 @@ class EmbeddedCluster:
         self.write_kubeconfig(self.kubeconfig_path)
         self._saver = asyncio.ensure_future(self._save_loop())
         self.controllers.kick()
-        self.kubelet.kick()
+        self.kubelet.client = KubeClient(self.url, token=self.token, user_agent=SYSTEM_AGENT)
+        await self.kubelet.start()
         log.info("embedded Kubernetes API at %s (state in %s)", self.url, self.state_dir)
         return self
 
@@ -179,6 +181,7 @@ class EmbeddedCluster:
             except Exception:
                 pass
         await self.kubelet.shutdown()
+        self.kubelet.client.close()
         self._saver.cancel()
         if self.persist:
             self.save()
