@@ -17,6 +17,8 @@ from urllib.parse import quote, urlencode
 import yaml
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 
+from .store import now_iso
+
 log = logging.getLogger("ptjaas.cluster")
 # the User-Agent of the sandbox's own node agent and provisioner: the embedded server leaves them
 # out of its request statistics (a benchmark counts the hub's requests)
@@ -51,6 +53,7 @@ class KubeClient:
         self.server = server.rstrip("/")
         self.token = token
         self.user_agent = user_agent
+        self.closing = False   # set before the server goes: informers then end instead of retrying
         self.ssl = None
         if self.server.startswith("https:"):
             self.ssl = ssl.create_default_context(cafile=ca_file)
@@ -74,6 +77,7 @@ class KubeClient:
                    token=user.get("token"))
 
     def close(self):
+        self.closing = True
         self.http.close()
 
     # --- requests ------------------------------------------------------------------------
@@ -127,14 +131,14 @@ class KubeClient:
         ``on_sync(objects)`` after each (re)list. Reconnects after errors, relists after 410."""
         params = dict(params or {})
         delay = 0.2
-        while True:
+        while not self.closing:
             try:
                 listing = await self.request("GET", path, params)
                 if on_sync is not None:
                     on_sync(listing.get("items") or [])
                 rv = listing["metadata"]["resourceVersion"]
                 delay = 0.2
-                while True:
+                while not self.closing:
                     rv = await self._watch(path, dict(params, watch="true", resourceVersion=rv,
                                                       allowWatchBookmarks="true", timeoutSeconds="300"), on_event)
                     if rv is None:
@@ -142,6 +146,8 @@ class KubeClient:
             except asyncio.CancelledError:
                 raise
             except Exception as e:
+                if self.closing:
+                    return
                 log.debug("informer %s: %s; retrying in %.1fs", path, e, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5)
@@ -180,6 +186,66 @@ class KubeClient:
             if e.code != 599 or not state["received"]:
                 raise
         return None if state["gone"] else state["rv"]
+
+
+class EventSink:
+    """Records core/v1 Events in order, one at a time; a repeated (object, reason, message) bumps
+    the count of the event already written, as client-go's event recorder does."""
+
+    def __init__(self, client, component):
+        self.client = client
+        self.component = component
+        self.queue = asyncio.Queue()
+        self.names = {}   # (uid, reason, message) -> [event namespace, event name, count]
+        self.task = asyncio.ensure_future(self._run())
+
+    def record(self, obj, event_type, reason, message, host=None):
+        self.queue.put_nowait((obj, event_type, reason, message, host))
+
+    def close(self):
+        self.task.cancel()
+
+    async def _run(self):
+        while True:
+            item = await self.queue.get()
+            try:
+                await self._send(*item)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                log.debug("event %s for %s not recorded: %s", item[2], item[0]["metadata"]["name"], e)
+
+    async def _send(self, obj, event_type, reason, message, host):
+        meta = obj["metadata"]
+        namespace = meta.get("namespace") or "default"
+        key = (meta["uid"], reason, message)
+        now = now_iso()
+        known = self.names.get(key)
+        if known is not None:
+            known[2] += 1
+            if await self.client.patch(f"/api/v1/namespaces/{known[0]}/events/{known[1]}",
+                                       {"count": known[2], "lastTimestamp": now}) is not None:
+                return
+        source = {"component": self.component, **({"host": host} if host else {})}
+        event = {"apiVersion": "v1", "kind": "Event",
+                 "metadata": {"name": f"{meta['name']}.{os.urandom(8).hex()}", "namespace": namespace},
+                 "involvedObject": {"kind": obj["kind"], "namespace": meta.get("namespace", ""), "name": meta["name"],
+                                    "uid": meta["uid"], "apiVersion": obj["apiVersion"],
+                                    "resourceVersion": meta.get("resourceVersion")},
+                 "reason": reason, "message": message, "type": event_type, "count": 1, "source": source,
+                 "firstTimestamp": now, "lastTimestamp": now, "reportingComponent": self.component,
+                 "reportingInstance": host or ""}
+        created = await self.client.create(f"/api/v1/namespaces/{namespace}/events", event)
+        self.names[key] = [namespace, created["metadata"]["name"], 1]
+
+
+async def stop_tasks(tasks, timeout=2):
+    """Let informers whose client is closing end by themselves (their watches close with the
+    server), then cancel what is left (a cancelled HTTP fetch makes tornado log an error)."""
+    if tasks:
+        _, pending = await asyncio.wait(tasks, timeout=timeout)
+        for task in pending:
+            task.cancel()
 
 
 def object_path(api_version, plural, namespace=None, name=None, subresource=None):

@@ -19,7 +19,7 @@ import signal
 import sys
 
 from . import admission, errors
-from .kubeclient import ApiError
+from .kubeclient import ApiError, EventSink, stop_tasks
 from .containers import ContainerError, image_default_command, image_id, resolve_env, _expand, _which
 from .quantity import parse_quantity
 from .resources import BY_PLURAL
@@ -46,8 +46,7 @@ class Kubelet:
         self.gpus = {}            # uid -> [device index]
         self._pending = False
         self._tasks = []
-        self._event_queue = asyncio.Queue()
-        self._event_names = {}    # (uid, reason, message) -> [event namespace, event name, count]
+        self.events = None
         self.loop = None
 
     # --- state persisted with the cluster -----------------------------------------------
@@ -61,12 +60,12 @@ class Kubelet:
     # --- start / stop ----------------------------------------------------------------------
     async def start(self):
         self.loop = asyncio.get_running_loop()
+        self.events = EventSink(self.client, "kubelet")
         for spec in self.node_specs:
             await self.register(spec)
         self._tasks = [asyncio.ensure_future(self.client.inform(
                            "/api/v1/pods", self.on_pod, params={"fieldSelector": "spec.nodeName!="},
-                           on_sync=self.on_pods_listed)),
-                       asyncio.ensure_future(self._send_events())]
+                           on_sync=self.on_pods_listed))]
         return self
 
     async def register(self, spec):
@@ -86,8 +85,10 @@ class Kubelet:
         await self.client.patch(path + "/status", {"status": status})
 
     async def shutdown(self):
-        for task in self._tasks:
-            task.cancel()
+        self.client.closing = True
+        await stop_tasks(self._tasks)
+        if self.events is not None:
+            self.events.close()
         await asyncio.gather(*(rt.stop_for_shutdown() for rt in list(self.pods.values())), return_exceptions=True)
 
     # --- the pods watch --------------------------------------------------------------------
@@ -144,41 +145,9 @@ class Kubelet:
         self.gpus.pop(uid, None)
         self.ips.pop(uid, None)
 
-    # --- events ------------------------------------------------------------------------------
     def record_event(self, pod, event_type, reason, message):
-        self._event_queue.put_nowait((pod, event_type, reason, message))
-
-    async def _send_events(self):
-        while True:
-            pod, event_type, reason, message = await self._event_queue.get()
-            try:
-                await self._send_event(pod, event_type, reason, message)
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:
-                log.debug("event %s for %s not recorded: %s", reason, pod["metadata"]["name"], e)
-
-    async def _send_event(self, pod, event_type, reason, message):
-        meta = pod["metadata"]
-        key = (meta["uid"], reason, message)
-        now = now_iso()
-        known = self._event_names.get(key)
-        if known is not None:
-            known[2] += 1
-            if await self.client.patch(f"/api/v1/namespaces/{known[0]}/events/{known[1]}",
-                                       {"count": known[2], "lastTimestamp": now}) is not None:
-                return
-        event = {"apiVersion": "v1", "kind": "Event",
-                 "metadata": {"name": f"{meta['name']}.{os.urandom(8).hex()}", "namespace": meta["namespace"]},
-                 "involvedObject": {"kind": "Pod", "namespace": meta["namespace"], "name": meta["name"],
-                                    "uid": meta["uid"], "apiVersion": "v1",
-                                    "resourceVersion": meta.get("resourceVersion")},
-                 "reason": reason, "message": message, "type": event_type, "count": 1,
-                 "source": {"component": "kubelet", "host": pod["spec"].get("nodeName")},
-                 "firstTimestamp": now, "lastTimestamp": now, "reportingComponent": "kubelet",
-                 "reportingInstance": pod["spec"].get("nodeName") or ""}
-        created = await self.client.create(f"/api/v1/namespaces/{meta['namespace']}/events", event)
-        self._event_names[key] = [meta["namespace"], created["metadata"]["name"], 1]
+        self.events.record(dict(pod, kind="Pod", apiVersion="v1"), event_type, reason, message,
+                           host=pod["spec"].get("nodeName"))
 
     # --- what a pod needs from the API ----------------------------------------------------------
     async def lookup(self, pod):

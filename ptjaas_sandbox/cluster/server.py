@@ -19,6 +19,7 @@ from .api import Faults, make_app
 from .controllers import DEFAULT_CLASS_ANNOTATION, Controllers, EventRecorder
 from .kubeclient import SYSTEM_AGENT, KubeClient
 from .kubelet import Kubelet
+from .provisioner import PROVISIONER, Provisioner
 from .registry import Registry
 from .resources import BY_PLURAL
 from .store import Store
@@ -69,7 +70,7 @@ class NodeSpec:
 
 DEFAULT_STORAGE_CLASSES = [
     {"metadata": {"name": "standard", "annotations": {DEFAULT_CLASS_ANNOTATION: "true"}},
-     "provisioner": "ptjaas.io/local-path", "reclaimPolicy": "Delete", "volumeBindingMode": "Immediate",
+     "provisioner": PROVISIONER, "reclaimPolicy": "Delete", "volumeBindingMode": "Immediate",
      "allowVolumeExpansion": True},
 ]
 
@@ -153,7 +154,9 @@ class EmbeddedCluster:
         self._saver = asyncio.ensure_future(self._save_loop())
         self.controllers.kick()
         self.kubelet.client = KubeClient(self.url, token=self.token, user_agent=SYSTEM_AGENT)
+        self.provisioner = Provisioner(self.kubelet.client, self.volumes_dir)
         await self.kubelet.start()
+        await self.provisioner.start()
         log.info("embedded Kubernetes API at %s (state in %s)", self.url, self.state_dir)
         return self
 
@@ -173,6 +176,7 @@ class EmbeddedCluster:
         self.store.dump(self.state_file, {"token": self.token, "kubelet": self.kubelet.export_state()})
 
     async def stop(self):
+        self.kubelet.client.closing = True
         if self._server is not None:
             self._server.stop()
         for handler in list(self.open_watches):
@@ -180,7 +184,7 @@ class EmbeddedCluster:
                 handler.request.connection.stream.close()
             except Exception:
                 pass
-        await self.kubelet.shutdown()
+        await asyncio.gather(self.provisioner.stop(), self.kubelet.shutdown())
         self.kubelet.client.close()
         self._saver.cancel()
         if self.persist:
