@@ -15,7 +15,6 @@ import hashlib
 import ipaddress
 import lzma
 import os
-import shutil
 import signal
 import ssl
 import subprocess
@@ -230,15 +229,13 @@ class RealControlPlane:
         pki = self.pki
         common = ["--bind-address=127.0.0.1", "--leader-elect=false"]
         cm = self.state_dir / "kube-controller-manager.kubeconfig"
-        # nodelifecycle is off: our node agent keeps no lease, and a test that stops the API server
-        # must not come back to evicted pods
         self._spawn("kube-controller-manager", [
             self.binaries["kube-controller-manager"], f"--kubeconfig={cm}", f"--authentication-kubeconfig={cm}",
             f"--authorization-kubeconfig={cm}", f"--secure-port={free_port()}", *common,
             "--use-service-account-credentials=true", f"--service-account-private-key-file={pki.sa_key_file}",
             f"--root-ca-file={pki.ca_file}", f"--cluster-signing-cert-file={pki.ca_file}",
             f"--cluster-signing-key-file={pki.dir / 'ca.key'}",
-            "--controllers=*,-nodelifecycle,-cloud-node-lifecycle,-nodeipam,-service-lb-controller,-route",
+            "--controllers=*,-cloud-node-lifecycle,-nodeipam,-service-lb-controller,-route",
             "--concurrent-gc-syncs=2", "--v=1"])
         sched = self.state_dir / "kube-scheduler.kubeconfig"
         self._spawn("kube-scheduler", [
@@ -334,5 +331,116 @@ class RealControlPlane:
         self.stop()
 
 
-def remove_state(path):
-    shutil.rmtree(path, ignore_errors=True)
+class RealCluster:
+    """A real control plane with a node that runs pods (our node agent) and a default StorageClass
+    served by our provisioner; the agents run on an event loop in a background thread.
+
+    Offers what tests use of an embedded cluster: ``url``, ``kubeconfig_path``, ``state_dir``,
+    ``volumes_dir``, ``pods_dir``, plus ``audit_log_path`` and ``plane`` (the processes).
+    """
+
+    real = True
+
+    def __init__(self, state_dir, nodes=None, storage_classes=None):
+        from .cluster.server import DEFAULT_STORAGE_CLASSES, NodeSpec
+        self.state_dir = str(state_dir)
+        self.plane = RealControlPlane(Path(state_dir) / "control-plane")
+        self.volumes_dir = os.path.join(self.state_dir, "volumes")
+        self.pods_dir = os.path.join(self.state_dir, "pods")
+        self.nodes = nodes if nodes is not None else [NodeSpec()]
+        self.storage_classes = storage_classes if storage_classes is not None else DEFAULT_STORAGE_CLASSES
+        self.loop = None
+        self._thread = None
+
+    url = property(lambda self: self.plane.url)
+    kubeconfig_path = property(lambda self: self.plane.kubeconfig_path)
+    audit_log_path = property(lambda self: self.plane.audit_log_path)
+
+    def start(self, timeout=120):
+        self.plane.start(timeout)
+        try:
+            self._start_agents(timeout)
+        except BaseException:
+            self.plane.stop()
+            raise
+        return self
+
+    def _start_agents(self, timeout):
+        import asyncio
+        import threading
+
+        from .cluster.kubeclient import KubeClient
+        from .cluster.kubelet import Kubelet
+        from .cluster.provisioner import Provisioner
+
+        ready = threading.Event()
+        failure = []
+
+        async def main():
+            self.loop = asyncio.get_running_loop()
+            self._stopped = asyncio.Event()
+            client = KubeClient.from_kubeconfig(self.kubeconfig_path)
+            try:
+                for cls in self.storage_classes:
+                    try:
+                        await client.create("/apis/storage.k8s.io/v1/storageclasses",
+                                            dict(cls, apiVersion="storage.k8s.io/v1", kind="StorageClass"))
+                    except Exception as e:
+                        if getattr(e, "code", None) != 409:
+                            raise
+                self.kubelet = Kubelet(client, self.state_dir, nodes=self.nodes)
+                self.provisioner = Provisioner(client, self.volumes_dir)
+                await self.kubelet.start()
+                await self.provisioner.start()
+                await self._settled(client, timeout)
+            except BaseException as e:
+                failure.append(e)
+                ready.set()
+                return
+            ready.set()
+            await self._stopped.wait()
+            client.closing = True
+            await asyncio.gather(self.provisioner.stop(), self.kubelet.shutdown())
+            client.close()
+
+        def run():
+            asyncio.run(main())
+
+        self._thread = threading.Thread(target=run, name="ptjaas-real-node", daemon=True)
+        self._thread.start()
+        if not ready.wait(timeout):
+            raise RuntimeError("the node agent did not start in time")
+        if failure:
+            raise failure[0]
+
+    async def _settled(self, client, timeout):
+        """Wait until pods can be made and placed: the nodes untainted (the node lifecycle controller
+        saw them Ready) and the default ServiceAccount of ``default`` made."""
+        import asyncio
+        deadline = time.monotonic() + timeout
+        names = [n["metadata"]["name"] if isinstance(n, dict) else n.name for n in self.nodes]
+        while True:
+            nodes = [await client.get(f"/api/v1/nodes/{name}") for name in names]
+            account = await client.get("/api/v1/namespaces/default/serviceaccounts/default")
+            if account and all(n and not any(t["key"].startswith("node.kubernetes.io/") for t in n["spec"].get("taints") or [])
+                               for n in nodes):
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the real cluster did not settle: nodes {nodes}, default account {account}")
+            await asyncio.sleep(0.2)
+
+    def stop(self):
+        if self._thread is not None:
+            # the API server goes first: the agents' watches end with it rather than being cancelled
+            self.loop.call_soon_threadsafe(setattr, self.kubelet.client, "closing", True)
+            self.plane.stop_apiserver()
+            self.loop.call_soon_threadsafe(self._stopped.set)
+            self._thread.join(30)
+            self._thread = None
+        self.plane.stop()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()

@@ -83,6 +83,22 @@ def module_hub_factory(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def real_cluster(tmp_path_factory):
+    """A real kube-apiserver & co (ptjaas_sandbox.realkube) with our node agent, once per session;
+    skips where the binaries are absent. Tests make namespaces of their own in it."""
+    from ptjaas_sandbox.realkube import RealCluster, Unavailable
+    try:
+        c = RealCluster(tmp_path_factory.mktemp("realkube"))
+    except Unavailable as e:
+        pytest.skip(f"no real control plane: {e}")
+    c.start()
+    try:
+        yield c
+    finally:
+        c.stop()
+
+
+@pytest.fixture(scope="session")
 def shared_dir():
     """../shared beside the project root (or $PTJAAS_SHARED_DIR); tests needing it skip where absent."""
     path = Path(os.environ.get("PTJAAS_SHARED_DIR") or ROOT.parent / "shared")

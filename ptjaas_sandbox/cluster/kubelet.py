@@ -23,7 +23,7 @@ from .kubeclient import ApiError, EventSink, stop_tasks
 from .containers import ContainerError, image_default_command, image_id, resolve_env, _expand, _which
 from .quantity import parse_quantity
 from .resources import BY_PLURAL
-from .store import now_iso
+from .store import now_iso, now_micro
 
 log = logging.getLogger("ptjaas.cluster")
 T = BY_PLURAL
@@ -46,6 +46,7 @@ class Kubelet:
         self.gpus = {}            # uid -> [device index]
         self._pending = False
         self._tasks = []
+        self._heartbeat_task = None
         self.events = None
         self.loop = None
 
@@ -63,6 +64,7 @@ class Kubelet:
         self.events = EventSink(self.client, "kubelet")
         for spec in self.node_specs:
             await self.register(spec)
+        self._heartbeat_task = asyncio.ensure_future(self._heartbeat()) if self.node_specs else None
         self._tasks = [asyncio.ensure_future(self.client.inform(
                            "/api/v1/pods", self.on_pod, params={"fieldSelector": "spec.nodeName!="},
                            on_sync=self.on_pods_listed))]
@@ -84,8 +86,30 @@ class Kubelet:
             c.setdefault("lastTransitionTime", now_iso())
         await self.client.patch(path + "/status", {"status": status})
 
+    async def _heartbeat(self, every=10):
+        """Renew each registered node's Lease (kube-node-lease), as a kubelet does, so that the
+        node lifecycle controller keeps the node Ready (and untainted)."""
+        while not self.client.closing:
+            for spec in self.node_specs:
+                name = spec["metadata"]["name"] if isinstance(spec, dict) else spec.name
+                path = f"/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/{name}"
+                renew = {"spec": {"holderIdentity": name, "leaseDurationSeconds": 40, "renewTime": now_micro()}}
+                try:
+                    await self.client.patch(path, renew)
+                except ApiError as e:
+                    if e.code == 404:
+                        await self.client.create(path.rsplit("/", 1)[0], dict(renew, metadata={"name": name}))
+                except Exception as e:
+                    log.debug("lease of node %s not renewed: %s", name, e)
+            try:
+                await asyncio.sleep(every)
+            except asyncio.CancelledError:
+                return
+
     async def shutdown(self):
         self.client.closing = True
+        if self._heartbeat_task is not None:
+            self._heartbeat_task.cancel()
         await stop_tasks(self._tasks)
         if self.events is not None:
             self.events.close()
