@@ -13,6 +13,7 @@ agent (``cluster.nodeagent``), volumes come from our provisioner, both plain API
 import datetime
 import hashlib
 import ipaddress
+import json
 import lzma
 import os
 import signal
@@ -294,6 +295,14 @@ class RealControlPlane:
                 raise RuntimeError(f"kube-apiserver not ready after {timeout}s:\n{self.log('kube-apiserver')[-4000:]}")
             time.sleep(0.2)
 
+    def api(self, method, path, body=None, content_type="application/json"):
+        """One request as the cluster admin (for set-up code); the decoded JSON answer."""
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(self.url + path, data=data, method=method,
+                                         headers={"Content-Type": content_type, "Accept": "application/json"})
+        with urllib.request.urlopen(request, context=self._ssl(), timeout=30) as r:
+            return json.loads(r.read() or b"null")
+
     def log(self, name):
         try:
             return (self.state_dir / f"{name}.log").read_text(errors="replace")
@@ -388,6 +397,7 @@ class RealCluster:
                     except Exception as e:
                         if getattr(e, "code", None) != 409:
                             raise
+                await self._install_crds(client)
                 self.kubelet = Kubelet(client, self.state_dir, nodes=self.nodes)
                 self.provisioner = Provisioner(client, self.volumes_dir)
                 await self.kubelet.start()
@@ -412,6 +422,30 @@ class RealCluster:
             raise RuntimeError("the node agent did not start in time")
         if failure:
             raise failure[0]
+
+    async def _install_crds(self, client):
+        """The CSI snapshot API (VolumeSnapshot & co) where shared/schemas has its CRDs: the culler's
+        snapshot hook uses it. (No snapshot controller: snapshots are made, never ready.)"""
+        import asyncio
+        source = shared_dir() / "schemas" / "snapshot"
+        names = []
+        for path in sorted(source.glob("*.yaml")) if source.is_dir() else []:
+            for doc in yaml.safe_load_all(path.read_text()):
+                if doc and doc.get("kind") == "CustomResourceDefinition":
+                    names.append(doc["metadata"]["name"])
+                    try:
+                        await client.create("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", doc)
+                    except Exception as e:
+                        if getattr(e, "code", None) != 409:
+                            raise
+        for name in names:
+            deadline = time.monotonic() + 30
+            while True:
+                crd = await client.get(f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}")
+                conditions = {c["type"]: c["status"] for c in (crd.get("status") or {}).get("conditions") or []}
+                if conditions.get("Established") == "True" or time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.1)
 
     async def _settled(self, client, timeout):
         """Wait until pods can be made and placed: the nodes untainted (the node lifecycle controller

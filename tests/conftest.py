@@ -98,10 +98,22 @@ def real_cluster(tmp_path_factory):
         c.stop()
 
 
+@pytest.fixture
+def real_hub_backend(real_cluster, shared_dir, request):
+    """A fresh namespace of the real cluster where a hub has exactly z2jh's hub rights plus ours
+    (ptjaas_sandbox.hubrights); pass it as a hub's ``cluster``."""
+    import uuid
+
+    from ptjaas_sandbox.hubrights import HubBackend
+    return HubBackend(real_cluster, f"hub-{uuid.uuid4().hex[:8]}", shared_dir / "charts" / "jupyterhub",
+                      helm=str(ROOT / "node_modules" / ".bin" / "helm"))
+
+
 @pytest.fixture(scope="session")
 def shared_dir():
     """../shared beside the project root (or $PTJAAS_SHARED_DIR); tests needing it skip where absent."""
-    path = Path(os.environ.get("PTJAAS_SHARED_DIR") or ROOT.parent / "shared")
+    from ptjaas_sandbox.realkube import shared_dir as find_shared_dir
+    path = find_shared_dir()
     if not path.is_dir():
         pytest.skip(f"reference data not found at {path} (set PTJAAS_SHARED_DIR)")
     return path
