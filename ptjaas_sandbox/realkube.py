@@ -144,13 +144,15 @@ def _cert(subject_cn, key, issuer=None, organization=None, ca=False, ips=(), dns
 class Pki:
     """A CA and the certificates of one control plane, written as PEM files under ``directory``."""
 
-    def __init__(self, directory):
+    def __init__(self, directory, service_account_keys=True):
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
         ca_key = _key()
         self.ca = _cert("ptjaas-test-ca", ca_key, ca=True)
         self._ca = (self.ca, ca_key)
         self.ca_file = self._write("ca", self.ca, ca_key)
+        if not service_account_keys:
+            return
         sa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         self.sa_key_file = self.dir / "sa.key"
         self.sa_key_file.write_bytes(_pem_key(sa_key))

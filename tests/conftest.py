@@ -1,6 +1,5 @@
 """Shared fixtures: an embedded cluster, a real JupyterHub, the shared reference data."""
 
-import contextlib
 import os
 import sys
 from pathlib import Path
@@ -9,9 +8,8 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from ptjaas_sandbox.cluster import EmbeddedCluster  # noqa: E402
-
 from hubutil import Hub  # noqa: E402
+from clusterutil import running_cluster as _running_cluster  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -22,23 +20,6 @@ def _tool_path():
     extra = [os.path.dirname(sys.executable), str(ROOT / "node_modules" / ".bin")]
     os.environ["PATH"] = os.pathsep.join(extra + [os.environ.get("PATH", "")])
     yield
-
-
-@contextlib.contextmanager
-def _running_cluster(path, **kwargs):
-    """An embedded cluster in a background thread, its kubeconfig exported as KUBECONFIG."""
-    c = EmbeddedCluster(state_dir=path, **kwargs)
-    c.start_in_thread()
-    old = os.environ.get("KUBECONFIG")
-    os.environ["KUBECONFIG"] = c.kubeconfig_path
-    try:
-        yield c
-    finally:
-        c.stop_thread()
-        if old is None:
-            os.environ.pop("KUBECONFIG", None)
-        else:
-            os.environ["KUBECONFIG"] = old
 
 
 @pytest.fixture

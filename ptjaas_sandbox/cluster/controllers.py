@@ -16,6 +16,10 @@ from .store import now_iso, now_micro
 log = logging.getLogger("ptjaas.cluster")
 T = BY_PLURAL
 DEFAULT_CLASS_ANNOTATION = "storageclass.kubernetes.io/is-default-class"
+ROOT_CA_CONFIGMAP = "kube-root-ca.crt"
+ROOT_CA_DESCRIPTION = ("Contains a CA bundle that can be used to verify the kube-apiserver when using internal "
+                       "endpoints such as the internal service IP or kubernetes.default.svc. No other usage is guaranteed "
+                       "across distributions of Kubernetes clusters.")
 
 
 class EventRecorder:
@@ -83,10 +87,19 @@ class Controllers:
 
     # --- namespaces ----------------------------------------------------------------------
     def ensure_service_accounts(self):
+        """Every namespace gets its ``default`` ServiceAccount and the ``kube-root-ca.crt``
+        ConfigMap (the cluster's CA, as kube-controller-manager's root-ca-cert-publisher does)."""
         for ns in self.store.list(T["namespaces"]):
             name = ns["metadata"]["name"]
-            if not ns["metadata"].get("deletionTimestamp") and self.store.get(T["serviceaccounts"], name, "default") is None:
+            if ns["metadata"].get("deletionTimestamp"):
+                continue
+            if self.store.get(T["serviceaccounts"], name, "default") is None:
                 self.store.create(T["serviceaccounts"], {"metadata": {"name": "default", "namespace": name}})
+            if self.store.get(T["configmaps"], name, ROOT_CA_CONFIGMAP) is None:
+                self.store.create(T["configmaps"], {
+                    "metadata": {"name": ROOT_CA_CONFIGMAP, "namespace": name,
+                                 "annotations": {"kubernetes.io/description": ROOT_CA_DESCRIPTION}},
+                    "data": {"ca.crt": self.cluster.ca_pem()}})
 
     def terminate_namespaces(self):
         for ns in self.store.list(T["namespaces"]):

@@ -118,6 +118,17 @@ class EmbeddedCluster:
         self._stopped = None
         self._server = None
 
+    def ca_pem(self):
+        """A CA certificate of this cluster (PEM), made once: what ``kube-root-ca.crt`` holds. The
+        embedded API server speaks plain HTTP, so nothing is signed with it."""
+        path = os.path.join(self.state_dir, "ca.crt")
+        if not os.path.exists(path):
+            from ..realkube import Pki
+            Pki(os.path.join(self.state_dir, "pki"), service_account_keys=False)
+            os.replace(os.path.join(self.state_dir, "pki", "ca.crt"), path)
+        with open(path) as f:
+            return f.read()
+
     @property
     def url(self):
         return f"http://{self.host}:{self.port}"
