@@ -400,7 +400,8 @@ class RealCluster:
                         if getattr(e, "code", None) != 409:
                             raise
                 await self._install_crds(client)
-                self.kubelet = Kubelet(client, self.state_dir, nodes=self.nodes)
+                cert, key = self.plane.pki.issue("node", "ptjaas-node", server=True)
+                self.kubelet = Kubelet(client, self.state_dir, nodes=self.nodes, log_endpoint=(str(cert), str(key), free_port()))
                 self.provisioner = Provisioner(client, self.volumes_dir)
                 await self.kubelet.start()
                 await self.provisioner.start()

@@ -199,6 +199,9 @@ class ResourceHandler(BaseHandler):
             return self.write_json(listing)
         obj = registry.get(rtype, namespace, name)
         if sub == "log":
+            if not obj["spec"].get("nodeName"):   # no node to ask: 204 No Content, as the real API server
+                self.set_status(204)
+                return self.finish()
             text = self.cluster.kubelet.read_log(obj, self.get_query_argument("container", None),
                                                  self.get_query_argument("tailLines", None))
             self.set_header("Content-Type", "text/plain")

@@ -20,6 +20,7 @@ import sys
 
 from . import admission, errors
 from .kubeclient import ApiError, EventSink, stop_tasks
+from .nodeserver import serve_logs
 from .containers import ContainerError, image_default_command, image_id, resolve_env, _expand, _which
 from .quantity import parse_quantity
 from .resources import BY_PLURAL
@@ -35,11 +36,13 @@ class Kubelet:
     """A node agent, a plain API client: it watches the pods bound to its nodes, runs them, and
     reports their status and events over the API (embedded server or real kube-apiserver alike)."""
 
-    def __init__(self, client, state_dir, nodes=()):
+    def __init__(self, client, state_dir, nodes=(), log_endpoint=None):
         self.client = client
         self.state_dir = state_dir
         self.pods_dir = os.path.join(state_dir, "pods")
         self.node_specs = list(nodes)   # registered at start (the embedded cluster seeds its own)
+        self.log_endpoint = log_endpoint   # (cert file, key file, port): serve /containerLogs over HTTPS
+        self._log_server = None
         self.pods = {}            # uid -> PodRuntime
         self.cache = {}           # uid -> the pod as last seen on the watch
         self.ips = {}             # uid -> ip
@@ -62,6 +65,8 @@ class Kubelet:
     async def start(self):
         self.loop = asyncio.get_running_loop()
         self.events = EventSink(self.client, "kubelet")
+        if self.log_endpoint:
+            self._log_server = serve_logs(self, *self.log_endpoint)
         for spec in self.node_specs:
             await self.register(spec)
         self._heartbeat_task = asyncio.ensure_future(self._heartbeat()) if self.node_specs else None
@@ -81,6 +86,8 @@ class Kubelet:
             if e.code != 409:
                 raise
         status = copy.deepcopy(manifest["status"])
+        if self.log_endpoint:
+            status["daemonEndpoints"] = {"kubeletEndpoint": {"Port": self.log_endpoint[2]}}
         for c in status.get("conditions") or []:
             c.setdefault("lastHeartbeatTime", now_iso())
             c.setdefault("lastTransitionTime", now_iso())
@@ -108,6 +115,8 @@ class Kubelet:
 
     async def shutdown(self):
         self.client.closing = True
+        if self._log_server is not None:
+            self._log_server.stop()
         if self._heartbeat_task is not None:
             self._heartbeat_task.cancel()
         await stop_tasks(self._tasks)
