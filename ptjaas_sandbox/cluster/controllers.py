@@ -6,6 +6,7 @@ import logging
 import os
 import secrets
 import shutil
+import socket
 from decimal import Decimal
 
 from . import admission, errors
@@ -16,6 +17,9 @@ from .store import now_iso, now_micro
 log = logging.getLogger("ptjaas.cluster")
 T = BY_PLURAL
 DEFAULT_CLASS_ANNOTATION = "storageclass.kubernetes.io/is-default-class"
+SCHEDULER = "default-scheduler"
+# reasons no preemption can help with (the rest: "No preemption victims found for incoming pod.")
+UNRESOLVABLE = ("node(s) didn't match Pod's node affinity/selector", "node(s) were unschedulable", "untolerated taint")
 ROOT_CA_CONFIGMAP = "kube-root-ca.crt"
 ROOT_CA_DESCRIPTION = ("Contains a CA bundle that can be used to verify the kube-apiserver when using internal "
                        "endpoints such as the internal service IP or kubernetes.default.svc. No other usage is guaranteed "
@@ -33,8 +37,11 @@ class EventRecorder:
             io = ev["involvedObject"]
             if io.get("uid") == meta.get("uid") and ev.get("reason") == reason and ev.get("message") == message:
                 new = copy.deepcopy(ev)
-                new["count"] = ev.get("count", 1) + 1
-                new["lastTimestamp"] = now_iso()
+                if ev.get("eventTime"):   # an events.k8s.io event repeats as a series
+                    new["series"] = {"count": (ev.get("series") or {}).get("count", 1) + 1, "lastObservedTime": now_micro()}
+                else:
+                    new["count"] = ev.get("count", 1) + 1
+                    new["lastTimestamp"] = now_iso()
                 return self.store.update(T["events"], new)
         group, _, _ = obj.get("apiVersion", "v1").rpartition("/")
         event = {
@@ -46,6 +53,11 @@ class EventRecorder:
             "source": {"component": component}, "firstTimestamp": now_iso(), "lastTimestamp": now_iso(),
             "eventTime": None, "reportingComponent": component, "reportingInstance": "",
         }
+        if component == SCHEDULER:   # kube-scheduler writes events.k8s.io/v1 events: eventTime and action
+            event.update({"source": {}, "firstTimestamp": None, "lastTimestamp": None, "eventTime": now_micro(),
+                          "action": "Binding" if reason == "Scheduled" else "Scheduling",
+                          "reportingInstance": f"{SCHEDULER}-{socket.gethostname()}"})
+            del event["count"]
         return self.store.create(T["events"], event)
 
 
@@ -286,8 +298,7 @@ class Controllers:
             if taint.get("effect") not in ("NoSchedule", "NoExecute"):
                 continue
             if not any(_tolerates(t, taint) for t in spec.get("tolerations") or []):
-                value = f": {taint['value']}" if taint.get("value") else ""
-                return [f"node(s) had untolerated taint {{{taint['key']}{value}}}"]
+                return ["node(s) had untolerated taint(s)"]   # 1.36 names no taint
         allocatable = node_allocatable(node)
         used = self.node_usage(node["metadata"]["name"])
         wanted = {k[len("requests."):]: v for k, v in admission.pod_requests(pod).items() if k.startswith("requests.")}
@@ -313,14 +324,17 @@ class Controllers:
             detail = ", ".join(f"{n} {r}" for r, n in sorted(counts.items()))
             message = f"0/{len(nodes)} nodes are available: {detail}." if nodes else "no nodes available to schedule pods"
             if nodes:
-                message += (f" preemption: 0/{len(nodes)} nodes are available: {len(nodes)} "
-                            "No preemption victims found for incoming pod.")
+                hopeless = all(any(u in r for u in UNRESOLVABLE) for r in counts)
+                message += (f" no new claims to deallocate, preemption: 0/{len(nodes)} nodes are available: {len(nodes)} "
+                            + ("Preemption is not helpful for scheduling." if hopeless
+                               else "No preemption victims found for incoming pod."))
         else:
-            message = f"0/{len(nodes)} nodes are available: {problem}. preemption: 0/{len(nodes)} nodes are available: " \
+            message = f"0/{len(nodes)} nodes are available: {problem}. no new claims to deallocate, preemption: " \
+                      f"0/{len(nodes)} nodes are available: " \
                       f"{len(nodes)} Preemption is not helpful for scheduling."
         if self.unschedulable_reported.get(pod["metadata"]["uid"]) != message:
             self.unschedulable_reported[pod["metadata"]["uid"]] = message
-            self.events.record(pod, "Warning", "FailedScheduling", message, "default-scheduler")
+            self.events.record(pod, "Warning", "FailedScheduling", message, SCHEDULER)
             new = copy.deepcopy(pod)
             new["status"]["conditions"] = [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
                                             "message": message, "lastProbeTime": None,
@@ -355,7 +369,7 @@ class Controllers:
         bound = self.store.update(T["pods"], new)
         self.events.record(bound, "Normal", "Scheduled",
                            f"Successfully assigned {pod['metadata']['namespace']}/{pod['metadata']['name']} to {node_name}",
-                           "default-scheduler")
+                           SCHEDULER)
         return bound
 
     # --- quota status --------------------------------------------------------------------
