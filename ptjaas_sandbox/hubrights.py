@@ -86,21 +86,28 @@ def account_name(namespace):
 
 
 class HubBackend:
-    """A namespace of a real cluster as a hub sees it: ``kubeconfig_path`` authenticates as the
-    hub's ServiceAccount (z2jh's rights + ours), ``admin_kubeconfig_path`` as the cluster admin."""
+    """A namespace of a real cluster as a hub sees it: ``hub_kubeconfig_path`` (also
+    ``kubeconfig_path`` unless ``admin`` is true) authenticates as the hub's ServiceAccount (z2jh's
+    rights + ours), ``admin_kubeconfig_path`` as the cluster admin. A test hub (tests/hubutil.py)
+    uses ``hub_kubeconfig_path``."""
 
     real = True
 
-    def __init__(self, cluster, namespace, chart_dir, helm="helm"):
+    def __init__(self, cluster, namespace, chart_dir, helm="helm", admin=False):
         self.cluster = cluster
         self.namespace = namespace
         self.url = cluster.url
         self.audit_log_path = cluster.audit_log_path
         self.admin_kubeconfig_path = cluster.kubeconfig_path
         plane = cluster.plane
-        plane.api("POST", "/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace",
-                                                 "metadata": {"name": namespace}})
-        self.kubeconfig_path = grant_hub_rights(plane, namespace, chart_dir, cluster.state_dir, helm=helm)
+        try:
+            plane.api("POST", "/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace",
+                                                     "metadata": {"name": namespace}})
+        except urllib.error.HTTPError as e:
+            if e.code != 409:
+                raise
+        self.hub_kubeconfig_path = grant_hub_rights(plane, namespace, chart_dir, cluster.state_dir, helm=helm)
+        self.kubeconfig_path = self.admin_kubeconfig_path if admin else self.hub_kubeconfig_path
         self.account = account_name(namespace)
         self.wait_for_default_account()
 

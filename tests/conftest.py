@@ -28,8 +28,31 @@ def cluster(tmp_path):
         yield c
 
 
+def pytest_generate_tests(metafunc):
+    """A test module with ``BACKENDS = ("embedded", "real")`` runs its ``module_cluster`` tests on both."""
+    backends = getattr(metafunc.module, "BACKENDS", None)
+    if backends and "module_cluster" in metafunc.fixturenames and "backend" not in metafunc.fixturenames:
+        metafunc.parametrize("cluster_backend", backends, indirect=True, scope="module")
+
+
 @pytest.fixture(scope="module")
-def module_cluster(tmp_path_factory):
+def cluster_backend(request):
+    return getattr(request, "param", "embedded")
+
+
+@pytest.fixture(scope="module")
+def module_cluster(cluster_backend, tmp_path_factory, request):
+    """The module's embedded cluster; or, for modules with BACKENDS, also namespace ``default`` of
+    the session's real cluster, where the tests' hubs get exactly z2jh's rights plus ours (the
+    tests' own clients are the admin). Embedded-only controls (faults) skip there."""
+    if cluster_backend == "real":
+        from ptjaas_sandbox.hubrights import HubBackend
+        real = request.getfixturevalue("real_cluster")
+        backend = RealBackendForTests(real, "default", request.getfixturevalue("shared_dir") / "charts" / "jupyterhub",
+                                      helm=str(ROOT / "node_modules" / ".bin" / "helm"), admin=True)
+        yield backend
+        backend.clean()
+        return
     with _running_cluster(tmp_path_factory.mktemp("k8s")) as c:
         yield c
 
@@ -104,3 +127,28 @@ def shared_dir():
     if not path.is_dir():
         pytest.skip(f"reference data not found at {path} (set PTJAAS_SHARED_DIR)")
     return path
+
+
+def _real_backend_class():
+    from ptjaas_sandbox.hubrights import HubBackend
+
+    class RealBackend(HubBackend):
+        def inject_fault(self, *args, **kwargs):
+            pytest.skip("fault injection is a control of the embedded cluster only")
+
+        clear_faults = inject_fault
+
+        def clean(self):
+            """Remove what the module's hubs left in the namespace (pods, claims, quotas)."""
+            for kind in ("pods", "persistentvolumeclaims", "resourcequotas"):
+                try:
+                    self.cluster.plane.api("DELETE", f"/api/v1/namespaces/{self.namespace}/{kind}",
+                                           {"kind": "DeleteOptions", "apiVersion": "v1", "gracePeriodSeconds": 0})
+                except Exception:
+                    pass
+
+    return RealBackend
+
+
+def RealBackendForTests(*args, **kwargs):  # noqa: N802 (a class, made on first use)
+    return _real_backend_class()(*args, **kwargs)

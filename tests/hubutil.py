@@ -43,7 +43,7 @@ class Hub:
         bin_dir = os.path.dirname(sys.executable)
         env["PATH"] = f"{bin_dir}:{env.get('PATH', '')}"
         if self.cluster is not None:
-            env["KUBECONFIG"] = self.cluster.kubeconfig_path
+            env["KUBECONFIG"] = getattr(self.cluster, "hub_kubeconfig_path", self.cluster.kubeconfig_path)
         env.update(self.extra_env)
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen([sys.executable, "-m", "jupyterhub", "-f", "jupyterhub_config.py"],

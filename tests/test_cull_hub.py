@@ -27,6 +27,8 @@ from ptjaas_sandbox.cluster.server import free_port  # noqa: E402
 from waiting import wait_for  # noqa: E402
 
 pytestmark = [pytest.mark.hub, pytest.mark.timeout(300)]
+# on the embedded cluster and on a real kube-apiserver with z2jh's hub rights (tests/conftest.py)
+BACKENDS = ("embedded", "real")
 
 TESTS = Path(__file__).resolve().parent
 GPU_IDLE = 6  # seconds
