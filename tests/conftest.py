@@ -46,7 +46,6 @@ def module_cluster(cluster_backend, tmp_path_factory, request):
     the session's real cluster, where the tests' hubs get exactly z2jh's rights plus ours (the
     tests' own clients are the admin). Embedded-only controls (faults) skip there."""
     if cluster_backend == "real":
-        from ptjaas_sandbox.hubrights import HubBackend
         real = request.getfixturevalue("real_cluster")
         backend = RealBackendForTests(real, "default", request.getfixturevalue("shared_dir") / "charts" / "jupyterhub",
                                       helm=str(ROOT / "node_modules" / ".bin" / "helm"), admin=True)

@@ -1,7 +1,6 @@
 """The real control plane used by tests (ptjaas_sandbox.realkube): our node agent and provisioner
 run pods and make volumes for a real kube-apiserver, as a kubelet and an external provisioner do."""
 
-import json
 
 import kubernetes
 import pytest
