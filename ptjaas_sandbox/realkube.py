@@ -31,6 +31,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
+from .cluster.podruntime import _die_with_parent
 from .cluster.server import free_port
 
 BINARIES = ("kube-apiserver", "kube-controller-manager", "kube-scheduler")
@@ -221,8 +222,10 @@ class RealControlPlane:
 
     def _spawn(self, name, argv):
         log = open(self.state_dir / f"{name}.log", "ab")
+        # the control plane dies with the process (thread) that started it, should that one be killed
         self.procs[name] = subprocess.Popen([str(a) for a in argv], stdout=log, stderr=subprocess.STDOUT,
-                                            stdin=subprocess.DEVNULL, start_new_session=True)
+                                            stdin=subprocess.DEVNULL, start_new_session=True,
+                                            preexec_fn=_die_with_parent)
         log.close()
 
     def start(self, timeout=90):
