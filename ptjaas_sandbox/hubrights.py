@@ -65,7 +65,6 @@ def grant_hub_rights(plane, namespace, chart_dir, state_dir, helm="helm", token_
     """Create the hub's account and rights in ``namespace``; return the path of a kubeconfig that
     authenticates as that ServiceAccount (namespace ``namespace``)."""
     for doc in z2jh_hub_rbac(chart_dir, namespace, helm=helm) + ptjaas_hub_rbac(namespace):
-        doc.setdefault("metadata", {}).pop("namespace", None) if doc["kind"].startswith("Cluster") else None
         try:
             plane.api("POST", _path(doc, namespace), doc)
         except urllib.error.HTTPError as e:
