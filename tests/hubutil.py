@@ -33,7 +33,8 @@ class Hub:
     def set_config(self, config_text):
         """Replace the test's part of the config (takes effect at the next start/restart)."""
         base = local_hub_config(port=self.port, hub_port=self.hub_port, proxy_api_port=self.proxy_api_port,
-                                data_dir=self.workdir, api_tokens={"test-admin": self.token})
+                                data_dir=self.workdir, api_tokens={"test-admin": self.token},
+                                namespace=getattr(self.cluster, "namespace", "default"))
         with open(os.path.join(self.workdir, "jupyterhub_config.py"), "w") as f:
             f.write(base + "\nc.JupyterHub.log_level = 'DEBUG'\n# --- test config ---\n" + config_text)
 
@@ -42,7 +43,7 @@ class Hub:
         bin_dir = os.path.dirname(sys.executable)
         env["PATH"] = f"{bin_dir}:{env.get('PATH', '')}"
         if self.cluster is not None:
-            env["KUBECONFIG"] = self.cluster.kubeconfig_path
+            env["KUBECONFIG"] = getattr(self.cluster, "hub_kubeconfig_path", self.cluster.kubeconfig_path)
         env.update(self.extra_env)
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen([sys.executable, "-m", "jupyterhub", "-f", "jupyterhub_config.py"],

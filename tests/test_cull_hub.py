@@ -27,6 +27,8 @@ from ptjaas_sandbox.cluster.server import free_port  # noqa: E402
 from waiting import wait_for  # noqa: E402
 
 pytestmark = [pytest.mark.hub, pytest.mark.timeout(300)]
+# embedded only: the test makes a pod deletion slow by fault injection. Culling (with the snapshot
+# hook) on a real kube-apiserver with z2jh's rights: tests/test_real_hub_rights.py
 
 TESTS = Path(__file__).resolve().parent
 GPU_IDLE = 6  # seconds

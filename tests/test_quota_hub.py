@@ -16,6 +16,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from waiting import wait_for  # noqa: E402
 
 pytestmark = [pytest.mark.hub, pytest.mark.timeout(300)]
+# on the embedded cluster and on a real kube-apiserver with z2jh's hub rights (tests/conftest.py)
+BACKENDS = ("embedded", "real")
 
 IMAGES = {"python": {"display_name": "Python", "versions": {"1": {"image": "example.org/py:1"}}}}
 SIZES = {

@@ -120,7 +120,7 @@ async def test_group_size_grows_claims_never_shrinks(module_cluster, monkeypatch
 
     # a class without expansion: the user keeps the old size, and is told why
     kube.storage.create_storage_class({
-        "metadata": {"name": "fixed"}, "provisioner": "ptjaas.io/local", "allowVolumeExpansion": False})
+        "metadata": {"name": "fixed"}, "provisioner": "ptjaas.io/local-path", "allowVolumeExpansion": False})
     make_claim(kube, "claim-hugo", "hugo", size="10Gi", storage_class="fixed")
     s = make_spawner(module_cluster, monkeypatch, "hugo", groups=["big"],
                      home_volume_size_by_group={"big": "25Gi"})

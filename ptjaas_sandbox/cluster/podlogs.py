@@ -9,9 +9,10 @@ from tornado.iostream import StreamClosedError
 from .resources import BY_PATH
 
 
-async def serve(self, pod):
-    """GET pods/{name}/log for ``self`` (the request handler): a plain read, ``previous``, or ``follow``."""
-    kubelet = self.cluster.kubelet
+async def serve(self, pod, kubelet, current_pod, open_streams):
+    """GET pods/{name}/log for ``self`` (the request handler): a plain read, ``previous``, or ``follow``.
+    ``current_pod()`` gives the pod as it is now (None once gone); a followed stream is in
+    ``open_streams`` while it lasts (the server cuts them when it stops)."""
     container = self.get_query_argument("container", None)
     previous = self.get_query_argument("previous", "") in ("1", "true", "True")
     tail = self.get_query_argument("tailLines", None)
@@ -30,7 +31,7 @@ async def serve(self, pod):
     started = _container_started(pod, name)
     if started is None:   # not running (crashed, back-off): what it wrote, as for a plain read
         return self.finish()
-    self.cluster.open_watches.add(self)
+    open_streams.add(self)
     self.cut_watch = False
     try:
         while not self.cut_watch:
@@ -39,7 +40,7 @@ async def serve(self, pod):
                 self.write(chunk)
                 await self.flush()
                 continue
-            current = self.cluster.store.get(pod_type(), pod["metadata"]["namespace"], pod["metadata"]["name"])
+            current = current_pod()
             if current is None or current["metadata"]["uid"] != uid or _container_started(current, name) != started:
                 chunk, offset = _read_from(path, offset)
                 if chunk:
@@ -50,7 +51,7 @@ async def serve(self, pod):
     except StreamClosedError:
         pass
     finally:
-        self.cluster.open_watches.discard(self)
+        open_streams.discard(self)
 
 
 

@@ -21,7 +21,9 @@ from . import pki
 from .api import Faults, make_app
 from .auth import private_dir, write_private
 from .controllers import DEFAULT_CLASS_ANNOTATION, Controllers, EventRecorder
+from .kubeclient import SYSTEM_AGENT, KubeClient
 from .kubelet import Kubelet
+from .provisioner import PROVISIONER, Provisioner
 from .registry import Registry
 from .resources import BY_PLURAL
 from .store import Store
@@ -72,7 +74,7 @@ class NodeSpec:
 
 DEFAULT_STORAGE_CLASSES = [
     {"metadata": {"name": "standard", "annotations": {DEFAULT_CLASS_ANNOTATION: "true"}},
-     "provisioner": "ptjaas.io/local-path", "reclaimPolicy": "Delete", "volumeBindingMode": "Immediate",
+     "provisioner": PROVISIONER, "reclaimPolicy": "Delete", "volumeBindingMode": "Immediate",
      "allowVolumeExpansion": True},
 ]
 
@@ -114,7 +116,8 @@ class EmbeddedCluster:
         self.registry = Registry(self.store)
         self.events = EventRecorder(self.store)
         self.controllers = Controllers(self)
-        self.kubelet = Kubelet(self)
+        # a client of this server, from start(); containers as their securityContext (isolation.py)
+        self.kubelet = Kubelet(None, self.state_dir, mount_namespaces=mount_namespaces, volumes_dir=self.volumes_dir)
         self.scheduler = self.controllers
         self._seed = (nodes if nodes is not None else [NodeSpec()],
                       storage_classes if storage_classes is not None else DEFAULT_STORAGE_CLASSES, namespaces)
@@ -154,7 +157,7 @@ class EmbeddedCluster:
                     info.setdefault(key, value)
             self.kubelet.import_state(extra.get("kubelet") or {})
         self.token = extra.get("token") or secrets.token_urlsafe(32)
-        self.store.listeners += [self.controllers.on_event, self.kubelet.on_event]
+        self.store.listeners += [self.controllers.on_event]
         if fresh:
             nodes, classes, namespaces = self._seed
             for ns in namespaces:
@@ -171,7 +174,10 @@ class EmbeddedCluster:
         self.write_kubeconfig(self.kubeconfig_path)
         self._saver = asyncio.ensure_future(self._save_loop())
         self.controllers.kick()
-        self.kubelet.kick()
+        self.kubelet.client = KubeClient(self.url, ca_file=self.ca_file, token=self.token, user_agent=SYSTEM_AGENT)
+        self.provisioner = Provisioner(self.kubelet.client, self.volumes_dir)
+        await self.kubelet.start()
+        await self.provisioner.start()
         log.info("embedded Kubernetes API at %s (state in %s)", self.url, self.state_dir)
         return self
 
@@ -191,6 +197,7 @@ class EmbeddedCluster:
         self.store.dump(self.state_file, {"token": self.token, "kubelet": self.kubelet.export_state()})
 
     async def stop(self):
+        self.kubelet.client.closing = True
         if self._server is not None:
             self._server.stop()
         for handler in list(self.open_watches):
@@ -198,7 +205,8 @@ class EmbeddedCluster:
                 handler.request.connection.stream.close()
             except Exception:
                 pass
-        await self.kubelet.shutdown()
+        await asyncio.gather(self.provisioner.stop(), self.kubelet.shutdown())
+        self.kubelet.client.close()
         self._saver.cancel()
         if self.persist:
             self.save()
