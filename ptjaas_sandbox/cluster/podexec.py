@@ -56,12 +56,34 @@ def namespaces_work():
 
 
 _child = None
+_pending = []   # signals that came while there was no child yet, for the command once it exists
 
 
 def _survive_signals():
     """The node agent signals the whole process group; we outlive it and let the command decide."""
     for sig in FORWARDED:
         signal.signal(sig, _forward)
+
+
+def _fork():
+    """fork(), with no signal lost: one that comes before the command exists is sent again to the
+    whole process group once the child is there, so the command gets every stop asked for while
+    its container was being set up, exactly once."""
+    global _child
+    signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED)
+    pid = os.fork()
+    again = list(_pending) if pid else []   # the child's copy: the parent sends them again
+    _pending.clear()
+    if not pid:
+        return 0   # signals stay blocked until the child is ready for them
+    _child = pid
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED)
+    for sig in again:
+        try:
+            os.killpg(0, sig)
+        except OSError:
+            pass
+    return pid
 
 
 def _wait_and_exit(child):
@@ -80,8 +102,11 @@ def _wait_and_exit(child):
 
 
 def _forward(signum, frame):
+    if not _child:   # no command yet to take it (a group signal reaches the command itself)
+        _pending.append(signum)
+        return
     try:
-        if _child and os.getpgid(_child) != os.getpgrp():   # it left our process group: tell it ourselves
+        if os.getpgid(_child) != os.getpgrp():   # it left our process group: tell it ourselves
             os.kill(_child, signum)
     except OSError:
         pass
@@ -157,9 +182,10 @@ def main(argv=None):
         unshare(CLONE_NEWNS | (CLONE_NEWPID if pid_namespace else 0))
         mount(None, "/", None, MS_REC | MS_PRIVATE)
         if pid_namespace:
-            init = os.fork()          # the first child is PID 1 of the new PID namespace
+            init = _fork()            # the first child is PID 1 of the new PID namespace
             if init:
                 _wait_and_exit(init)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED)
             _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
             mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
         _mount_volumes(spec["mounts"])
@@ -167,12 +193,13 @@ def main(argv=None):
     _become(spec)
     os.chdir(spec["cwd"])
     if pid_namespace:
-        command = os.fork()
+        command = _fork()
         if command:
             _wait_and_exit(command)
         _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         for sig in FORWARDED:
             signal.signal(sig, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED)   # a stop already asked for ends it here
     try:
         os.execve(spec["argv"][0], spec["argv"], os.environ)
     except OSError as e:
