@@ -1,7 +1,8 @@
 """Pods run as their securityContext when the node agent is root: runAsUser/runAsGroup, fsGroup
 and supplementalGroups, an unprivileged default, volumes owned by the pod's user and nobody
 else, and (where mount namespaces are possible) volumes at their real mountPath, other pods'
-processes and the cluster's state out of reach."""
+processes and the cluster's state out of reach. The node agent is ours on both backends, so all
+this holds on the real control plane too."""
 
 import json
 import os
@@ -17,11 +18,6 @@ pytestmark = [pytest.mark.timeout(90),
 WHO = ("import json, os\n"
        "print(json.dumps({'uid': os.getuid(), 'euid': os.geteuid(), 'gid': os.getgid(),"
        " 'groups': sorted(os.getgroups()), 'cwd': os.getcwd(), 'home': os.environ.get('HOME')}))")
-
-
-@pytest.fixture(autouse=True)
-def _embedded_only(module_cluster):
-    """The embedded cluster's own node agent and documents."""
 
 
 def log_json(kube, ns, name):
