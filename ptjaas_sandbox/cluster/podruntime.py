@@ -76,8 +76,8 @@ class PodRuntime:
             try:
                 await self.kubelet.client.patch(self.path + "/status", {"status": copy.deepcopy(self.status)})
                 delay = 0.1
-            except ApiError as e:
-                if e.code == 404:
+            except (ApiError, OSError) as e:
+                if getattr(e, "code", None) == 404 or self.kubelet.client.closing:
                     return
                 log.warning("status of pod %s/%s not reported: %s", self.namespace, self.name, e)
                 self._dirty = True
