@@ -328,3 +328,26 @@ def test_delete_options_in_the_body_are_honoured(kube, ns):
     out = kube.core.delete_namespaced_pod("bodied", ns, body={"gracePeriodSeconds": 5})
     assert out.metadata.deletion_grace_period_seconds == 5
     kube.wait_gone(kube.core.read_namespaced_pod, "bodied", ns, timeout=20)
+
+
+def test_previous_and_followed_logs_of_a_restarted_container(kube, ns):
+    """kubectl logs --previous / -f: the node agent's logs, served the same way on both backends
+    (the real API server asks the node's /containerLogs)."""
+    script = ("import os, sys, time\nmarker = sys.argv[1]\n"
+              "if os.path.exists(marker):\n    print('second run', flush=True)\n    time.sleep(3600)\n"
+              "open(marker, 'w').close()\nprint('first run', flush=True)\nsys.exit(1)")
+    kube.create_pod(ns, py_pod("twice", script, "/data/ran", restart="Always", grace=1,
+                               volumes=[{"name": "data", "emptyDir": {}}],
+                               mounts=[{"name": "data", "mountPath": "/data"}]))
+    kube.wait_pod(ns, "twice", lambda p: p.status.container_statuses and
+                  p.status.container_statuses[0].restart_count == 1 and
+                  p.status.container_statuses[0].state.running, timeout=60, message="restarted once")
+    wait_for(lambda: "second run" in kube.log(ns, "twice"), timeout=20, message="second run's log")
+    assert kube.log(ns, "twice") == "second run\n"
+    assert kube.core.read_namespaced_pod_log("twice", ns, previous=True) == "first run\n"
+    stream = kube.core.read_namespaced_pod_log("twice", ns, follow=True, _preload_content=False,
+                                               _request_timeout=20)
+    try:
+        assert stream.readline() == b"second run\n"
+    finally:
+        stream.close()
