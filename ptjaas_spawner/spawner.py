@@ -269,11 +269,6 @@ class PtjaasSpawner(RefusedNewServerMixin, TeamsMixin, QuotaMixin, KubeSpawner):
         except catalog.ChoiceError as e:
             raise _refusal(e) from None
 
-    def get_profile_list(self):
-        """The catalog as a KubeSpawner-style ``profile_list`` for this user (informational)."""
-        images, sizes = self.effective_catalog()
-        return catalog.profile_list(images, sizes, self.user_group_names())
-
     # ---- the form ------------------------------------------------------------------------
 
     async def _render_options_form_async(self):
