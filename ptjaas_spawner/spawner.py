@@ -305,7 +305,9 @@ class PtjaasSpawner(RefusedNewServerMixin, TeamsMixin, QuotaMixin, KubeSpawner):
         if not self.images and not self.sizes:
             return self._options_from_form(formdata)  # KubeSpawner's profile form
         try:
-            options = self.add_team_from_form(form.options_from_formdata(formdata), formdata)
+            # the team field is TeamsMixin's; every other field is the catalog form's (strict)
+            fields = {k: v for k, v in (formdata or {}).items() if k != teams.TEAM_OPTION}
+            options = self.add_team_from_form(form.options_from_formdata(fields), formdata)
         except catalog.ChoiceError as e:
             self._forget_new_named_server()
             raise _refusal(e) from None
