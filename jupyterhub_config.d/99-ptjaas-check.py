@@ -41,12 +41,7 @@ def _ptjaas_source(setting):
     return "hub.config or a config fragment"
 
 
-_ptjaas_problems = (
-    _ptjaas_fc.check_config(c)
-    + _ptjaas_fc.check_spawner_selected(c)
-    + _ptjaas_fc.check_storage_not_fighting(c)
-    + _ptjaas_fc.check_spawner_catalog(c)
-)
+_ptjaas_problems = _ptjaas_fc.startup_problems(c)
 if _ptjaas_problems:
     raise _ptjaas_fc.PtjaasConfigError(
         _ptjaas_fc.format_problems(

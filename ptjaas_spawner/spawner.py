@@ -23,6 +23,12 @@ from .sizes import spawner_settings
 from .teams_mixin import TeamsMixin
 
 STATE_KEY = "ptjaas"
+# the settings check_config cross-checks, in configcheck.check_all's order (the start-up check
+# of fragment 99 reads the same ones from the config)
+CATALOG_SETTINGS = (
+    "images", "sizes", "home_volume_size", "home_volume_size_by_group", "home_volume_access_modes",
+    "home_mount_path", "shared_volumes",
+)
 
 
 def _applied_in_load_user_options(spawner, user_options):
@@ -177,16 +183,13 @@ class PtjaasSpawner(RefusedNewServerMixin, TeamsMixin, QuotaMixin, KubeSpawner):
         return proposal["value"]
 
     def check_config(self):
-        """Check the whole catalog (cross references too); raise ConfigError naming the key."""
-        configcheck.check_all(
-            self.images,
-            self.sizes,
-            self.home_volume_size,
-            self.home_volume_size_by_group,
-            self.home_volume_access_modes,
-            self.home_mount_path,
-            self.shared_volumes,
-        )
+        """Check the whole catalog (cross references too); raise ConfigError naming the key.
+
+        Also run at hub start-up, on the config, by ``jupyterhub_config.d/99-ptjaas-check.py``
+        (``fragmentcheck.check_spawner_catalog``): JupyterHub makes spawners lazily and has no
+        start-up hook for spawner classes. A config that does not run that check gets these checks
+        at each user's first start (the start fails with the message in the page and the log)."""
+        configcheck.check_all(*(getattr(self, name) for name in CATALOG_SETTINGS))
         self.check_team_config()
 
     def __init__(self, *args, **kwargs):
@@ -568,51 +571,3 @@ def _refusal(e):
     err = web.HTTPError(400, "%s", str(e), reason="Invalid server options")
     err.jupyterhub_message = str(e)
     return err
-
-
-def check_hub_config(app):
-    """Validate the PtjaasSpawner config of a JupyterHub app; raise ConfigError naming the key."""
-    cls = app.spawner_class
-    if not (isinstance(cls, type) and issubclass(cls, PtjaasSpawner)):
-        return
-
-    class _Probe(cls):
-        def __init__(self, **kwargs):  # only traits: no user, no Kubernetes client
-            from traitlets.config import Configurable
-
-            Configurable.__init__(self, **kwargs)
-
-    probe = _Probe(config=app.config)
-    probe.check_config()
-
-
-def _install_hub_startup_check():
-    """Make a JupyterHub that uses PtjaasSpawner check the spawner config before it serves.
-
-    JupyterHub has no start-up hook for spawner classes (spawners are made lazily, so trait
-    validation alone would only fire at a user's first start). ``JupyterHub.init_spawners`` runs
-    once, after the config is loaded and before the hub serves: it is wrapped so that an invalid
-    catalog stops the hub with a critical log line naming the setting. Other spawner classes are
-    not affected.
-    """
-    try:
-        from jupyterhub.app import JupyterHub
-    except ImportError:  # pragma: no cover
-        return
-    original = JupyterHub.init_spawners
-    if getattr(original, "_ptjaas_checked", False):
-        return
-
-    async def init_spawners(self):
-        try:
-            check_hub_config(self)
-        except (configcheck.ConfigError, TraitError) as e:
-            self.log.critical("Invalid spawner configuration: %s", e)
-            raise
-        return await original(self)
-
-    init_spawners._ptjaas_checked = True
-    JupyterHub.init_spawners = init_spawners
-
-
-_install_hub_startup_check()

@@ -35,7 +35,9 @@ class Hub:
         base = local_hub_config(port=self.port, hub_port=self.hub_port, proxy_api_port=self.proxy_api_port,
                                 data_dir=self.workdir, api_tokens={"test-admin": self.token})
         with open(os.path.join(self.workdir, "jupyterhub_config.py"), "w") as f:
-            f.write(base + "\nc.JupyterHub.log_level = 'DEBUG'\n# --- test config ---\n" + config_text)
+            f.write(base + "\nc.JupyterHub.log_level = 'DEBUG'\n# --- test config ---\n" + config_text
+                    + "\n# --- ptjaas start-up check, last (as fragment 99 is in jupyterhub_config.d) ---\n"
+                    "from ptjaas_spawner.fragmentcheck import check_startup\ncheck_startup(c)\n")
 
     def start(self, wait=True):
         env = dict(os.environ)
