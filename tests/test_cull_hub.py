@@ -136,7 +136,7 @@ def test_gpu_idle_server_culled_with_hooks_active_and_cpu_kept(module_cluster, h
     core, custom = k8s
     custom.create_cluster_custom_object("snapshot.storage.k8s.io", "v1", "volumesnapshotclasses", {
         "apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshotClass",
-        "metadata": {"name": SNAP_CLASS}, "driver": "ptjaas.local", "deletionPolicy": "Delete"})
+        "metadata": {"name": SNAP_CLASS}, "driver": "ptjaas.io/local-path", "deletionPolicy": "Delete"})
     hub = hub_factory(hub_config(tmp_path), cluster=module_cluster)
     # the hub-managed culler started with the hub and made its first pass
     wait_for(lambda: "cull pass: 0 users" in hub.logs(), timeout=60, message="managed culler's first pass")

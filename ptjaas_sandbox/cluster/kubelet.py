@@ -22,6 +22,7 @@ from . import admission, errors
 from .containers import ContainerError, image_default_command, image_id, resolve_env, _expand, _which
 from .quantity import parse_quantity
 from .resources import BY_PLURAL
+from .snapshotter import lock_read_only
 from .store import now_iso
 
 log = logging.getLogger("ptjaas.cluster")
@@ -382,6 +383,8 @@ class PodRuntime:
                 if not path:
                     raise RuntimeError(f"claim for volume {name} is not bound")
                 os.makedirs(path, exist_ok=True)
+                if volume["persistentVolumeClaim"].get("readOnly"):
+                    lock_read_only(path)   # as a read-only mount: nothing in the pod can write it
             elif volume.get("hostPath"):
                 path = volume["hostPath"]["path"]
             elif volume.get("secret") or volume.get("configMap"):
@@ -423,6 +426,7 @@ class PodRuntime:
                 os.makedirs(local, exist_ok=True)
             table.append((m["mountPath"].rstrip("/") or "/", local))
         table.sort(key=lambda pair: -len(pair[0]))
+        link_nested_mounts(table)
         rootfs = os.path.join(self.dir, "rootfs")
 
         def rewrite(text):
@@ -516,6 +520,21 @@ class PodRuntime:
                 await proc.wait()
         if self.task is not None:
             self.task.cancel()
+
+
+def link_nested_mounts(table):
+    """A mount inside another (``~/snapshots/x`` inside the home): the path in the outer
+    volume's directory is a symlink to the inner volume's, so the pod's processes find it."""
+    for mount_path, local in table:
+        for outer_path, outer_local in table:
+            if outer_path != mount_path and mount_path.startswith(outer_path.rstrip("/") + "/"):
+                link = os.path.join(outer_local, mount_path[len(outer_path.rstrip("/")) + 1:])
+                os.makedirs(os.path.dirname(link), exist_ok=True)
+                if os.path.islink(link):
+                    os.unlink(link)
+                if not os.path.exists(link):
+                    os.symlink(local, link)
+                break
 
 
 def _condition(status, ctype, value, reason=None):
