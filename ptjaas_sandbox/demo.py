@@ -70,9 +70,9 @@ c.PtjaasSpawner.home_volume_size = "10Gi"
 c.PtjaasSpawner.quota_default = {{"servers": 2, "gpus": 1}}
 c.PtjaasSpawner.quota_groups = {{"vision": {{"gpus": 4, "per_user": {{"gpus": 2}}}}}}
 """
-    if not oidc:
-        # the admin usage page (/hub/ptjaas/usage); PtjaasAuthenticator registers it by itself
-        text += "from ptjaas_spawner.quota.handlers import usage_handlers\nc.JupyterHub.extra_handlers = usage_handlers\n"
+    # the admin pages (usage, audit) and the snapshot page (PtjaasAuthenticator registers the
+    # handlers by itself), and the home page template that lists the user's snapshots
+    text += f"from ptjaas_spawner.pages import install\ninstall(c, handlers={not oidc})\n"
     if extra_config:
         text += f"\n# --- the admin's extra config (--config), loaded last ---\nload_subconfig({os.path.abspath(extra_config)!r})\n"
     return text

@@ -16,6 +16,7 @@ from traitlets import Bool, Dict, Float, List, TraitError, Unicode, default, val
 
 from . import catalog, configcheck, form, homevolume, objects
 from .culler.policy import kernel_culling_args
+from .datamixin import DataAccessMixin
 from .homeclaim import ClaimBindError, HomeClaims
 from .quota import QuotaMixin
 from .sizes import spawner_settings
@@ -27,7 +28,7 @@ def _applied_in_load_user_options(spawner, user_options):
     """JupyterHub's apply_user_options hook: nothing to do (see load_user_options)."""
 
 
-class PtjaasSpawner(QuotaMixin, KubeSpawner):
+class PtjaasSpawner(DataAccessMixin, QuotaMixin, KubeSpawner):
     """KubeSpawner with ptjaas home volumes, an image-version catalog and CPU/GPU sizes."""
 
     images = Dict(
@@ -262,6 +263,7 @@ class PtjaasSpawner(QuotaMixin, KubeSpawner):
                 images, sizes, self.user_group_names(), options, last=self._last, availability=availability
             )
         except catalog.ChoiceError as e:
+            self.audit_choice_refused(options, availability, str(e))
             err = web.HTTPError(400, "%s", str(e), reason="Invalid server options")
             err.jupyterhub_message = str(e)  # shown as is in the page and the API's message
             raise err from None
@@ -313,11 +315,13 @@ class PtjaasSpawner(QuotaMixin, KubeSpawner):
     async def load_user_options(self):
         """Validate the user's options and set KubeSpawner's traits; ensure the home claim."""
         self._notes = []
+        self.take_snapshot_request()  # the 'snapshots' option: opened read-only at this start
         if not self.images and not self.sizes:
             # no catalog: KubeSpawner's own settings (and profile_list, if any) apply as they are
             self._choice = None
             await super().load_user_options()
             await self.ensure_home_claim()
+            await self.snapshot_views_prepare()
             return
         try:
             choice = self.resolve_choice(self.user_options or {}, await self._availability())
@@ -337,6 +341,7 @@ class PtjaasSpawner(QuotaMixin, KubeSpawner):
             for name, value in spawner_settings(self.sizes[choice.size]).items():
                 setattr(self, name, value)
         await self.ensure_home_claim()
+        await self.snapshot_views_prepare()
 
     def _last_options(self):
         return {k: self._last[k] for k in ("image", "version", "size") if k in self._last}

@@ -206,9 +206,9 @@ class PtjaasAuthenticator(GenericOAuthenticator):
         self._jwks: jwt.PyJWKSet | None = None
 
     def get_handlers(self, app):
-        from ..quota.handlers import usage_handlers
+        from ..pages import ptjaas_handlers
 
-        return super().get_handlers(app) + usage_handlers
+        return super().get_handlers(app) + ptjaas_handlers()
 
     # ---- discovery ----
     async def discover(self) -> dict:

@@ -1,0 +1,293 @@
+"""Point-in-time homes through a real JupyterHub on the embedded cluster, and the audit record.
+
+A file written, a snapshot taken on demand (rate-limited), the file changed; the snapshot
+opened read-only at the next start shows the old file under ~/snapshots/<time> and cannot be
+written, and its claim is gone after the stop; a whole-home restore brings the old file back
+while the previous home claim stays (labelled); nobody lists, opens or restores another user's
+snapshots (REST, form, forged names); snapshots are off where the StorageClass has no snapshot
+class; the audit record holds one line per action with the right fields and no token.
+"""
+
+import json
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import requests
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from ptjaas_sandbox.cluster.server import free_port  # noqa: E402
+from waiting import wait_for  # noqa: E402
+
+pytestmark = [pytest.mark.hub, pytest.mark.timeout(300)]
+
+SNAPCLASS = "csi-local"
+IMAGES = {"python": {"display_name": "Python", "versions": {"1": {"image": "example.org/python:1"}}}}
+SIZES = {
+    "small": {"display_name": "Small", "cpu_guarantee": 0.1, "cpu_limit": 1, "mem_guarantee": "128Mi",
+              "mem_limit": "1Gi"},
+    "gpu": {"display_name": "GPU", "cpu_guarantee": 0.1, "cpu_limit": 1, "mem_guarantee": "128Mi",
+            "mem_limit": "1Gi", "gpu": 1},
+}
+
+
+def config(tmp, snapshot_classes):
+    return textwrap.dedent(f"""
+        c.Authenticator.admin_users = {{"root"}}
+        c.PtjaasSpawner.images = {IMAGES!r}
+        c.PtjaasSpawner.sizes = {SIZES!r}
+        c.PtjaasSpawner.quota_default = {{"gpus": 0}}
+        c.PtjaasSpawner.port = {free_port()}
+        c.PtjaasSpawner.snapshot_classes = {snapshot_classes!r}
+        c.PtjaasSpawner.snapshot_min_interval = 3600
+        c.PtjaasSpawner.audit_log_file = {str(tmp / "audit.jsonl")!r}
+        from ptjaas_spawner.pages import install
+        install(c)
+    """)
+
+
+@pytest.fixture(scope="module")
+def hub(module_cluster, module_hub_factory, tmp_path_factory):
+    import kubernetes
+
+    api = kubernetes.config.new_client_from_config(config_file=str(module_cluster.kubeconfig_path))
+    kubernetes.client.CustomObjectsApi(api).create_cluster_custom_object(
+        "snapshot.storage.k8s.io", "v1", "volumesnapshotclasses",
+        {"apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshotClass", "metadata": {"name": SNAPCLASS},
+         "driver": "ptjaas.io/local-path", "deletionPolicy": "Delete"})
+    api.close()
+    tmp = tmp_path_factory.mktemp("snaphub")
+    h = module_hub_factory(config(tmp, {"standard": SNAPCLASS}), cluster=module_cluster)
+    h.audit_path = tmp / "audit.jsonl"
+    r = h.api("POST", "/users", json={"usernames": ["alice", "bob", "root"]})
+    assert r.status_code == 201, r.text
+    return h
+
+
+@pytest.fixture(scope="module")
+def core(module_cluster):
+    import kubernetes
+
+    api = kubernetes.config.new_client_from_config(config_file=str(module_cluster.kubeconfig_path))
+    yield kubernetes.client.CoreV1Api(api)
+    api.close()
+
+
+def token(hub, user):
+    r = hub.api("POST", f"/users/{user}/tokens", json={"note": "snapshot test"})
+    r.raise_for_status()
+    return r.json()["token"]
+
+
+def server(hub, user):
+    return hub.api("GET", f"/users/{user}").json()["servers"].get("")
+
+
+def start(hub, user, options=None):
+    r = hub.api("POST", f"/users/{user}/server", json=options or {})
+    assert r.status_code in (201, 202), r.text
+    try:
+        wait_for(lambda: (server(hub, user) or {}).get("ready"), timeout=120, interval=0.2, message=f"{user} ready")
+    except Exception:
+        print(hub.logs()[-6000:])
+        raise
+
+
+def stop(hub, user):
+    r = hub.api("DELETE", f"/users/{user}/server")
+    assert r.status_code in (202, 204), r.text
+    wait_for(lambda: server(hub, user) is None, timeout=60, interval=0.2, message=f"{user} stopped")
+
+
+def contents(hub, user, tok, path, content=None):
+    url = f"{hub.url}/user/{user}/api/contents/{path}"
+    headers = {"Authorization": f"token {tok}"}
+    if content is None:
+        return requests.get(url, headers=headers, timeout=30)
+    return requests.put(url, headers=headers, timeout=30, json={"type": "file", "format": "text", "content": content})
+
+
+def snaps_api(hub, user, tok, method="GET", suffix="", **kw):
+    return hub.api(method, f"/ptjaas/snapshots/{user}{suffix}", token=tok, **kw)
+
+
+def wait_snapshot_ready(hub, user, tok, name):
+    def ready():
+        listed = snaps_api(hub, user, tok).json()["snapshots"]
+        return next((s for s in listed if s["name"] == name and s["ready"]), None)
+
+    return wait_for(ready, timeout=30, interval=0.2, message=f"snapshot {name} ready")
+
+
+def audit_lines(hub):
+    return [json.loads(line) for line in hub.audit_path.read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def alice_snapshot(hub):
+    """alice's home with results.txt 'v1' in a snapshot, then changed to 'v2'; server stopped."""
+    tok = token(hub, "alice")
+    start(hub, "alice")
+    assert contents(hub, "alice", tok, "results.txt", "v1").status_code in (200, 201)
+    r = snaps_api(hub, "alice", tok, "POST")
+    assert r.status_code == 201, r.text
+    made = r.json()
+    assert made["reason"] == "manual" and made["claim"] == "claim-alice"
+    # rate limited: a second one at once is refused, saying when to come back
+    again = snaps_api(hub, "alice", tok, "POST")
+    assert again.status_code == 429 and "try again in" in again.json()["message"], again.text
+    snap = wait_snapshot_ready(hub, "alice", tok, made["name"])
+    assert snap["size"] == "10Gi" and snap["reason"] == "manual" and snap["by"] == "alice"
+    assert contents(hub, "alice", tok, "results.txt", "v2").status_code in (200, 201)
+    stop(hub, "alice")
+    return {"name": made["name"], "token": tok}
+
+
+def test_open_read_only_then_restore_whole_home(hub, core, alice_snapshot):
+    name, tok = alice_snapshot["name"], alice_snapshot["token"]
+    # open the snapshot read-only at the next start
+    start(hub, "alice", {"image": "python", "size": "small", "snapshots": [name]})
+    listing = contents(hub, "alice", tok, "snapshots").json()
+    (folder,) = [i["name"] for i in listing["content"]]
+    assert contents(hub, "alice", tok, "results.txt").json()["content"] == "v2"
+    assert contents(hub, "alice", tok, f"snapshots/{folder}/results.txt").json()["content"] == "v1"
+    for path in (f"snapshots/{folder}/results.txt", f"snapshots/{folder}/new.txt"):
+        assert contents(hub, "alice", tok, path, "overwrite").status_code >= 400
+    assert contents(hub, "alice", tok, f"snapshots/{folder}/results.txt").json()["content"] == "v1"
+    views = core.list_namespaced_persistent_volume_claim("default", label_selector="ptjaas.io/purpose=snapshot-view")
+    assert len(views.items) == 1 and views.items[0].spec.data_source.name == name
+    # the page offers no restore while the server runs; the API refuses it
+    r = snaps_api(hub, "alice", tok, "POST", "/restore", json={"snapshot": name})
+    assert r.status_code == 409 and "Stop your server" in r.json()["message"]
+    stop(hub, "alice")
+    wait_for(lambda: not core.list_namespaced_persistent_volume_claim(
+        "default", label_selector="ptjaas.io/purpose=snapshot-view").items, timeout=30, message="view claim deleted")
+
+    # restore the whole home: the current home is snapshotted first and kept
+    r = snaps_api(hub, "alice", tok, "POST", "/restore", json={"snapshot": name})
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert out["previous_claim"] == "claim-alice" and out["claim"].startswith("claim-alice-restored-")
+    old = core.read_namespaced_persistent_volume_claim("claim-alice", "default")
+    assert old.metadata.annotations["ptjaas.io/replaced-by"] == "alice"
+    assert name in old.metadata.annotations["ptjaas.io/replaced-reason"]
+    listed = {s["name"]: s for s in snaps_api(hub, "alice", tok).json()["snapshots"]}
+    assert listed[out["before_restore_snapshot"]]["reason"] == "before-restore"
+    start(hub, "alice")
+    assert contents(hub, "alice", tok, "results.txt").json()["content"] == "v1"
+    pod = core.read_namespaced_pod("jupyter-alice", "default")
+    claims = [v.persistent_volume_claim.claim_name for v in pod.spec.volumes if v.persistent_volume_claim]
+    assert claims == [out["claim"]]  # one home, never two mounted as one
+    stop(hub, "alice")
+    # the previous home still exists, with the v2 file (a restore is never destructive)
+    assert core.read_namespaced_persistent_volume_claim("claim-alice", "default").status.phase == "Bound"
+
+    lines = audit_lines(hub)
+    actions = [(e["action"], e.get("reason")) for e in lines if e["user"] == "alice"]
+    for wanted in [("snapshot-take", "manual"), ("snapshot-take", "before-restore"), ("refused-snapshot", "manual"),
+                   ("snapshot-open", None), ("snapshot-restore", None)]:
+        assert actions.count(wanted) == 1, (wanted, actions)
+    assert actions.count(("server-start", None)) == 3 and actions.count(("server-stop", None)) == 3
+    restore = next(e for e in lines if e["action"] == "snapshot-restore")
+    assert restore["by"] == "alice" and restore["snapshot"] == name and restore["previous_claim"] == "claim-alice"
+    starts = [e for e in lines if e["action"] == "server-start" and e["user"] == "alice"]
+    opened = starts[1]
+    assert opened["image"] == "python" and opened["size"] == "small" and opened["image_digest"]
+    kinds = {(v["kind"], v["access"]) for v in opened["volumes"]}
+    assert kinds == {("home", "read-write"), ("snapshot", "read-only")}, opened["volumes"]
+    assert [v["claim"] for v in starts[2]["volumes"]] == [out["claim"]]
+    text = hub.audit_path.read_text()
+    assert tok not in text and hub.token not in text and "token" not in text.lower()
+    # the same lines are in the hub log
+    assert f'"action":"snapshot-restore"' in hub.logs()
+
+
+def test_nobody_reaches_another_users_snapshots(hub, core, alice_snapshot):
+    name = alice_snapshot["name"]
+    bob = token(hub, "bob")
+    # REST: bob's token cannot list, take or restore alice's, whatever the name
+    assert snaps_api(hub, "alice", bob).status_code in (403, 404)
+    assert snaps_api(hub, "alice", bob, "POST").status_code in (403, 404)
+    assert snaps_api(hub, "alice", bob, "POST", "/restore", json={"snapshot": name}).status_code in (403, 404)
+    # forged: alice's snapshot name on bob's own endpoints
+    r = snaps_api(hub, "bob", bob, "POST", "/restore", json={"snapshot": name})
+    assert r.status_code == 404 and r.json()["message"] == f"You have no snapshot named {name}."
+    r = snaps_api(hub, "bob", bob, "POST", "/open", json={"snapshots": [name]})
+    assert r.status_code == 404, r.text
+    assert "alice" not in json.dumps(snaps_api(hub, "bob", bob).json())
+    for forged in ["../claim-alice", "x" * 300, {"name": name}]:
+        r = snaps_api(hub, "bob", bob, "POST", "/restore", json={"snapshot": forged})
+        assert r.status_code == 400, r.text
+    # as a server option: refused, nothing started, no claim made from alice's snapshot
+    r = hub.api("POST", "/users/bob/server", token=bob, json={"snapshots": [name]})
+    wait_for(lambda: server(hub, "bob") is None, timeout=30, message="bob's refused start to end")
+    if r.status_code not in (400, 404):
+        assert f"You have no snapshot named {name}" in hub.logs()
+    views = core.list_namespaced_persistent_volume_claim("default", label_selector="ptjaas.io/purpose=snapshot-view")
+    assert not [c for c in views.items if c.spec.data_source and c.spec.data_source.name == name]
+    # the form: bob's page never shows alice's; asking for alice's page is forbidden; a posted
+    # name of alice's is "not yours"
+    s = hub.session("bob")
+    page = s.get(f"{hub.url}/hub/ptjaas/snapshots", timeout=30)
+    assert page.status_code == 200 and name not in page.text
+    assert s.get(f"{hub.url}/hub/ptjaas/snapshots?user=alice", timeout=30).status_code == 403
+    r = s.post(f"{hub.url}/hub/ptjaas/snapshots", data={"restore": name, "_xsrf": s.cookies["_xsrf"]}, timeout=60)
+    assert f"You have no snapshot named {name}" in r.text
+    r = s.post(f"{hub.url}/hub/ptjaas/snapshots", data={"action": "open", "snapshot": name,
+                                                        "_xsrf": s.cookies["_xsrf"]}, timeout=60)
+    assert f"You have no snapshot named {name}" in r.text and server(hub, "bob") is None
+    assert s.post(f"{hub.url}/hub/ptjaas/snapshots?user=alice", data={"action": "take", "_xsrf": s.cookies["_xsrf"]},
+                  timeout=30).status_code == 403
+    # an admin may list alice's
+    assert name in [x["name"] for x in snaps_api(hub, "alice", None).json()["snapshots"]]
+    refused = [e for e in audit_lines(hub) if e["action"] == "refused-snapshot" and e["user"] == "bob"]
+    assert refused and all(e.get("snapshot") in (name, None) for e in refused)
+
+
+def test_home_page_lists_snapshots_and_admin_audit_page(hub, alice_snapshot):
+    s = hub.session("alice")
+    home = s.get(f"{hub.url}/hub/home", timeout=30)
+    assert home.status_code == 200 and 'id="ptjaas-home-snapshots"' in home.text
+    frag = s.get(f"{hub.url}/hub/ptjaas/snapshots?embed=1", timeout=30)
+    assert alice_snapshot["name"] in frag.text and "Snapshot my home now" in frag.text
+    # the audit page: admins only, filtered by user and time
+    assert s.get(f"{hub.url}/hub/ptjaas/audit", timeout=30).status_code == 403
+    r = hub.api("GET", "/ptjaas/audit", params={"user": "alice", "action": "snapshot-take"})
+    records = r.json()["records"]
+    assert records and {e["user"] for e in records} == {"alice"}
+    first = records[-1]["time"]
+    later = hub.api("GET", "/ptjaas/audit", params={"user": "alice", "since": "2100-01-01"}).json()["records"]
+    assert later == []
+    until = hub.api("GET", "/ptjaas/audit", params={"user": "alice", "until": first}).json()["records"]
+    assert all(e["time"] <= first for e in until) and until
+    assert hub.api("GET", "/ptjaas/audit", params={"since": "yesterday"}).status_code == 400
+    root = hub.session("root")
+    page = root.get(f"{hub.url}/hub/ptjaas/audit?user=alice", timeout=30)
+    assert page.status_code == 200 and "snapshot-take" in page.text
+
+
+def test_refusals_are_on_record(hub):
+    bob = token(hub, "bob")
+    r = hub.api("POST", "/users/bob/server", token=bob, json={"size": "huge<script>"})
+    assert r.status_code == 400, r.text
+    r = hub.api("POST", "/users/bob/server", token=bob, json={"size": "gpu"})
+    assert r.status_code in (400, 403), r.text
+    lines = [e for e in audit_lines(hub) if e["user"] == "bob"]
+    option = [e for e in lines if e["action"] == "refused-option"]
+    quota = [e for e in lines if e["action"] == "refused-quota"]
+    assert len(option) == 1 and option[0]["options"] == {"size": "huge<script>"}
+    assert len(quota) == 1 and quota[0]["options"] == {"size": "gpu"} and "cannot be started" in quota[0]["message"]
+
+
+def test_snapshots_off_without_a_snapshot_class(module_cluster, hub_factory, tmp_path):
+    h = hub_factory(config(tmp_path, {"other-class": SNAPCLASS}), cluster=module_cluster)
+    h.api("POST", "/users", json={"usernames": ["carol"]})
+    tok = token(h, "carol")
+    body = snaps_api(h, "carol", tok).json()
+    assert body["enabled"] is False and "Snapshots are off" in body["why"]
+    r = snaps_api(h, "carol", tok, "POST")
+    assert r.status_code == 409 and "Snapshots are off" in r.json()["message"]
+    page = h.session("carol").get(f"{h.url}/hub/ptjaas/snapshots", timeout=30)
+    assert 'id="ptjaas-snapshots-off"' in page.text and "Snapshot my home now" not in page.text
