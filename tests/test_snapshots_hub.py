@@ -9,6 +9,7 @@ class; the audit record holds one line per action with the right fields and no t
 """
 
 import json
+import os
 import sys
 import textwrap
 from pathlib import Path
@@ -33,9 +34,14 @@ SIZES = {
 }
 
 
+SCHED_TOKEN = "snapshot-scheduler-test-token-0123"
+
+
 def config(tmp, snapshot_classes):
     return textwrap.dedent(f"""
+        import json
         c.Authenticator.admin_users = {{"root"}}
+        c.JupyterHub.load_groups = {{"team": {{"users": ["dora"]}}}}
         c.PtjaasSpawner.images = {IMAGES!r}
         c.PtjaasSpawner.sizes = {SIZES!r}
         c.PtjaasSpawner.quota_default = {{"gpus": 0}}
@@ -45,6 +51,14 @@ def config(tmp, snapshot_classes):
         c.PtjaasSpawner.audit_log_file = {str(tmp / "audit.jsonl")!r}
         from ptjaas_spawner.pages import install
         install(c)
+        # the scheduled-snapshot service, run by the test one pass at a time with its own role
+        from ptjaas_spawner.snapshots.scheduler import service_config
+        ext = service_config({{"team": {{"every": 0, "keep": 2}}}}, snapshot_classes=c.PtjaasSpawner.snapshot_classes,
+                             name="snapshots-once", audit_file={str(tmp / "audit.jsonl")!r})
+        with open({str(tmp / "snapshots-once.json")!r}, "w") as f:
+            json.dump(ext["services"][0], f)
+        c.JupyterHub.services.append({{"name": "snapshots-once", "api_token": {SCHED_TOKEN!r}}})
+        c.JupyterHub.load_roles.extend(ext["load_roles"])
     """)
 
 
@@ -61,7 +75,8 @@ def hub(module_cluster, module_hub_factory, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("snaphub")
     h = module_hub_factory(config(tmp, {"standard": SNAPCLASS}), cluster=module_cluster)
     h.audit_path = tmp / "audit.jsonl"
-    r = h.api("POST", "/users", json={"usernames": ["alice", "bob", "root"]})
+    h.tmp = tmp
+    r = h.api("POST", "/users", json={"usernames": ["alice", "bob", "root", "dora"]})
     assert r.status_code == 201, r.text
     return h
 
@@ -291,3 +306,48 @@ def test_snapshots_off_without_a_snapshot_class(module_cluster, hub_factory, tmp
     assert r.status_code == 409 and "Snapshots are off" in r.json()["message"]
     page = h.session("carol").get(f"{h.url}/hub/ptjaas/snapshots", timeout=30)
     assert 'id="ptjaas-snapshots-off"' in page.text and "Snapshot my home now" not in page.text
+
+
+def run_scheduler_once(hub):
+    import os
+    import subprocess
+
+    svc = json.loads((hub.tmp / "snapshots-once.json").read_text())
+    env = dict(os.environ, **svc["environment"], JUPYTERHUB_API_URL=f"{hub.url}/hub/api",
+               JUPYTERHUB_API_TOKEN=SCHED_TOKEN)
+    out = subprocess.run(svc["command"] + ["--once"], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    return out.stdout + out.stderr
+
+
+def test_scheduled_snapshots_keep_exactly_n(hub, core):
+    import kubernetes
+
+    start(hub, "dora")
+    stop(hub, "dora")
+    api = kubernetes.config.new_client_from_config(config_file=os.environ["KUBECONFIG"])
+    custom = kubernetes.client.CustomObjectsApi(api)
+
+    def scheduled():
+        items = custom.list_namespaced_custom_object(
+            "snapshot.storage.k8s.io", "v1", "default", "volumesnapshots",
+            label_selector="app.kubernetes.io/managed-by=ptjaas-snapshots")["items"]
+        return sorted(i["metadata"]["name"] for i in items)
+
+    names = []
+    for i in range(3):
+        log = run_scheduler_once(hub)
+        (new,) = [n for n in scheduled() if n not in names]
+        names.append(new)
+        assert new.startswith("claim-dora-schedule-"), log
+    api.close()
+    # exactly the newest 2 are kept; only dora (the group's member) has scheduled ones
+    wait_for(lambda: scheduled() == names[1:], timeout=30, message="the oldest scheduled snapshot pruned")
+    tok = token(hub, "dora")
+    listed = [s for s in snaps_api(hub, "dora", tok).json()["snapshots"] if s["reason"] == "schedule"]
+    assert sorted(s["name"] for s in listed) == names[1:] and all(s["by"] == "ptjaas-snapshots" for s in listed)
+    takes = [e for e in audit_lines(hub) if e["action"] == "snapshot-take" and e.get("reason") == "schedule"]
+    assert [e["snapshot"] for e in takes] == names and {e["by"] for e in takes} == {"ptjaas-snapshots"}
+    # the service's rights: the members of its group, nothing else
+    assert hub.api("GET", "/users", token=SCHED_TOKEN).status_code == 403
+    assert hub.api("GET", "/groups/team", token=SCHED_TOKEN).status_code == 200
