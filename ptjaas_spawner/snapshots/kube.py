@@ -13,6 +13,9 @@ from kubernetes_asyncio.client.rest import ApiException
 
 from . import policy
 
+# the custom resource these calls touch (spelled out: tests/test_manifests.py checks the RBAC for it)
+PLURAL = "volumesnapshots"
+
 DEFAULT_CLASS_ANNOTATIONS = (
     "storageclass.kubernetes.io/is-default-class",
     "storageclass.beta.kubernetes.io/is-default-class",
@@ -37,13 +40,13 @@ class SnapshotKube:
     # ---- snapshots ----
     async def list_snapshots(self, label_selector: str = policy.SELECTOR) -> list[dict]:
         out = await self._json(self.custom.list_namespaced_custom_object, policy.GROUP, policy.VERSION,
-                               self.namespace, policy.PLURAL, label_selector=label_selector)
+                               self.namespace, PLURAL, label_selector=label_selector)
         return out.get("items") or []
 
     async def read_snapshot(self, name: str) -> dict | None:
         try:
             return await self._json(self.custom.get_namespaced_custom_object, policy.GROUP, policy.VERSION,
-                                    self.namespace, policy.PLURAL, name)
+                                    self.namespace, PLURAL, name)
         except ApiException as e:
             if e.status == 404:
                 return None
@@ -51,12 +54,12 @@ class SnapshotKube:
 
     async def create_snapshot(self, body: dict) -> dict:
         return await self._json(self.custom.create_namespaced_custom_object, policy.GROUP, policy.VERSION,
-                                self.namespace, policy.PLURAL, body)
+                                self.namespace, PLURAL, body)
 
     async def delete_snapshot(self, name: str) -> None:
         try:
             await self.custom.delete_namespaced_custom_object(policy.GROUP, policy.VERSION, self.namespace,
-                                                              policy.PLURAL, name)
+                                                              PLURAL, name)
         except ApiException as e:
             if e.status != 404:
                 raise
