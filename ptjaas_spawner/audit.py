@@ -8,7 +8,7 @@ file (``c.PtjaasSpawner.audit_log_file``) and, the same line, to the hub log (lo
 Fields of a line (absent when they do not apply):
 
 - ``time``: when (UTC, ISO 8601, microseconds); ``action``: what happened, one of
-  ``server-start``, ``server-stop``, ``snapshot-take``, ``snapshot-open``, ``snapshot-restore``,
+  ``server-start``, ``server-stop``, ``server-cull`` (written by the culler), ``snapshot-take``, ``snapshot-open``, ``snapshot-restore``,
   ``refused-quota``, ``refused-option``, ``refused-snapshot``;
 - ``user``: whose data (the JupyterHub user name); ``by``: who asked (a user, an admin, a
   service such as ``ptjaas-snapshots``; absent when the hub does not know, e.g. a server start);
@@ -17,7 +17,8 @@ Fields of a line (absent when they do not apply):
 - ``volumes``: every volume a server mounted,
   ``[{"kind": "home"|"shared"|"snapshot", "claim", "mount_path", "access": "read-write"|"read-only"}]``;
 - ``snapshot``, ``claim``, ``reason``, ``previous_claim``: for snapshot actions;
-- ``message``: what a refused user was told.
+- ``message``: what a refused user was told; ``options``: what a refused request asked for;
+- ``kind``, ``stopped``: for a cull (idle or max-age; whether the hub confirmed the stop).
 
 No secret ever goes in: entries are built from plain fields, keys that look like credentials
 (token, secret, password, authorization, cookie, key material) are dropped, strings are bounded.
@@ -37,7 +38,7 @@ from traitlets import Unicode
 from traitlets.config import LoggingConfigurable
 
 ACTIONS = (
-    "server-start", "server-stop", "snapshot-take", "snapshot-open", "snapshot-restore",
+    "server-start", "server-stop", "server-cull", "snapshot-take", "snapshot-open", "snapshot-restore",
     "refused-quota", "refused-option", "refused-snapshot",
 )
 _SECRET_KEY = re.compile(r"token|secret|passw|authori[sz]ation|cookie|credential|private[_-]?key|api[_-]?key", re.I)

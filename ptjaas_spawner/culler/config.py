@@ -72,6 +72,7 @@ def service_config(
     after_cull_hooks: Iterable[str] = (),
     hook_timeout: float = 60,
     usage_file: str | None = None,
+    audit_file: str | None = None,
     snapshot_class: str | None = None,
     snapshot_keep: int = 3,
     namespace: str | None = None,
@@ -104,6 +105,8 @@ def service_config(
     cmd += _hook_args("after-cull-hooks", after_cull_hooks)
     if usage_file:
         cmd.append(f"--usage-file={usage_file}")
+    if audit_file:
+        cmd.append(f"--audit-file={os.path.abspath(audit_file)}")
     if snapshot_class:
         cmd.append(f"--snapshot-class={snapshot_class}")
     if "snapshot" in hooks:
@@ -139,6 +142,8 @@ def install_culler(c, **kwargs) -> dict:
         kwargs["sizes"] = spawner_cfg.sizes
     if "images" not in kwargs and "images" in spawner_cfg:
         kwargs["images"] = spawner_cfg.images
+    if "audit_file" not in kwargs:  # culls go on the hub's audit record
+        kwargs["audit_file"] = spawner_cfg.audit_log_file if "audit_log_file" in spawner_cfg else "ptjaas-audit.jsonl"
     if not (kwargs.get("namespace") or kwargs.get("snapshot_namespace")):
         for cls in ("PtjaasSpawner", "KubeSpawner"):
             if "namespace" in c[cls]:

@@ -31,6 +31,7 @@ from typing import Any, Callable
 
 from kubespawner.slugs import escape_slug, safe_slug
 
+from .. import audit
 from ..objects import label_value
 from .k8s import SNAPSHOT_GROUP, SNAPSHOT_VERSION
 from .policy import CullPolicy, snapshots_to_prune, usage_entry
@@ -143,6 +144,25 @@ class UsageRecorder:
             f.write(line)
 
 
+class CullAudit:
+    """Built-in ``audit`` action (added by itself with ``--audit-file``): one ``server-cull``
+    line per culled server in the hub's audit record (see ``ptjaas_spawner.audit``)."""
+
+    hook_name = "audit"
+
+    def __init__(self, path: str, log: logging.Logger):
+        self.path = path
+        self.log = log
+
+    def __call__(self, event: dict) -> None:
+        if event.get("phase") != "after":
+            return
+        record = audit.entry("server-cull", event["user"], by="ptjaas-culler", server=event.get("server", ""),
+                             size=event.get("size"), image=event.get("image"), version=event.get("version"),
+                             reason=event.get("reason"), kind=event.get("kind"), stopped=event.get("stopped"))
+        audit.write(self.path, record, self.log)
+
+
 def claim_name(template: str, username: str) -> str:
     """Expand a claim name template: {username} (KubeSpawner 'safe' slug), {escaped_username},
     {raw_username}."""
@@ -164,8 +184,9 @@ def snapshot_body(*, name: str, namespace: str, claim: str, snapshot_class: str 
         "metadata": {
             "name": name,
             "namespace": namespace,
-            "labels": dict(MANAGED_BY),
-            "annotations": {"ptjaas.io/user": user, "ptjaas.io/cull-reason": reason or ""},
+            "labels": dict(MANAGED_BY, **{"ptjaas.io/user": label_value(user)}),
+            "annotations": {"ptjaas.io/user": user, "ptjaas.io/username": user, "ptjaas.io/cull-reason": reason or "",
+                            "ptjaas.io/snapshot-reason": "cull", "ptjaas.io/snapshot-by": "ptjaas-culler"},
         },
         "spec": spec,
     }
