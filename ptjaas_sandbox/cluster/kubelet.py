@@ -383,8 +383,8 @@ class PodRuntime:
                 if not path:
                     raise RuntimeError(f"claim for volume {name} is not bound")
                 os.makedirs(path, exist_ok=True)
-                if volume["persistentVolumeClaim"].get("readOnly"):
-                    lock_read_only(path)   # as a read-only mount: nothing in the pod can write it
+                if volume["persistentVolumeClaim"].get("readOnly") and claim["spec"].get("accessModes") == ["ReadOnlyMany"]:
+                    lock_read_only(path)   # a volume only ever mounted read-only: nothing in a pod can write it
             elif volume.get("hostPath"):
                 path = volume["hostPath"]["path"]
             elif volume.get("secret") or volume.get("configMap"):

@@ -55,11 +55,17 @@ def snapshot_data_source(pvc):
 
 def lock_read_only(path):
     """Make a directory tree unwritable for the process a pod runs as (root too: the
-    immutable attribute where the filesystem has it; file modes otherwise)."""
+    immutable attribute where the filesystem has it; file modes otherwise). Idempotent."""
     for root, dirs, files in os.walk(path):
         for name in files:
-            os.chmod(os.path.join(root, name), 0o444)
-        os.chmod(root, 0o555)
+            try:
+                os.chmod(os.path.join(root, name), 0o444)
+            except OSError:  # locked already
+                pass
+        try:
+            os.chmod(root, 0o555)
+        except OSError:
+            pass
     if os.geteuid() == 0 and shutil.which("chattr"):
         subprocess.run(["chattr", "-R", "+i", path], capture_output=True, check=False)
 

@@ -13,7 +13,7 @@ import asyncio
 import hashlib
 
 from tornado import web
-from traitlets import Dict, Float, Unicode, validate, TraitError
+from traitlets import Dict, Float, List, Unicode, validate, TraitError
 from traitlets.config import LoggingConfigurable
 
 from ..objects import label_value
@@ -44,6 +44,13 @@ class SnapshotViews(LoggingConfigurable):
         config=True,
         help="""Directory under the home mount where opened snapshots appear read-only, one
         directory per snapshot named after the time it was taken (~/snapshots/2026-11-30_12-00-00).""",
+    )
+    snapshot_view_access_modes = List(
+        ["ReadOnlyMany"],
+        config=True,
+        help="""Access modes of the claims made to open a snapshot read-only (each is mounted
+        readOnly either way). ReadOnlyMany tells the storage the volume is never written; use
+        ["ReadWriteOnce"] for a CSI driver that cannot provision ReadOnlyMany volumes.""",
     )
     snapshot_ready_timeout = Float(
         300,
@@ -138,7 +145,7 @@ class SnapshotViews(LoggingConfigurable):
         suffix = hashlib.sha256(f"{self.name}/{sname}".encode()).hexdigest()[:10]
         name = f"{self.pod_name[:200]}-snapshot-{suffix}"
         spec = {
-            "accessModes": ["ReadWriteOnce"],
+            "accessModes": list(self.snapshot_view_access_modes),
             "resources": {"requests": {"storage": (snap.get("status") or {}).get("restoreSize") or self.home_volume_size}},
             "dataSource": {"apiGroup": policy.GROUP, "kind": "VolumeSnapshot", "name": sname},
         }

@@ -123,12 +123,18 @@ def test_snapshot_errors_are_reported(kube, ns, snapclass):
         kube.wait_event(ns, name, "SnapshotCreationFailed", kind="VolumeSnapshot")
 
 
-def test_read_only_claim_mount_cannot_be_written(kube, ns, snapclass):
+def test_read_only_many_claim_from_a_snapshot_cannot_be_written(kube, ns, snapclass):
+    """A ReadOnlyMany claim (made from a snapshot) mounted readOnly: nothing in the pod can write
+    it, root included. (Per-mount read-only of a read-write volume is beyond local processes.)"""
     from test_conformance_storage import wait_bound
 
-    kube.core.create_namespaced_persistent_volume_claim(ns, claim("ro-src"))
+    kube.core.create_namespaced_persistent_volume_claim(ns, claim("rw-src"))
+    wait_bound(kube, ns, "rw-src")
+    write_file(kube, ns, "rw-src", "keep me", "ro-w")
+    kube.custom.create_namespaced_custom_object(namespace=ns, body=snapshot("ro-s", "rw-src"), **SNAP)
+    wait_ready(kube, ns, "ro-s")
+    kube.core.create_namespaced_persistent_volume_claim(ns, claim("ro-src", source="ro-s", modes=("ReadOnlyMany",)))
     wait_bound(kube, ns, "ro-src")
-    write_file(kube, ns, "ro-src", "keep me", "ro-w")
     script = ("import os\n"
               "print(open('/home/me/old/f.txt').read())\n"
               "for p in ('/home/me/old/f.txt', '/home/me/old/new.txt'):\n"
@@ -142,6 +148,13 @@ def test_read_only_claim_mount_cannot_be_written(kube, ns, snapclass):
                    {"name": "old", "mountPath": "/home/me/old", "readOnly": True}])
     lines = out.split()
     assert lines[:2] == ["keep", "me"], out
+    assert "WROTE" not in out and out.count("REFUSED") == 2, out
+    # the same volume in a second pod: still read-only (locking is idempotent)
+    out = run_pod(kube, ns, "ro-r2", script,
+                  [{"name": "home", "emptyDir": {}},
+                   {"name": "old", "persistentVolumeClaim": {"claimName": "ro-src", "readOnly": True}}],
+                  [{"name": "home", "mountPath": "/home/me"},
+                   {"name": "old", "mountPath": "/home/me/old", "readOnly": True}])
     assert "WROTE" not in out and out.count("REFUSED") == 2, out
     # deleting the claim deletes its (read-only) data
     kube.core.delete_namespaced_persistent_volume_claim("ro-src", ns)
