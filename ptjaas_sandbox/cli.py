@@ -60,6 +60,7 @@ def cmd_demo(args):
     env = dict(os.environ)
     env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
     cluster = None
+    snapshot_classes = {}
     if args.use_current_context:
         kubeconfig = os.environ.get("KUBECONFIG", os.path.expanduser("~/.kube/config"))
         where = f"the current context of {kubeconfig}"
@@ -67,12 +68,14 @@ def cmd_demo(args):
         from .cluster import EmbeddedCluster
         cluster = EmbeddedCluster(state_dir=os.path.join(state_dir, "cluster"))
         cluster.start_in_thread()
+        snapshot_classes = {"standard": ensure_demo_snapshot_class(cluster)}
         kubeconfig = cluster.kubeconfig_path
         env["KUBECONFIG"] = kubeconfig
         where = f"the embedded cluster at {cluster.url}"
     config_path = os.path.join(hub_dir, "jupyterhub_config.py")
     url = f"http://{args.ip}:{args.port}"
-    text = demo_config(data_dir=hub_dir, port=args.port, ip=args.ip, namespace=args.namespace, oidc=args.oidc)
+    text = demo_config(data_dir=hub_dir, port=args.port, ip=args.ip, namespace=args.namespace, oidc=args.oidc,
+                       snapshot_classes=snapshot_classes)
     idp = None
     if args.oidc:
         idp, oidc_text = start_demo_oidc(state_dir, url)
@@ -113,6 +116,21 @@ Ctrl-C stops the hub; running notebook servers stop with the embedded cluster an
     if cluster is not None:
         cluster.stop_thread()
     return 0 if stopping else code
+
+
+def ensure_demo_snapshot_class(cluster, name="ptjaas-local-snapshots"):
+    """A VolumeSnapshotClass for the embedded provisioner (as a CSI driver's install adds one)."""
+    from .cluster import errors
+    from .cluster.resources import BY_PLURAL
+
+    def create():
+        try:
+            cluster.registry.create(BY_PLURAL["volumesnapshotclasses"], "", {
+                "metadata": {"name": name}, "driver": "ptjaas.io/local-path", "deletionPolicy": "Delete"})
+        except errors.ApiError:
+            pass  # there already (a restarted demo)
+    cluster.call(create)
+    return name
 
 
 def start_demo_oidc(state_dir, hub_url):

@@ -50,8 +50,9 @@ DEMO_SIZES = {
 
 
 def demo_config(*, data_dir, port=8000, hub_port=None, proxy_api_port=None, namespace="default",
-                extra_config=None, ip="127.0.0.1", oidc=False):
-    """The demo hub's jupyterhub_config.py text."""
+                extra_config=None, ip="127.0.0.1", oidc=False, snapshot_classes=None):
+    """The demo hub's jupyterhub_config.py text. ``snapshot_classes``: StorageClass ->
+    VolumeSnapshotClass (home snapshots on; the embedded cluster has one for its class)."""
     ports = stable_ports(data_dir)
     hub_port = hub_port or ports["hub"]
     proxy_api_port = proxy_api_port or ports["proxy_api"]
@@ -69,6 +70,8 @@ c.PtjaasSpawner.home_volume_size = "10Gi"
 # quotas: everyone may run 2 servers and hold 1 GPU; team vision shares 4 GPUs, 2 per member
 c.PtjaasSpawner.quota_default = {{"servers": 2, "gpus": 1}}
 c.PtjaasSpawner.quota_groups = {{"vision": {{"gpus": 4, "per_user": {{"gpus": 2}}}}}}
+# home snapshots (page /hub/ptjaas/snapshots and the home page); the audit record at /hub/ptjaas/audit
+c.PtjaasSpawner.snapshot_classes = {dict(snapshot_classes or {})!r}
 """
     # the admin pages (usage, audit) and the snapshot page (PtjaasAuthenticator registers the
     # handlers by itself), and the home page template that lists the user's snapshots
