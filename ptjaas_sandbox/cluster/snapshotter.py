@@ -85,6 +85,35 @@ def unlock(path):
                 pass
 
 
+def restore_plan(pvc, snap, content, snapshots_dir):
+    """Pure: where the data of a claim's snapshot data source is, or why the claim cannot be
+    provisioned (yet), as the external-provisioner words it. ``snap``/``content``: the
+    VolumeSnapshot named by the claim's dataSource and its bound content (None if absent).
+    Returns (path, None), (None, message) or (None, None) when the claim has no such source.
+    (An API-client provisioner fetches the two objects and calls this.)"""
+    name = snapshot_data_source(pvc)
+    if not name:
+        return None, None
+    prefix = f"error getting handle for DataSource Type VolumeSnapshot by Name {name}"
+    if snap is None:
+        return None, (f"{prefix}: error getting snapshot {name} from api server: "
+                      f'volumesnapshots.snapshot.storage.k8s.io "{name}" not found')
+    if snap["metadata"].get("deletionTimestamp"):
+        return None, f"{prefix}: snapshot {name} is currently being deleted"
+    status = snap.get("status") or {}
+    if not status.get("readyToUse"):
+        return None, f"{prefix}: snapshot {name} is not Ready"
+    if content is None:
+        return None, f"{prefix}: error getting snapshot content {status.get('boundVolumeSnapshotContentName')}"
+    want = parse_quantity(pvc["spec"]["resources"]["requests"]["storage"])
+    have = (content.get("status") or {}).get("restoreSize") or 0
+    if want < have:
+        return None, (f"requested volume size {int(want)} is less than the size {int(have)} "
+                      f"for the source snapshot {name}")
+    handle = (content.get("status") or {}).get("snapshotHandle") or content["metadata"]["name"]
+    return os.path.join(snapshots_dir, handle), None
+
+
 class Snapshotter:
     def __init__(self, cluster):
         self.cluster = cluster
@@ -223,27 +252,10 @@ class Snapshotter:
         name = snapshot_data_source(pvc)
         if not name:
             return None, None
-        namespace = pvc["metadata"]["namespace"]
-        snap = self.store.get(T["volumesnapshots"], namespace, name)
-        prefix = f"error getting handle for DataSource Type VolumeSnapshot by Name {name}"
-        if snap is None:
-            return None, (f"{prefix}: error getting snapshot {name} from api server: "
-                          f'volumesnapshots.snapshot.storage.k8s.io "{name}" not found')
-        if snap["metadata"].get("deletionTimestamp"):
-            return None, f"{prefix}: snapshot {name} is currently being deleted"
-        status = snap.get("status") or {}
-        if not status.get("readyToUse"):
-            return None, f"{prefix}: snapshot {name} is not Ready"
-        content = self.store.get(T["volumesnapshotcontents"], "", status.get("boundVolumeSnapshotContentName") or "")
-        if content is None:
-            return None, f"{prefix}: error getting snapshot content {status.get('boundVolumeSnapshotContentName')}"
-        want = parse_quantity(pvc["spec"]["resources"]["requests"]["storage"])
-        have = (content.get("status") or {}).get("restoreSize") or 0
-        if want < have:
-            return None, (f"requested volume size {int(want)} is less than the size {int(have)} "
-                          f"for the source snapshot {name}")
-        path = os.path.join(self.cluster.snapshots_dir, (content.get("status") or {}).get("snapshotHandle") or content["metadata"]["name"])
-        return path, None
+        snap = self.store.get(T["volumesnapshots"], pvc["metadata"]["namespace"], name)
+        content_name = ((snap or {}).get("status") or {}).get("boundVolumeSnapshotContentName") or ""
+        content = self.store.get(T["volumesnapshotcontents"], "", content_name)
+        return restore_plan(pvc, snap, content, self.cluster.snapshots_dir)
 
     # --- deletion ----------------------------------------------------------------------
     def _finish_deletion(self, snap):
