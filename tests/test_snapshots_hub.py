@@ -351,3 +351,28 @@ def test_scheduled_snapshots_keep_exactly_n(hub, core):
     # the service's rights: the members of its group, nothing else
     assert hub.api("GET", "/users", token=SCHED_TOKEN).status_code == 403
     assert hub.api("GET", "/groups/team", token=SCHED_TOKEN).status_code == 200
+
+
+@pytest.mark.browser
+def test_browser_home_page_shows_the_users_snapshots(hub, alice_snapshot, tmp_path):
+    chromium = Path("/usr/bin/chromium")
+    if not chromium.exists():
+        pytest.skip(f"no Chromium at {chromium} (apt-get install -y chromium)")
+    playwright = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(chromium), headless=True,
+                                    args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        try:
+            page = browser.new_page()
+            page.goto(f"{hub.url}/hub/login")
+            page.fill("input[name=username]", "alice")
+            page.click("#login_submit")
+            page.wait_for_url(f"{hub.url}/hub/**")
+            page.goto(f"{hub.url}/hub/home")
+            row = page.locator(f'#ptjaas-snapshot-table tr[data-snapshot="{alice_snapshot["name"]}"]')
+            row.wait_for(timeout=15000)
+            assert "manual" in row.inner_text()
+            assert page.get_by_text("Snapshot my home now").is_visible()
+            page.screenshot(path=str(tmp_path / "home-snapshots.png"), full_page=True)
+        finally:
+            browser.close()
