@@ -205,11 +205,16 @@ def test_open_read_only_then_restore_whole_home(hub, core, alice_snapshot):
                    ("snapshot-open", None), ("snapshot-restore", None)]:
         assert actions.count(wanted) == 1, (wanted, actions)
     assert actions.count(("server-start", None)) == 3 and actions.count(("server-stop", None)) == 3
+    # a second restore at once is rate-limited for the user (each one keeps a claim more)
+    r = snaps_api(hub, "alice", tok, "POST", "/restore", json={"snapshot": name})
+    assert r.status_code == 429 and "try again in" in r.json()["message"], r.text
     restore = next(e for e in lines if e["action"] == "snapshot-restore")
     assert restore["by"] == "alice" and restore["snapshot"] == name and restore["previous_claim"] == "claim-alice"
     starts = [e for e in lines if e["action"] == "server-start" and e["user"] == "alice"]
     opened = starts[1]
     assert opened["image"] == "python" and opened["size"] == "small" and opened["image_digest"]
+    assert opened["by"] == "test-admin"  # who asked for the start (here the test's admin service)
+    assert next(e for e in lines if e["action"] == "snapshot-open")["by"] == "test-admin"
     kinds = {(v["kind"], v["access"]) for v in opened["volumes"]}
     assert kinds == {("home", "read-write"), ("snapshot", "read-only")}, opened["volumes"]
     assert [v["claim"] for v in starts[2]["volumes"]] == [out["claim"]]
@@ -267,6 +272,8 @@ def test_home_page_lists_snapshots_and_admin_audit_page(hub, alice_snapshot):
     assert home.status_code == 200 and 'id="ptjaas-home-snapshots"' in home.text
     frag = s.get(f"{hub.url}/hub/ptjaas/snapshots?embed=1", timeout=30)
     assert alice_snapshot["name"] in frag.text and "Snapshot my home now" in frag.text
+    forged = s.get(f"{hub.url}/hub/ptjaas/snapshots", params={"message": "<script>x()</script>"}, timeout=30)
+    assert "<script>x()" not in forged.text and "&lt;script&gt;x()" in forged.text
     # the audit page: admins only, filtered by user and time
     assert s.get(f"{hub.url}/hub/ptjaas/audit", timeout=30).status_code == 403
     r = hub.api("GET", "/ptjaas/audit", params={"user": "alice", "action": "snapshot-take"})

@@ -149,7 +149,8 @@ class SnapshotAPIHandler(APIHandler):
                 result = await ops.take(spawner, by)
                 self.set_status(201)
             elif action == "restore":
-                result = await ops.restore(spawner, _json_body(self).get("snapshot"), by)
+                result = await ops.restore(spawner, _json_body(self).get("snapshot"), by,
+                                           limited="admin:users" not in self.expanded_scopes)
                 self.set_status(200)
             elif action == "open":
                 await start_with_views(self, user, _json_body(self).get("snapshots"), by)
@@ -200,7 +201,7 @@ class SnapshotPageHandler(BaseHandler):
         restore = self.get_argument("restore", "")
         try:
             if restore:
-                out = await ops.restore(spawner, restore, by)
+                out = await ops.restore(spawner, restore, by, limited=not self.current_user.admin)
                 message = (f"Your home is now restored from snapshot {restore}. The previous home is kept "
                            f"as {out['previous_claim']} (snapshot {out['before_restore_snapshot']}).")
             elif action == "take":

@@ -16,6 +16,7 @@ from ..objects import label_value
 from . import policy
 
 _LAST_MANUAL: dict[str, datetime] = {}
+_LAST_RESTORE: dict[str, datetime] = {}
 _LOCKS: dict[str, asyncio.Lock] = {}
 
 
@@ -73,8 +74,10 @@ def _running(spawner) -> bool:
     return bool(spawner.active or getattr(spawner, "_stop_pending", False))
 
 
-async def restore(spawner, name, by: str) -> dict:
-    """Make the user's snapshot ``name`` their home (the server must be stopped)."""
+async def restore(spawner, name, by: str, limited: bool = True) -> dict:
+    """Make the user's snapshot ``name`` their home (the server must be stopped). Each restore
+    keeps a claim and a snapshot more: ``limited`` (a user's own request, not an admin's) allows
+    one per ``snapshot_min_interval``."""
     user = spawner.user.name
     async with _lock(user):
         kube = spawner.snapshot_kube()
@@ -85,13 +88,19 @@ async def restore(spawner, name, by: str) -> dict:
         status = await home_status(spawner)
         if not status["enabled"]:
             raise policy.SnapshotRefused(status["why"], 409)
+        when = policy.now()
+        wait = policy.rate_limited(_LAST_RESTORE.get(user), when, spawner.snapshot_min_interval) if limited else 0
+        if wait:
+            spawner.audit("refused-snapshot", user=user, by=by, snapshot=name, message=f"restore rate limited ({wait:.0f}s left)")
+            raise policy.SnapshotRefused(f"Your home was restored less than {spawner.snapshot_min_interval:.0f}s ago; "
+                                         f"try again in {wait:.0f}s (or ask an administrator).", 429)
+        _LAST_RESTORE[user] = when
         old_name = status["claim"]
         old = await kube.read_claim(old_name)
         # 1. the current home is kept as a snapshot too
         before = await take(spawner, by, "before-restore", status)
         await kube.wait_ready(before["name"], spawner.snapshot_ready_timeout)
         # 2. a new home claim from the chosen snapshot
-        when = policy.now()
         new_name = policy.restored_claim_name(old_name, when)
         size = _bigger((snap.get("status") or {}).get("restoreSize"), (spawner._home or {}).get("size")
                        or spawner.home_volume_size)

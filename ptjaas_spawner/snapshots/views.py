@@ -118,6 +118,9 @@ class SnapshotViews(LoggingConfigurable):
         self._snapshot_request_pending = None
         if not names:
             return
+        if not pending.get("by"):  # a server option: who made the start request
+            requester = getattr(getattr(self, "handler", None), "current_user", None)
+            pending = {"by": getattr(requester, "name", None)}
         kube = self.snapshot_kube()
         items = await kube.list_snapshots()
         views = []
