@@ -221,7 +221,7 @@ def test_open_read_only_then_restore_whole_home(hub, core, alice_snapshot):
     text = hub.audit_path.read_text()
     assert tok not in text and hub.token not in text and "token" not in text.lower()
     # the same lines are in the hub log
-    assert f'"action":"snapshot-restore"' in hub.logs()
+    assert '"action":"snapshot-restore"' in hub.logs()
 
 
 def test_nobody_reaches_another_users_snapshots(hub, core, alice_snapshot):

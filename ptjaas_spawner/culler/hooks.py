@@ -33,7 +33,6 @@ from kubespawner.slugs import escape_slug, safe_slug
 
 from .. import audit
 from ..objects import label_value
-from .k8s import SNAPSHOT_GROUP, SNAPSHOT_VERSION
 from .policy import CullPolicy, snapshots_to_prune, usage_entry
 
 MANAGED_BY = {"app.kubernetes.io/managed-by": "ptjaas-culler"}
@@ -175,21 +174,16 @@ def claim_name(template: str, username: str) -> str:
 
 def snapshot_body(*, name: str, namespace: str, claim: str, snapshot_class: str | None,
                   user: str, reason: str | None) -> dict:
-    spec: dict = {"source": {"persistentVolumeClaimName": claim}}
-    if snapshot_class:
-        spec["volumeSnapshotClassName"] = snapshot_class
-    return {
-        "apiVersion": f"{SNAPSHOT_GROUP}/{SNAPSHOT_VERSION}",
-        "kind": "VolumeSnapshot",
-        "metadata": {
-            "name": name,
-            "namespace": namespace,
-            "labels": dict(MANAGED_BY, **{"ptjaas.io/user": label_value(user)}),
-            "annotations": {"ptjaas.io/user": user, "ptjaas.io/username": user, "ptjaas.io/cull-reason": reason or "",
-                            "ptjaas.io/snapshot-reason": "cull", "ptjaas.io/snapshot-by": "ptjaas-culler"},
-        },
-        "spec": spec,
-    }
+    """The culler's VolumeSnapshot: the same shape as every ptjaas snapshot of a home
+    (``snapshots.policy.snapshot_manifest``: owner label and annotations, reason ``cull``), so
+    the user sees it, plus the cull's kind (``ptjaas.io/cull-reason``)."""
+    from ..snapshots.policy import CULLER, snapshot_manifest
+
+    body = snapshot_manifest(name=name, claim=claim, snapshot_class=snapshot_class, user=user,
+                             reason="cull", by=CULLER, managed_by=CULLER)
+    body["metadata"]["namespace"] = namespace
+    body["metadata"]["annotations"].update({"ptjaas.io/user": user, "ptjaas.io/cull-reason": reason or ""})
+    return body
 
 
 class Snapshotter:
