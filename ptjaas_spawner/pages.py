@@ -31,4 +31,7 @@ def install(c, handlers: bool = True) -> None:
         hub.extra_handlers = list(hub.extra_handlers if "extra_handlers" in hub else []) + ptjaas_handlers()
     paths = list(hub.template_paths if "template_paths" in hub else [])
     if TEMPLATE_DIR not in paths:
-        hub.template_paths = [TEMPLATE_DIR] + paths
+        # after the admin's own templates (their home.html wins), before JupyterHub's defaults
+        defaults = [i for i, p in enumerate(paths) if str(p).rstrip("/").endswith("share/jupyterhub/templates")]
+        paths.insert(defaults[0] if defaults else len(paths), TEMPLATE_DIR)
+        hub.template_paths = paths

@@ -137,3 +137,17 @@ def test_pod_volumes_kinds_and_access():
         {"kind": "shared", "claim": "team", "mount_path": "/data", "access": "read-only"},
         {"kind": "snapshot", "claim": "v1", "mount_path": "/home/jovyan/snapshots/t", "access": "read-only"},
     ]
+
+
+def test_pages_install_keeps_the_admins_templates_first():
+    from ptjaas_spawner.pages import install
+    from ptjaas_spawner.snapshots.handlers import TEMPLATE_DIR
+
+    c = Config()
+    c.JupyterHub.template_paths = ["/site/templates", "/usr/local/share/jupyterhub/templates"]
+    install(c)
+    assert c.JupyterHub.template_paths == ["/site/templates", TEMPLATE_DIR, "/usr/local/share/jupyterhub/templates"]
+    routes = [h[0] for h in c.JupyterHub.extra_handlers]
+    assert {"/ptjaas/usage", "/ptjaas/audit", "/ptjaas/snapshots", "/api/ptjaas/snapshots/([^/]+)"} <= set(routes)
+    install(c)  # idempotent for the templates
+    assert c.JupyterHub.template_paths.count(TEMPLATE_DIR) == 1
