@@ -176,6 +176,9 @@ def test_open_read_only_then_restore_whole_home(hub, core, alice_snapshot):
     # the page offers no restore while the server runs; the API refuses it
     r = snaps_api(hub, "alice", tok, "POST", "/restore", json={"snapshot": name})
     assert r.status_code == 409 and "Stop your server" in r.json()["message"]
+    # the hub restarts meanwhile: the opened snapshot's claim is in the server's state
+    hub.restart()
+    wait_for(lambda: (server(hub, "alice") or {}).get("ready"), timeout=60, message="alice's server after hub restart")
     stop(hub, "alice")
     wait_for(lambda: not core.list_namespaced_persistent_volume_claim(
         "default", label_selector="ptjaas.io/purpose=snapshot-view").items, timeout=30, message="view claim deleted")

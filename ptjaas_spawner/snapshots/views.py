@@ -21,6 +21,7 @@ from . import policy
 from .kube import SnapshotKube
 
 OPTION = "snapshots"
+STATE_KEY = "ptjaas-snapshot-views"
 
 
 class SnapshotViews(LoggingConfigurable):
@@ -216,18 +217,35 @@ class SnapshotViews(LoggingConfigurable):
             container.volume_mounts = list(container.volume_mounts or []) + mounts
         return pod
 
+    # the opened snapshots' claims are in the server's state (a hub restart still cleans up)
+    def get_state(self):
+        state = super().get_state()
+        claims = self.snapshot_view_claims()
+        if claims:
+            state[STATE_KEY] = claims
+        return state
+
+    def load_state(self, state):
+        super().load_state(state)
+        self._snapshot_views = [{"claim": c} for c in state.get(STATE_KEY) or [] if isinstance(c, str)]
+
+    def clear_state(self):
+        super().clear_state()
+        self._snapshot_views = []
+
     async def snapshot_views_cleanup(self):
-        """Delete this server's snapshot-view claims (they only held a copy of a snapshot)."""
-        try:
-            kube = self.snapshot_kube()
-            selector = f"{policy.PURPOSE}={policy.VIEW},{policy.USER_LABEL}={label_value(self.user.name)}"
-            for claim in await kube.list_claims(selector):
-                ann = claim["metadata"].get("annotations") or {}
-                if ann.get(policy.USERNAME) == self.user.name and ann.get("ptjaas.io/servername", "") == self.name:
-                    await kube.delete_claim(claim["metadata"]["name"], claim["metadata"].get("uid"))
-                    self.log.info("Deleted snapshot view claim %s of %s", claim["metadata"]["name"], self._log_name)
-        except Exception as e:  # noqa: BLE001 - a stop must not fail on this
-            self.log.error("Could not delete the snapshot view claims of %s: %s", self._log_name, e)
+        """Delete this server's snapshot-view claims (they only held a copy of a snapshot).
+        No API request when the server opened none."""
+        claims = self.snapshot_view_claims()
+        if not claims:
+            return
+        kube = self.snapshot_kube()
+        for name in claims:
+            try:
+                await kube.delete_claim(name)
+                self.log.info("Deleted snapshot view claim %s of %s", name, self._log_name)
+            except Exception as e:  # noqa: BLE001 - a stop must not fail on this
+                self.log.error("Could not delete snapshot view claim %s of %s: %s", name, self._log_name, e)
         self._snapshot_views = []
 
 
