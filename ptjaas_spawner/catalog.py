@@ -76,21 +76,53 @@ def _describe(images: dict, key: str) -> str:
     return (image or {}).get("display_name") or key
 
 
+def _size_name(sizes: dict, key: str) -> str:
+    return (sizes.get(key) or {}).get("display_name") or key
+
+
+# posted option values are bounded; messages and logs show at most a short, escaped prefix
+MAX_OPTION_LENGTH = 256
+SHOWN_PREFIX = 40
+
+
+def shown(value) -> str:
+    """A posted value as it may appear in a message or a log line: ``repr`` (quotes, control
+    characters escaped) of at most ``SHOWN_PREFIX`` characters, with '...' if cut."""
+    text = value if isinstance(value, str) else repr(value)
+    if len(text) > SHOWN_PREFIX:
+        return repr(text[:SHOWN_PREFIX]) + "..."
+    return repr(text)
+
+
 def _check_options(options) -> dict:
+    """Strict, bounded: only the known keys, strings of at most MAX_OPTION_LENGTH characters,
+    ``same_as_last`` a boolean."""
     if options is None:
         return {}
     if not isinstance(options, dict):
         raise ChoiceError("Server options must be an object with image, version and size.")
-    unknown = sorted(set(options) - OPTION_KEYS - {"profile"})
+    unknown = [key for key in options if key not in OPTION_KEYS]
     if unknown:
+        names = ", ".join(shown(k) for k in unknown[:5])
+        if len(unknown) > 5:
+            names += f" and {len(unknown) - 5} more"
         raise ChoiceError(
-            f"Unknown server option(s): {', '.join(map(str, unknown))}. "
-            f"Known options: image, version, size, same_as_last."
+            f"Unknown server option(s): {names}. Known options: image, version, size, same_as_last."
         )
     for key in ("image", "version", "size"):
         value = options.get(key)
-        if value is not None and not isinstance(value, str):
-            raise ChoiceError(f"Server option {key!r} must be a string, not {value!r}.")
+        if value is None:
+            continue
+        if not isinstance(value, str):
+            raise ChoiceError(f"Server option {key!r} must be a string, not {shown(value)}.")
+        if len(value) > MAX_OPTION_LENGTH:
+            raise ChoiceError(
+                f"Server option {key!r} is too long ({len(value)} characters, at most "
+                f"{MAX_OPTION_LENGTH}): {shown(value)}."
+            )
+    same = options.get("same_as_last")
+    if same is not None and not isinstance(same, bool):
+        raise ChoiceError(f"Server option 'same_as_last' must be true or false, not {shown(same)}.")
     return options
 
 
@@ -98,15 +130,21 @@ def resolve_choice(images, sizes, user_groups, options=None, last=None, availabi
     """Validate the user's options against the catalog and their entitlements.
 
     - ``options``: ``{"image", "version", "size"}`` (each optional: missing keys take the
-      defaults) or ``{"same_as_last": True}``.
+      defaults) or ``{"same_as_last": True}`` (with no other key, or only keys equal to the
+      last choice: "same as last time" never starts something else than the page showed).
     - ``last``: the previous choice from the spawner state (``Choice.as_state()``).
     - ``availability``: ``{size_key: (allowed, note)}`` from the quota layer.
 
-    Raises ChoiceError naming what was refused and what may be chosen instead.
+    Raises ChoiceError naming what was refused and what may be chosen instead. Messages name
+    images and sizes by the display names the form shows; a value the form never offered is
+    shown as a short escaped prefix of what was posted.
     """
     options = _check_options(options)
     availability = availability or {}
     if options.get("same_as_last"):
+        conflict = same_as_last_conflict(images, sizes, options, last)
+        if conflict:
+            raise ChoiceError(conflict)
         return resolve_last(images, sizes, user_groups, last, availability)
 
     visible = visible_images(images, sizes, user_groups)
@@ -119,8 +157,8 @@ def resolve_choice(images, sizes, user_groups, options=None, last=None, availabi
         image_key = visible[0]
     if image_key not in visible:
         raise ChoiceError(
-            f"Image {image_key!r} is not available to you. "
-            f"Available images: {', '.join(visible)}."
+            f"Image {shown(image_key)} is not available to you. "
+            f"Available images: {', '.join(_describe(images, k) for k in visible)}."
         )
     image = images[image_key]
 
@@ -129,8 +167,9 @@ def resolve_choice(images, sizes, user_groups, options=None, last=None, availabi
         version_key = default_version(image)
     if version_key not in image["versions"]:
         raise ChoiceError(
-            f"Version {version_key!r} of image {_describe(images, image_key)!r} does not exist "
-            f"(it may have been removed). Available versions: {', '.join(image['versions'])}."
+            f"Version {shown(version_key)} of image {_describe(images, image_key)!r} does not exist "
+            f"(it may have been removed). Available versions: "
+            f"{', '.join(version_label(image, v) for v in image['versions'])}."
         )
 
     usable = image_sizes(image, sizes, user_groups)
@@ -140,13 +179,19 @@ def resolve_choice(images, sizes, user_groups, options=None, last=None, availabi
         size_key = (fitting or usable)[0]
     if size_key not in usable:
         if size_key in sizes and groups_allow(sizes[size_key], user_groups):
-            reason = f"image {_describe(images, image_key)!r} cannot run on size {size_key!r}"
+            reason = (
+                f"image {_describe(images, image_key)!r} cannot run on size "
+                f"{_size_name(sizes, size_key)!r}"
+            )
         else:
-            reason = f"size {size_key!r} is not available to you"
-        raise ChoiceError(f"Refused: {reason}. Sizes you can use with this image: {', '.join(usable)}.")
+            reason = f"size {shown(size_key)} is not available to you"
+        raise ChoiceError(
+            f"Refused: {reason}. Sizes you can use with {_describe(images, image_key)!r}: "
+            f"{', '.join(_size_name(sizes, k) for k in usable)}."
+        )
     allowed, note = availability.get(size_key, (True, ""))
     if not allowed:
-        raise ChoiceError(f"Size {size_key!r} cannot be started now: {note}")
+        raise ChoiceError(f"Size {_size_name(sizes, size_key)!r} cannot be started now: {note}")
 
     version = image["versions"][version_key]
     choice = Choice(image_key, version_key, size_key, version["image"])
@@ -157,6 +202,33 @@ def resolve_choice(images, sizes, user_groups, options=None, last=None, availabi
             f"is deprecated: {version['deprecated']}"
         )
     return choice
+
+
+def same_as_last_conflict(images, sizes, options, last) -> str:
+    """Why options naming both ``same_as_last`` and explicit choices are refused ('' if the
+    explicit choices are the last ones): the page must start what it shows."""
+    last = last or {}
+    differ = [k for k in ("image", "version", "size")
+              if options.get(k) is not None and options[k] != last.get(k)]
+    if not differ:
+        return ""
+    image = images.get(last.get("image")) or {}
+    picked = []
+    for key in differ:
+        value = options[key]
+        if key == "image":
+            known = value in images
+            picked.append(f"image {_describe(images, value)!r}" if known else f"image {shown(value)}")
+        elif key == "size":
+            picked.append(f"size {_size_name(sizes, value)!r}" if value in sizes else f"size {shown(value)}")
+        else:
+            chosen = images.get(options.get("image") or last.get("image")) or image
+            label = version_label(chosen, value) if value in (chosen.get("versions") or {}) else None
+            picked.append(f"version {label!r}" if label else f"version {shown(value)}")
+    return (
+        f"You chose \"Same as last time\" and also {', '.join(picked)}, which differ from last time. "
+        "Choose either \"Same as last time\" or a new image and size, not both."
+    )
 
 
 def last_choice_problem(images, sizes, user_groups, last) -> str:
@@ -178,7 +250,7 @@ def last_choice_problem(images, sizes, user_groups, last) -> str:
     if image_key not in visible_images(images, sizes, user_groups):
         return f"The image you used last time ({_describe(images, image_key)}) is no longer available to you."
     if size_key not in image_sizes(image, sizes, user_groups):
-        return f"The size you used last time ({size_key!r}) is no longer available to you."
+        return f"The size you used last time ({_size_name(sizes, size_key)!r}) is no longer available to you."
     return ""
 
 

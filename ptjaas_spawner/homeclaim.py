@@ -7,8 +7,16 @@ import asyncio
 import json
 
 from kubernetes_asyncio.client.rest import ApiException
+from tornado import web
 
-from .homevolume import bind_failure, claim_phase, claim_requested, growth_decision
+from .homevolume import (
+    bind_failure,
+    claim_phase,
+    claim_requested,
+    growth_decision,
+    home_claim_verdict,
+    owner_refusal,
+)
 from .objects import storage_patch
 
 DEFAULT_CLASS_ANNOTATIONS = (
@@ -26,6 +34,17 @@ class ClaimBindError(RuntimeError):
     @property
     def jupyterhub_message(self):
         return str(self)
+
+
+class ClaimOwnerError(web.HTTPError):
+    """An existing claim at a home-claim name is not proven to be the user's: the start is
+    refused with 409 Conflict (nothing created or deleted). ``jupyterhub_message`` is the user's
+    message; the admin's warning (naming the claim and the evidence) is logged where it is
+    raised."""
+
+    def __init__(self, message):
+        super().__init__(409, "%s", message)
+        self.jupyterhub_message = message
 
 
 class HomeClaims:
@@ -66,6 +85,37 @@ class HomeClaims:
             if pvc is not None:
                 return name, pvc
         return None, None
+
+    async def find_home(self, candidates, username, remembered, current):
+        """The user's existing home among ``candidates`` (read in order) as (name, claim dict),
+        or (None, None). A claim whose owner is not proven to be ``username`` is never returned
+        (see ``homevolume.home_claim_verdict``): another user's claim under a colliding legacy
+        name is passed over; any other raises ClaimOwnerError."""
+        for name in candidates:
+            pvc = await self.read(name)
+            if pvc is None:
+                continue
+            action, evidence = home_claim_verdict(name, pvc, username, remembered, current)
+            if action == "use":
+                return name, pvc
+            if action == "skip":
+                self.log.info("Claim %s is not a home of %s: %s", name, username, evidence)
+                continue
+            self.refuse(name, username, evidence)
+        return None, None
+
+    def check_created_or_found(self, name, pvc, created, username, remembered):
+        """After ``create``: a claim that existed already (409) must be the user's."""
+        if created or pvc is None:
+            return
+        action, evidence = home_claim_verdict(name, pvc, username, remembered, name)
+        if action != "use":
+            self.refuse(name, username, evidence)
+
+    def refuse(self, name, username, evidence):
+        user_msg, admin_msg = owner_refusal(name, username, evidence)
+        self.log.warning("%s", admin_msg)
+        raise ClaimOwnerError(user_msg)
 
     async def create(self, manifest):
         """Create the claim; if it exists already (409), read that one.

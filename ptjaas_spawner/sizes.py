@@ -99,6 +99,19 @@ def size_summary(size: dict) -> str:
     return ", ".join(parts)
 
 
+def resources_text(cpu_guarantee, cpu_limit, mem_guarantee, mem_limit, gpus=0) -> str:
+    """CPU and memory as guarantee → limit, and GPUs: 'CPU 0.5 → 2, memory 1Gi → 4Gi, 1 GPU'.
+    The one way the form and the usage page show resources (numbers or quantities)."""
+    parts = [
+        f"CPU {_fmt_cpu(cpu_guarantee or 0)} \u2192 {_fmt_cpu(cpu_limit or 0)}",
+        f"memory {_fmt_mem(mem_guarantee or 0)} \u2192 {_fmt_mem(mem_limit or 0)}",
+    ]
+    gpus = int(gpus or 0)
+    if gpus:
+        parts.append(f"{gpus} GPU" + ("s" if gpus > 1 else ""))
+    return ", ".join(parts)
+
+
 def _fmt_cpu(value) -> str:
     cores = parse_cpu(value)
     return f"{cores:g}"
@@ -108,6 +121,8 @@ def _fmt_mem(value) -> str:
     if isinstance(value, str):
         return value
     n = int(value)
+    if n == 0:
+        return "0"
     for suffix in ("Ti", "Gi", "Mi", "Ki"):
         if n and n % _BINARY[suffix] == 0:
             return f"{n // _BINARY[suffix]}{suffix}"

@@ -14,12 +14,14 @@ from kubespawner import KubeSpawner
 from tornado import web
 from traitlets import Bool, Dict, Float, List, TraitError, Unicode, default, validate
 
-from . import catalog, configcheck, form, homevolume, objects
+from . import catalog, configcheck, form, homevolume, objects, teams
 from .culler.policy import kernel_culling_args
 from .datamixin import DataAccessMixin
 from .homeclaim import ClaimBindError, HomeClaims
+from .newserver import RefusedNewServerMixin
 from .quota import QuotaMixin
 from .sizes import spawner_settings
+from .teams_mixin import TeamsMixin
 
 STATE_KEY = "ptjaas"
 
@@ -28,7 +30,7 @@ def _applied_in_load_user_options(spawner, user_options):
     """JupyterHub's apply_user_options hook: nothing to do (see load_user_options)."""
 
 
-class PtjaasSpawner(DataAccessMixin, QuotaMixin, KubeSpawner):
+class PtjaasSpawner(DataAccessMixin, RefusedNewServerMixin, TeamsMixin, QuotaMixin, KubeSpawner):
     """KubeSpawner with ptjaas home volumes, an image-version catalog and CPU/GPU sizes."""
 
     images = Dict(
@@ -186,6 +188,7 @@ class PtjaasSpawner(DataAccessMixin, QuotaMixin, KubeSpawner):
             self.home_mount_path,
             self.shared_volumes,
         )
+        self.check_team_config()
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -199,6 +202,7 @@ class PtjaasSpawner(DataAccessMixin, QuotaMixin, KubeSpawner):
         self._claim_watch = None
         self._bind_error = None
         self._start_task = None
+        self._form_refused = None  # a refused form post, shown again with its error
 
     # ---- state ---------------------------------------------------------------------------
 
@@ -258,15 +262,14 @@ class PtjaasSpawner(DataAccessMixin, QuotaMixin, KubeSpawner):
 
     def resolve_choice(self, options, availability=None):
         images, sizes = self.effective_catalog()
+        options = teams.without_team(options)  # the team is checked by TeamsMixin
         try:
             return catalog.resolve_choice(
                 images, sizes, self.user_group_names(), options, last=self._last, availability=availability
             )
         except catalog.ChoiceError as e:
             self.audit_choice_refused(options, availability, str(e))
-            err = web.HTTPError(400, "%s", str(e), reason="Invalid server options")
-            err.jupyterhub_message = str(e)  # shown as is in the page and the API's message
-            raise err from None
+            raise _refusal(e) from None
 
     def get_profile_list(self):
         """The catalog as a KubeSpawner-style ``profile_list`` for this user (informational)."""
@@ -287,27 +290,39 @@ class PtjaasSpawner(DataAccessMixin, QuotaMixin, KubeSpawner):
         availability = await self._availability()
         selected = {}
         opts = self.user_options or {}
-        if opts and not opts.get("same_as_last"):
+        if self._form_refused is not None:  # shown again with its error: keep the user's choices
+            selected, self._form_refused = self._form_refused, None
+        elif opts and not opts.get("same_as_last"):
             try:
-                catalog.resolve_choice(images, sizes, self.user_group_names(), opts)
+                catalog.resolve_choice(images, sizes, self.user_group_names(), teams.without_team(opts))
                 selected = opts
             except catalog.ChoiceError:
                 selected = {}
-        return form.render_form(
+        return (await self.team_form_html()) + form.render_form(
             images,
             sizes,
             self.user_group_names(),
             last=self._last,
             availability=availability,
             selected=selected,
+            summary=await self.quota_summary(),
         )
 
     async def _ptjaas_options_from_form(self, formdata):
         if not self.images and not self.sizes:
             return self._options_from_form(formdata)  # KubeSpawner's profile form
-        options = form.options_from_formdata(formdata)
+        try:
+            options = self.add_team_from_form(form.options_from_formdata(formdata), formdata)
+        except catalog.ChoiceError as e:
+            self._forget_new_named_server()
+            raise _refusal(e) from None
         await self.apply_group_overrides()
-        self.resolve_choice(options, await self._availability())  # refuse before anything
+        try:
+            self.resolve_choice(options, await self._availability())  # refuse before anything
+        except web.HTTPError:
+            self._form_refused = dict(options, refused=True, choice="new")
+            self._forget_new_named_server()
+            raise
         return options
 
     # ---- start ---------------------------------------------------------------------------
@@ -316,6 +331,11 @@ class PtjaasSpawner(DataAccessMixin, QuotaMixin, KubeSpawner):
         """Validate the user's options and set KubeSpawner's traits; ensure the home claim."""
         self._notes = []
         self.take_snapshot_request()  # the 'snapshots' option: opened read-only at this start
+        try:
+            await self.place_in_team_namespace()  # the team's namespace (TeamsMixin)
+        except web.HTTPError:
+            self._save_user_options(self._last_options())
+            raise
         if not self.images and not self.sizes:
             # no catalog: KubeSpawner's own settings (and profile_list, if any) apply as they are
             self._choice = None
@@ -332,7 +352,8 @@ class PtjaasSpawner(DataAccessMixin, QuotaMixin, KubeSpawner):
             raise
         self._choice = choice
         # record the resolved choice (the culler and quota read it from the server model)
-        self._save_user_options({"image": choice.image, "version": choice.version, "size": choice.size})
+        self._save_user_options(
+            {"image": choice.image, "version": choice.version, "size": choice.size, **self.team_user_options()})
         self.notes_extend(choice.notes)
         for note in choice.notes:
             self.log.info("%s: %s", self._log_name, note)
@@ -408,18 +429,21 @@ class PtjaasSpawner(DataAccessMixin, QuotaMixin, KubeSpawner):
         if remembered and known and homevolume.growth_decision(known, wanted, False)[0] == "keep":
             name = remembered
         else:
+            # a claim is mounted only if it is proven to be this user's (ClaimOwnerError else)
+            user = self.user.name
             candidates = self.claim_candidates()
             if candidates == [current]:
                 name = current
                 pvc, created = await claims.create(self.home_claim_manifest(name, wanted))
             else:
-                name, pvc = await claims.find(candidates)
+                name, pvc = await claims.find_home(candidates, user, remembered, current)
                 created = False
                 if pvc is None:
                     name = remembered or current
                     if remembered:
                         self._log_recreated(name)
                     pvc, created = await claims.create(self.home_claim_manifest(name, wanted))
+            claims.check_created_or_found(name, pvc, created, user, remembered)
             if created:
                 self.log.info("Created home claim %s for %s (%s)", name, self._log_name, wanted)
                 self._created_claim = name
@@ -545,6 +569,13 @@ class PtjaasSpawner(DataAccessMixin, QuotaMixin, KubeSpawner):
     async def delete_forever(self):
         self.delete_pvc = bool(self.delete_home_volume)
         await super().delete_forever()
+
+
+def _refusal(e):
+    """A ChoiceError as the hub's 400, its message shown as is in the page and the API."""
+    err = web.HTTPError(400, "%s", str(e), reason="Invalid server options")
+    err.jupyterhub_message = str(e)
+    return err
 
 
 def check_hub_config(app):

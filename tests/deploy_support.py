@@ -25,6 +25,7 @@ OVERLAYS = {
     "metallb": HELM_VALUES / "values-metallb.yaml",
     "pure-storage": HELM_VALUES / "values-pure-storage.yaml",
     "gpu": HELM_VALUES / "values-gpu.yaml",
+    "teams": HELM_VALUES / "values-teams.yaml",
 }
 ALL_VALUES = [BASE, *OVERLAYS.values()]
 

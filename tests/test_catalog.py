@@ -35,14 +35,18 @@ def test_defaults_and_entitlements():
 
 
 @pytest.mark.parametrize("options, words", [
-    ({"image": "nope"}, ["'nope'", "not available", "python"]),
+    ({"image": "nope"}, ["'nope'", "not available", "Available images: Python."]),
     ({"image": "secret"}, ["'secret'", "not available"]),
     ({"image": "cuda"}, ["'cuda'", "not available"]),
     ({"image": "python", "version": "1999"}, ["'1999'", "does not exist", "2025.01"]),
-    ({"image": "python", "size": "large"}, ["'large'", "not available to you", "small"]),
+    ({"image": "python", "size": "large"}, ["'large'", "not available to you", "with 'Python': Small."]),
     ({"image": "python", "size": "huge"}, ["'huge'", "not available"]),
     ({"image": "python", "cpu_limit": 64}, ["cpu_limit"]),
     ({"image": ["python"]}, ["must be a string"]),
+    # strict: unknown keys (KubeSpawner's profile too), bounded values, booleans
+    ({"image": "python", "profile": "big"}, ["Unknown server option(s): 'profile'"]),
+    ({"size": "x" * 257}, ["'size' is too long (257 characters, at most 256)"]),
+    ({"same_as_last": "yes"}, ["'same_as_last' must be true or false"]),
 ])
 def test_forged_options_refused(options, words):
     with pytest.raises(ChoiceError) as e:
@@ -51,10 +55,33 @@ def test_forged_options_refused(options, words):
         assert w in str(e.value)
 
 
+def test_refusals_echo_only_a_short_escaped_prefix():
+    huge = "<script>\n" + "A" * 5_000_000
+    for options in ({"image": huge}, {"image": "python", "version": huge[:256]}, {huge: 1},
+                    {"image": "python", "size": "\x1b[31m" + "b" * 200}):
+        with pytest.raises(ChoiceError) as e:
+            resolve_choice(IMAGES, SIZES, [], options)
+        message = str(e.value)
+        assert len(message) < 300 and "\n" not in message and "\x1b" not in message, message
+    assert "'<script>\\nAAAA" in message or "\\x1b[31m" in message
+
+
+def test_same_as_last_with_other_choices_is_refused():
+    last = {"image": "python", "version": "2024.05", "size": "small", "image_ref": "py:2024.05"}
+    groups = ["power"]
+    # the same values as last time: fine
+    c = resolve_choice(IMAGES, SIZES, groups, {"same_as_last": True, "image": "python", "size": "small"}, last=last)
+    assert (c.version, c.size) == ("2024.05", "small")
+    with pytest.raises(ChoiceError) as e:
+        resolve_choice(IMAGES, SIZES, groups, {"same_as_last": True, "version": "2025.01", "size": "large"},
+                       last=last)
+    assert "also version '2025.01', size 'Large'" in str(e.value) and "not both" in str(e.value)
+
+
 def test_image_restricted_to_sizes():
     groups = ["gpu-users"]
     assert resolve_choice(IMAGES, SIZES, groups, {"image": "cuda"}).size == "gpu"
-    with pytest.raises(ChoiceError, match="cannot run on size 'small'"):
+    with pytest.raises(ChoiceError, match="cannot run on size 'Small'"):
         resolve_choice(IMAGES, SIZES, groups, {"image": "cuda", "size": "small"})
 
 

@@ -18,7 +18,7 @@ class Inputs(HTMLParser):
 
     def handle_starttag(self, tag, attrs):
         a = dict(attrs)
-        if tag in ("input", "select"):
+        if tag in ("input", "select") and a.get("type") != "hidden":
             self.inputs.append(a)
         elif tag == "label":
             self.labels.add(a.get("for"))
@@ -66,7 +66,15 @@ def test_same_as_last_offered_or_explained():
 
 
 def test_options_from_formdata():
-    assert options_from_formdata({"choice": ["last"], "image": ["python"]}) == {"same_as_last": True}
+    shown = {"shown-image": ["python"], "shown-version": ["2025.01"], "shown-size": ["small"]}
+    same = {"choice": ["last"], "image": ["python"], "version--python": ["2025.01"], "size": ["small"]}
+    assert options_from_formdata({**same, **shown}) == {"same_as_last": True}
+    # without JavaScript, picking a field is what switches "same as last time" off
+    assert options_from_formdata({**same, **shown, "size": ["large"]}) == {
+        "image": "python", "version": "2025.01", "size": "large"}
+    # no record of what was shown: the fields go along, and must agree with last time
+    assert options_from_formdata({"choice": ["last"], "image": ["python"]}) == {
+        "same_as_last": True, "image": "python"}
     assert options_from_formdata({"choice": ["new"], "image": ["python"], "version--python": ["2024.05"],
                                   "version--cuda": ["12"], "size": ["small"]}) == {
         "image": "python", "version": "2024.05", "size": "small"}

@@ -242,3 +242,46 @@ def test_bad_quota_setting_stops_the_hub_naming_the_key(hub_factory):
     hub.start(wait=False)
     assert hub.wait_exit(60) != 0
     assert "c.PtjaasSpawner.quota_groups['vision'] has unknown key(s) ['gpu']" in hub.logs()
+
+
+def test_rebuild_after_a_restart_sends_no_request_of_its_own(cluster, hub_factory):
+    """The ledger is rebuilt from the pods KubeSpawner's pod reflector lists anyway: a restart with
+    a running server lists pods as often with quotas as without, or with the rebuild turned off;
+    without quotas nothing is charged."""
+    base = SPAWNER_SETUP + textwrap.dedent(
+        f"""
+        c.JupyterHub.extra_handlers = __import__("ptjaas_spawner.quota.handlers", fromlist=["x"]).usage_handlers
+        c.PtjaasSpawner.images = {json.dumps(IMAGES)}
+        c.PtjaasSpawner.sizes = {json.dumps(SIZES)}
+        # no time-based relist while the requests are counted
+        c.ResourceReflector.timeout_seconds = 600
+        c.ResourceReflector.restart_seconds = 600
+        """
+    )
+    quotas = 'c.PtjaasSpawner.quota_default = {"gpus": 1}\n'
+    variants = {
+        "without quotas": "",
+        "with quotas": quotas,
+        "with quotas, rebuild off": quotas + "c.PtjaasSpawner.quota_rebuild_from_cluster = False\n",
+    }
+    hub = hub_factory(base + quotas, cluster=cluster)
+    assert hub.api("POST", "/users/lister").status_code == 201
+    start_ready(hub, "lister", "gpu")
+    try:
+        lists = {}
+        for name, extra in variants.items():
+            hub.stop()
+            cluster.reset_request_stats()
+            hub.restart(base + extra)
+            # the reflector's list(s), then its watch: after that no pod list until a relist
+            stats = wait_for(lambda: (s := cluster.request_stats()).get(("watch", "pods")) and s,
+                             timeout=60, interval=0.1, message="the pod reflector's watch")
+            lists[name] = stats.get(("list", "pods"), 0)
+            used = usage(hub)["users"]
+            if name == "with quotas":
+                assert used["lister"]["gpus"] == 1, used
+            else:
+                assert used == {}, (name, used)
+        assert lists["without quotas"] == lists["with quotas"] == lists["with quotas, rebuild off"], lists
+    finally:
+        stop(hub, "lister")

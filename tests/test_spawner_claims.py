@@ -51,8 +51,9 @@ def claim_names(kube):
     return sorted(c.metadata.name for c in kube.core.list_namespaced_persistent_volume_claim("default").items)
 
 
-def make_claim(kube, name, size="1Gi", storage_class=None):
-    body = {"metadata": {"name": name}, "spec": {"accessModes": ["ReadWriteOnce"],
+def make_claim(kube, name, owner, size="1Gi", storage_class=None):
+    # as KubeSpawner makes it: the owner's real name in the hub.jupyter.org/username annotation
+    body = {"metadata": {"name": name, "annotations": {"hub.jupyter.org/username": owner}}, "spec": {"accessModes": ["ReadWriteOnce"],
                                                  "resources": {"requests": {"storage": size}}}}
     if storage_class:
         body["spec"]["storageClassName"] = storage_class
@@ -80,14 +81,14 @@ async def test_first_claim_and_remembered_name(module_cluster, monkeypatch, kube
 
 async def test_legacy_claims_are_reused(module_cluster, monkeypatch, kube):
     # KubeSpawner < 7 ('escape' scheme) name of user "dana@example.org"
-    make_claim(kube, "claim-dana-40example-2eorg")
+    make_claim(kube, "claim-dana-40example-2eorg", "dana@example.org")
     s = make_spawner(module_cluster, monkeypatch, "dana@example.org")
     assert s._expand_user_properties(s.pvc_name_template) != "claim-dana-40example-2eorg"
     await s.ensure_home_claim()
     assert s.pvc_name == "claim-dana-40example-2eorg"
     assert not [n for n in claim_names(kube) if n.startswith("claim-dana") and n != s.pvc_name]
     # a named server's own KubeSpawner-default claim is kept for that server
-    make_claim(kube, "claim-erik--project")
+    make_claim(kube, "claim-erik--project", "erik")
     s = make_spawner(module_cluster, monkeypatch, "erik", servername="project")
     await s.ensure_home_claim()
     assert s.pvc_name == "claim-erik--project" and "claim-erik" not in claim_names(kube)
@@ -107,7 +108,7 @@ async def test_claim_of_a_kubespawner_state_deleted_behind_our_back_is_recreated
 
 
 async def test_group_size_grows_claims_never_shrinks(module_cluster, monkeypatch, kube, caplog):
-    make_claim(kube, "claim-grace", size="10Gi")
+    make_claim(kube, "claim-grace", "grace", size="10Gi")
     s = make_spawner(module_cluster, monkeypatch, "grace", groups=["big"],
                      home_volume_size_by_group={"big": "25Gi", "small": "1Gi"})
     await s.ensure_home_claim()
@@ -120,7 +121,7 @@ async def test_group_size_grows_claims_never_shrinks(module_cluster, monkeypatch
     # a class without expansion: the user keeps the old size, and is told why
     kube.storage.create_storage_class({
         "metadata": {"name": "fixed"}, "provisioner": "ptjaas.io/local", "allowVolumeExpansion": False})
-    make_claim(kube, "claim-hugo", size="10Gi", storage_class="fixed")
+    make_claim(kube, "claim-hugo", "hugo", size="10Gi", storage_class="fixed")
     s = make_spawner(module_cluster, monkeypatch, "hugo", groups=["big"],
                      home_volume_size_by_group={"big": "25Gi"})
     with caplog.at_level(logging.WARNING):

@@ -5,6 +5,7 @@ jupyterhub-singleuser; the cluster is inspected with the official Kubernetes cli
 """
 
 import json
+import re
 import sys
 import textwrap
 from pathlib import Path
@@ -302,8 +303,11 @@ def test_same_as_last_time_and_a_helm_upgrade_keep_claims_and_servers(module_clu
     page = session.get(spawn_url).text
     assert "Same as last time: Python 2024.05, size Small" in page
     assert '<option value="2025.01" selected>' in page  # a new choice starts from the new default
+    shown = dict(re.findall(r'<input type="hidden" name="(shown-[a-z]+)" value="([^"]*)">', page))
+    assert shown == {"shown-image": "python", "shown-version": "2025.01", "shown-size": "small"}
     r = session.post(spawn_url, data={"_xsrf": session.cookies.get("_xsrf") or "", "choice": "last",
-                                      "image": "python", "version--python": "2025.01", "size": "small"})
+                                      "image": "python", "version--python": "2025.01", "size": "small",
+                                      **shown})
     assert r.status_code == 200, r.text[:2000]
     wait_for(lambda: (server(hub, "carol") or {}).get("ready"), timeout=120, message="carol ready")
     assert pods(kube)["jupyter-carol"]["spec"]["containers"][0]["image"] == "example.org/python:2024.05"

@@ -11,40 +11,22 @@ unlimited.
   pooled groups has each server charged to exactly one of those pools: the one it fits in,
   preferring the one left with the most headroom. A user in no pooled group has no pool limit.
 - Counted over all of the user's starting and running servers, named servers included.
+
+The charges and their running totals are kept in ``ledger.Ledger`` (re-exported here).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 from ..sizes import parse_bytes, parse_cpu
+from .ledger import RESOURCES, ZERO, Amount, Charge, Ledger
 
-RESOURCES = ("gpus", "cpu", "memory", "servers")
 NOUN = {"gpus": "GPUs", "cpu": "CPU cores", "memory": "memory", "servers": "servers"}
 
 
 class QuotaConfigError(ValueError):
     """A quota setting is invalid; the message names the config key."""
-
-
-@dataclass(frozen=True)
-class Amount:
-    gpus: int = 0
-    cpu: float = 0.0
-    memory: int = 0
-    servers: int = 1
-
-    def __add__(self, other: Amount) -> Amount:
-        return Amount(*(getattr(self, r) + getattr(other, r) for r in RESOURCES))
-
-    def get(self, resource: str):
-        return getattr(self, resource)
-
-    def as_dict(self) -> dict:
-        return asdict(self)
-
-
-ZERO = Amount(0, 0.0, 0, 0)
 
 
 def fmt(resource: str, value) -> str:
@@ -139,64 +121,13 @@ class QuotaPolicy:
 
 
 @dataclass
-class Charge:
-    """One starting or running server's share."""
-
-    user: str
-    server: str
-    amount: Amount
-    pool: str | None = None
-    size: str = ""
-    image: str = ""
-    version: str = ""
-
-
-class Ledger:
-    """Charges by ``(user, server name)``. Not thread-safe: used from the hub's event loop."""
-
-    def __init__(self):
-        self.charges: dict[tuple, Charge] = {}
-
-    def add(self, charge: Charge):
-        self.charges[(charge.user, charge.server)] = charge
-
-    def remove(self, user: str, server: str) -> Charge | None:
-        return self.charges.pop((user, server), None)
-
-    def get(self, user: str, server: str) -> Charge | None:
-        return self.charges.get((user, server))
-
-    def clear(self):
-        self.charges.clear()
-
-    def user_usage(self, user, exclude=None) -> Amount:
-        total = ZERO
-        for key, c in self.charges.items():
-            if c.user == user and key != exclude:
-                total = total + c.amount
-        return total
-
-    def pool_usage(self, pool, exclude=None) -> Amount:
-        total = ZERO
-        for key, c in self.charges.items():
-            if c.pool == pool and key != exclude:
-                total = total + c.amount
-        return total
-
-    def holders(self, pool=None, user=None, exclude=None) -> list:
-        return [
-            c for key, c in sorted(self.charges.items())
-            if key != exclude and (pool is None or c.pool == pool) and (user is None or c.user == user)
-        ]
-
-
-@dataclass
 class Decision:
     allowed: bool
     pool: str | None = None
     message: str = ""  # refusal: which budget is full and how to free it
     note: str = ""  # short text for the form ("2 of 4 vision GPUs free")
     how: str = ""  # refusal: how to free the budget
+    kind: str = ""  # refusal: "user" (the user's own budget) or "pool" (a group's pool)
 
 
 def _over(usage: Amount, amount: Amount, limits: dict) -> list:
@@ -222,11 +153,32 @@ def _servers_text(charges) -> str:
     return ", ".join(names) if names else "none"
 
 
+@dataclass
+class _Standing:
+    """What a user's decisions start from, read once from the ledger (one per form, not per size)."""
+
+    user: str
+    key: tuple
+    limits: dict
+    usage: Amount
+    pools: list  # [(pool, usage of the pool)]
+
+
+def _standing(policy: QuotaPolicy, ledger: Ledger, user: str, groups, server: str) -> _Standing:
+    key = (user, server)
+    return _Standing(
+        user, key, policy.user_limits(user, groups), ledger.user_usage(user, exclude=key),
+        [(p, ledger.pool_usage(p, exclude=key)) for p in policy.user_pools(groups)],
+    )
+
+
 def decide(policy: QuotaPolicy, ledger: Ledger, user: str, groups, amount: Amount, server: str = "") -> Decision:
     """May ``user`` (in ``groups``) start ``server`` needing ``amount``? Pure; does not charge."""
-    key = (user, server)
-    limits = policy.user_limits(user, groups)
-    usage = ledger.user_usage(user, exclude=key)
+    return _decide(policy, ledger, _standing(policy, ledger, user, groups, server), amount)
+
+
+def _decide(policy: QuotaPolicy, ledger: Ledger, st: _Standing, amount: Amount) -> Decision:
+    user, key, limits, usage = st.user, st.key, st.limits, st.usage
     over = _over(usage, amount, limits)
     if over:
         r = over[0]
@@ -240,13 +192,12 @@ def decide(policy: QuotaPolicy, ledger: Ledger, user: str, groups, amount: Amoun
             ),
             note=f"your {NOUN[r]}: {fmt(r, usage.get(r))} of {fmt(r, limits[r])} in use",
             how=how,
+            kind="user",
         )
-    pools = policy.user_pools(groups)
-    if not pools:
+    if not st.pools:
         return Decision(True, None, note=_user_note(limits, usage, amount))
     fitting, refusals = [], []
-    for p in pools:
-        pusage = ledger.pool_usage(p, exclude=key)
+    for p, pusage in st.pools:
         pover = _over(pusage, amount, policy.pools[p])
         if pover:
             refusals.append((p, pover[0], pusage))
@@ -258,8 +209,8 @@ def decide(policy: QuotaPolicy, ledger: Ledger, user: str, groups, amount: Amoun
         return Decision(True, p, note=_pool_note(p, policy.pools[p], pusage, amount))
     parts, notes = [], []
     for p, r, pusage in refusals:
-        held = [c for c in ledger.holders(pool=p, exclude=key) if c.amount.get(r) > 0]
-        mine = [c for c in held if c.user == user]
+        # the user's own servers holding some of this resource in this pool
+        mine = [c for c in ledger.holders(pool=p, user=user, exclude=key) if c.amount.get(r) > 0]
         parts.append(
             f"group {p!r} holds {fmt(r, pusage.get(r))} of its {fmt(r, policy.pools[p][r])} {NOUN[r]}"
             + (f" ({fmt(r, sum(c.amount.get(r) for c in mine))} of them yours)" if mine else "")
@@ -278,6 +229,7 @@ def decide(policy: QuotaPolicy, ledger: Ledger, user: str, groups, amount: Amoun
         ),
         note="; ".join(notes),
         how=how,
+        kind="pool",
     )
 
 
@@ -297,40 +249,102 @@ def _user_note(limits, usage, amount) -> str:
     return ""
 
 
+def decide_sizes(policy, ledger, user, groups, amounts: dict, server: str = "") -> dict:
+    """``{size_key: Decision}`` for every ``{size_key: Amount}``, reading the ledger once."""
+    st = _standing(policy, ledger, user, groups, server)
+    return {key: _decide(policy, ledger, st, amount) for key, amount in amounts.items()}
+
+
+def form_verdict(d: Decision) -> tuple:
+    """A decision as the spawn form shows it: ``(allowed, note)``."""
+    return (d.allowed, d.note if d.allowed else f"{d.note}. {d.how}")
+
+
 def availability(policy, ledger, user, groups, amounts: dict, server: str = "") -> dict:
     """``{size_key: (allowed, note)}`` for the spawn form, from ``{size_key: Amount}``."""
-    out = {}
-    for key, amount in amounts.items():
-        d = decide(policy, ledger, user, groups, amount, server)
-        out[key] = (d.allowed, d.note if d.allowed else f"{d.note}. {d.how}")
-    return out
+    decisions = decide_sizes(policy, ledger, user, groups, amounts, server)
+    return {key: form_verdict(d) for key, d in decisions.items()}
 
 
-def size_amount(size: dict) -> Amount:
-    """The guaranteed resources a size (see ``PtjaasSpawner.sizes``) holds while it runs."""
+def container_amount(requests: dict, limits: dict) -> Amount:
+    """The one rule for what a container holds (the form's verdicts and the charge both use
+    it): per resource its request, or its limit when it has no request (Kubernetes then sets
+    the request to the limit); GPUs from any ``*/gpu`` request or limit."""
+    requests, limits = requests or {}, limits or {}
+    cpu = requests.get("cpu", limits.get("cpu"))
+    mem = requests.get("memory", limits.get("memory"))
+    gpu = [v for k, v in {**requests, **limits}.items() if k.endswith("/gpu")]
     return Amount(
-        gpus=int(size.get("gpu") or 0),
-        cpu=parse_cpu(size.get("cpu_guarantee") or 0),
-        memory=parse_bytes(size.get("mem_guarantee") or 0),
+        gpus=int(parse_cpu(gpu[0])) if gpu else 0,
+        cpu=parse_cpu(cpu) if cpu is not None else 0.0,
+        memory=parse_bytes(mem) if mem is not None else 0,
         servers=1,
     )
 
 
+def size_resources(size: dict):
+    """(requests, limits) of the pod KubeSpawner makes for a size (see ``PtjaasSpawner.sizes``):
+    like KubeSpawner, a guarantee or limit of 0 sets nothing."""
+    requests, limits = {}, {}
+    for key, value in (("cpu", size.get("cpu_guarantee")), ("memory", size.get("mem_guarantee"))):
+        if value and (parse_cpu(value) if key == "cpu" else parse_bytes(value)):
+            requests[key] = value
+    for key, value in (("cpu", size.get("cpu_limit")), ("memory", size.get("mem_limit"))):
+        if value and (parse_cpu(value) if key == "cpu" else parse_bytes(value)):
+            limits[key] = value
+    gpus = int(size.get("gpu") or 0)
+    if gpus:
+        limits[size.get("gpu_resource") or "nvidia.com/gpu"] = str(gpus)
+    return requests, limits
+
+
+def size_amount(size: dict) -> Amount:
+    """What a server of this size will be charged: ``container_amount`` of its pod's resources."""
+    return container_amount(*size_resources(size))
+
+
 def pod_amount(pod: dict) -> Amount:
-    """Guaranteed resources of a pod (API JSON form): container requests for CPU and memory
-    (limits when no request, as Kubernetes defaults them), any ``*/gpu`` limit for GPUs."""
-    gpus, cpu, mem = 0, 0.0, 0
+    """What a pod (API JSON form) is charged: the sum of ``container_amount`` over its
+    containers (one server)."""
+    total = ZERO
     for c in (pod.get("spec") or {}).get("containers") or []:
         res = c.get("resources") or {}
-        req, lim = res.get("requests") or {}, res.get("limits") or {}
-        if "cpu" in req or "cpu" in lim:
-            cpu += parse_cpu(req.get("cpu", lim.get("cpu")))
-        if "memory" in req or "memory" in lim:
-            mem += parse_bytes(req.get("memory", lim.get("memory")))
-        gpu = [v for k, v in {**req, **lim}.items() if k.endswith("/gpu")]
-        if gpu:
-            gpus += int(parse_cpu(gpu[0]))
-    return Amount(gpus=gpus, cpu=cpu, memory=mem, servers=1)
+        total = total + container_amount(res.get("requests"), res.get("limits"))
+    return Amount(gpus=total.gpus, cpu=total.cpu, memory=total.memory, servers=1)
+
+
+def pod_limits(pod: dict):
+    """(CPU cores, memory bytes) limits of a pod (API JSON form), for display."""
+    cpu, mem = 0.0, 0
+    for c in (pod.get("spec") or {}).get("containers") or []:
+        limits = (c.get("resources") or {}).get("limits") or {}
+        cpu += parse_cpu(limits["cpu"]) if "cpu" in limits else 0.0
+        mem += parse_bytes(limits["memory"]) if "memory" in limits else 0
+    return cpu, mem
+
+
+SUMMARY_ORDER = ("servers", "gpus", "cpu", "memory")
+
+
+def summary(policy: QuotaPolicy, ledger: Ledger, user: str, groups, server: str = "") -> str:
+    """The user's quota in one line for the top of the form: 'you: 1 of 2 servers, 0 of 1
+    GPUs; team vision: 3 of 4 GPUs free' ('' without quotas)."""
+    if not policy.enabled:
+        return ""
+    key = (user, server)
+    limits = policy.user_limits(user, groups)
+    usage = ledger.user_usage(user, exclude=key)
+    parts = []
+    mine = [f"{fmt(r, usage.get(r))} of {fmt(r, limits[r])} {NOUN[r]}" for r in SUMMARY_ORDER
+            if limits.get(r) is not None]
+    if mine:
+        parts.append("you: " + ", ".join(mine))
+    for p in policy.user_pools(groups):
+        pool, pusage = policy.pools[p], ledger.pool_usage(p, exclude=key)
+        free = [f"{fmt(r, max(0, pool[r] - pusage.get(r)))} of {fmt(r, pool[r])} {NOUN[r]} free"
+                for r in SUMMARY_ORDER if pool.get(r) is not None]
+        parts.append(f"team {p}: " + ", ".join(free))
+    return "; ".join(parts)
 
 
 def usage_report(policy: QuotaPolicy, ledger: Ledger, user_groups: dict) -> dict:
@@ -346,12 +360,16 @@ def usage_report(policy: QuotaPolicy, ledger: Ledger, user_groups: dict) -> dict
     servers = []
     for c in ledger.holders():
         bump(by_user, c.user, c)
+        row = by_user[c.user]
+        row["cpu_limit"] = row.get("cpu_limit", 0.0) + c.cpu_limit
+        row["memory_limit"] = row.get("memory_limit", 0) + c.mem_limit
         bump(by_size, c.size or "(unknown)", c)
         bump(by_version, f"{c.image or '(unknown)'}:{c.version or '(unknown)'}", c)
         if c.pool:
             bump(by_group, c.pool, c)
         servers.append({"user": c.user, "server": c.server, "pool": c.pool, "size": c.size,
-                        "image": c.image, "version": c.version, **c.amount.as_dict()})
+                        "image": c.image, "version": c.version, **c.amount.as_dict(),
+                        "cpu_limit": c.cpu_limit, "memory_limit": c.mem_limit})
     for u, row in by_user.items():
         row["limits"] = policy.user_limits(u, user_groups.get(u, ()))
     groups = {}

@@ -4,7 +4,7 @@ live quota ledger).
 - ``GET /hub/ptjaas/usage``: HTML page (admins only).
 - ``GET /hub/api/ptjaas/usage``: JSON, usage by server, user, group (pool), size and image
   version, with the configured limits (needs the ``admin:servers`` scope: admins, or a service
-  token with that scope).
+  token with that scope). Both are empty when no budget is configured (nothing is counted then).
 
 Registered automatically by ``PtjaasAuthenticator``; with another authenticator add
 ``c.JupyterHub.extra_handlers = ptjaas_spawner.quota.handlers.usage_handlers`` (JupyterHub
@@ -19,6 +19,7 @@ from jupyterhub.apihandlers.base import APIHandler
 from jupyterhub.handlers.base import BaseHandler
 from tornado import web
 
+from ..sizes import resources_text
 from .budget import QuotaPolicy, fmt, usage_report
 from .mixin import LEDGER
 
@@ -37,14 +38,28 @@ PAGE = """{% extends "page.html" %}
       <td>{{ g.holders | join(", ") }}</td></tr>
     {% endfor %}
   </table>
+  <h2>Users</h2>
+  <table class="table" id="ptjaas-users">
+    <tr><th>user</th><th>servers</th><th>GPUs</th><th>CPU and memory (guarantee &rarr; limit)</th>
+        <th>budget</th></tr>
+    {% for name, u in report.users.items() %}
+    <tr><td>{{ name }}</td>
+      <td>{{ u.servers }}{% if u.limits.servers is not none %} of {{ u.limits.servers }}{% endif %}</td>
+      <td>{{ u.gpus }}{% if u.limits.gpus is not none %} of {{ u.limits.gpus }}{% endif %}</td>
+      <td>{{ res(u.cpu, u.cpu_limit, u.memory, u.memory_limit) }}</td>
+      <td>{% for r in ["cpu", "memory"] %}{% if u.limits[r] is not none -%}
+        {{ r }} {{ f(r, u[r]) }} of {{ f(r, u.limits[r]) }};
+      {% endif %}{% endfor %}</td></tr>
+    {% endfor %}
+  </table>
   <h2>Servers</h2>
   <table class="table" id="ptjaas-servers">
     <tr><th>user</th><th>server</th><th>group pool</th><th>size</th><th>image:version</th>
-        <th>GPUs</th><th>CPU</th><th>memory</th></tr>
+        <th>GPUs</th><th>CPU and memory (guarantee &rarr; limit)</th></tr>
     {% for s in report.servers %}
     <tr><td>{{ s.user }}</td><td>{{ s.server or "(default)" }}</td><td>{{ s.pool or "-" }}</td>
       <td>{{ s.size }}</td><td>{{ s.image }}:{{ s.version }}</td><td>{{ s.gpus }}</td>
-      <td>{{ f("cpu", s.cpu) }}</td><td>{{ f("memory", s.memory) }}</td></tr>
+      <td>{{ res(s.cpu, s.cpu_limit, s.memory, s.memory_limit) }}</td></tr>
     {% endfor %}
   </table>
   <p><a href="{{ base_url }}api/ptjaas/usage">JSON</a> · Prometheus metrics: <code>{{ base_url }}metrics</code></p>
@@ -93,7 +108,7 @@ class UsagePageHandler(BaseHandler):
         if not _is_admin(self):
             raise web.HTTPError(403, "Only administrators may see the usage of all users")
         env = self.settings["jinja2_env"]
-        ns = dict(self.template_namespace, report=_report(self), f=fmt)
+        ns = dict(self.template_namespace, report=_report(self), f=fmt, res=resources_text)
         ns["xsrf_token"] = self.xsrf_token.decode("ascii")
         self.write(await env.from_string(PAGE).render_async(**ns))
 

@@ -1,5 +1,10 @@
 """Prometheus metrics of the quota layer, registered in the hub process (served on the hub's
-``/hub/metrics`` with JupyterHub's own metrics)."""
+``/hub/metrics`` with JupyterHub's own metrics).
+
+The gauges follow the ledger change by change (``charge_added`` / ``charge_removed`` are its
+callbacks): a start or stop updates one series, whatever the number of running servers. A
+(group, size) series exists while some server holds it, as a full recount would give.
+"""
 
 from prometheus_client import Counter, Gauge
 
@@ -15,19 +20,35 @@ REFUSALS = Counter(
 for _reason in ("user", "pool", "resourcequota"):
     REFUSALS.labels(reason=_reason)
 
+# (group, size) -> [gpus, servers]: what the gauges show (a server outside any pool: group "-")
+_ROWS: dict = {}
 
-def update_metrics(ledger):
-    """Recompute the gauges from the ledger (a server outside any pool counts as group "-")."""
-    rows = {}
-    for c in ledger.holders():
-        key = (c.pool or "-", c.size or "-")
-        gpus, servers = rows.get(key, (0, 0))
-        rows[key] = (gpus + c.amount.gpus, servers + 1)
-    GPUS_IN_USE.clear()
-    SERVERS_IN_USE.clear()
-    for (group, size), (gpus, servers) in rows.items():
-        GPUS_IN_USE.labels(group=group, size=size).set(gpus)
-        SERVERS_IN_USE.labels(group=group, size=size).set(servers)
+
+def _row_key(charge) -> tuple:
+    return (charge.pool or "-", charge.size or "-")
+
+
+def charge_added(charge):
+    key = _row_key(charge)
+    row = _ROWS.setdefault(key, [0, 0])
+    row[0] += charge.amount.gpus
+    row[1] += 1
+    GPUS_IN_USE.labels(*key).set(row[0])
+    SERVERS_IN_USE.labels(*key).set(row[1])
+
+
+def charge_removed(charge):
+    key = _row_key(charge)
+    row = _ROWS[key]
+    row[0] -= charge.amount.gpus
+    row[1] -= 1
+    if row[1] <= 0:
+        del _ROWS[key]
+        GPUS_IN_USE.remove(*key)
+        SERVERS_IN_USE.remove(*key)
+    else:
+        GPUS_IN_USE.labels(*key).set(row[0])
+        SERVERS_IN_USE.labels(*key).set(row[1])
 
 
 def count_refusal(reason: str):

@@ -5,32 +5,42 @@ decided and charged in one synchronous step (no ``await`` in between), so 20 sim
 starts for the last 4 GPUs see each other's charges and exactly 4 pass. This happens on the
 final pod manifest (after every ``get_pod_manifest`` layer and ``modify_pod_hook``), just
 before the pod is created. The charge is released when the start fails (any exception,
-including the API server's ``403 exceeded quota``) and when the server stops. After a hub
-restart the ledger is rebuilt once, before the first decision, from the pods in the cluster
-(label ``component=singleuser-server``; owner from the ``hub.jupyter.org/username`` /
-``servername`` annotations, resources from the pod spec, pool from ``ptjaas.io/quota-pool``).
+including the API server's ``403 exceeded quota``) and when the server stops.
+
+After a hub restart the ledger is rebuilt once, before the first decision, from the server pods
+KubeSpawner's pod reflector already holds (its one list and watch; the rebuild sends no request
+of its own): owner from the ``hub.jupyter.org/username`` / ``servername`` annotations, resources
+from the pod spec, pool from ``ptjaas.io/quota-pool``. It works through the pods in slices of
+about ``REBUILD_SLICE`` seconds, yielding to the event loop in between, and every decision
+waits for it to finish. With no budget configured nothing is kept, rebuilt or decided.
 """
 
 from __future__ import annotations
 
 import asyncio
 import re
+import time
 
 from tornado import web
 from traitlets import Bool, Dict, TraitError, observe, validate
 from traitlets.config import LoggingConfigurable
 
-from .budget import Charge, Ledger, QuotaConfigError, QuotaPolicy, parse_budget, availability, decide, pod_amount, size_amount
-from .metrics import count_refusal, update_metrics
+from .budget import (
+    Charge, Ledger, QuotaConfigError, QuotaPolicy, decide, decide_sizes, form_verdict, parse_budget,
+    pod_amount, pod_limits, size_amount, summary,
+)
+from .metrics import charge_added, charge_removed, count_refusal
 
 POOL_ANNOTATION = "ptjaas.io/quota-pool"
 SIZE_LABEL = "ptjaas.io/size"
 IMAGE_LABEL = "ptjaas.io/image"
 VERSION_LABEL = "ptjaas.io/version"
 
-# process-wide (the hub): one ledger, rebuilt once per namespace
-LEDGER = Ledger()
+# process-wide (the hub): one ledger (the gauges follow it), rebuilt once per pod reflector
+LEDGER = Ledger(on_add=charge_added, on_remove=charge_removed)
 _REBUILDS: dict = {}
+
+REBUILD_SLICE = 0.02  # seconds of rebuild work between two yields to the event loop
 
 
 class QuotaExceeded(web.HTTPError):
@@ -67,14 +77,58 @@ def resourcequota_message(body: str, namespace: str) -> str:
     )
 
 
-def _rebuilt(namespace) -> bool:
-    fut = _REBUILDS.get(namespace)
+def _rebuilt(key) -> bool:
+    fut = _REBUILDS.get(key)
     return fut is not None and fut.done() and not fut.cancelled() and fut.exception() is None
 
 
-def _reason(decision) -> str:
-    """Metric label of a refusal: a team pool or the user's own budget."""
-    return "pool" if decision.message.startswith("Your team") else "user"
+def _charge_from_pod(user, server, pod: dict, pool) -> Charge:
+    labels = (pod.get("metadata") or {}).get("labels") or {}
+    return Charge(
+        user, server, pod_amount(pod), pool,
+        labels.get(SIZE_LABEL, ""), labels.get(IMAGE_LABEL, ""), labels.get(VERSION_LABEL, ""),
+        *pod_limits(pod),
+    )
+
+
+def server_pod_charge(pod) -> Charge | None:
+    """The share a pod (API JSON) holds, or None when it is not a live server of a hub user."""
+    meta = (pod or {}).get("metadata") or {}
+    ann = meta.get("annotations") or {}
+    user = ann.get("hub.jupyter.org/username")
+    if not user or meta.get("deletionTimestamp"):
+        return None
+    if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+        return None
+    server = ann.get("hub.jupyter.org/servername", "")
+    return _charge_from_pod(user, server, pod, ann.get(POOL_ANNOTATION) or None)
+
+
+async def rebuild_ledger(ledger: Ledger, current_pods, log=None, slice_seconds=REBUILD_SLICE) -> int:
+    """Charge the live server pods of ``current_pods()`` (``{"namespace/name": pod JSON}``, what
+    KubeSpawner's pod reflector holds) that ``ledger`` does not hold yet; returns how many.
+
+    Works in slices of ``slice_seconds``, yielding to the event loop in between. Each pod is read
+    again from ``current_pods()`` just before it is charged, so a server that stopped meanwhile
+    (its pod gone or terminating) is not charged."""
+    refs = list(current_pods())
+    added = 0
+    deadline = time.monotonic() + slice_seconds
+    for ref in refs:
+        pod = current_pods().get(ref)
+        try:
+            charge = server_pod_charge(pod)
+        except (TypeError, ValueError, AttributeError) as e:
+            if log is not None:
+                log.warning("Quota ledger: pod %s not counted, its resources are unreadable: %s", ref, e)
+            charge = None
+        if charge is not None and ledger.get(charge.user, charge.server) is None:
+            ledger.add(charge)
+            added += 1
+        if time.monotonic() >= deadline:
+            await asyncio.sleep(0)
+            deadline = time.monotonic() + slice_seconds
+    return added
 
 
 class QuotaMixin(LoggingConfigurable):
@@ -108,10 +162,11 @@ class QuotaMixin(LoggingConfigurable):
     quota_rebuild_from_cluster = Bool(
         True,
         config=True,
-        help="""Rebuild the usage ledger from the pods in the cluster when the hub (re)starts
-        (as it polls the running servers, or at the latest before the first quota decision):
-        usage survives hub restarts. Turn off only when the hub cannot list pods (usage then
-        counts only servers started since the hub started).""",
+        help="""Rebuild the usage ledger from the server pods in the cluster when the hub
+        (re)starts (as it polls the running servers, or at the latest before the first quota
+        decision), so usage survives hub restarts. It reads the pods KubeSpawner's pod reflector
+        already holds and sends no request of its own. Turned off, usage counts only the servers
+        started since the hub started. Nothing is rebuilt when no budget is configured.""",
     )
 
     @validate("quota_default", "quota_users", "quota_groups")
@@ -142,63 +197,67 @@ class QuotaMixin(LoggingConfigurable):
             )
         return pol
 
-    @property
-    def quota_ledger(self) -> Ledger:
-        return LEDGER
-
     def _quota_user_groups(self) -> list:
         return sorted(g.name for g in (getattr(self.user, "groups", None) or []))
 
     # ---- rebuild ----
+    def _quota_rebuild_key(self):
+        # one pod reflector per namespace, or one for all namespaces with user namespaces
+        # (KubeSpawner._get_reflector_key, kubespawner 7.1)
+        return None if self.enable_user_namespaces else self.namespace
+
     async def quota_ready(self):
-        """Rebuild the ledger from the cluster once per process and namespace (shared by all
-        concurrent callers); a failure is retried by the next caller."""
-        if not self.quota_rebuild_from_cluster:
+        """Rebuild the ledger from the cluster once per process and pod reflector (shared by all
+        concurrent callers); a failure is retried by the next caller. Nothing without quotas."""
+        if not (self.quota_rebuild_from_cluster and self.quota_policy.enabled):
             return
-        ns = self.namespace
-        fut = _REBUILDS.get(ns)
+        key = self._quota_rebuild_key()
+        fut = _REBUILDS.get(key)
         if fut is None:
-            fut = _REBUILDS[ns] = asyncio.ensure_future(self._quota_rebuild(ns))
+            fut = _REBUILDS[key] = asyncio.ensure_future(self._quota_rebuild(key))
         try:
             await asyncio.shield(fut)
         except Exception:
-            if _REBUILDS.get(ns) is fut:
-                del _REBUILDS[ns]
+            if _REBUILDS.get(key) is fut:
+                del _REBUILDS[key]
             raise
 
-    async def _quota_rebuild(self, namespace):
-        pods = await self.api.list_namespaced_pod(namespace, label_selector="component=singleuser-server")
-        found = 0
-        for pod in pods.items:
-            d = self.api.api_client.sanitize_for_serialization(pod)
-            meta = d.get("metadata") or {}
-            ann = meta.get("annotations") or {}
-            user = ann.get("hub.jupyter.org/username")
-            if not user or meta.get("deletionTimestamp"):
-                continue
-            if (d.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
-                continue
-            server = ann.get("hub.jupyter.org/servername", "")
-            if LEDGER.get(user, server):
-                continue
-            LEDGER.add(self._charge_from_pod(user, server, d, ann.get(POOL_ANNOTATION) or None))
-            found += 1
-        self.log.info("Quota ledger rebuilt from %d server pod(s) in namespace %s", found, namespace)
-        update_metrics(LEDGER)
+    async def _pod_reflector_of(self, key):
+        """KubeSpawner's pod reflector for ``key`` (a namespace, or None for all namespaces),
+        shared by every spawner there; it makes a request only when it is not running yet."""
+        if key == self._quota_rebuild_key():
+            # KubeSpawner's own poll() and start() wait for the pod reflector this way
+            # (kubespawner 7.1; no public hook)
+            return await self._start_watching_pods()
+        # another namespace than this spawner's (team namespaces): the reflector that
+        # KubeSpawner 7.1's _start_reflector makes for a spawner there, under the same key
+        from kubespawner.spawner import PodReflector
 
-    @staticmethod
-    def _charge_from_pod(user, server, pod: dict, pool) -> Charge:
-        labels = (pod.get("metadata") or {}).get("labels") or {}
-        return Charge(
-            user, server, pod_amount(pod), pool,
-            labels.get(SIZE_LABEL, ""), labels.get(IMAGE_LABEL, ""), labels.get(VERSION_LABEL, ""),
-        )
+        reflectors = type(self).reflectors
+        reflector = reflectors.get(("pods", key))
+        if reflector is None:
+            reflector = reflectors[("pods", key)] = PodReflector(
+                parent=self, namespace=key, labels={"component": self.component_label}
+            )
+            await reflector.start()
+        await reflector.first_load_future
+        return reflector
+
+    async def _quota_rebuild(self, key):
+        reflector = await self._pod_reflector_of(key)
+        reflector.first_load_future.result()  # a reflector whose first list failed holds nothing
+        found = await rebuild_ledger(LEDGER, lambda: reflector.pods, self.log)
+        where = "all namespaces" if key is None else f"namespace {key}"
+        self.log.info("Quota ledger rebuilt from %d server pod(s) in %s", found, where)
 
     # ---- decisions ----
     async def size_availability(self, sizes: dict | None = None) -> dict:
         """``{size_key: (allowed, note)}`` for the spawn form ("2 of 4 vision GPUs free").
         Advisory (the spawner also refuses a size it says no to, before creating anything);
-        the binding decision is made atomically at pod creation."""
+        the binding decision is made atomically at pod creation. Empty without quotas."""
+        self._quota_refusal_reasons = {}
+        if not self.quota_policy.enabled:
+            return {}
         await self.quota_ready()
         sizes = sizes if sizes is not None else getattr(self, "sizes", {}) or {}
         amounts = {}
@@ -207,33 +266,37 @@ class QuotaMixin(LoggingConfigurable):
                 amounts[key] = size_amount(size)
             except (ValueError, TypeError):
                 continue
-        groups = self._quota_user_groups()
-        result = availability(self.quota_policy, LEDGER, self.user.name, groups, amounts, self.name)
-        self._quota_refusal_reasons = {
-            key: _reason(decide(self.quota_policy, LEDGER, self.user.name, groups, amounts[key], self.name))
-            for key, (ok, _) in result.items() if not ok
-        }
-        return result
+        decisions = decide_sizes(
+            self.quota_policy, LEDGER, self.user.name, self._quota_user_groups(), amounts, self.name
+        )
+        self._quota_refusal_reasons = {key: d.kind for key, d in decisions.items() if not d.allowed}
+        return {key: form_verdict(d) for key, d in decisions.items()}
 
-    def quota_reserve(self, pod: dict) -> Charge:
-        """Decide and charge in one synchronous step. Raises QuotaExceeded."""
+    async def quota_summary(self) -> str:
+        """The user's quota in one line for the top of the form ('' without quotas)."""
+        if not self.quota_policy.enabled:
+            return ""
+        await self.quota_ready()
+        return summary(self.quota_policy, LEDGER, self.user.name, self._quota_user_groups(), self.name)
+
+    def quota_reserve(self, pod: dict) -> Charge | None:
+        """Decide and charge in one synchronous step. Raises QuotaExceeded. None without quotas."""
+        if not self.quota_policy.enabled:
+            return None
         user, server = self.user.name, self.name
         groups = self._quota_user_groups()
         amount = pod_amount(pod)
         d = decide(self.quota_policy, LEDGER, user, groups, amount, server)
         if not d.allowed:
-            reason = _reason(d)
-            count_refusal(reason)
+            count_refusal(d.kind)
             self.log.warning("Quota refused %s/%s: %s", user, server, d.message)
-            raise QuotaExceeded(d.message, reason)
-        charge = self._charge_from_pod(user, server, pod, d.pool)
+            raise QuotaExceeded(d.message, d.kind)
+        charge = _charge_from_pod(user, server, pod, d.pool)
         LEDGER.add(charge)
-        update_metrics(LEDGER)
         return charge
 
     def quota_release(self):
-        if LEDGER.remove(self.user.name, self.name) is not None:
-            update_metrics(LEDGER)
+        LEDGER.remove(self.user.name, self.name)
 
     # ---- KubeSpawner hooks ----
     def start(self):
@@ -261,10 +324,11 @@ class QuotaMixin(LoggingConfigurable):
         manifest, then create the pod; turn the API server's quota 403 into a readable refusal."""
         from kubernetes_asyncio.client.rest import ApiException
 
-        await self.quota_ready()
-        charge = self.quota_reserve(self.api.api_client.sanitize_for_serialization(pod))
-        if charge.pool:
-            pod.metadata.annotations = dict(pod.metadata.annotations or {}, **{POOL_ANNOTATION: charge.pool})
+        if self.quota_policy.enabled:
+            await self.quota_ready()
+            charge = self.quota_reserve(self.api.api_client.sanitize_for_serialization(pod))
+            if charge.pool:
+                pod.metadata.annotations = dict(pod.metadata.annotations or {}, **{POOL_ANNOTATION: charge.pool})
         try:
             return await super()._make_create_pod_request(pod, request_timeout)
         except ApiException as e:
@@ -277,7 +341,8 @@ class QuotaMixin(LoggingConfigurable):
     async def poll(self):
         # the hub polls every running server as it starts: rebuild the ledger then, so the
         # admin page and the metrics are right from the start, not only after the first spawn
-        if self.quota_rebuild_from_cluster and not _rebuilt(self.namespace):
+        if (self.quota_rebuild_from_cluster and self.quota_policy.enabled
+                and not _rebuilt(self._quota_rebuild_key())):
             try:
                 await self.quota_ready()
             except Exception as e:
