@@ -19,6 +19,16 @@ from .quota.mixin import QuotaExceeded
 from .snapshots.views import SnapshotViews
 
 
+def _bounded(value):
+    """A posted value as the record keeps it: as is when short, else cut like the user's
+    message shows it (``catalog.shown``)."""
+    from .catalog import SHOWN_PREFIX, shown
+
+    if isinstance(value, str) and len(value) <= SHOWN_PREFIX:
+        return value
+    return shown(value)
+
+
 class DataAccessMixin(audit.AuditSettings, SnapshotViews):
     """Audit record + snapshot views for a KubeSpawner subclass."""
 
@@ -28,9 +38,10 @@ class DataAccessMixin(audit.AuditSettings, SnapshotViews):
         size = (options or {}).get("size")
         verdict = (availability or {}).get(size) if isinstance(size, str) else None
         quota = verdict is not None and not verdict[0]
+        asked = options if isinstance(options, dict) else {}
         self.audit("refused-quota" if quota else "refused-option", server=self.name,
-                   options={k: (options or {}).get(k) for k in ("image", "version", "size", "snapshots")
-                            if k in (options or {})},
+                   options={k: _bounded(asked[k]) for k in ("image", "version", "size", "team", "snapshots")
+                            if k in asked},
                    message=message)
 
     def start(self):
