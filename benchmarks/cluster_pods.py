@@ -94,9 +94,13 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pods", type=int, default=200)
     parser.add_argument("--concurrency", type=int, default=50)
+    parser.add_argument("--no-namespaces", action="store_true",
+                        help="as root: no private mount/PID namespaces per container (paths rewritten instead; "
+                             "the pods' user, uid 1000, must then reach this Python environment)")
     args = parser.parse_args()
     cluster = EmbeddedCluster(state_dir=tempfile.mkdtemp(prefix="ptjaas-bench-"),
-                              nodes=[NodeSpec(cpu="64", memory="256Gi", pods=1000)])
+                              nodes=[NodeSpec(cpu="64", memory="256Gi", pods=1000)],
+                              mount_namespaces=False if args.no_namespaces else None)
     cluster.start_in_thread()
     cpu0 = time.process_time()
 

@@ -3,8 +3,8 @@
 # Reads z2jh's `cull` values (timeout, every, concurrency, maxAge, users, adminUsers,
 # removeNamedServers keep their z2jh meaning) and ptjaas's extras under `custom.ptjaas.culler`:
 #   enabled (bool), beforeCullHooks / afterCullHooks (lists of built-in names `snapshot`,
-#   `usage`, or "module:function"), hookTimeout, usageFile, snapshotClass, snapshotKeep,
-#   snapshotNamespace.
+#   `usage`, or "module:function"), hookTimeout, hubGoneTimeout, usageFile, snapshotClass,
+#   snapshotKeep, snapshotNamespace (ptjaas_spawner.settings_schema.CULLER lists them).
 # Per-size / per-image timeouts come from PtjaasSpawner.sizes / images (cull_idle_timeout...).
 # z2jh's own culler must stay off (`cull.enabled: false`): two cullers would race.
 # Under z2jh the values come from the chart's values (module z2jh); on a plain machine from
@@ -14,17 +14,6 @@ import sys
 from ptjaas_spawner.fragmentcheck import PtjaasConfigError, checked_fragment, fragment_path
 
 c = c  # noqa: F821  (see 00-ptjaas.py)
-
-_PTJAAS_CULLER_KEYS = {
-    "enabled": None,
-    "beforeCullHooks": "before_cull_hooks",
-    "afterCullHooks": "after_cull_hooks",
-    "hookTimeout": "hook_timeout",
-    "usageFile": "usage_file",
-    "snapshotClass": "snapshot_class",
-    "snapshotKeep": "snapshot_keep",
-    "snapshotNamespace": "snapshot_namespace",
-}
 
 
 def _ptjaas_value(key, default=None):
@@ -42,29 +31,17 @@ def _ptjaas_value(key, default=None):
 
 
 def _ptjaas_install_culler():
-    from ptjaas_spawner.culler import from_z2jh_values, install_culler
+    from ptjaas_spawner.culler import install_culler
+    from ptjaas_spawner.culler.config import CullerValuesError, culler_from_values
     from ptjaas_spawner.culler.policy import PolicyError
 
     here = fragment_path(sys._getframe(0).f_code.co_filename)
-    ours = _ptjaas_value("custom.ptjaas.culler", None) or {}
-    if not isinstance(ours, dict):
-        raise PtjaasConfigError(f"{here}: custom.ptjaas.culler must be a mapping, not {ours!r}")
-    unknown = sorted(set(ours) - set(_PTJAAS_CULLER_KEYS))
-    if unknown:
-        raise PtjaasConfigError(
-            f"{here}: unknown key(s) {', '.join('custom.ptjaas.culler.' + k for k in unknown)}; "
-            f"known: {', '.join(sorted(_PTJAAS_CULLER_KEYS))}"
-        )
-    if not ours.get("enabled", False):
+    try:
+        kwargs = culler_from_values(_ptjaas_value)
+    except CullerValuesError as e:
+        raise PtjaasConfigError(f"{here}: {e}") from e
+    if kwargs is None:
         return
-    cull = _ptjaas_value("cull", None) or {}
-    if cull.get("enabled"):
-        raise PtjaasConfigError(
-            f"{here}: cull.enabled and custom.ptjaas.culler.enabled are both true; two cullers "
-            "would race. Set cull.enabled: false (ptjaas's culler reads the other cull.* values)."
-        )
-    kwargs = from_z2jh_values({k: v for k, v in cull.items() if k != "enabled"})
-    kwargs.update({_PTJAAS_CULLER_KEYS[k]: v for k, v in ours.items() if _PTJAAS_CULLER_KEYS[k]})
     try:
         with checked_fragment(c, here):
             install_culler(c, **kwargs)

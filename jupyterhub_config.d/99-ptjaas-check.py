@@ -1,8 +1,11 @@
 # ptjaas config fragment 99: check the whole configuration before the hub goes on starting.
 #
-# Loaded last (z2jh loads this directory in name order; so does 00-ptjaas.py on a plain
-# machine). It stops the hub with a message naming the setting, and where it came from,
-# when:
+# The last fragment (z2jh loads this directory in name order; so does 00-ptjaas.py on a plain
+# machine). z2jh runs `hub.extraConfig` after all the fragments, so settings made there are not
+# seen here: put ptjaas settings in hub.config or in a fragment (hub.extraFiles) instead, and check
+# values files before an upgrade with `ptjaas check-values` (which, like `ptjaas demo --config`,
+# runs this check again after the extra config). It stops the hub with a message naming the
+# setting, and where it came from, when:
 #   * a PtjaasSpawner / PtjaasAuthenticator / KubeSpawner / JupyterHub setting is misspelt
 #     or has a value of the wrong type (JupyterHub alone would only warn, or fail at the
 #     first spawn);

@@ -2,7 +2,9 @@
 
 - ``cluster``: an embedded Kubernetes (API server, controllers, node agent running pods as local
   processes);
-- ``demo`` and ``localhub``: ``ptjaas demo``, a real JupyterHub on this machine;
+- ``demo``, ``z2jhhub`` and ``devlogin``: ``ptjaas demo``, a real JupyterHub on this machine
+  configured from the Helm values files and ``jupyterhub_config.d/`` exactly as z2jh's hub is;
+- ``localhub``: the local hub config the tests' hubs use;
 - ``devoidc``: a real local OpenID Connect provider (npm ``oidc-provider``) for the demo and tests;
 - ``cli``: the ``ptjaas cluster`` and ``ptjaas demo`` commands.
 

@@ -1,84 +1,116 @@
-"""What ``ptjaas demo`` runs: a real JupyterHub with the ptjaas spawner on the embedded cluster
-(or the current kubeconfig context), a development login and a small catalog."""
+"""What ``ptjaas demo`` runs: the production configuration on this machine.
 
+The hub is configured exactly as z2jh's hub is in a cluster: the Helm values files (merged as
+``helm -f`` merges them), then ``jupyterhub_config.d/`` (see :mod:`ptjaas_sandbox.z2jhhub`). The
+only demo-specific settings are in ``helm-values/values-demo.yaml`` (development login, loopback
+addresses, the embedded cluster's StorageClass), applied last, plus what the command line says
+(ports, where the state lives).
+"""
+
+import ipaddress
 import json
-import pprint
 import os
+import secrets
 
-from .localhub import local_hub_config
+import yaml
+
+from ptjaas_spawner.fragmentcheck import deep_merge
+
+from . import z2jhhub
 
 DEMO_PASSWORD = "ptjaas"
 DEMO_ADMIN = "admin"
 
-# A small catalog that shows every feature: two images, versions (one deprecated), CPU and GPU
-# sizes (the embedded cluster's node has 4 virtual GPUs), a GPU-only CUDA image and a group-only size.
-DEMO_IMAGES = {
-    "scipy": {
-        "display_name": "Scientific Python",
-        "description": "NumPy, SciPy, pandas, Matplotlib (Jupyter Docker Stacks scipy-notebook)",
-        "versions": {
-            "2025.11": {"image": "quay.io/jupyter/scipy-notebook:2025-11-24", "label": "November 2025",
-                        "notes": "Python 3.12, JupyterLab 4.4", "default": True},
-            "2025.05": {"image": "quay.io/jupyter/scipy-notebook:2025-05-19", "label": "May 2025",
-                        "notes": "Python 3.12, JupyterLab 4.3",
-                        "deprecated": "Replaced by 2025.11; it will be removed in January."},
-        },
-    },
-    "pytorch-cuda": {
-        "display_name": "PyTorch (CUDA)",
-        "description": "PyTorch with CUDA 12 (Jupyter Docker Stacks pytorch-notebook, cuda12 variant)",
-        "versions": {
-            "2025.11": {"image": "quay.io/jupyter/pytorch-notebook:cuda12-2025-11-24", "label": "November 2025",
-                        "notes": "PyTorch 2.9, CUDA 12.8", "default": True},
-        },
-        "sizes": ["gpu-1", "gpu-2"],
-    },
-}
 
-DEMO_SIZES = {
-    "cpu-small": {"display_name": "Small", "description": "For exploring data and writing code", "cpu_guarantee": 0.5, "cpu_limit": 1,
-                  "mem_guarantee": "1Gi", "mem_limit": "2Gi"},
-    "cpu-large": {"display_name": "Large", "description": "For heavier pandas and scikit-learn work", "cpu_guarantee": 2, "cpu_limit": 4,
-                  "mem_guarantee": "8Gi", "mem_limit": "16Gi"},
-    "gpu-1": {"display_name": "1 GPU", "description": "For training models; culled after 30 idle minutes", "cpu_guarantee": 2, "cpu_limit": 4,
-              "mem_guarantee": "8Gi", "mem_limit": "16Gi", "gpu": 1, "gpu_resource": "nvidia.com/gpu",
-              "cull_idle_timeout": 1800},
-    "gpu-2": {"display_name": "2 GPUs", "description": "Team vision only; culled after 30 idle minutes",
-              "cpu_guarantee": 4, "cpu_limit": 8, "mem_guarantee": "16Gi", "mem_limit": "32Gi", "gpu": 2,
-              "gpu_resource": "nvidia.com/gpu", "groups": ["vision"], "cull_idle_timeout": 1800},
-}
+def project_dir():
+    """The source tree holding helm-values/ and jupyterhub_config.d/ (ptjaas runs from a clone)."""
+    return os.environ.get("PTJAAS_PROJECT_DIR") or os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def demo_config(*, data_dir, port=8000, hub_port=None, proxy_api_port=None, namespace="default",
-                extra_config=None, ip="127.0.0.1", oidc=False, snapshot_classes=None):
-    """The demo hub's jupyterhub_config.py text. ``snapshot_classes``: StorageClass ->
-    VolumeSnapshotClass (home snapshots on; the embedded cluster has one for its class)."""
-    ports = stable_ports(data_dir)
-    hub_port = hub_port or ports["hub"]
-    proxy_api_port = proxy_api_port or ports["proxy_api"]
-    text = local_hub_config(ip=ip, port=port, hub_port=hub_port, proxy_api_port=proxy_api_port, data_dir=data_dir,
-                            namespace=namespace, spawner_class="ptjaas", authenticator_class="dummy")
-    text += f"""
-# --- ptjaas demo ---
-c.DummyAuthenticator.password = {DEMO_PASSWORD!r}
-c.Authenticator.admin_users = {{{DEMO_ADMIN!r}}}
-c.JupyterHub.load_groups = {{"vision": {{"users": ["alice"]}}}}
-c.JupyterHub.allow_named_servers = True
-c.PtjaasSpawner.images = {pprint.pformat(DEMO_IMAGES, sort_dicts=False)}
-c.PtjaasSpawner.sizes = {pprint.pformat(DEMO_SIZES, sort_dicts=False)}
-c.PtjaasSpawner.home_volume_size = "10Gi"
-# quotas: everyone may run 2 servers and hold 1 GPU; team vision shares 4 GPUs, 2 per member
-c.PtjaasSpawner.quota_default = {{"servers": 2, "gpus": 1}}
-c.PtjaasSpawner.quota_groups = {{"vision": {{"gpus": 4, "per_user": {{"gpus": 2}}}}}}
-# home snapshots (page /hub/ptjaas/snapshots and the home page); the audit record at /hub/ptjaas/audit
-c.PtjaasSpawner.snapshot_classes = {dict(snapshot_classes or {})!r}
-"""
-    # the admin pages (usage, audit) and the snapshot page (PtjaasAuthenticator registers the
-    # handlers by itself), and the home page template that lists the user's snapshots
-    text += f"from ptjaas_spawner.pages import install\ninstall(c, handlers={not oidc})\n"
-    if extra_config:
-        text += f"\n# --- the admin's extra config (--config), loaded last ---\nload_subconfig({os.path.abspath(extra_config)!r})\n"
-    return text
+def values_dir():
+    return os.path.join(project_dir(), "helm-values")
+
+
+def fragments_dir():
+    return os.path.join(project_dir(), "jupyterhub_config.d")
+
+
+def default_values_files():
+    """``ptjaas demo`` without ``-f``: the base values, the GPU overlay, short GPU timeouts."""
+    return [os.path.join(values_dir(), name) for name in ("values.yaml", "values-gpu.yaml", "values-demo-culling.yaml")]
+
+
+def demo_overlay_file():
+    return os.path.join(values_dir(), "values-demo.yaml")
+
+
+class DemoError(Exception):
+    """A problem with the demo's command line or files; the message says what to do."""
+
+
+def load_values(paths):
+    """Merge Helm values files the way ``helm -f a -f b`` does."""
+    values = {}
+    for path in paths:
+        try:
+            with open(path) as f:
+                doc = yaml.safe_load(f) or {}
+        except OSError as e:
+            raise DemoError(f"-f {path}: {e.strerror or e}") from e
+        except yaml.YAMLError as e:
+            raise DemoError(f"-f {path}: not valid YAML: {e}") from e
+        if not isinstance(doc, dict):
+            raise DemoError(f"-f {path}: must hold a mapping of Helm values")
+        values = deep_merge(values, doc)
+    return values
+
+
+def is_loopback(ip):
+    if ip in ("localhost",):
+        return True
+    try:
+        return ipaddress.ip_address(ip).is_loopback
+    except ValueError:
+        return False
+
+
+def remote_warning(ip, port, oidc):
+    login = ("the local OpenID Connect provider's users (alice, bob, admin) share the password "
+             f"{DEMO_PASSWORD!r}" if oidc else
+             f"the development login lets ANYONE in with any username and the shared password {DEMO_PASSWORD!r}, "
+             f"and '{DEMO_ADMIN}' is an admin")
+    return (f"WARNING: ptjaas demo listens on {ip}:{port}, reachable from other machines: {login}. "
+            "Notebook servers run as this machine's user. The demo is not a shared hub.")
+
+
+def demo_values(*, values_files, port, ip, hub_port, proxy_api_port, extra=None):
+    """The merged values the demo hub runs from: the files, the demo overlay, the command line."""
+    values = load_values([*values_files, demo_overlay_file()])
+    runtime = {"hub": {"config": {
+        "JupyterHub": {"ip": ip, "port": port, "hub_port": hub_port},
+        "ConfigurableHTTPProxy": {"api_url": f"http://127.0.0.1:{proxy_api_port}"},
+    }}}
+    values = deep_merge(values, runtime)
+    if extra:
+        values = deep_merge(values, extra)
+    return values
+
+
+def write_demo_hub(hub_dir, values, extra_config_files=()):
+    """The hub's config directory under the state dir; returns the config file's path."""
+    os.makedirs(hub_dir, exist_ok=True)
+    return z2jhhub.write_z2jh_hub(hub_dir, values, fragments_dir(), extra_config_files=extra_config_files,
+                                  crypt_key=crypt_key(hub_dir))
+
+
+def crypt_key(hub_dir):
+    """The auth-state key, kept across demo restarts (as z2jh keeps it in the hub's Secret)."""
+    path = os.path.join(hub_dir, "auth-state-key")
+    if not os.path.exists(path):
+        with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
+            f.write(secrets.token_hex(32))
+    with open(path) as f:
+        return f.read().strip()
 
 
 def stable_ports(data_dir):

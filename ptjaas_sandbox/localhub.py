@@ -17,6 +17,9 @@ def local_hub_config(*, ip="127.0.0.1", port=8000, hub_port=8081, proxy_api_port
     return f"""
 # --- ptjaas local hub (generated) ---
 import os
+# the hub's database, cookie secret and logs: the hub's alone (notebook servers run as other users)
+os.makedirs({str(data_dir)!r}, exist_ok=True)
+os.chmod({str(data_dir)!r}, 0o700)
 c.JupyterHub.ip = {ip!r}
 c.JupyterHub.port = {port}
 c.JupyterHub.hub_ip = "127.0.0.1"

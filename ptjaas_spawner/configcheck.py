@@ -4,12 +4,14 @@ Used by the ``@validate`` handlers of ``PtjaasSpawner`` and by the start-up chec
 the hub refuse to start on a bad catalog.
 """
 
+from . import settings_schema
 from .catalog import IMAGE_KEYS, VERSION_KEYS
+from .settings_schema import SHARED_VOLUME, keys
 from .sizes import CULL_KEYS, SIZE_KEYS, parse_bytes, parse_cpu
 
 PREFIX = "c.PtjaasSpawner"
-SHARED_KEYS = frozenset({"claim", "mount_path", "groups", "read_only"})
-ACCESS_MODES = frozenset({"ReadWriteOnce", "ReadOnlyMany", "ReadWriteMany", "ReadWriteOncePod"})
+SHARED_KEYS = keys(SHARED_VOLUME)
+ACCESS_MODES = frozenset(settings_schema.ACCESS_MODES)
 
 
 class ConfigError(ValueError):

@@ -10,24 +10,11 @@ A size is a dict (see ``PtjaasSpawner.sizes``)::
 
 from decimal import Decimal, InvalidOperation
 
+from .settings_schema import CULL_PROPERTIES, SIZE, keys
+
 DEFAULT_GPU_RESOURCE = "nvidia.com/gpu"
-CULL_KEYS = ("cull_idle_timeout", "cull_max_age", "kernel_idle_timeout")
-SIZE_KEYS = frozenset(
-    {
-        "display_name",
-        "description",
-        "cpu_guarantee",
-        "cpu_limit",
-        "mem_guarantee",
-        "mem_limit",
-        "gpu",
-        "gpu_resource",
-        "node_selector",
-        "tolerations",
-        "groups",
-        *CULL_KEYS,
-    }
-)
+CULL_KEYS = tuple(CULL_PROPERTIES)   # per-size / per-image culling keys (settings_schema)
+SIZE_KEYS = keys(SIZE)
 
 _BINARY = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
 _DECIMAL = {"m": Decimal("0.001"), "k": 10**3, "K": 10**3, "M": 10**6, "G": 10**9,

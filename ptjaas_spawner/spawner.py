@@ -271,11 +271,6 @@ class PtjaasSpawner(DataAccessMixin, RefusedNewServerMixin, TeamsMixin, QuotaMix
             self.audit_choice_refused(options, availability, str(e))
             raise _refusal(e) from None
 
-    def get_profile_list(self):
-        """The catalog as a KubeSpawner-style ``profile_list`` for this user (informational)."""
-        images, sizes = self.effective_catalog()
-        return catalog.profile_list(images, sizes, self.user_group_names())
-
     # ---- the form ------------------------------------------------------------------------
 
     async def _render_options_form_async(self):
@@ -312,7 +307,9 @@ class PtjaasSpawner(DataAccessMixin, RefusedNewServerMixin, TeamsMixin, QuotaMix
         if not self.images and not self.sizes:
             return self._options_from_form(formdata)  # KubeSpawner's profile form
         try:
-            options = self.add_team_from_form(form.options_from_formdata(formdata), formdata)
+            # the team field is TeamsMixin's; every other field is the catalog form's (strict)
+            fields = {k: v for k, v in (formdata or {}).items() if k != teams.TEAM_OPTION}
+            options = self.add_team_from_form(form.options_from_formdata(fields), formdata)
         except catalog.ChoiceError as e:
             self._forget_new_named_server()
             raise _refusal(e) from None

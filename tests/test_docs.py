@@ -100,3 +100,14 @@ def test_screenshot_script_explains_itself_and_refuses_a_missing_browser(tmp_pat
     )
     assert missing.returncode == 2 and "no Chromium at" in missing.stderr
     assert not list(tmp_path.glob("*.png"))
+
+
+def test_config_reference_lists_every_key_of_the_settings_schema(built):
+    from ptjaas_spawner import settings_schema
+
+    page = _text(built / "config-reference.html")
+    for path, schema in settings_schema.VALUES.items():
+        assert path.replace("<", "&lt;").replace(">", "&gt;") in page, path
+        for key, prop in schema["properties"].items():
+            first_word = re.match(r"[\w-]+", prop["description"]).group(0)
+            assert key in page and first_word in page, f"{path}.{key}"

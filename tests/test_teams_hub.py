@@ -255,8 +255,9 @@ def test_a_home_made_before_teams_keeps_being_used_until_migrated(hub, kube):
     copy in the team namespace. The old claim is never touched."""
     from ptjaas_spawner.teams import MIGRATED_FROM
 
+    # made by KubeSpawner, which writes the owner's name on it (an unowned claim is never mounted)
     kube.create_namespaced_persistent_volume_claim(HUB_NS, {
-        "metadata": {"name": "claim-leo"},
+        "metadata": {"name": "claim-leo", "annotations": {"hub.jupyter.org/username": "leo"}},
         "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}})
     assert "namespace default (the hub's)" in spawn_page(hub, "leo")
     try:
@@ -269,7 +270,8 @@ def test_a_home_made_before_teams_keeps_being_used_until_migrated(hub, kube):
         stop(hub, "leo")
         # the admin copies the home into the team namespace and marks the copy
         kube.create_namespaced_persistent_volume_claim("jhub-team-vision", {
-            "metadata": {"name": "claim-leo", "annotations": {MIGRATED_FROM: f"{HUB_NS}/claim-leo"}},
+            "metadata": {"name": "claim-leo", "annotations": {MIGRATED_FROM: f"{HUB_NS}/claim-leo",
+                                                              "hub.jupyter.org/username": "leo"}},
             "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}})
         start_ready(hub, "leo", {"image": "python", "size": "small"})
         assert user_pods(kube, "leo") == {"jhub-team-vision": ["jupyter-leo"]}

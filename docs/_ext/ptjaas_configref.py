@@ -106,6 +106,46 @@ class PtjaasConfigDirective(SphinxDirective):
         return [container]
 
 
+def schema_rst(path, schema):
+    """One values table from ``ptjaas_spawner.settings_schema``."""
+    required = set(schema.get("required", ()))
+    lines = [f"**{path}** ({schema.get('title', '')})", "", ".. list-table::", "   :header-rows: 1",
+             "   :widths: 20 15 15 50", "", "   * - key", "     - type", "     - default", "     - meaning"]
+    for key, prop in schema["properties"].items():
+        kind = prop.get("type", "")
+        kind = " or ".join(kind) if isinstance(kind, list) else kind
+        if "minimum" in prop:
+            kind += f" >= {prop['minimum']}"
+        default = "required" if key in required else (f"``{prop['default']}``" if "default" in prop else "")
+        text = prop.get("description", "").replace("`", "``")
+        if prop.get("option"):
+            text += f" (culler option ``--{prop['option'].replace('_', '-')}``)"
+        lines += [f"   * - ``{key}``", f"     - {kind}", f"     - {default}", f"     - {text}"]
+    return lines + [""]
+
+
+class PtjaasValuesDirective(SphinxDirective):
+    """The keys of ptjaas's catalog entries and culler values, from ``settings_schema``."""
+
+    def run(self):
+        from ptjaas_spawner import settings_schema
+
+        lines = []
+        for path, schema in settings_schema.VALUES.items():
+            if not schema.get("properties"):
+                continue
+            for key, prop in schema["properties"].items():
+                if not prop.get("description"):
+                    logger.warning("ptjaas-values: %s.%s has no description", path, key, location=self.get_location())
+            lines += schema_rst(path, schema)
+        if type(self.state).__module__.startswith("myst_parser"):
+            lines = ["````{eval-rst}", *lines, "````"]
+        container = nodes.container(classes=["ptjaas-values"])
+        nested_parse_with_titles(self.state, StringList(lines, source="<ptjaas-values>"), container)
+        return [container]
+
+
 def setup(app):
     app.add_directive("ptjaas-config", PtjaasConfigDirective)
+    app.add_directive("ptjaas-values", PtjaasValuesDirective)
     return {"version": "1.0", "parallel_read_safe": True, "parallel_write_safe": True}

@@ -2,6 +2,7 @@
 ``/_ptjaas/`` control endpoints (fault injection, request counts, compaction)."""
 
 import asyncio
+import copy
 import json
 import time
 from collections import Counter
@@ -9,7 +10,8 @@ from collections import Counter
 from tornado import web
 from tornado.iostream import StreamClosedError
 
-from . import errors
+from . import auth, errors, negotiation, openapi, podlogs, tables
+from .patch import apply_patch
 from .resources import BY_PATH, RESOURCE_TYPES, groups
 from .selectors import fields_match, labels_match, parse_field_selector, parse_label_selector
 
@@ -54,6 +56,9 @@ class BaseHandler(web.RequestHandler):
     def check_xsrf_cookie(self):
         pass
 
+    def prepare(self):
+        auth.check(self.request.path, self.request.headers, self.cluster.token)
+
     def write_json(self, obj, status=200):
         self.set_status(status)
         self.set_header("Content-Type", "application/json")
@@ -68,6 +73,8 @@ class BaseHandler(web.RequestHandler):
             body = errors.ApiError(status_code, "InternalError" if status_code >= 500 else "BadRequest",
                                    self._reason or "error").status()
         self.set_header("Content-Type", "application/json")
+        if body.get("code") == 401:
+            self.set_header("Cache-Control", "no-cache, private")
         self.finish(json.dumps(body))
 
     def log_exception(self, typ, value, tb):
@@ -107,6 +114,11 @@ class DiscoveryHandler(BaseHandler):
         raise errors.ApiError(404, "NotFound", "the server could not find the requested resource")
 
 
+# as the real server's discovery says (of the types served here): what `kubectl get all` lists
+CATEGORIES = {"pods": ["all"], "services": ["all"]}
+K8S_MINOR = int(K8S_VERSION["minor"].rstrip("+"))
+
+
 def api_group(group, versions):
     entries = [{"groupVersion": f"{group}/{v}", "version": v} for v in versions]
     return {"name": group, "versions": entries, "preferredVersion": entries[0]}
@@ -117,8 +129,11 @@ def resource_list(group, version):
     for t in RESOURCE_TYPES:
         if t.group != group or t.version != version:
             continue
-        resources.append({"name": t.plural, "singularName": t.singular, "namespaced": t.namespaced,
-                          "kind": t.kind, "verbs": list(t.verbs), "shortNames": list(t.short_names)})
+        entry = {"name": t.plural, "singularName": t.singular, "namespaced": t.namespaced,
+                 "kind": t.kind, "verbs": list(t.verbs), "shortNames": list(t.short_names)}
+        if t.plural in CATEGORIES:
+            entry["categories"] = CATEGORIES[t.plural]
+        resources.append(entry)
         for sub in t.subresources:
             verbs = ["get"] if sub == "log" else (["create"] if sub in ("binding", "eviction") else ["get", "patch", "update"])
             kind = {"log": "Pod", "binding": "Binding", "eviction": "Eviction"}.get(sub, t.kind)
@@ -132,6 +147,7 @@ class ResourceHandler(BaseHandler):
     """Every resource path: /api/v1/... and /apis/{group}/{version}/..."""
 
     async def prepare(self):
+        super().prepare()
         self.route = self._parse()
         self.cluster.stats[(self.verb, self.route[0].plural)] += 1
         self.cluster.stats["total"] += 1
@@ -194,19 +210,39 @@ class ResourceHandler(BaseHandler):
                                     self.get_query_argument("fieldSelector", ""),
                                     int(self.get_query_argument("limit", "0") or 0),
                                     self.get_query_argument("continue", ""))
+            if self.table_version:
+                return self.write_json(tables.table(rtype, listing["items"], listing.get("metadata"), self.table_version,
+                                                    self.get_query_argument("includeObject", "Metadata")))
             return self.write_json(listing)
         obj = registry.get(rtype, namespace, name)
         if sub == "log":
-            text = self.cluster.kubelet.read_log(obj, self.get_query_argument("container", None),
-                                                 self.get_query_argument("tailLines", None))
-            self.set_header("Content-Type", "text/plain")
-            return self.finish(text)
+            return await self.logs(obj)
+        if self.table_version and sub is None:
+            return self.write_json(tables.table(rtype, [obj], {"resourceVersion": obj["metadata"]["resourceVersion"]},
+                                                self.table_version, self.get_query_argument("includeObject", "Metadata")))
         self.write_json(obj)
+
+    @property
+    def table_version(self):
+        return tables.wants_table(self.request.headers.get("Accept"))
+
+    async def logs(self, pod):
+        await podlogs.serve(self, pod)
+
+    def decoded_body(self, patch=False):
+        return negotiation.decode(self.request.body, self.request.headers.get("Content-Type"), patch)
+
+    def validate_fields(self, rtype, obj):
+        for warning in negotiation.check_fields(rtype, obj, self.get_query_argument("fieldValidation", None), K8S_MINOR):
+            escaped = warning.replace("\\", "\\\\").replace('"', '\\"')
+            self.add_header("Warning", f'299 - "{escaped}"')   # RFC 7234 warn-text, as the real server quotes it
 
     async def post(self, *args):
         rtype, namespace, name, sub = self.route
-        body = self.json_body()
+        body = self.decoded_body()
         if name is None:
+            self.validate_fields(rtype, body)
+            negotiation.prune(rtype, body, K8S_MINOR)   # what the real server's decoder drops
             obj = self.cluster.registry.create(rtype, namespace, body)
             return self.write_json(obj, 201)
         if sub == "binding" and rtype.plural == "pods":
@@ -225,20 +261,45 @@ class ResourceHandler(BaseHandler):
             raise errors.method_not_allowed()
         if sub == "finalize":
             sub = None
-        obj = self.cluster.registry.update(rtype, namespace, name, self.json_body(), sub)
+        body = self.decoded_body()
+        self.validate_fields(rtype, body)
+        negotiation.prune(rtype, body, K8S_MINOR)
+        obj = self.cluster.registry.update(rtype, namespace, name, body, sub)
         self.write_json(obj)
 
     async def patch(self, *args):
         rtype, namespace, name, sub = self.route
         if name is None:
             raise errors.method_not_allowed()
-        obj = self.cluster.registry.patch(rtype, namespace, name, self.json_body(),
-                                          self.request.headers.get("Content-Type"), sub)
+        content_type = negotiation.media_type(self.request.headers.get("Content-Type"))
+        body = self.decoded_body(patch=True)
+        if content_type == negotiation.APPLY:   # server-side apply: create, or merge the applied fields in
+            if not isinstance(body, dict):
+                raise errors.bad_request("the body of an apply patch must be an object")
+            negotiation.check_apply_fields(rtype, body, K8S_MINOR)
+            meta = body.setdefault("metadata", {})
+            if meta.get("name", name) != name:
+                raise errors.bad_request(f"the name of the object ({meta.get('name')}) does not match the name on the URL ({name})")
+            if self.cluster.store.get(rtype, namespace, name) is None and sub is None:
+                meta["name"] = name
+                return self.write_json(self.cluster.registry.create(rtype, namespace, body), 201)
+            content_type = "application/strategic-merge-patch+json"
+        else:   # the patched object is what gets decoded (and checked) by the real server
+            old = self.cluster.store.get(rtype, namespace, name)
+            if old is not None:
+                patched = apply_patch(copy.deepcopy(old), body, content_type)
+                try:
+                    self.validate_fields(rtype, patched)
+                except errors.ApiError as e:
+                    raise negotiation.invalid_patch(patched, e) from None
+                if content_type != "application/json-patch+json":   # what the decoder drops never lands
+                    negotiation.prune(rtype, body, K8S_MINOR, patch=True)
+        obj = self.cluster.registry.patch(rtype, namespace, name, body, content_type, sub)
         self.write_json(obj)
 
     async def delete(self, *args):
         rtype, namespace, name, sub = self.route
-        options = self.json_body() if self.request.body else {}
+        options = self.decoded_body() if self.request.body else {}
         for arg in ("gracePeriodSeconds", "propagationPolicy"):
             value = self.get_query_argument(arg, None)
             if value is not None:
@@ -290,8 +351,14 @@ class ResourceHandler(BaseHandler):
                     return self.finish()
                 # the backlog already holds everything up to now; skip those in the queue
             seen_rv = store.rv
+            initial = self.get_query_argument("sendInitialEvents", "") in ("1", "true", "True")
+            if initial and rv_arg not in ("", "0"):   # streaming list: the state as of now, then changes
+                backlog = [(store.rv, rtype.key, "ADDED", obj, None) for obj in store.list(rtype, namespace) if matches(obj)]
             for entry in backlog:
                 await self._send(entry, matches)
+            if initial:   # "watch-list": a bookmark marks the end of the initial state (client-go's WatchListClient)
+                await self._write_event("BOOKMARK", {"kind": rtype.kind, "apiVersion": rtype.api_version, "metadata": {
+                    "resourceVersion": str(seen_rv), "annotations": {"k8s.io/initial-events-end": "true"}}})
             last_sent = time.monotonic()
             while not self.cut_watch:
                 remaining = deadline - time.monotonic()
@@ -336,11 +403,46 @@ class ResourceHandler(BaseHandler):
         await self._write_event(event_type, obj)
 
     async def _write_event(self, event_type, obj):
+        version = self.table_version
+        if version and event_type != "BOOKMARK":   # `kubectl get -w`: each object as a one-row Table
+            rtype = self.route[0]
+            obj = tables.table(rtype, [obj], {"resourceVersion": obj["metadata"].get("resourceVersion", "")}, version,
+                               self.get_query_argument("includeObject", "Metadata"))
+            if getattr(self, "_sent_columns", False):
+                obj["columnDefinitions"] = []   # only the first event carries the headers
+            self._sent_columns = True
         self.write(json.dumps({"type": event_type, "object": obj}) + "\n")
         await self.flush()
 
     def on_connection_close(self):
         self.cluster.open_watches.discard(self)
+
+
+class OpenAPIHandler(BaseHandler):
+    """/openapi/v2 and /openapi/v3[/{api/v1|apis/G/V}], built from Kubernetes' type definitions."""
+
+    def get(self, path):
+        try:
+            if path == "v2":
+                accept = self.request.headers.get("Accept", "")
+                if accept and "json" not in accept and "*/*" not in accept:
+                    raise errors.ApiError(406, "NotAcceptable", "only the following media types are accepted: application/json")
+                return self._send(openapi.v2_document(K8S_MINOR))
+            if path in ("v3", "v3/"):
+                return self.write_json(openapi.v3_index(K8S_MINOR))
+            body = openapi.v3_document(K8S_MINOR, path[len("v3/"):]) if path.startswith("v3/") else None
+        except openapi.Unavailable as e:
+            raise errors.ApiError(503, "ServiceUnavailable", str(e)) from None
+        if body is None:
+            raise errors.ApiError(404, "NotFound", "the server could not find the requested resource")
+        self._send(body, immutable=bool(self.get_query_argument("hash", "")))
+
+    def _send(self, body, immutable=False):
+        self.set_header("Content-Type", "application/json")
+        self.set_header("Etag", '"' + openapi.etag(body) + '"')
+        if immutable:
+            self.set_header("Cache-Control", "public, immutable")
+        self.finish(body)
 
 
 def _reason_for(code):
@@ -383,12 +485,21 @@ class ControlHandler(BaseHandler):
         raise web.HTTPError(404)
 
 
+class NotFoundHandler(BaseHandler):
+    """Any other path: 401 without credentials, else the real server's 404 Status."""
+
+    def prepare(self):
+        super().prepare()
+        raise errors.ApiError(404, "NotFound", "the server could not find the requested resource")
+
+
 def make_app(cluster):
     cluster.stats = Counter(total=0)
     args = {"cluster": cluster}
     return web.Application([
         (r"/_ptjaas/(faults|stats|compact)", ControlHandler, args),
+        (r"/openapi/(v2|v3|v3/.+)", OpenAPIHandler, args),
         (r"(/api/v1/.+)", ResourceHandler, args),
         (r"(/apis/[^/]+/[^/]+/.+)", ResourceHandler, args),
         (r"(/version|/api|/api/v1|/apis|/apis/[^/]+|/apis/[^/]+/[^/]+|/healthz|/readyz|/livez)/?", DiscoveryHandler, args),
-    ], log_function=lambda handler: None)
+    ], default_handler_class=NotFoundHandler, default_handler_args=args, log_function=lambda handler: None)

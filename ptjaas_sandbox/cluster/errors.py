@@ -21,6 +21,8 @@ class ApiError(Exception):
             "reason": self.reason,
             "code": self.code,
         }
+        if self.reason is None:   # e.g. the real server's 500s carry no reason
+            del body["reason"]
         if self.details:
             body["details"] = self.details
         return body

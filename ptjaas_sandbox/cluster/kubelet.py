@@ -20,9 +20,10 @@ import sys
 
 from . import admission, errors
 from .containers import ContainerError, image_default_command, image_id, resolve_env, _expand, _which
+from .isolation import NodeIsolation, identity
 from .quantity import parse_quantity
 from .resources import BY_PLURAL
-from .snapshotter import lock_read_only
+from .snapshotter import lock_read_only, unlock
 from .store import now_iso
 
 log = logging.getLogger("ptjaas.cluster")
@@ -41,6 +42,8 @@ class Kubelet:
         self.ips = {}             # uid -> ip
         self.gpus = {}            # uid -> [device index]
         self._pending = False
+        self.isolation = NodeIsolation(getattr(cluster, "mount_namespaces", None))
+        self.isolation.traversable(cluster.state_dir, cluster.pods_dir, cluster.volumes_dir)
 
     # --- state persisted with the cluster -----------------------------------------------
     def export_state(self):
@@ -126,7 +129,11 @@ class Kubelet:
         self.gpus[uid] = free[:wanted]
         return self.gpus[uid]
 
-    def read_log(self, pod, container=None, tail=None):
+    def log_path(self, pod, container, previous=False):
+        suffix = ".previous.log" if previous else ".log"
+        return os.path.join(self.cluster.pods_dir, pod["metadata"]["uid"], "logs", container + suffix)
+
+    def read_log(self, pod, container=None, tail=None, previous=False):
         containers = [c["name"] for c in pod["spec"]["containers"]]
         name = container or containers[0]
         if name not in containers + [c["name"] for c in pod["spec"].get("initContainers") or []]:
@@ -138,7 +145,9 @@ class Kubelet:
             if waiting is not None and not (cs.get("lastState") or {}).get("terminated"):
                 raise errors.bad_request(f'container "{name}" in pod "{pod["metadata"]["name"]}" is waiting to start: '
                                          f'{waiting.get("reason") or "ContainerCreating"}')
-        path = os.path.join(self.cluster.pods_dir, pod["metadata"]["uid"], "logs", f"{name}.log")
+        path = self.log_path(pod, name, previous)
+        if previous and not os.path.exists(path):
+            raise errors.bad_request(f'previous terminated container "{name}" in pod "{pod["metadata"]["name"]}" not found')
         try:
             with open(path, errors="replace") as f:
                 text = f.read()
@@ -273,7 +282,7 @@ class PodRuntime:
         backoff, reported = 0.25, None
         while True:   # a missing secret/configmap holds the container; retried as a kubelet's pod worker does
             try:
-                argv, env, cwd = self._process_spec(pod, container, ip, mounts, gpus)
+                argv, env, cwd, launch = self._process_spec(pod, container, ip, mounts, gpus)
                 break
             except ContainerError as e:
                 if str(e) != reported:
@@ -289,8 +298,12 @@ class PodRuntime:
                     backoff = min(backoff * 2, 5)
         self._event("Normal", "Pulled", f'Container image "{container["image"]}" already present on machine')
         os.makedirs(os.path.join(self.dir, "logs"), exist_ok=True)
-        logfile = open(os.path.join(self.dir, "logs", f"{name}.log"), "ab")
+        current = os.path.join(self.dir, "logs", f"{name}.log")
+        if os.path.exists(current):   # a new instance of the container: the last one's log is "previous"
+            os.replace(current, os.path.join(self.dir, "logs", f"{name}.previous.log"))
+        logfile = open(current, "ab")
         try:
+            argv, cwd = self.kubelet.isolation.command(argv, cwd, *launch)
             proc = await asyncio.create_subprocess_exec(*argv, env=env, cwd=cwd, stdin=asyncio.subprocess.DEVNULL,
                                                         stdout=logfile, stderr=asyncio.subprocess.STDOUT,
                                                         start_new_session=True, preexec_fn=_die_with_parent)
@@ -383,7 +396,11 @@ class PodRuntime:
                 if not path:
                     raise RuntimeError(f"claim for volume {name} is not bound")
                 os.makedirs(path, exist_ok=True)
-                if volume["persistentVolumeClaim"].get("readOnly") and claim["spec"].get("accessModes") == ["ReadOnlyMany"]:
+                locked = volume["persistentVolumeClaim"].get("readOnly") and claim["spec"].get("accessModes") == ["ReadOnlyMany"]
+                if locked:
+                    unlock(path)   # locked again below, after the pod's user is given the volume
+                self.kubelet.isolation.own_volume(path, pod)
+                if locked:
                     lock_read_only(path)   # a volume only ever mounted read-only: nothing in a pod can write it
             elif volume.get("hostPath"):
                 path = volume["hostPath"]["path"]
@@ -391,9 +408,11 @@ class PodRuntime:
                 path = os.path.join(volumes_dir, name)
                 os.makedirs(path, exist_ok=True)
                 self._write_keys(path, volume)
+                self.kubelet.isolation.own_volume(path, pod)
             else:   # emptyDir and anything else: a fresh directory for this pod
                 path = os.path.join(volumes_dir, name)
                 os.makedirs(path, exist_ok=True)
+                self.kubelet.isolation.own_volume(path, pod)
             mounts[name] = path
         return mounts
 
@@ -418,45 +437,63 @@ class PodRuntime:
                 f.write(value)
 
     def _process_spec(self, pod, container, ip, mounts, gpus):
+        who = identity(pod, container)
         table = []
+        read_only = {}
+        always_read_only = {v["name"] for v in pod["spec"].get("volumes") or []   # as a kubelet mounts them
+                            if any(k in v for k in ("secret", "configMap", "projected", "downwardAPI"))}
         for m in container.get("volumeMounts") or []:
             local = mounts[m["name"]]
             if m.get("subPath"):
                 local = os.path.join(local, m["subPath"])
-                os.makedirs(local, exist_ok=True)
+                if not os.path.exists(local):
+                    os.makedirs(local, exist_ok=True)
+                    self.kubelet.isolation.own_volume(local, pod)
             table.append((m["mountPath"].rstrip("/") or "/", local))
+            read_only[table[-1][0]] = bool(m.get("readOnly")) or m["name"] in always_read_only
         table.sort(key=lambda pair: -len(pair[0]))
-        link_nested_mounts(table)
         rootfs = os.path.join(self.dir, "rootfs")
+        rewriting = self.kubelet.isolation.rewrite_paths
+        if rewriting:   # no mount namespace: a nested mount is reached through a symlink
+            link_nested_mounts(table)
+        extra_mounts = []
 
         def rewrite(text):
             text = text.replace("0.0.0.0", ip)
-            for mount_path, local in table:
+            for mount_path, local in table if rewriting else ():
                 text = re.sub(r"(?<![\w.-])" + re.escape(mount_path) + r"(?=/|$|[^\w.-])", lambda _m: local, text)
             return text
 
         def local_path(path):
+            """Where ``path`` of the container is on this machine (created, the pod's user's);
+            the path the process sees: that one, or ``path`` itself in a mount namespace."""
+            path = path.rstrip("/") or "/"
             for mount_path, local in table:
                 if path == mount_path or path.startswith(mount_path + "/"):
-                    return local + path[len(mount_path):]
-            full = os.path.join(rootfs, path.lstrip("/"))
-            os.makedirs(full, exist_ok=True)
-            return full
+                    full = local + path[len(mount_path):]
+                    break
+            else:
+                full = os.path.join(rootfs, path.lstrip("/"))
+                if not any(path == m or path.startswith(m + "/") for _, m, _ in extra_mounts):
+                    extra_mounts.append((full, path, False))   # the image's own directory: the pod's alone
+            if not os.path.isdir(full):
+                os.makedirs(full, exist_ok=True)
+                self.kubelet.isolation.own_volume(full, pod, who if full.startswith(rootfs + "/") else None)
+            return full if rewriting else path
 
         env = resolve_env(self.kubelet.store, pod, container, ip)
         env_map = dict(env)
         home = local_path(env_map.get("HOME", DEFAULT_HOME))
         cwd = local_path(container.get("workingDir") or DEFAULT_HOME)
-        os.makedirs(cwd, exist_ok=True)
         bin_dir = os.path.dirname(sys.executable)
         final = {"PATH": f"{bin_dir}:/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "HOSTNAME": pod["metadata"]["name"]}
         for key, value in env:
             final[key] = rewrite(_expand(value, env_map))
         final["HOME"] = home
         final["PTJAAS_POD_IP"] = ip
-        if os.geteuid() == 0:
-            # Containers run as this machine's user. A real pod runs as the image's user (jovyan);
-            # where that user is root here, Jupyter servers must be told root is fine.
+        if os.geteuid() == 0 and who.uid == 0:
+            # A container that runs as root (it asked for runAsUser: 0): Jupyter servers must be
+            # told root is fine.
             node_config = os.path.join(self.kubelet.cluster.state_dir, "node-jupyter-config")
             if not os.path.exists(os.path.join(node_config, "jupyter_server_config.json")):
                 os.makedirs(node_config, exist_ok=True)
@@ -470,7 +507,9 @@ class PodRuntime:
         resolved = _which(argv[0], final["PATH"])
         if resolved is None:
             resolved = argv[0]
-        return [resolved] + argv[1:], final, cwd
+        volumes = [(local, mount_path, read_only[mount_path]) for mount_path, local in table] + extra_mounts
+        volumes.sort(key=lambda m: len(m[1]))   # parents before what is mounted inside them
+        return [resolved] + argv[1:], final, cwd, (who, volumes, bool(pod["spec"].get("hostPID")))
 
     # --- termination ---------------------------------------------------------------------
     def terminate(self, grace, remove=True):

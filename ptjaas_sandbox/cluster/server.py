@@ -1,6 +1,8 @@
 """``EmbeddedCluster``: the API server, controllers and node agent on one event loop."""
 
 import asyncio
+import base64
+import ssl
 import json
 import logging
 import os
@@ -15,7 +17,9 @@ from dataclasses import dataclass, field
 import yaml
 from tornado.httpserver import HTTPServer
 
+from . import pki
 from .api import Faults, make_app
+from .auth import private_dir, write_private
 from .controllers import DEFAULT_CLASS_ANNOTATION, Controllers, EventRecorder
 from .kubelet import Kubelet
 from .registry import Registry
@@ -88,9 +92,9 @@ class EmbeddedCluster:
     """
 
     def __init__(self, state_dir=None, port=0, host="127.0.0.1", nodes=None, storage_classes=None,
-                 namespaces=("default", "kube-system", "kube-public"), persist=True):
+                 namespaces=("default", "kube-system", "kube-public"), persist=True, mount_namespaces=None):
         self.state_dir = os.path.abspath(state_dir or tempfile.mkdtemp(prefix="ptjaas-cluster-"))
-        os.makedirs(self.state_dir, exist_ok=True)
+        private_dir(self.state_dir)   # objects, tokens, volumes and logs: the cluster owner's alone
         self.volumes_dir = os.path.join(self.state_dir, "volumes")
         self.pods_dir = os.path.join(self.state_dir, "pods")
         self.snapshots_dir = os.path.join(self.state_dir, "snapshots")
@@ -100,7 +104,9 @@ class EmbeddedCluster:
         self.host = host
         self.port = port or free_port(host)
         self.persist = persist
+        self.mount_namespaces = mount_namespaces   # None: use them where the machine allows (root, CAP_SYS_ADMIN)
         self.token = None
+        self._ca_pem = None
         self.loop = None
         self.faults = Faults()
         self.open_watches = set()
@@ -118,7 +124,18 @@ class EmbeddedCluster:
 
     @property
     def url(self):
-        return f"http://{self.host}:{self.port}"
+        return f"https://{self.host}:{self.port}"
+
+    @property
+    def ca_file(self):
+        """The cluster CA's certificate (to verify the API server's TLS), e.g. ``requests``' ``verify=``."""
+        return os.path.join(self.state_dir, pki.DIRECTORY, "ca.crt")
+
+    def ca_pem(self):
+        """The cluster CA's certificate (PEM text): what signs the API server's certificate."""
+        if self._ca_pem is None:
+            self._ca_pem = pki.ensure(self.state_dir, self.host)[0]
+        return self._ca_pem.decode() if isinstance(self._ca_pem, bytes) else self._ca_pem
 
     @property
     def kubeconfig_path(self):
@@ -136,7 +153,7 @@ class EmbeddedCluster:
                 for key, value in NodeSpec(name=node["metadata"]["name"]).manifest()["status"]["nodeInfo"].items():
                     info.setdefault(key, value)
             self.kubelet.import_state(extra.get("kubelet") or {})
-        self.token = extra.get("token") or secrets.token_hex(16)
+        self.token = extra.get("token") or secrets.token_urlsafe(32)
         self.store.listeners += [self.controllers.on_event, self.kubelet.on_event]
         if fresh:
             nodes, classes, namespaces = self._seed
@@ -146,7 +163,10 @@ class EmbeddedCluster:
                 self.add_node(node)
             for cls in classes:
                 self.registry.create(T["storageclasses"], "", cls)
-        self._server = HTTPServer(make_app(self), idle_connection_timeout=3600)
+        self._ca_pem, cert_file, key_file = pki.ensure(self.state_dir, self.host)
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(cert_file, key_file)
+        self._server = HTTPServer(make_app(self), idle_connection_timeout=3600, ssl_options=context)
         self._server.listen(self.port, self.host)
         self.write_kubeconfig(self.kubeconfig_path)
         self._saver = asyncio.ensure_future(self._save_loop())
@@ -281,7 +301,8 @@ class EmbeddedCluster:
     def kubeconfig(self, namespace="default"):
         return {
             "apiVersion": "v1", "kind": "Config", "preferences": {},
-            "clusters": [{"name": "ptjaas-embedded", "cluster": {"server": self.url}}],
+            "clusters": [{"name": "ptjaas-embedded", "cluster": {
+                "server": self.url, "certificate-authority-data": base64.b64encode(self.ca_pem().encode()).decode()}}],
             "users": [{"name": "ptjaas-admin", "user": {"token": self.token}}],
             "contexts": [{"name": "ptjaas-embedded", "context": {"cluster": "ptjaas-embedded", "user": "ptjaas-admin",
                                                                  "namespace": namespace}}],
@@ -290,9 +311,7 @@ class EmbeddedCluster:
 
     def write_kubeconfig(self, path, namespace="default"):
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        with open(path, "w") as f:
-            yaml.safe_dump(self.kubeconfig(namespace), f)
-        os.chmod(path, 0o600)
+        write_private(path, yaml.safe_dump(self.kubeconfig(namespace)))
         return path
 
 

@@ -12,6 +12,7 @@ from collections import deque
 from datetime import datetime, timezone
 
 from . import errors
+from .auth import write_private_json
 from .resources import BY_KEY
 
 EVENT_LOG_SIZE = 20000
@@ -119,10 +120,7 @@ class Store:
     # --- persistence -------------------------------------------------------------------
     def dump(self, path, extra=None):
         data = {"resourceVersion": self.rv, "objects": list(self.objects.values()), "extra": extra or {}}
-        tmp = f"{path}.tmp"
-        with open(tmp, "w") as f:
-            json.dump(data, f)
-        os.replace(tmp, path)
+        write_private_json(path, data)   # holds every Secret and the API token: 0600
         self.dirty = False
 
     def load(self, path):

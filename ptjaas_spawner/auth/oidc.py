@@ -22,7 +22,7 @@ from urllib.parse import urlparse
 
 import jwt
 from oauthenticator.generic import GenericOAuthenticator
-from oauthenticator.oauth2 import OAuthCallbackHandler, OAuthLoginHandler
+from oauthenticator.oauth2 import OAuthLoginHandler
 from tornado import web
 from tornado.httpclient import HTTPClientError
 from traitlets import Bool, Dict, Enum, List, Unicode, default, validate
@@ -57,15 +57,10 @@ class PtjaasLoginHandler(OAuthLoginHandler):
         return super().get()
 
 
-class PtjaasCallbackHandler(OAuthCallbackHandler):
-    pass
-
-
 class PtjaasAuthenticator(GenericOAuthenticator):
     """OpenID Connect login for ptjaas (see module docstring)."""
 
     login_handler = PtjaasLoginHandler
-    callback_handler = PtjaasCallbackHandler
 
     oidc_issuer = Unicode(
         "",
@@ -204,6 +199,9 @@ class PtjaasAuthenticator(GenericOAuthenticator):
             raise ValueError("PtjaasAuthenticator.allowed_groups/admin_groups need manage_groups = True")
         self._discovery: dict | None = None
         self._jwks: jwt.PyJWKSet | None = None
+
+    #: this authenticator serves the admin usage page (fragment 40 links it in the navigation bar)
+    ptjaas_usage_page = True
 
     def get_handlers(self, app):
         from ..pages import ptjaas_handlers

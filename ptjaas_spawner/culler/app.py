@@ -10,6 +10,7 @@ import asyncio
 import json
 import logging
 import os
+import signal
 import sys
 from textwrap import dedent
 
@@ -87,6 +88,12 @@ class PtjaasCuller(Application):
         """).strip()).tag(config=True)
     once = Bool(False, help="Run a single culling pass and exit (exit status 1 if a cull failed).").tag(
         config=True)
+    hub_gone_timeout = Float(60, help=dedent("""
+        Exit (status 3) once the hub API has not answered for this many seconds, so that a
+        culler whose hub died (killed, crashed) does not poll a dead address forever. A culler
+        started by the hub (a managed service) also exits as soon as the hub process that
+        started it is gone. 0 = never give up.
+        """).strip()).tag(config=True)
 
     before_cull_hooks = List(Union([Unicode(), Callable()]), help=dedent("""
         Actions run before a server is stopped: built-in names (`usage`, `snapshot`), dotted
@@ -155,6 +162,7 @@ class PtjaasCuller(Application):
         "before-cull-hooks": "PtjaasCuller.before_cull_hooks",
         "after-cull-hooks": "PtjaasCuller.after_cull_hooks",
         "hook-timeout": "PtjaasCuller.hook_timeout",
+        "hub-gone-timeout": "PtjaasCuller.hub_gone_timeout",
         "stop-timeout": "PtjaasCuller.stop_timeout",
         "usage-file": "PtjaasCuller.usage_file",
         "audit-file": "PtjaasCuller.audit_file",
@@ -215,9 +223,38 @@ class PtjaasCuller(Application):
                 hooks.append(import_hook(spec))
         return hooks
 
+    async def _watch_hub(self, main: asyncio.Task) -> None:
+        """Cancel ``main`` (exit status 3) when the hub is gone: the process that started this
+        managed service has exited, or the hub API has not answered for ``hub_gone_timeout``."""
+        managed = bool(os.environ.get("JUPYTERHUB_SERVICE_NAME"))
+        parent = os.getppid()
+        timeout = self.hub_gone_timeout
+        ping_every = min(5.0, timeout / 3) if timeout else 5.0
+        last_ok = asyncio.get_running_loop().time()
+        next_ping = 0.0
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=max(1.0, min(5.0, ping_every)))) as http:
+            while True:
+                now = asyncio.get_running_loop().time()
+                if managed and os.getppid() != parent:
+                    self._exit = (3, f"the hub process (pid {parent}) that started this culler has exited")
+                    break
+                if timeout and now >= next_ping:
+                    next_ping = now + ping_every
+                    try:
+                        async with http.get(self.url.rstrip("/") + "/") as r:
+                            await r.read()
+                        last_ok = asyncio.get_running_loop().time()
+                    except (aiohttp.ClientError, OSError, asyncio.TimeoutError):
+                        if asyncio.get_running_loop().time() - last_ok >= timeout:
+                            self._exit = (3, f"the hub API at {self.url} has not answered for {timeout:g}s")
+                            break
+                await asyncio.sleep(0.5)
+        main.cancel()
+
     async def run(self) -> int:
         policy = self.build_policy()
         self._usage = self._snapshotter = None
+        self._exit = None
         self.kube = Kube(self.namespace)
         pod_labels = self.kube.server_pod_labels if self.pod_labels and Kube.available() else None
         before = self.build_hooks(self.before_cull_hooks, policy)
@@ -231,6 +268,16 @@ class PtjaasCuller(Application):
         self.log.info("ptjaas culler: global timeout %ss, max age %ss, %d size and %d image policies, "
                       "every %ss", policy.timeout, policy.max_age, len(policy.sizes), len(policy.images),
                       every)
+        main = asyncio.current_task()
+        loop = asyncio.get_running_loop()
+
+        def on_signal(signum):
+            self._exit = (0, f"stopping on {signal.Signals(signum).name}")
+            main.cancel()
+
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, on_signal, signum)
+        watchdog = None if self.once else asyncio.ensure_future(self._watch_hub(main))
         failed = False
         try:
             while True:
@@ -244,13 +291,25 @@ class PtjaasCuller(Application):
                 except (HubAPIError, aiohttp.ClientError, OSError, asyncio.TimeoutError) as e:
                     self.log.error("culling pass failed, hub API unavailable: %s", e or type(e).__name__)
                     failed = True
+                except asyncio.CancelledError:
+                    raise
                 except Exception:  # noqa: BLE001 - a bad pass must not end the service
                     self.log.exception("culling pass failed")
                     failed = True
                 if self.once:
                     return 1 if failed else 0
                 await asyncio.sleep(every)
+        except asyncio.CancelledError:
+            if self._exit is None:
+                raise
+            code, why = self._exit
+            (self.log.info if code == 0 else self.log.error)("ptjaas culler exiting: %s", why)
+            return code
         finally:
+            if watchdog is not None:
+                watchdog.cancel()
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(signum)
             await api.close()
             await self.kube.close()
 
@@ -268,6 +327,13 @@ class PtjaasCuller(Application):
             sys.exit(2)
         except KeyboardInterrupt:
             code = 0
+        if code in (0, 3) and not self.once:
+            # stopped by a signal, or its hub is gone: leave at once (the hub polls for the exit
+            # with a growing back-off; tearing down the interpreter only makes it wait longer)
+            logging.shutdown()
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
         sys.exit(code)
 
 

@@ -19,6 +19,9 @@ import os
 import sys
 from typing import Iterable, Mapping
 
+from traitlets.config import LazyConfigValue
+
+from ..settings_schema import CULLER, Z2JH_CULL, keys, options
 from .policy import PolicyError, extract_policy
 
 SERVICE_NAME = "ptjaas-culler"
@@ -28,20 +31,43 @@ BASE_SCOPES = ["list:users", "read:users:activity", "read:servers", "delete:serv
 PASSTHROUGH_ENV = ("KUBECONFIG", "KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT", "POD_NAMESPACE")
 
 #: z2jh ``cull.*`` value -> culler option (what z2jh passes to jupyterhub-idle-culler)
-Z2JH_CULL_MAPPING = {
-    "timeout": "timeout",  # --timeout
-    "every": "cull_every",  # --cull-every
-    "concurrency": "concurrency",  # --concurrency
-    "maxAge": "max_age",  # --max-age
-    "users": "cull_users",  # --cull-users (adds delete:users to the role)
-    "adminUsers": "cull_admin_users",  # --cull-admin-users
-    "removeNamedServers": "remove_named_servers",  # --remove-named-servers
-}
+Z2JH_CULL_MAPPING = options(Z2JH_CULL)
+#: ptjaas's ``custom.ptjaas.culler.*`` value -> culler option
+PTJAAS_CULLER_MAPPING = options(CULLER)
 
 
 def from_z2jh_values(cull: Mapping) -> dict:
     """Keyword arguments for :func:`service_config` from z2jh's ``cull:`` values block."""
     return {ours: cull[theirs] for theirs, ours in Z2JH_CULL_MAPPING.items() if cull.get(theirs) is not None}
+
+
+class CullerValuesError(ValueError):
+    """``cull`` / ``custom.ptjaas.culler`` values that cannot work; the message names the value."""
+
+
+def culler_from_values(get) -> dict | None:
+    """The :func:`install_culler` keyword arguments the Helm values ask for, or None when
+    ``custom.ptjaas.culler.enabled`` is not true. ``get(key, default)`` reads a values path
+    (z2jh's ``get_config``). Raises CullerValuesError for an unknown key or two cullers."""
+    ours = get("custom.ptjaas.culler", None) or {}
+    if not isinstance(ours, Mapping):
+        raise CullerValuesError(f"custom.ptjaas.culler must be a mapping, not {ours!r}")
+    known = keys(CULLER)
+    unknown = sorted(set(ours) - known)
+    if unknown:
+        raise CullerValuesError(
+            f"unknown key(s) {', '.join('custom.ptjaas.culler.' + k for k in unknown)}; "
+            f"known: {', '.join(sorted(known))}")
+    if not ours.get("enabled", False):
+        return None
+    cull = get("cull", None) or {}
+    if cull.get("enabled"):
+        raise CullerValuesError(
+            "cull.enabled and custom.ptjaas.culler.enabled are both true; two cullers "
+            "would race. Set cull.enabled: false (ptjaas's culler reads the other cull.* values).")
+    kwargs = from_z2jh_values({k: v for k, v in cull.items() if k != "enabled"})
+    kwargs.update({PTJAAS_CULLER_MAPPING[k]: v for k, v in ours.items() if k in PTJAAS_CULLER_MAPPING})
+    return kwargs
 
 
 def _hook_args(flag: str, hooks: Iterable) -> list[str]:
@@ -71,6 +97,7 @@ def service_config(
     before_cull_hooks: Iterable[str] = (),
     after_cull_hooks: Iterable[str] = (),
     hook_timeout: float = 60,
+    hub_gone_timeout: float | None = None,
     usage_file: str | None = None,
     audit_file: str | None = None,
     snapshot_class: str | None = None,
@@ -101,6 +128,10 @@ def service_config(
            f"--hook-timeout={hook_timeout}"]
     if cull_every:
         cmd.append(f"--cull-every={cull_every}")
+    if hub_gone_timeout is not None:
+        if isinstance(hub_gone_timeout, bool) or not isinstance(hub_gone_timeout, (int, float)) or hub_gone_timeout < 0:
+            raise PolicyError(f"culler hub_gone_timeout must be a number of seconds >= 0, not {hub_gone_timeout!r}")
+        cmd.append(f"--hub-gone-timeout={hub_gone_timeout}")
     cmd += _hook_args("before-cull-hooks", before_cull_hooks)
     cmd += _hook_args("after-cull-hooks", after_cull_hooks)
     if usage_file:
@@ -133,15 +164,27 @@ def service_config(
     return {"services": [service], "load_roles": [role]}
 
 
+def _resolved(section, name, empty):
+    """``section[name]`` as a plain value: a setting only modified so far (``c.X.y.append(...)``
+    or ``.update(...)`` before any ``c.X.y = ...``) is held as a LazyConfigValue; resolve it
+    against the trait's empty value, as traitlets will."""
+    if name not in section:
+        return empty
+    value = section[name]
+    if isinstance(value, LazyConfigValue):
+        value = value.get_value(empty)
+    return value
+
+
 def install_culler(c, **kwargs) -> dict:
     """Append the culler service and role to a hub config object ``c`` (reads
     ``c.PtjaasSpawner.sizes`` / ``images`` and the spawner's ``namespace`` unless given).
-    Returns what was added."""
+    Works whether or not services, roles, sizes or images were set or only appended to /
+    updated so far. Returns what was added."""
     spawner_cfg = c.PtjaasSpawner
-    if "sizes" not in kwargs and "sizes" in spawner_cfg:
-        kwargs["sizes"] = spawner_cfg.sizes
-    if "images" not in kwargs and "images" in spawner_cfg:
-        kwargs["images"] = spawner_cfg.images
+    for name in ("sizes", "images"):
+        if name not in kwargs and name in spawner_cfg:
+            kwargs[name] = _resolved(spawner_cfg, name, {})
     if "audit_file" not in kwargs:  # culls go on the hub's audit record
         kwargs["audit_file"] = spawner_cfg.audit_log_file if "audit_log_file" in spawner_cfg else "ptjaas-audit.jsonl"
     if not (kwargs.get("namespace") or kwargs.get("snapshot_namespace")):
@@ -151,6 +194,6 @@ def install_culler(c, **kwargs) -> dict:
                 break
     entries = service_config(**kwargs)
     hub = c.JupyterHub
-    hub.services = list(hub.services if "services" in hub else []) + entries["services"]
-    hub.load_roles = list(hub.load_roles if "load_roles" in hub else []) + entries["load_roles"]
+    hub.services = list(_resolved(hub, "services", [])) + entries["services"]
+    hub.load_roles = list(_resolved(hub, "load_roles", [])) + entries["load_roles"]
     return entries

@@ -23,7 +23,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Iterable, Mapping
 
-CULL_KEYS = ("cull_idle_timeout", "cull_max_age", "kernel_idle_timeout")
+from ..settings_schema import CULL_PROPERTIES
+
+CULL_KEYS = tuple(CULL_PROPERTIES)   # the per-size / per-image culling keys
 
 #: default names of the keys the spawner records in a server's ``user_options``
 DEFAULT_OPTION_KEYS = {"size": "size", "image": "image", "version": "version"}

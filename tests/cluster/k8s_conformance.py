@@ -63,9 +63,12 @@ def py_container(script, *args, name="main", env=None, ports=None, mounts=None,
 
 
 def py_pod(name, script, *args, restart="Never", labels=None, volumes=None, grace=None,
-           node_selector=None, **container_kw):
-    """A pod manifest running `python -c script args...`."""
+           node_selector=None, host_access=False, **container_kw):
+    """A pod manifest running `python -c script args...`. ``host_access``: the test reads the
+    pod's files and process ids on this machine (root, hostPID), as a node-level debug pod would."""
     spec = {"restartPolicy": restart, "containers": [py_container(script, *args, **container_kw)]}
+    if host_access:
+        spec.update(hostPID=True, securityContext={"runAsUser": 0})
     if volumes:
         spec["volumes"] = volumes
     if grace is not None:

@@ -1,0 +1,163 @@
+"""ptjaas's own settings, written once: the entries of the catalog, sizes and shared volumes,
+and the culler's Helm values. Pure data (JSON-schema-like) plus small readers.
+
+Everything that needs to know these keys derives them from here: the spawner's checks
+(``configcheck``, run at first spawn and at hub start-up by fragment 99), the culler's policy
+(``culler.policy``) and its Helm values reader (``culler.config.culler_from_values``, used by
+fragment 50), ``ptjaas check-values``, and the configuration reference in the docs (the
+``ptjaas-values`` directive renders these tables with their descriptions).
+
+Each schema is an ``object`` with ``properties``; a property has a ``type`` (JSON-schema type
+names), a ``description`` for the docs, and where it applies ``required``/``default``/``minimum``
+and, for the culler's values, the culler ``option`` it becomes (``None``: read by the fragment
+itself).
+"""
+
+SECONDS = {"type": "number", "minimum": 0}
+
+#: per-size and per-image culling keys (seconds); the culler reads them from the catalog
+CULL_PROPERTIES = {
+    "cull_idle_timeout": dict(SECONDS, description=(
+        "Stop a server of this size/image after this many seconds without activity (instead of "
+        "`cull.timeout`; when its size and its image both set one, the shorter applies; 0: never).")),
+    "cull_max_age": dict(SECONDS, description=(
+        "Stop a server of this size/image once it is this many seconds old, even if active.")),
+    "kernel_idle_timeout": dict(SECONDS, description=(
+        "Shut down kernels idle this many seconds inside a running server (the server stays).")),
+}
+
+GROUPS = {"type": "array", "items": {"type": "string"},
+          "description": "Only members of these groups see and may use it (absent: everyone)."}
+
+SIZE = {
+    "type": "object",
+    "title": "a size (`hub.config.PtjaasSpawner.sizes.<key>`)",
+    "additionalProperties": False,
+    "required": ["cpu_guarantee", "cpu_limit", "mem_guarantee", "mem_limit"],
+    "properties": {
+        "display_name": {"type": "string", "description": "Shown in the spawn form."},
+        "description": {"type": "string", "description": "One line under the name in the form."},
+        "cpu_guarantee": {"type": ["number", "string"], "description": "CPU request (cores or a quantity such as `500m`)."},
+        "cpu_limit": {"type": ["number", "string"], "description": "CPU limit; at least `cpu_guarantee`."},
+        "mem_guarantee": {"type": ["number", "string"], "description": "Memory request (bytes or a quantity such as `4Gi`)."},
+        "mem_limit": {"type": ["number", "string"], "description": "Memory limit; at least `mem_guarantee`."},
+        "gpu": {"type": "integer", "minimum": 0, "default": 0, "description": "GPUs per server of this size."},
+        "gpu_resource": {"type": "string", "default": "nvidia.com/gpu",
+                         "description": "The extended resource the GPUs are requested as."},
+        "node_selector": {"type": "object", "additionalProperties": {"type": "string"},
+                          "description": "Node labels a server of this size must run on."},
+        "tolerations": {"type": "array", "items": {"type": "object"},
+                        "description": "Kubernetes tolerations (e.g. for tainted GPU nodes)."},
+        "groups": GROUPS,
+        **CULL_PROPERTIES,
+    },
+}
+
+VERSION = {
+    "type": "object",
+    "title": "a version (`hub.config.PtjaasSpawner.images.<key>.versions.<version>`)",
+    "additionalProperties": False,
+    "required": ["image"],
+    "properties": {
+        "image": {"type": "string", "description": "The image reference: a tag or a digest."},
+        "label": {"type": "string", "description": "Shown in the version menu."},
+        "notes": {"type": "string", "description": "Release notes shown with the version."},
+        "default": {"type": "boolean", "description": "The version preselected (at most one per image)."},
+        "deprecated": {"type": "string", "description": "A message shown to whoever picks this version."},
+    },
+}
+
+IMAGE = {
+    "type": "object",
+    "title": "an image (`hub.config.PtjaasSpawner.images.<key>`)",
+    "additionalProperties": False,
+    "required": ["versions"],
+    "properties": {
+        "display_name": {"type": "string", "description": "Shown in the spawn form."},
+        "description": {"type": "string", "description": "One line under the name in the form."},
+        "versions": {"type": "object", "additionalProperties": VERSION, "description": "Version key -> version."},
+        "sizes": {"type": "array", "items": {"type": "string"},
+                  "description": "Only these sizes may run it (a CUDA image: the GPU sizes)."},
+        "groups": GROUPS,
+        **CULL_PROPERTIES,
+    },
+}
+
+SHARED_VOLUME = {
+    "type": "object",
+    "title": "a shared volume (`hub.config.PtjaasSpawner.shared_volumes[i]`)",
+    "additionalProperties": False,
+    "required": ["claim", "mount_path"],
+    "properties": {
+        "claim": {"type": "string", "description": "An existing PersistentVolumeClaim in the users' namespace."},
+        "mount_path": {"type": "string", "description": "Absolute path it is mounted at."},
+        "groups": GROUPS,
+        "read_only": {"type": "boolean", "description": "Mount it read-only."},
+    },
+}
+
+ACCESS_MODES = ("ReadWriteOnce", "ReadOnlyMany", "ReadWriteMany", "ReadWriteOncePod")
+
+#: ptjaas's culler values: `custom.ptjaas.culler.<key>` -> culler option
+CULLER = {
+    "type": "object",
+    "title": "the culler (`custom.ptjaas.culler`)",
+    "additionalProperties": False,
+    "properties": {
+        "enabled": {"type": "boolean", "default": False, "option": None,
+                    "description": "Run ptjaas's culler as a hub-managed service (keep `cull.enabled: false`)."},
+        "beforeCullHooks": {"type": "array", "items": {"type": "string"}, "option": "before_cull_hooks",
+                            "description": "Run before a server is stopped: `snapshot`, `usage` or `module:function`."},
+        "afterCullHooks": {"type": "array", "items": {"type": "string"}, "option": "after_cull_hooks",
+                           "description": "Run after the hub confirmed the stop (same forms)."},
+        "hookTimeout": dict(SECONDS, option="hook_timeout", description="Seconds a hook may take (then abandoned, logged)."),
+        "hubGoneTimeout": dict(SECONDS, option="hub_gone_timeout", description=(
+            "The culler exits once the hub API has not answered this long (default 60; 0 = never).")),
+        "usageFile": {"type": "string", "option": "usage_file",
+                      "description": "JSON-lines file the `usage` hook appends one record per cull to."},
+        "snapshotClass": {"type": "string", "option": "snapshot_class",
+                          "description": "VolumeSnapshotClass of the `snapshot` hook (default: the cluster's)."},
+        "snapshotKeep": {"type": "integer", "minimum": 1, "option": "snapshot_keep",
+                         "description": "Snapshots kept per home claim by the `snapshot` hook."},
+        "snapshotNamespace": {"type": "string", "option": "snapshot_namespace",
+                              "description": "Namespace of the home claims (default: the spawner's)."},
+    },
+}
+
+#: z2jh's own `cull.<key>` values, which ptjaas's culler reads with their z2jh meaning
+Z2JH_CULL = {
+    "type": "object",
+    "title": "z2jh's culler values (`cull`), read by ptjaas's culler",
+    "properties": {
+        "enabled": {"type": "boolean", "option": None,
+                    "description": "z2jh's own culler: must stay `false` when ptjaas's runs."},
+        "timeout": dict(SECONDS, option="timeout", description="Idle timeout for sizes/images that set none."),
+        "every": dict(SECONDS, option="cull_every", description="Seconds between passes (default: half the shortest timeout)."),
+        "concurrency": {"type": "integer", "minimum": 0, "option": "concurrency", "description": "Hub API requests in flight at once."},
+        "maxAge": dict(SECONDS, option="max_age", description="Maximum server age for sizes/images that set none (0: none)."),
+        "users": {"type": "boolean", "option": "cull_users", "description": "Also delete inactive users (their homes stay)."},
+        "adminUsers": {"type": "boolean", "option": "cull_admin_users", "description": "With `users`: admins too."},
+        "removeNamedServers": {"type": "boolean", "option": "remove_named_servers",
+                               "description": "Remove culled named servers instead of only stopping them."},
+    },
+}
+
+#: the values ptjaas reads, by values path (documented in the config reference)
+VALUES = {
+    "hub.config.PtjaasSpawner.sizes.<key>": SIZE,
+    "hub.config.PtjaasSpawner.images.<key>": IMAGE,
+    "hub.config.PtjaasSpawner.images.<key>.versions.<version>": VERSION,
+    "hub.config.PtjaasSpawner.shared_volumes[i]": SHARED_VOLUME,
+    "custom.ptjaas.culler": CULLER,
+    "cull": Z2JH_CULL,
+}
+
+
+def keys(schema):
+    """The keys an entry of ``schema`` may have."""
+    return frozenset(schema["properties"])
+
+
+def options(schema):
+    """``{values key: culler option}`` for the keys that become a culler option."""
+    return {k: p["option"] for k, p in schema["properties"].items() if p.get("option")}

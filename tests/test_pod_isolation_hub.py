@@ -1,0 +1,130 @@
+"""Notebook servers cannot reach each other's data or the service's: through a real hub, real
+jupyterhub-singleuser servers (ptjaas spawner, uid 1000 as in z2jh), code run in alice's notebook
+cannot read bob's home, the hub database, the cluster's state or kubeconfig, nor see bob's
+processes. The cluster and the hub live in a world-traversable directory here (as the demo's
+``.ptjaas`` in a checkout does), so what protects them is ptjaas itself, not the test's tmp dir."""
+
+import asyncio
+import json
+import os
+import shutil
+import sys
+import tempfile
+import uuid
+from pathlib import Path
+
+import pytest
+import requests
+from tornado.httpclient import HTTPRequest
+from tornado.websocket import websocket_connect
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # any pytest import mode
+
+from hubutil import Hub  # noqa: E402
+from ptjaas_sandbox.cluster import EmbeddedCluster  # noqa: E402
+
+pytestmark = [pytest.mark.hub, pytest.mark.timeout(240),
+              pytest.mark.skipif(os.geteuid() != 0, reason="notebooks run as their own user only when the node agent is root")]
+
+CONFIG = """
+c.PtjaasSpawner.images = {"python": {"display_name": "Python", "versions": {"1": {"image": "example.org/python:1", "default": True}}}}
+c.PtjaasSpawner.sizes = {"small": {"display_name": "Small", "cpu_guarantee": 0.1, "cpu_limit": 1, "mem_guarantee": "256Mi", "mem_limit": "1Gi"}}
+"""
+
+PROBE = """
+import json, os
+out = {}
+for p in %s:
+    try:
+        with open(p, 'rb') as f:
+            f.read(1)
+        out[p] = 'read'
+    except OSError as e:
+        out[p] = type(e).__name__
+users = set()
+for pid in [p for p in os.listdir('/proc') if p.isdigit()]:
+    try:
+        env = open('/proc/%%s/environ' %% pid, 'rb').read().split(b'\\0')
+        users |= {e.split(b'=', 1)[1].decode() for e in env if e.startswith(b'JUPYTERHUB_USER=')}
+    except OSError:
+        pass
+print(json.dumps({'files': out, 'users': sorted(users), 'uid': os.getuid(), 'cwd': os.getcwd()}))
+"""
+
+
+async def run_in_notebook(hub, user, token, code, timeout=60):
+    """Start a kernel in ``user``'s server, run ``code`` and return what it printed."""
+    headers = {"Authorization": f"token {token}"}
+    base = f"{hub.url}/user/{user}"
+    kernel = requests.post(f"{base}/api/kernels", headers=headers, json={}, timeout=60)
+    assert kernel.status_code == 201, kernel.text
+    url = base.replace("http://", "ws://") + f"/api/kernels/{kernel.json()['id']}/channels"
+    ws = await websocket_connect(HTTPRequest(url, headers=headers))
+    msg_id = uuid.uuid4().hex
+    ws.write_message(json.dumps({
+        "header": {"msg_id": msg_id, "msg_type": "execute_request", "username": user, "session": uuid.uuid4().hex,
+                   "version": "5.3"},
+        "parent_header": {}, "metadata": {}, "channel": "shell", "buffers": [],
+        "content": {"code": code, "silent": False, "store_history": False, "user_expressions": {},
+                    "allow_stdin": False, "stop_on_error": True}}))
+    out = []
+
+    async def read():
+        while True:
+            msg = json.loads(await ws.read_message())
+            if msg.get("parent_header", {}).get("msg_id") != msg_id:
+                continue
+            if msg["msg_type"] == "stream":
+                out.append(msg["content"]["text"])
+            elif msg["msg_type"] == "error":
+                raise AssertionError("\n".join(msg["content"]["traceback"]))
+            elif msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+                return "".join(out)
+    try:
+        return await asyncio.wait_for(read(), timeout)
+    finally:
+        ws.close()
+
+
+@pytest.fixture
+def open_base():
+    base = tempfile.mkdtemp(prefix="ptjaas-isolation-")
+    os.chmod(base, 0o755)   # anyone may traverse it, as a checkout's .ptjaas
+    yield Path(base)
+    shutil.rmtree(base, ignore_errors=True)
+
+
+async def test_a_notebook_cannot_read_another_users_home_the_hub_db_or_the_cluster(open_base):
+    cluster = EmbeddedCluster(state_dir=open_base / "cluster")
+    cluster.start_in_thread()
+    hub = Hub(open_base / "hub", CONFIG, cluster=cluster)
+    try:
+        hub.start()
+        tokens = {}
+        for user in ("alice", "bob"):
+            assert hub.api("POST", "/users", json={"usernames": [user]}).status_code == 201
+            assert hub.api("POST", f"/users/{user}/server").status_code in (201, 202)
+            tokens[user] = hub.api("POST", f"/users/{user}/tokens", json={"note": "t"}).json()["token"]
+        for user in ("alice", "bob"):
+            hub.wait_ready(user)
+        put = requests.put(f"{hub.url}/user/bob/api/contents/diary.txt", headers={"Authorization": f"token {tokens['bob']}"},
+                           json={"type": "file", "format": "text", "content": "bob's secret"}, timeout=30)
+        assert put.status_code in (200, 201), put.text
+        bob_home = [p for p in (open_base / "cluster" / "volumes").glob("*/diary.txt")] if os.access(
+            open_base / "cluster" / "volumes", os.R_OK) else []
+        assert len(bob_home) == 1, bob_home
+        targets = [str(bob_home[0]), str(open_base / "hub" / "jupyterhub.sqlite"),
+                   str(open_base / "hub" / "jupyterhub_cookie_secret"),
+                   str(open_base / "cluster" / "objects.json"), cluster.kubeconfig_path]
+        assert all(os.path.exists(t) for t in targets), targets
+        seen = json.loads((await run_in_notebook(hub, "alice", tokens["alice"], PROBE % json.dumps(targets))).strip())
+        assert seen["uid"] == 1000 and seen["cwd"] == "/home/jovyan"
+        assert set(seen["files"].values()) <= {"PermissionError", "FileNotFoundError"}, seen["files"]
+        assert "bob" not in seen["users"], seen["users"]
+        # alice's own home is hers: the notebook's working directory, written through the contents API
+        mine = await run_in_notebook(hub, "alice", tokens["alice"],
+                                     "open('/home/jovyan/mine.txt', 'w').write('ok'); print(sorted(__import__('os').listdir('.')))")
+        assert "mine.txt" in mine and "diary.txt" not in mine
+    finally:
+        hub.stop()
+        cluster.stop_thread()
