@@ -16,6 +16,7 @@ from traitlets import Bool, Dict, Float, List, TraitError, Unicode, default, val
 
 from . import catalog, configcheck, form, homevolume, objects, teams
 from .culler.policy import kernel_culling_args
+from .datamixin import DataAccessMixin
 from .homeclaim import ClaimBindError, HomeClaims
 from .newserver import RefusedNewServerMixin
 from .quota import QuotaMixin
@@ -35,7 +36,7 @@ def _applied_in_load_user_options(spawner, user_options):
     """JupyterHub's apply_user_options hook: nothing to do (see load_user_options)."""
 
 
-class PtjaasSpawner(RefusedNewServerMixin, TeamsMixin, QuotaMixin, KubeSpawner):
+class PtjaasSpawner(DataAccessMixin, RefusedNewServerMixin, TeamsMixin, QuotaMixin, KubeSpawner):
     """KubeSpawner with ptjaas home volumes, an image-version catalog and CPU/GPU sizes."""
 
     images = Dict(
@@ -270,6 +271,7 @@ class PtjaasSpawner(RefusedNewServerMixin, TeamsMixin, QuotaMixin, KubeSpawner):
                 images, sizes, self.user_group_names(), options, last=self._last, availability=availability
             )
         except catalog.ChoiceError as e:
+            self.audit_choice_refused(options, availability, str(e))
             raise _refusal(e) from None
 
     # ---- the form ------------------------------------------------------------------------
@@ -328,6 +330,7 @@ class PtjaasSpawner(RefusedNewServerMixin, TeamsMixin, QuotaMixin, KubeSpawner):
     async def load_user_options(self):
         """Validate the user's options and set KubeSpawner's traits; ensure the home claim."""
         self._notes = []
+        self.take_snapshot_request()  # the 'snapshots' option: opened read-only at this start
         try:
             await self.place_in_team_namespace()  # the team's namespace (TeamsMixin)
         except web.HTTPError:
@@ -338,6 +341,7 @@ class PtjaasSpawner(RefusedNewServerMixin, TeamsMixin, QuotaMixin, KubeSpawner):
             self._choice = None
             await super().load_user_options()
             await self.ensure_home_claim()
+            await self.snapshot_views_prepare()
             return
         try:
             choice = self.resolve_choice(self.user_options or {}, await self._availability())
@@ -358,6 +362,7 @@ class PtjaasSpawner(RefusedNewServerMixin, TeamsMixin, QuotaMixin, KubeSpawner):
             for name, value in spawner_settings(self.sizes[choice.size]).items():
                 setattr(self, name, value)
         await self.ensure_home_claim()
+        await self.snapshot_views_prepare()
 
     def _last_options(self):
         return {k: self._last[k] for k in ("image", "version", "size") if k in self._last}

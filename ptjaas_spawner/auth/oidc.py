@@ -204,9 +204,9 @@ class PtjaasAuthenticator(GenericOAuthenticator):
     ptjaas_usage_page = True
 
     def get_handlers(self, app):
-        from ..quota.handlers import usage_handlers
+        from ..pages import ptjaas_handlers
 
-        return super().get_handlers(app) + usage_handlers
+        return super().get_handlers(app) + ptjaas_handlers()
 
     # ---- discovery ----
     async def discover(self) -> dict:
