@@ -1,8 +1,11 @@
 # ptjaas config fragment 99: check the whole configuration before the hub goes on starting.
 #
-# Loaded last (z2jh loads this directory in name order; so does 00-ptjaas.py on a plain
-# machine). It stops the hub with a message naming the setting, and where it came from,
-# when:
+# The last fragment (z2jh loads this directory in name order; so does 00-ptjaas.py on a plain
+# machine). z2jh runs `hub.extraConfig` after all the fragments, so settings made there are not
+# seen here: put ptjaas settings in hub.config or in a fragment (hub.extraFiles) instead, and check
+# values files before an upgrade with `ptjaas check-values` (which, like `ptjaas demo --config`,
+# runs this check again after the extra config). It stops the hub with a message naming the
+# setting, and where it came from, when:
 #   * a PtjaasSpawner / PtjaasAuthenticator / KubeSpawner / JupyterHub setting is misspelt
 #     or has a value of the wrong type (JupyterHub alone would only warn, or fail at the
 #     first spawn);
@@ -38,12 +41,7 @@ def _ptjaas_source(setting):
     return "hub.config or a config fragment"
 
 
-_ptjaas_problems = (
-    _ptjaas_fc.check_config(c)
-    + _ptjaas_fc.check_spawner_selected(c)
-    + _ptjaas_fc.check_storage_not_fighting(c)
-    + _ptjaas_fc.check_spawner_catalog(c)
-)
+_ptjaas_problems = _ptjaas_fc.startup_problems(c)
 if _ptjaas_problems:
     raise _ptjaas_fc.PtjaasConfigError(
         _ptjaas_fc.format_problems(

@@ -116,6 +116,7 @@ def cmd_demo(args):
                                   nodes=[NodeSpec(labels=dict(DEMO_NODE_LABELS))])
         cluster.start_in_thread()
         _label_demo_node(cluster)
+        ensure_demo_snapshot_class(cluster)
         kubeconfig = cluster.kubeconfig_path
         env["KUBECONFIG"] = kubeconfig
         where = f"the embedded cluster at {cluster.url}"
@@ -172,6 +173,22 @@ Ctrl-C stops the hub; running notebook servers stop with the embedded cluster an
     if cluster is not None:
         cluster.stop_thread()
     return 0 if stopping else code
+
+
+def ensure_demo_snapshot_class(cluster, name="ptjaas-local-snapshots"):
+    """A VolumeSnapshotClass for the embedded provisioner (as a CSI driver's install adds one);
+    values-demo.yaml maps the StorageClass `standard` to it (home snapshots on)."""
+    from .cluster import errors
+    from .cluster.resources import BY_PLURAL
+
+    def create():
+        try:
+            cluster.registry.create(BY_PLURAL["volumesnapshotclasses"], "", {
+                "metadata": {"name": name}, "driver": "ptjaas.io/local-path", "deletionPolicy": "Delete"})
+        except errors.ApiError:
+            pass  # there already (a restarted demo)
+    cluster.call(create)
+    return name
 
 
 def start_demo_oidc(state_dir, hub_url, site_values):

@@ -266,37 +266,3 @@ def resolve_last(images, sizes, user_groups, last, availability=None) -> Choice:
         {"image": last["image"], "version": last["version"], "size": last["size"]},
         availability=availability,
     )
-
-
-def profile_list(images: dict, sizes: dict, user_groups=None) -> list:
-    """The catalog as a KubeSpawner-style ``profile_list`` (one profile per size, an image
-    option per profile), for tools built on KubeSpawner's profiles. Informational: ptjaas
-    itself starts from ``image``/``version``/``size`` options."""
-    from .sizes import size_summary, spawner_settings
-
-    profiles = []
-    for size_key in allowed_sizes(sizes, user_groups):
-        size = sizes[size_key]
-        choices = {}
-        for image_key in visible_images(images, sizes, user_groups):
-            image = images[image_key]
-            if size_key not in image_sizes(image, sizes, user_groups):
-                continue
-            for version_key, version in image["versions"].items():
-                choices[f"{image_key}:{version_key}"] = {
-                    "display_name": f"{_describe(images, image_key)} {version_label(image, version_key)}",
-                    "default": not choices and True or False,
-                    "kubespawner_override": {"image": version["image"]},
-                }
-        if not choices:
-            continue
-        profiles.append(
-            {
-                "slug": size_key,
-                "display_name": size.get("display_name") or size_key,
-                "description": size.get("description") or size_summary(size),
-                "kubespawner_override": spawner_settings(size),
-                "profile_options": {"image": {"display_name": "Image", "choices": choices}},
-            }
-        )
-    return profiles

@@ -20,7 +20,6 @@ from __future__ import annotations
 import copy
 import difflib
 import importlib
-import inspect
 import os
 import sys
 from collections.abc import Mapping
@@ -298,38 +297,53 @@ def check_spawner_selected(config):
 
 
 def check_spawner_catalog(config):
-    """The spawner's own catalog/sizes/home checks (``ptjaas_spawner.configcheck.check_all``),
-    run at hub start-up instead of at the first spawn. Returns [(setting, message)]."""
+    """The spawner's own catalog/sizes/home/team checks (what ``PtjaasSpawner.check_config``
+    runs), on the config at hub start-up instead of at the first spawn. Returns
+    [(setting, message)]."""
     section = config.get("PtjaasSpawner") or {}
     if not section:
         return []
-    try:
-        from ptjaas_spawner import configcheck
-        from ptjaas_spawner.spawner import PtjaasSpawner
-    except ImportError:
-        return []
-    check_all = getattr(configcheck, "check_all", None)
-    if check_all is None:
-        return []
+    from ptjaas_spawner import configcheck, teams
+    from ptjaas_spawner.spawner import CATALOG_SETTINGS, PtjaasSpawner
+
     traits = PtjaasSpawner.class_traits()
-    kwargs = {}
-    for name in inspect.signature(check_all).parameters:
-        if name in section:
-            kwargs[name] = section[name]
-        elif name in traits:
-            try:
-                default = traits[name].default()
-            except Exception:  # a default computed per instance: leave the check's own default
-                continue
-            if default is not None:
-                kwargs[name] = default
+
+    def setting(name):
+        return section[name] if name in section else traits[name].default()
+
+    user_namespaces = section.get("enable_user_namespaces",
+                                  (config.get("KubeSpawner") or {}).get("enable_user_namespaces", False))
     try:
-        check_all(**kwargs)
+        configcheck.check_all(*(setting(name) for name in CATALOG_SETTINGS))
+        teams.check_team_config(setting("team_namespaces"), bool(user_namespaces))
     except configcheck.ConfigError as e:
-        setting, sep, problem = str(e).partition(": ")
+        setting_name, sep, problem = str(e).partition(": ")
         if not sep:
             return [("PtjaasSpawner", str(e))]
-        return [(setting[2:] if setting.startswith("c.") else setting, problem)]
+        return [(setting_name[2:] if setting_name.startswith("c.") else setting_name, problem)]
     except (TypeError, ValueError, AttributeError, KeyError) as e:
         return [("PtjaasSpawner", f"{type(e).__name__}: {e}")]
     return []
+
+
+def startup_problems(config):
+    """Every problem fragment 99 stops the hub for: [(setting, message)]."""
+    return (
+        check_config(config)
+        + check_spawner_selected(config)
+        + check_storage_not_fighting(config)
+        + check_spawner_catalog(config)
+    )
+
+
+def check_startup(config, where="jupyterhub_config.py"):
+    """Stop the hub (PtjaasConfigError) when the config has a problem, naming each setting.
+
+    The last statement of a single-file ``jupyterhub_config.py`` (fragment 99 does the same for
+    ``jupyterhub_config.d/``)::
+
+        from ptjaas_spawner.fragmentcheck import check_startup; check_startup(c)
+    """
+    problems = startup_problems(config)
+    if problems:
+        raise PtjaasConfigError(format_problems(where, problems))

@@ -44,16 +44,6 @@ def choice_annotations(image_ref: str) -> dict:
     return {f"{LABEL_PREFIX}/image-ref": image_ref}
 
 
-def pod_security_context(uid: int = 1000, fs_gid: int = 100) -> dict:
-    return {
-        "runAsUser": uid,
-        "runAsGroup": fs_gid,
-        "runAsNonRoot": True,
-        "fsGroup": fs_gid,
-        "seccompProfile": {"type": "RuntimeDefault"},
-    }
-
-
 def container_security_context() -> dict:
     return {
         "allowPrivilegeEscalation": False,

@@ -16,6 +16,7 @@ from traitlets import Bool, Dict, Float, List, TraitError, Unicode, default, val
 
 from . import catalog, configcheck, form, homevolume, objects, teams
 from .culler.policy import kernel_culling_args
+from .datamixin import DataAccessMixin
 from .homeclaim import ClaimBindError, HomeClaims
 from .newserver import RefusedNewServerMixin
 from .quota import QuotaMixin
@@ -23,13 +24,19 @@ from .sizes import spawner_settings
 from .teams_mixin import TeamsMixin
 
 STATE_KEY = "ptjaas"
+# the settings check_config cross-checks, in configcheck.check_all's order (the start-up check
+# of fragment 99 reads the same ones from the config)
+CATALOG_SETTINGS = (
+    "images", "sizes", "home_volume_size", "home_volume_size_by_group", "home_volume_access_modes",
+    "home_mount_path", "shared_volumes",
+)
 
 
 def _applied_in_load_user_options(spawner, user_options):
     """JupyterHub's apply_user_options hook: nothing to do (see load_user_options)."""
 
 
-class PtjaasSpawner(RefusedNewServerMixin, TeamsMixin, QuotaMixin, KubeSpawner):
+class PtjaasSpawner(DataAccessMixin, RefusedNewServerMixin, TeamsMixin, QuotaMixin, KubeSpawner):
     """KubeSpawner with ptjaas home volumes, an image-version catalog and CPU/GPU sizes."""
 
     images = Dict(
@@ -177,16 +184,13 @@ class PtjaasSpawner(RefusedNewServerMixin, TeamsMixin, QuotaMixin, KubeSpawner):
         return proposal["value"]
 
     def check_config(self):
-        """Check the whole catalog (cross references too); raise ConfigError naming the key."""
-        configcheck.check_all(
-            self.images,
-            self.sizes,
-            self.home_volume_size,
-            self.home_volume_size_by_group,
-            self.home_volume_access_modes,
-            self.home_mount_path,
-            self.shared_volumes,
-        )
+        """Check the whole catalog (cross references too); raise ConfigError naming the key.
+
+        Also run at hub start-up, on the config, by ``jupyterhub_config.d/99-ptjaas-check.py``
+        (``fragmentcheck.check_spawner_catalog``): JupyterHub makes spawners lazily and has no
+        start-up hook for spawner classes. A config that does not run that check gets these checks
+        at each user's first start (the start fails with the message in the page and the log)."""
+        configcheck.check_all(*(getattr(self, name) for name in CATALOG_SETTINGS))
         self.check_team_config()
 
     def __init__(self, *args, **kwargs):
@@ -267,12 +271,8 @@ class PtjaasSpawner(RefusedNewServerMixin, TeamsMixin, QuotaMixin, KubeSpawner):
                 images, sizes, self.user_group_names(), options, last=self._last, availability=availability
             )
         except catalog.ChoiceError as e:
+            self.audit_choice_refused(options, availability, str(e))
             raise _refusal(e) from None
-
-    def get_profile_list(self):
-        """The catalog as a KubeSpawner-style ``profile_list`` for this user (informational)."""
-        images, sizes = self.effective_catalog()
-        return catalog.profile_list(images, sizes, self.user_group_names())
 
     # ---- the form ------------------------------------------------------------------------
 
@@ -310,7 +310,9 @@ class PtjaasSpawner(RefusedNewServerMixin, TeamsMixin, QuotaMixin, KubeSpawner):
         if not self.images and not self.sizes:
             return self._options_from_form(formdata)  # KubeSpawner's profile form
         try:
-            options = self.add_team_from_form(form.options_from_formdata(formdata), formdata)
+            # the team field is TeamsMixin's; every other field is the catalog form's (strict)
+            fields = {k: v for k, v in (formdata or {}).items() if k != teams.TEAM_OPTION}
+            options = self.add_team_from_form(form.options_from_formdata(fields), formdata)
         except catalog.ChoiceError as e:
             self._forget_new_named_server()
             raise _refusal(e) from None
@@ -328,6 +330,7 @@ class PtjaasSpawner(RefusedNewServerMixin, TeamsMixin, QuotaMixin, KubeSpawner):
     async def load_user_options(self):
         """Validate the user's options and set KubeSpawner's traits; ensure the home claim."""
         self._notes = []
+        self.take_snapshot_request()  # the 'snapshots' option: opened read-only at this start
         try:
             await self.place_in_team_namespace()  # the team's namespace (TeamsMixin)
         except web.HTTPError:
@@ -338,6 +341,7 @@ class PtjaasSpawner(RefusedNewServerMixin, TeamsMixin, QuotaMixin, KubeSpawner):
             self._choice = None
             await super().load_user_options()
             await self.ensure_home_claim()
+            await self.snapshot_views_prepare()
             return
         try:
             choice = self.resolve_choice(self.user_options or {}, await self._availability())
@@ -358,6 +362,7 @@ class PtjaasSpawner(RefusedNewServerMixin, TeamsMixin, QuotaMixin, KubeSpawner):
             for name, value in spawner_settings(self.sizes[choice.size]).items():
                 setattr(self, name, value)
         await self.ensure_home_claim()
+        await self.snapshot_views_prepare()
 
     def _last_options(self):
         return {k: self._last[k] for k in ("image", "version", "size") if k in self._last}
@@ -571,51 +576,3 @@ def _refusal(e):
     err = web.HTTPError(400, "%s", str(e), reason="Invalid server options")
     err.jupyterhub_message = str(e)
     return err
-
-
-def check_hub_config(app):
-    """Validate the PtjaasSpawner config of a JupyterHub app; raise ConfigError naming the key."""
-    cls = app.spawner_class
-    if not (isinstance(cls, type) and issubclass(cls, PtjaasSpawner)):
-        return
-
-    class _Probe(cls):
-        def __init__(self, **kwargs):  # only traits: no user, no Kubernetes client
-            from traitlets.config import Configurable
-
-            Configurable.__init__(self, **kwargs)
-
-    probe = _Probe(config=app.config)
-    probe.check_config()
-
-
-def _install_hub_startup_check():
-    """Make a JupyterHub that uses PtjaasSpawner check the spawner config before it serves.
-
-    JupyterHub has no start-up hook for spawner classes (spawners are made lazily, so trait
-    validation alone would only fire at a user's first start). ``JupyterHub.init_spawners`` runs
-    once, after the config is loaded and before the hub serves: it is wrapped so that an invalid
-    catalog stops the hub with a critical log line naming the setting. Other spawner classes are
-    not affected.
-    """
-    try:
-        from jupyterhub.app import JupyterHub
-    except ImportError:  # pragma: no cover
-        return
-    original = JupyterHub.init_spawners
-    if getattr(original, "_ptjaas_checked", False):
-        return
-
-    async def init_spawners(self):
-        try:
-            check_hub_config(self)
-        except (configcheck.ConfigError, TraitError) as e:
-            self.log.critical("Invalid spawner configuration: %s", e)
-            raise
-        return await original(self)
-
-    init_spawners._ptjaas_checked = True
-    JupyterHub.init_spawners = init_spawners
-
-
-_install_hub_startup_check()

@@ -36,7 +36,9 @@ class Hub:
                                 data_dir=self.workdir, api_tokens={"test-admin": self.token},
                                 namespace=getattr(self.cluster, "namespace", "default"))
         with open(os.path.join(self.workdir, "jupyterhub_config.py"), "w") as f:
-            f.write(base + "\nc.JupyterHub.log_level = 'DEBUG'\n# --- test config ---\n" + config_text)
+            f.write(base + "\nc.JupyterHub.log_level = 'DEBUG'\n# --- test config ---\n" + config_text
+                    + "\n# --- ptjaas start-up check, last (as fragment 99 is in jupyterhub_config.d) ---\n"
+                    "from ptjaas_spawner.fragmentcheck import check_startup\ncheck_startup(c)\n")
 
     def start(self, wait=True):
         env = dict(os.environ)

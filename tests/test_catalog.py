@@ -2,7 +2,7 @@
 
 import pytest
 
-from ptjaas_spawner.catalog import ChoiceError, profile_list, resolve_choice, visible_images
+from ptjaas_spawner.catalog import ChoiceError, resolve_choice, visible_images
 from ptjaas_spawner.configcheck import ConfigError, check_all, check_images, check_sizes
 from ptjaas_spawner.sizes import parse_bytes, parse_cpu, spawner_settings
 
@@ -118,14 +118,6 @@ def test_size_settings():
     assert parse_cpu("250m") == 0.25 and parse_bytes("1G") == 10**9
     with pytest.raises(ValueError, match="'lots'"):
         parse_bytes("lots")
-
-
-def test_profile_list_shape():
-    profiles = profile_list(IMAGES, SIZES, ["gpu-users"])
-    assert [p["slug"] for p in profiles] == ["small", "gpu"]
-    gpu = profiles[1]
-    assert list(gpu["profile_options"]["image"]["choices"]) == ["python:2024.05", "python:2025.01", "cuda:12"]
-    assert gpu["kubespawner_override"]["extra_resource_limits"] == {"nvidia.com/gpu": "1"}
 
 
 @pytest.mark.parametrize("mutate, message", [

@@ -227,6 +227,10 @@ MISTAKES = {
     "values-two-cullers (z2jh)": (
         _z2jh_case(change=lambda v: v["cull"].update(enabled=True)),
         ["50-ptjaas-culler.py", "cull.enabled and custom.ptjaas.culler.enabled are both true"]),
+    "values-bad-snapshot-schedule (z2jh)": (
+        _z2jh_case(change=lambda v: v.setdefault("custom", {}).setdefault("ptjaas", {}).update(
+            snapshots={"schedule": {"vision": {"every": 86400, "keep": 0}}})),
+        ["60-ptjaas-snapshots.py", "custom.ptjaas.snapshots.schedule", "['vision']['keep'] must be an integer >= 1"]),
     "values-static-storage (z2jh)": (
         _z2jh_case(change=lambda v: v["singleuser"]["storage"].update(type="static", static={"pvcName": "homes"})),
         ["singleuser.storage.type", "mounts 'home' at /home/jovyan, over ptjaas's home volume"]),

@@ -73,6 +73,7 @@ def hub_config(tmp):
             before_cull_hooks=["cull_hooks_sample:failing", "cull_hooks_sample:hanging"],
             after_cull_hooks=["cull_hooks_sample:hanging", "snapshot", "usage", "cull_hooks_sample:failing"],
             hook_timeout=1, usage_file={str(tmp / "usage.jsonl")!r}, snapshot_class={SNAP_CLASS!r},
+            audit_file={str(tmp / "audit.jsonl")!r},
             snapshot_keep=2)
         with open({str(tmp / "culler-once.json")!r}, "w") as f:
             json.dump(ext["services"][0], f)
@@ -138,7 +139,7 @@ def test_gpu_idle_server_culled_with_hooks_active_and_cpu_kept(module_cluster, h
     core, custom = k8s
     custom.create_cluster_custom_object("snapshot.storage.k8s.io", "v1", "volumesnapshotclasses", {
         "apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshotClass",
-        "metadata": {"name": SNAP_CLASS}, "driver": "ptjaas.local", "deletionPolicy": "Delete"})
+        "metadata": {"name": SNAP_CLASS}, "driver": "ptjaas.io/local-path", "deletionPolicy": "Delete"})
     hub = hub_factory(hub_config(tmp_path), cluster=module_cluster)
     # the hub-managed culler started with the hub and made its first pass
     wait_for(lambda: "cull pass: 0 users" in hub.logs(), timeout=60, message="managed culler's first pass")
@@ -234,6 +235,12 @@ def test_gpu_idle_server_culled_with_hooks_active_and_cpu_kept(module_cluster, h
 
     # the named server's home was snapshotted too
     assert any(s["spec"]["source"]["persistentVolumeClaimName"] == "claim-gabe" for s in snaps.values())
+
+    # the audit record: one server-cull line per culled server, by the culler
+    culls = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
+    culls = [(e["action"], e["user"], e["server"], e["by"], e["size"]) for e in culls if e["action"] == "server-cull"]
+    assert sorted(culls) == [("server-cull", "gabe", "sweep", "ptjaas-culler", "gpu"),
+                             ("server-cull", "gina", "", "ptjaas-culler", "gpu")]
 
     # usage records
     entries = [json.loads(line) for line in (tmp_path / "usage.jsonl").read_text().splitlines()]

@@ -183,6 +183,9 @@ def test_demo_runs_the_production_values_keeps_files_across_its_restart_and_stop
                  message="alice's server after the demo restarted")
         got = s.get(f"{demo.url}/user/alice/api/contents/results.txt", timeout=30)
         assert got.status_code == 200 and got.json()["content"] == "42"
+        # home snapshots are on in the demo (the embedded cluster has a snapshot class)
+        page = s.get(f"{demo.url}/hub/ptjaas/snapshots", timeout=30)
+        assert page.status_code == 200 and "Snapshot my home now" in page.text, page.text[-2000:]
     finally:
         demo.stop()
 

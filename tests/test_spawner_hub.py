@@ -279,7 +279,7 @@ def test_hub_refuses_to_start_with_an_invalid_catalog(hub_factory):
     hub = hub_factory(hub_config(sizes=bad), start=False)
     hub.start(wait=False)
     assert hub.wait_exit(60) != 0
-    assert "c.PtjaasSpawner.sizes['gpu-large']: a GPU size needs gpu_resource" in hub.logs()
+    assert "PtjaasSpawner.sizes['gpu-large']: a GPU size needs gpu_resource" in hub.logs()
 
 
 def test_same_as_last_time_and_a_helm_upgrade_keep_claims_and_servers(module_cluster, hub_factory, kube):

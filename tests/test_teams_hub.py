@@ -379,7 +379,7 @@ def test_a_team_namespace_quota_refusal_is_readable(hub, kube):
 
 @pytest.mark.parametrize("extra,expected", [
     ('c.PtjaasSpawner.team_namespaces = {"Vision Team": "jhub-team-{group}"}\n',
-     "c.PtjaasSpawner.team_namespaces['Vision Team']: 'jhub-team-Vision Team' is not a valid namespace name"),
+     "PtjaasSpawner.team_namespaces['Vision Team']: 'jhub-team-Vision Team' is not a valid namespace name"),
     ('c.PtjaasSpawner.team_namespaces = {"vision": "v"}\nc.KubeSpawner.enable_user_namespaces = True\n',
      "c.PtjaasSpawner.team_namespaces cannot be combined with c.KubeSpawner.enable_user_namespaces"),
 ], ids=["bad-name", "with-user-namespaces"])

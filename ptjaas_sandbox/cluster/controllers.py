@@ -12,7 +12,8 @@ from decimal import Decimal
 from . import admission, errors
 from .quantity import format_quantity, parse_quantity
 from .resources import BY_KEY, BY_PLURAL
-from .store import now_iso, now_micro
+from .snapshotter import Snapshotter, unlock
+from .store import now_iso
 
 log = logging.getLogger("ptjaas.cluster")
 T = BY_PLURAL
@@ -75,12 +76,13 @@ class Controllers:
         self.events = cluster.events
         self._pending = False
         self.unschedulable_reported = {}   # pod uid -> last FailedScheduling message
+        self.snapshots = Snapshotter(cluster)
 
     def on_event(self, event_type, rtype, obj, old):
         if rtype.plural == "events":
             return
         if event_type == "DELETED" and rtype.plural == "volumesnapshots":
-            self.on_snapshot_deleted(obj)
+            self.snapshots.on_deleted(obj)
         self.kick()
 
     def kick(self):
@@ -91,7 +93,7 @@ class Controllers:
     def _run(self):
         self._pending = False
         for step in (self.ensure_service_accounts, self.provision, self.schedule, self.protect_claims, self.protect_volumes,
-                     self.update_quotas, self.terminate_namespaces, self.snapshot):
+                     self.update_quotas, self.terminate_namespaces, self.snapshots.reconcile):
             try:
                 step()
             except Exception:   # a controller bug must not take the API server down
@@ -382,59 +384,6 @@ class Controllers:
                 new = copy.deepcopy(quota)
                 new["status"] = {"hard": hard, "used": used}
                 self.store.update(T["resourcequotas"], new)
-
-    # --- snapshots -----------------------------------------------------------------------
-    def snapshot(self):
-        for snap in self.store.list(T["volumesnapshots"]):
-            status = snap.get("status") or {}
-            if status.get("readyToUse") or status.get("error") or snap["metadata"].get("deletionTimestamp"):
-                continue
-            self._take_snapshot(snap)
-
-    def _take_snapshot(self, snap):
-        meta, spec = snap["metadata"], snap.get("spec") or {}
-        claim = (spec.get("source") or {}).get("persistentVolumeClaimName")
-        class_name = spec.get("volumeSnapshotClassName")
-        error = None
-        cls = self.store.get(T["volumesnapshotclasses"], "", class_name or "")
-        if cls is None:
-            error = f'failed to get input parameters to create snapshot {meta["name"]}: "volumesnapshotclass.snapshot.storage.k8s.io \\"{class_name}\\" not found"'
-        pvc = claim and self.store.get(T["persistentvolumeclaims"], meta["namespace"], claim)
-        if error is None and not pvc:
-            error = f'failed to take snapshot: persistentvolumeclaim "{claim}" not found'
-        elif error is None and pvc.get("status", {}).get("phase") != "Bound":
-            return
-        new = copy.deepcopy(snap)
-        if error:
-            new["status"] = {"readyToUse": False, "error": {"message": error, "time": now_iso()}}
-            self.store.update(T["volumesnapshots"], new)
-            self.events.record(new, "Warning", "SnapshotCreationFailed", error, "snapshot-controller")
-            return
-        pv = self.store.get(T["persistentvolumes"], "", pvc["spec"]["volumeName"])
-        content_name = f"snapcontent-{meta['uid']}"
-        target = os.path.join(self.cluster.snapshots_dir, content_name)
-        source = (pv["spec"].get("hostPath") or {}).get("path")
-        if source and os.path.isdir(source) and not os.path.exists(target):
-            shutil.copytree(source, target, symlinks=True)
-        if self.store.get(T["volumesnapshotcontents"], "", content_name) is None:
-            self.store.create(T["volumesnapshotcontents"], {
-                "metadata": {"name": content_name},
-                "spec": {"deletionPolicy": cls.get("deletionPolicy", "Delete"), "driver": cls.get("driver", ""),
-                         "volumeSnapshotClassName": class_name, "source": {"volumeHandle": pv["metadata"]["name"]},
-                         "volumeSnapshotRef": {"kind": "VolumeSnapshot", "name": meta["name"],
-                                               "namespace": meta["namespace"], "uid": meta["uid"]}},
-                "status": {"readyToUse": True, "snapshotHandle": target},
-            })
-        new["status"] = {"boundVolumeSnapshotContentName": content_name, "creationTime": now_micro(),
-                         "readyToUse": True, "restoreSize": pvc["status"]["capacity"]["storage"]}
-        self.store.update(T["volumesnapshots"], new)
-
-    def on_snapshot_deleted(self, snap):
-        content_name = (snap.get("status") or {}).get("boundVolumeSnapshotContentName")
-        content = content_name and self.store.get(T["volumesnapshotcontents"], "", content_name)
-        if content and content["spec"].get("deletionPolicy", "Delete") == "Delete":
-            self.store.remove(T["volumesnapshotcontents"], "", content_name)
-            shutil.rmtree(os.path.join(self.cluster.snapshots_dir, content_name), ignore_errors=True)
 
 
 def _tolerates(toleration, taint):

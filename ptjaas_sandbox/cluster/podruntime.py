@@ -15,6 +15,7 @@ from .containers import ContainerError, image_default_command, image_id, resolve
 from .isolation import identity
 from .kubeclient import ApiError
 from .resources import BY_PLURAL
+from .snapshotter import lock_read_only, unlock
 from .store import now_iso
 
 log = logging.getLogger("ptjaas.cluster")
@@ -286,7 +287,12 @@ class PodRuntime:
                 if not path:
                     raise RuntimeError(f"claim for volume {name} is not bound")
                 os.makedirs(path, exist_ok=True)
+                locked = volume["persistentVolumeClaim"].get("readOnly") and claim["spec"].get("accessModes") == ["ReadOnlyMany"]
+                if locked:
+                    unlock(path)   # locked again below, after the pod's user is given the volume
                 self.kubelet.isolation.own_volume(path, pod)
+                if locked:
+                    lock_read_only(path)   # a volume only ever mounted read-only: nothing in a pod can write it
             elif volume.get("hostPath"):
                 path = volume["hostPath"]["path"]
             elif volume.get("secret") or volume.get("configMap"):
@@ -339,6 +345,8 @@ class PodRuntime:
         table.sort(key=lambda pair: -len(pair[0]))
         rootfs = os.path.join(self.dir, "rootfs")
         rewriting = self.kubelet.isolation.rewrite_paths
+        if rewriting:   # no mount namespace: a nested mount is reached through a symlink
+            link_nested_mounts(table)
         extra_mounts = []
 
         def rewrite(text):
@@ -442,6 +450,21 @@ class PodRuntime:
                 await proc.wait()
         if self.task is not None:
             self.task.cancel()
+
+
+def link_nested_mounts(table):
+    """A mount inside another (``~/snapshots/x`` inside the home): the path in the outer
+    volume's directory is a symlink to the inner volume's, so the pod's processes find it."""
+    for mount_path, local in table:
+        for outer_path, outer_local in table:
+            if outer_path != mount_path and mount_path.startswith(outer_path.rstrip("/") + "/"):
+                link = os.path.join(outer_local, mount_path[len(outer_path.rstrip("/")) + 1:])
+                os.makedirs(os.path.dirname(link), exist_ok=True)
+                if os.path.islink(link):
+                    os.unlink(link)
+                if not os.path.exists(link):
+                    os.symlink(local, link)
+                break
 
 
 def _condition(status, ctype, value, reason=None):

@@ -16,6 +16,7 @@ import shutil
 
 from .kubeclient import ApiError, EventSink, stop_tasks
 from .quantity import parse_quantity
+from .snapshotter import restore_plan, snapshot_data_source, unlock
 
 log = logging.getLogger("ptjaas.cluster")
 PROVISIONER = "ptjaas.io/local-path"
@@ -25,9 +26,10 @@ FAIL_PARAMETER = "ptjaas.io/fail"
 
 
 class Provisioner:
-    def __init__(self, client, volumes_dir, name=PROVISIONER):
+    def __init__(self, client, volumes_dir, name=PROVISIONER, snapshots_dir=None):
         self.client = client
         self.volumes_dir = volumes_dir
+        self.snapshots_dir = snapshots_dir   # where the snapshotter keeps snapshot data (restores)
         self.name = name
         self.claims = {}    # uid -> claim
         self.volumes = {}   # name -> PV
@@ -130,9 +132,20 @@ class Provisioner:
             return
         if cls.get("volumeBindingMode") == "WaitForFirstConsumer" and not (meta.get("annotations") or {}).get(SELECTED_NODE):
             return
+        source, problem = await self._restore_source(claim)   # a snapshot dataSource: copy its data
+        if problem:
+            message = f'failed to provision volume with StorageClass "{cls["metadata"]["name"]}": {problem}'
+            if (meta["uid"], message) not in self.failed:
+                self.failed.add((meta["uid"], message))
+                self._event(claim, "Warning", "ProvisioningFailed", message)
+            # the snapshot may become ready: try again later, as the external provisioner does
+            asyncio.get_running_loop().call_later(1.0, self._wake.set)
+            return
         self._event(claim, "Normal", "Provisioning",
                     f'External provisioner is provisioning volume for claim "{meta["namespace"]}/{meta["name"]}"')
         path = os.path.join(self.volumes_dir, pv_name)
+        if source and not os.path.exists(path):
+            shutil.copytree(source, path, symlinks=True)
         os.makedirs(path, exist_ok=True)
         os.chmod(path, 0o2775)
         volume = {
@@ -154,6 +167,18 @@ class Provisioner:
                             f'failed to provision volume with StorageClass "{cls["metadata"]["name"]}": {e}')
                 return
         self._event(claim, "Normal", "ProvisioningSucceeded", f"Successfully provisioned volume {pv_name}")
+
+    async def _restore_source(self, claim):
+        """(path or None, problem or None) of a claim's snapshot data source, as the external
+        provisioner with the CSI driver sees it (``snapshotter.restore_plan``)."""
+        name = snapshot_data_source(claim)
+        if not name or not self.snapshots_dir:
+            return None, None
+        group = "/apis/snapshot.storage.k8s.io/v1"
+        snap = await self.client.get(f"{group}/namespaces/{claim['metadata']['namespace']}/volumesnapshots/{name}")
+        content_name = ((snap or {}).get("status") or {}).get("boundVolumeSnapshotContentName")
+        content = content_name and await self.client.get(f"{group}/volumesnapshotcontents/{content_name}")
+        return restore_plan(claim, snap, content or None, self.snapshots_dir)
 
     async def _expand(self, claim):
         want = claim["spec"]["resources"]["requests"]["storage"]
@@ -181,6 +206,7 @@ class Provisioner:
             return
         path = (spec.get("hostPath") or {}).get("path")
         if path and os.path.dirname(os.path.abspath(path)) == os.path.abspath(self.volumes_dir):
+            unlock(path)   # a volume that was mounted read-only only
             shutil.rmtree(path, ignore_errors=True)
         await self.client.delete(f"/api/v1/persistentvolumes/{volume['metadata']['name']}",
                                  {"apiVersion": "v1", "kind": "DeleteOptions",

@@ -175,7 +175,7 @@ class EmbeddedCluster:
         self._saver = asyncio.ensure_future(self._save_loop())
         self.controllers.kick()
         self.kubelet.client = KubeClient(self.url, ca_file=self.ca_file, token=self.token, user_agent=SYSTEM_AGENT)
-        self.provisioner = Provisioner(self.kubelet.client, self.volumes_dir)
+        self.provisioner = Provisioner(self.kubelet.client, self.volumes_dir, snapshots_dir=self.snapshots_dir)
         await self.kubelet.start()
         await self.provisioner.start()
         log.info("embedded Kubernetes API at %s (state in %s)", self.url, self.state_dir)

@@ -22,7 +22,7 @@ from urllib.parse import urlparse
 
 import jwt
 from oauthenticator.generic import GenericOAuthenticator
-from oauthenticator.oauth2 import OAuthCallbackHandler, OAuthLoginHandler
+from oauthenticator.oauth2 import OAuthLoginHandler
 from tornado import web
 from tornado.httpclient import HTTPClientError
 from traitlets import Bool, Dict, Enum, List, Unicode, default, validate
@@ -57,15 +57,10 @@ class PtjaasLoginHandler(OAuthLoginHandler):
         return super().get()
 
 
-class PtjaasCallbackHandler(OAuthCallbackHandler):
-    pass
-
-
 class PtjaasAuthenticator(GenericOAuthenticator):
     """OpenID Connect login for ptjaas (see module docstring)."""
 
     login_handler = PtjaasLoginHandler
-    callback_handler = PtjaasCallbackHandler
 
     oidc_issuer = Unicode(
         "",
@@ -209,9 +204,9 @@ class PtjaasAuthenticator(GenericOAuthenticator):
     ptjaas_usage_page = True
 
     def get_handlers(self, app):
-        from ..quota.handlers import usage_handlers
+        from ..pages import ptjaas_handlers
 
-        return super().get_handlers(app) + usage_handlers
+        return super().get_handlers(app) + ptjaas_handlers()
 
     # ---- discovery ----
     async def discover(self) -> dict:

@@ -19,7 +19,7 @@ from tornado.log import LogFormatter
 from traitlets import Bool, Float, Int, List, Unicode, Union, Callable, default
 from traitlets.config import Application
 
-from .hooks import Snapshotter, UsageRecorder, import_hook
+from .hooks import CullAudit, Snapshotter, UsageRecorder, import_hook
 from .hubapi import HubAPI, HubAPIError
 from .k8s import Kube
 from .policy import CullPolicy, PolicyError
@@ -113,6 +113,11 @@ class PtjaasCuller(Application):
         JSON-lines file the `usage` action appends to (one line per culled server: user, server,
         size, image, version, start, stop, hours, gpus, gpu_hours, reason).
         """).strip()).tag(config=True)
+    audit_file = Unicode("", help=dedent("""
+        The hub's data-access audit record (`c.PtjaasSpawner.audit_log_file`, filled in by
+        `install_culler`): each cull appends a `server-cull` line (user, server, size, image,
+        version, reason) after the stop. '' = none.
+        """).strip()).tag(config=True)
     snapshot_class = Unicode(
         "", help="VolumeSnapshotClass for the `snapshot` action ('' = the cluster's default class)."
     ).tag(config=True)
@@ -160,6 +165,7 @@ class PtjaasCuller(Application):
         "hub-gone-timeout": "PtjaasCuller.hub_gone_timeout",
         "stop-timeout": "PtjaasCuller.stop_timeout",
         "usage-file": "PtjaasCuller.usage_file",
+        "audit-file": "PtjaasCuller.audit_file",
         "snapshot-class": "PtjaasCuller.snapshot_class",
         "snapshot-keep": "PtjaasCuller.snapshot_keep",
         "namespace": "PtjaasCuller.namespace",
@@ -253,6 +259,8 @@ class PtjaasCuller(Application):
         pod_labels = self.kube.server_pod_labels if self.pod_labels and Kube.available() else None
         before = self.build_hooks(self.before_cull_hooks, policy)
         after = self.build_hooks(self.after_cull_hooks, policy)
+        if self.audit_file:
+            after.insert(0, CullAudit(self.audit_file, self.log))
         shortest = policy.shortest_timeout
         every = self.cull_every or (max(1, shortest // 2) if shortest else 300)
         api = HubAPI(self.url, os.environ.get("JUPYTERHUB_API_TOKEN", ""),

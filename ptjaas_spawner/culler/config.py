@@ -99,6 +99,7 @@ def service_config(
     hook_timeout: float = 60,
     hub_gone_timeout: float | None = None,
     usage_file: str | None = None,
+    audit_file: str | None = None,
     snapshot_class: str | None = None,
     snapshot_keep: int = 3,
     namespace: str | None = None,
@@ -135,6 +136,8 @@ def service_config(
     cmd += _hook_args("after-cull-hooks", after_cull_hooks)
     if usage_file:
         cmd.append(f"--usage-file={usage_file}")
+    if audit_file:
+        cmd.append(f"--audit-file={os.path.abspath(audit_file)}")
     if snapshot_class:
         cmd.append(f"--snapshot-class={snapshot_class}")
     if "snapshot" in hooks:
@@ -182,6 +185,8 @@ def install_culler(c, **kwargs) -> dict:
     for name in ("sizes", "images"):
         if name not in kwargs and name in spawner_cfg:
             kwargs[name] = _resolved(spawner_cfg, name, {})
+    if "audit_file" not in kwargs:  # culls go on the hub's audit record
+        kwargs["audit_file"] = spawner_cfg.audit_log_file if "audit_log_file" in spawner_cfg else "ptjaas-audit.jsonl"
     if not (kwargs.get("namespace") or kwargs.get("snapshot_namespace")):
         for cls in ("PtjaasSpawner", "KubeSpawner"):
             if "namespace" in c[cls]:

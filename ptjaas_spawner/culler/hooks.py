@@ -31,8 +31,8 @@ from typing import Any, Callable
 
 from kubespawner.slugs import escape_slug, safe_slug
 
+from .. import audit
 from ..objects import label_value
-from .k8s import SNAPSHOT_GROUP, SNAPSHOT_VERSION
 from .policy import CullPolicy, snapshots_to_prune, usage_entry
 
 MANAGED_BY = {"app.kubernetes.io/managed-by": "ptjaas-culler"}
@@ -143,6 +143,25 @@ class UsageRecorder:
             f.write(line)
 
 
+class CullAudit:
+    """Built-in ``audit`` action (added by itself with ``--audit-file``): one ``server-cull``
+    line per culled server in the hub's audit record (see ``ptjaas_spawner.audit``)."""
+
+    hook_name = "audit"
+
+    def __init__(self, path: str, log: logging.Logger):
+        self.path = path
+        self.log = log
+
+    def __call__(self, event: dict) -> None:
+        if event.get("phase") != "after":
+            return
+        record = audit.entry("server-cull", event["user"], by="ptjaas-culler", server=event.get("server", ""),
+                             size=event.get("size"), image=event.get("image"), version=event.get("version"),
+                             reason=event.get("reason"), kind=event.get("kind"), stopped=event.get("stopped"))
+        audit.write(self.path, record, self.log)
+
+
 def claim_name(template: str, username: str) -> str:
     """Expand a claim name template: {username} (KubeSpawner 'safe' slug), {escaped_username},
     {raw_username}."""
@@ -155,20 +174,16 @@ def claim_name(template: str, username: str) -> str:
 
 def snapshot_body(*, name: str, namespace: str, claim: str, snapshot_class: str | None,
                   user: str, reason: str | None) -> dict:
-    spec: dict = {"source": {"persistentVolumeClaimName": claim}}
-    if snapshot_class:
-        spec["volumeSnapshotClassName"] = snapshot_class
-    return {
-        "apiVersion": f"{SNAPSHOT_GROUP}/{SNAPSHOT_VERSION}",
-        "kind": "VolumeSnapshot",
-        "metadata": {
-            "name": name,
-            "namespace": namespace,
-            "labels": dict(MANAGED_BY),
-            "annotations": {"ptjaas.io/user": user, "ptjaas.io/cull-reason": reason or ""},
-        },
-        "spec": spec,
-    }
+    """The culler's VolumeSnapshot: the same shape as every ptjaas snapshot of a home
+    (``snapshots.policy.snapshot_manifest``: owner label and annotations, reason ``cull``), so
+    the user sees it, plus the cull's kind (``ptjaas.io/cull-reason``)."""
+    from ..snapshots.policy import CULLER, snapshot_manifest
+
+    body = snapshot_manifest(name=name, claim=claim, snapshot_class=snapshot_class, user=user,
+                             reason="cull", by=CULLER, managed_by=CULLER)
+    body["metadata"]["namespace"] = namespace
+    body["metadata"]["annotations"].update({"ptjaas.io/user": user, "ptjaas.io/cull-reason": reason or ""})
+    return body
 
 
 class Snapshotter:

@@ -1,0 +1,110 @@
+"""The admin page of the audit record, served by the hub.
+
+- ``GET /hub/ptjaas/audit?user=&since=&until=&action=``: HTML table, newest first (admins);
+- ``GET /hub/api/ptjaas/audit?...``: the same records as JSON (scope ``admin:users``).
+
+``user`` matches the user whose data it was or who acted; ``since``/``until`` take a date or
+a time (2026-11-30, 2026-11-30T12:00, UTC unless a zone is given). A bad filter is answered
+with 400 naming it. The file is ``c.PtjaasSpawner.audit_log_file``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from jupyterhub.apihandlers.base import APIHandler
+from jupyterhub.handlers.base import BaseHandler
+from tornado import web
+
+from . import audit
+
+PAGE = """{% extends "page.html" %}
+{% block main %}
+<div class="container">
+  <h1>Data access record</h1>
+  <form method="get" class="row g-2" id="ptjaas-audit-filter">
+    <div class="col"><input class="form-control" name="user" placeholder="user" value="{{ f.user or '' }}"></div>
+    <div class="col"><input class="form-control" name="since" placeholder="since (2026-11-30)" value="{{ f.since or '' }}"></div>
+    <div class="col"><input class="form-control" name="until" placeholder="until" value="{{ f.until or '' }}"></div>
+    <div class="col"><select class="form-select" name="action"><option value="">any action</option>
+      {% for a in actions %}<option {% if a == f.action %}selected{% endif %}>{{ a }}</option>{% endfor %}</select></div>
+    <div class="col"><button class="btn btn-primary">Filter</button></div>
+  </form>
+  {% if error %}<p class="alert alert-danger">{{ error }}</p>{% endif %}
+  <p>{{ records|length }} record(s){% if records|length == limit %} (newest {{ limit }}){% endif %} from <code>{{ path }}</code></p>
+  <table class="table table-sm" id="ptjaas-audit">
+    <tr><th>time</th><th>action</th><th>user</th><th>by</th><th>details</th></tr>
+    {% for r in records %}
+    <tr><td>{{ r.time }}</td><td>{{ r.action }}</td><td>{{ r.user }}</td><td>{{ r.by or "" }}</td>
+      <td><code>{{ details(r) }}</code></td></tr>
+    {% endfor %}
+  </table>
+</div>
+{% endblock %}
+"""
+LIMIT = 500
+
+
+def audit_path(handler) -> str:
+    cfg = handler.settings.get("config") or {}
+    for section in ("PtjaasSpawner", "AuditSettings"):
+        if section in cfg and "audit_log_file" in cfg[section]:
+            path = cfg[section]["audit_log_file"]
+            break
+    else:
+        path = audit.AuditSettings.audit_log_file.default_value
+    return os.path.abspath(path) if path else ""
+
+
+def _filters(handler) -> dict:
+    raw = {k: handler.get_argument(k, "")[:100] for k in ("user", "since", "until", "action")}
+    if raw["action"] and raw["action"] not in audit.ACTIONS:
+        raise ValueError(f"action must be one of {', '.join(audit.ACTIONS)}")
+    return raw
+
+
+def _records(handler, raw) -> list:
+    return audit.read(audit_path(handler), LIMIT, user=raw["user"] or None,
+                      since=audit.parse_time(raw["since"], "since"), until=audit.parse_time(raw["until"], "until"),
+                      action=raw["action"] or None)
+
+
+def _details(record) -> str:
+    skip = {"time", "action", "user", "by"}
+    return json.dumps({k: v for k, v in record.items() if k not in skip}, sort_keys=True)
+
+
+class AuditAPIHandler(APIHandler):
+    def get(self):
+        if not self.current_user or "admin:users" not in self.expanded_scopes:
+            raise web.HTTPError(403, "Only administrators may read the audit record")
+        try:
+            records = _records(self, _filters(self))
+        except ValueError as e:
+            raise web.HTTPError(400, "%s", str(e)) from None
+        self.set_header("Content-Type", "application/json")
+        self.write(json.dumps({"records": records, "limit": LIMIT}))
+
+
+class AuditPageHandler(BaseHandler):
+    @web.authenticated
+    async def get(self):
+        if "admin:users" not in self.expanded_scopes:
+            raise web.HTTPError(403, "Only administrators may read the audit record")
+        error, records, raw = "", [], {}
+        try:
+            raw = _filters(self)
+            records = _records(self, raw)
+        except ValueError as e:
+            error = str(e)
+        env = self.settings["jinja2_env"]
+        ns = dict(self.template_namespace, records=records, f=raw, error=error, limit=LIMIT,
+                  actions=audit.ACTIONS, details=_details, path=audit_path(self))
+        self.write(await env.from_string(PAGE).render_async(**ns))
+
+
+audit_handlers = [
+    (r"/ptjaas/audit", AuditPageHandler),
+    (r"/api/ptjaas/audit", AuditAPIHandler),
+]

@@ -1,0 +1,37 @@
+"""The hub pages ptjaas adds, in one list, and how to install them in a hub config.
+
+- ``/hub/ptjaas/usage`` + ``/hub/api/ptjaas/usage``: quotas and usage (admins);
+- ``/hub/ptjaas/audit`` + ``/hub/api/ptjaas/audit``: the data-access record (admins);
+- ``/hub/ptjaas/snapshots`` + ``/hub/api/ptjaas/snapshots/<user>``: home snapshots.
+
+``PtjaasAuthenticator`` registers them by itself. With another authenticator::
+
+    from ptjaas_spawner.pages import install
+    install(c)   # extra_handlers + the home page template showing the user's snapshots
+"""
+
+from __future__ import annotations
+
+
+def ptjaas_handlers() -> list:
+    from .audithandlers import audit_handlers
+    from .quota.handlers import usage_handlers
+    from .snapshots.handlers import snapshot_handlers
+
+    return usage_handlers + audit_handlers + snapshot_handlers
+
+
+def install(c, handlers: bool = True) -> None:
+    """Add the pages (unless ``handlers`` is False: PtjaasAuthenticator adds them) and the
+    home page template (``templates/home.html``: the hub home page lists the user's snapshots)."""
+    from .snapshots.handlers import TEMPLATE_DIR
+
+    hub = c.JupyterHub
+    if handlers:
+        hub.extra_handlers = list(hub.extra_handlers if "extra_handlers" in hub else []) + ptjaas_handlers()
+    paths = list(hub.template_paths if "template_paths" in hub else [])
+    if TEMPLATE_DIR not in paths:
+        # after the admin's own templates (their home.html wins), before JupyterHub's defaults
+        defaults = [i for i, p in enumerate(paths) if str(p).rstrip("/").endswith("share/jupyterhub/templates")]
+        paths.insert(defaults[0] if defaults else len(paths), TEMPLATE_DIR)
+        hub.template_paths = paths

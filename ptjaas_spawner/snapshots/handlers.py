@@ -1,0 +1,227 @@
+"""The snapshot page and REST API, served by the hub.
+
+REST (the user's own token, or an admin's / a service's with the scope on that user):
+
+- ``GET  /hub/api/ptjaas/snapshots/<user>`` (scope ``read:servers``): ``{"user", "enabled",
+  "why", "storage_class", "snapshot_class", "snapshots": [{"name", "time", "reason", "size",
+  "ready", "claim", "error", "by"}]}``, newest first;
+- ``POST /hub/api/ptjaas/snapshots/<user>`` (scope ``servers``): take one now (rate-limited:
+  429 with the seconds left);
+- ``POST /hub/api/ptjaas/snapshots/<user>/open`` ``{"snapshots": [names]}`` (``servers``):
+  start the user's server with those snapshots mounted read-only under ``~/snapshots/<time>``
+  (same image and size as last time). The server option ``snapshots`` of
+  ``POST /hub/api/users/<user>/server`` does the same;
+- ``POST /hub/api/ptjaas/snapshots/<user>/restore`` ``{"snapshot": name}`` (``servers``):
+  make that snapshot the user's home (server stopped; never destructive).
+
+Page: ``/hub/ptjaas/snapshots`` (``?user=`` for admins), also shown on the hub home page when
+``c.JupyterHub.template_paths`` includes ``TEMPLATE_DIR`` (``ptjaas_spawner.pages.install``).
+A name is only ever looked up among that user's own snapshots.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from jupyterhub.apihandlers.base import APIHandler
+from jupyterhub.handlers.base import BaseHandler
+from jupyterhub.scopes import needs_scope
+from tornado import web
+
+from . import ops, policy
+
+TEMPLATE_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "templates")
+
+PAGE = """{% extends "page.html" %}
+{% block main %}
+<div class="container">{% include "ptjaas-snapshots-fragment.html" %}</div>
+{% endblock %}
+"""
+
+FRAGMENT = """<section id="ptjaas-snapshots">
+  <h2>Snapshots of {{ "your" if own else target ~ "'s" }} home</h2>
+  {% if message %}<p class="alert alert-info" id="ptjaas-snapshot-message">{{ message }}</p>{% endif %}
+  {% if not status.enabled %}
+    <p class="alert alert-secondary" id="ptjaas-snapshots-off">{{ status.why }}</p>
+  {% else %}
+    <form method="post" action="{{ base_url }}ptjaas/snapshots{{ query }}">
+      <input type="hidden" name="_xsrf" value="{{ xsrf }}">
+      <button class="btn btn-secondary" name="action" value="take" id="ptjaas-snapshot-now">Snapshot my home now</button>
+    </form>
+  {% endif %}
+  {% if snapshots %}
+  <form method="post" action="{{ base_url }}ptjaas/snapshots{{ query }}">
+    <input type="hidden" name="_xsrf" value="{{ xsrf }}">
+    <table class="table" id="ptjaas-snapshot-table">
+      <tr><th>open</th><th>time</th><th>reason</th><th>size</th><th>ready</th><th></th></tr>
+      {% for s in snapshots %}
+      <tr data-snapshot="{{ s.name }}">
+        <td><input type="checkbox" name="snapshot" value="{{ s.name }}" {% if not s.ready %}disabled{% endif %}></td>
+        <td>{{ s.time }}</td><td>{{ s.reason }}</td><td>{{ s.size or "" }}</td>
+        <td>{{ "yes" if s.ready else ("failed: " ~ s.error if s.error else "not yet") }}</td>
+        <td>{% if s.ready and not running %}<button class="btn btn-sm btn-warning" name="restore" value="{{ s.name }}"
+             onclick="return confirm('Replace your home with this snapshot? Your current home is snapshotted first and kept.')">Restore whole home</button>{% endif %}</td>
+      </tr>
+      {% endfor %}
+    </table>
+    {% if not running %}
+    <button class="btn btn-primary" name="action" value="open">Start my server with the checked snapshots opened read-only</button>
+    {% else %}<p>Stop your server to open or restore a snapshot.</p>{% endif %}
+  </form>
+  {% elif status.enabled %}<p>No snapshots yet.</p>{% endif %}
+</section>
+"""
+
+
+def _spawner(handler, user):
+    from .views import SnapshotViews
+
+    spawner = user.spawner
+    if not isinstance(spawner, SnapshotViews):
+        raise web.HTTPError(404, "Snapshots need the ptjaas spawner")
+    return spawner
+
+
+def _actor(handler) -> str:
+    cur = handler.current_user
+    return getattr(cur, "name", None) or "unknown"
+
+
+async def start_with_views(handler, user, names, by):
+    """Start the user's default server with snapshots opened read-only."""
+    spawner = _spawner(handler, user)
+    names = policy.requested_views(names)
+    if not names:
+        raise policy.SnapshotRefused("Choose at least one snapshot to open.")
+    if spawner.active:
+        raise policy.SnapshotRefused("Your server is running: stop it, then open snapshots at the next start.", 409)
+    items = await spawner.snapshot_kube().list_snapshots()
+    for name in names:  # refuse early, with the reason (the start checks again)
+        try:
+            policy.find_own(items, user.name, name)
+        except policy.SnapshotRefused as e:
+            spawner.audit("refused-snapshot", user=user.name, by=by, snapshot=name, message=str(e))
+            raise
+    spawner._snapshot_request_pending = {"names": names, "by": by}
+    options = {"same_as_last": True} if getattr(spawner, "_last", None) and spawner.images else {}
+    await handler.spawn_single_user(user, "", options)
+
+
+def _json_body(handler) -> dict:
+    try:
+        body = json.loads(handler.request.body or b"{}")
+    except ValueError:
+        raise web.HTTPError(400, "The request body must be JSON") from None
+    if not isinstance(body, dict):
+        raise web.HTTPError(400, "The request body must be a JSON object")
+    return body
+
+
+class SnapshotAPIHandler(APIHandler):
+    def _user(self, user_name):
+        user = self.find_user(user_name)
+        if user is None:
+            raise web.HTTPError(404, "No such user")
+        return user
+
+    def _refused(self, e: policy.SnapshotRefused):
+        self.set_status(e.status)
+        self.set_header("Content-Type", "application/json")
+        self.write(json.dumps({"status": e.status, "message": str(e)}))
+
+    @needs_scope("read:servers")
+    async def get(self, user_name):
+        user = self._user(user_name)
+        spawner = _spawner(self, user)
+        status = await ops.home_status(spawner)
+        snaps = await ops.list_user(spawner)
+        self.set_header("Content-Type", "application/json")
+        self.write(json.dumps(dict(status, user=user.name, snapshots=snaps)))
+
+    @needs_scope("servers")
+    async def post(self, user_name, action=None):
+        user = self._user(user_name)
+        spawner = _spawner(self, user)
+        by = _actor(self)
+        try:
+            if action is None:
+                result = await ops.take(spawner, by)
+                self.set_status(201)
+            elif action == "restore":
+                result = await ops.restore(spawner, _json_body(self).get("snapshot"), by,
+                                           limited="admin:users" not in self.expanded_scopes)
+                self.set_status(200)
+            elif action == "open":
+                await start_with_views(self, user, _json_body(self).get("snapshots"), by)
+                result = {"started": True}
+                self.set_status(202)
+            else:
+                raise web.HTTPError(404)
+        except policy.SnapshotRefused as e:
+            return self._refused(e)
+        self.set_header("Content-Type", "application/json")
+        self.write(json.dumps(result))
+
+
+class SnapshotPageHandler(BaseHandler):
+    def _target(self):
+        cur = self.current_user
+        name = self.get_argument("user", "") or cur.name
+        if name != cur.name and not cur.admin:
+            raise web.HTTPError(403, "You may only see your own snapshots")
+        user = self.find_user(name)
+        if user is None:
+            raise web.HTTPError(404, "No such user")
+        return user
+
+    @web.authenticated
+    async def get(self):
+        user = self._target()
+        spawner = _spawner(self, user)
+        status = await ops.home_status(spawner)
+        snaps = await ops.list_user(spawner)
+        env = self.settings["jinja2_env"]
+        own = user.name == self.current_user.name
+        ns = dict(self.template_namespace, status=status, snapshots=snaps, own=own, target=user.name,
+                  running=bool(spawner.active), message=self.get_argument("message", "")[:300],
+                  query="" if own else f"?user={user.name}", xsrf=self.xsrf_token.decode("ascii"))
+        template = FRAGMENT if self.get_argument("embed", "") else PAGE.replace(
+            '{% include "ptjaas-snapshots-fragment.html" %}', FRAGMENT)
+        self.write(await env.from_string(template).render_async(**ns))
+
+    @web.authenticated
+    async def post(self):
+        from urllib.parse import urlencode
+
+        user = self._target()
+        spawner = _spawner(self, user)
+        by = self.current_user.name
+        action = self.get_argument("action", "")
+        restore = self.get_argument("restore", "")
+        try:
+            if restore:
+                out = await ops.restore(spawner, restore, by, limited=not self.current_user.admin)
+                message = (f"Your home is now restored from snapshot {restore}. The previous home is kept "
+                           f"as {out['previous_claim']} (snapshot {out['before_restore_snapshot']}).")
+            elif action == "take":
+                out = await ops.take(spawner, by)
+                message = f"Snapshot {out['name']} is being taken."
+            elif action == "open":
+                await start_with_views(self, user, self.get_arguments("snapshot"), by)
+                return self.redirect(self.hub.base_url + "spawn-pending/" + user.escaped_name)
+            else:
+                raise web.HTTPError(400, "Unknown action")
+        except policy.SnapshotRefused as e:
+            message = str(e)
+        query = {"message": message}
+        if user.name != self.current_user.name:
+            query["user"] = user.name
+        self.redirect(self.hub.base_url + "ptjaas/snapshots?" + urlencode(query))
+
+
+snapshot_handlers = [
+    (r"/ptjaas/snapshots", SnapshotPageHandler),
+    (r"/api/ptjaas/snapshots/([^/]+)", SnapshotAPIHandler),
+    (r"/api/ptjaas/snapshots/([^/]+)/(restore|open)", SnapshotAPIHandler),
+]
