@@ -544,8 +544,9 @@ class PtjaasSpawner(QuotaMixin, KubeSpawner):
         start = self._start_task
         claims = HomeClaims(self)
 
-        def pod_warnings():
-            return sum(1 for e in self.events if e.get("type") == "Warning")
+        def pod_warnings():  # a claim known bound is looked at only if the pod says it is missing
+            return sum(1 for e in self.events if e.get("type") == "Warning"
+                       and (not known_bound or startfailure.is_volume_wait(e.get("message") or "")))
 
         async def recreate():
             self._log_recreated(name)

@@ -224,3 +224,40 @@ def test_api_token_is_never_logged(cluster, hub_factory, tmp_path):
     assert "s3cr3t-value-for-the-test" not in logs
     assert "[redacted]" in logs
     assert "tess" in logs  # the rest of the line is still there
+
+
+def test_restart_of_a_bound_home_does_not_read_the_claim(cluster, hub_factory):
+    """Bug 2 (second half): once a pod ran on the home claim (state proves it bound), a later
+    start does not read the claim or its events, even while the pod waits with warnings."""
+    core, _ = kube_clients(cluster)
+    sizes = dict(SIZES, picky=dict(SIZES["small"], display_name="Picky",
+                                   node_selector={"ptjaas.io/test-ready": "yes"}))
+    hub = hub_factory(textwrap.dedent(f"""
+        c.PtjaasSpawner.images = {json.dumps(IMAGES)}
+        c.PtjaasSpawner.sizes = {json.dumps(sizes)}
+        """), cluster=cluster)
+    add_user(hub, "rita")
+    ready, message, _, _, _ = start_outcome(hub, "rita", {"size": "small"})
+    assert ready, message
+    r = hub.api("DELETE", "/users/rita/server")
+    assert r.status_code in (202, 204)
+    wait_for(lambda: server(hub, "rita") is None, timeout=60, message="rita stopped")
+
+    cluster.reset_request_stats()
+    r = hub.api("POST", "/users/rita/server", json={"size": "picky"})
+    assert r.status_code in (201, 202), r.text
+
+    def unschedulable():
+        return [e for e in core.list_namespaced_event("default").items
+                if e.involved_object.name == "jupyter-rita" and e.reason == "FailedScheduling"
+                and "selector" in (e.message or "")]
+    wait_for(unschedulable, timeout=30, message="the pod to wait for a node")
+    node = core.list_node().items[0].metadata.name
+    core.patch_node(node, {"metadata": {"labels": {"ptjaas.io/test-ready": "yes"}}})
+    try:
+        wait_for(lambda: (server(hub, "rita") or {}).get("ready"), timeout=90, message="rita ready")
+    finally:
+        core.patch_node(node, {"metadata": {"labels": {"ptjaas.io/test-ready": None}}})
+    stats = cluster.request_stats()
+    claim_requests = {k: v for k, v in stats.items() if k != "total" and k[1] == "persistentvolumeclaims"}
+    assert claim_requests == {}, stats  # (the claim's events are listed only after a claim read)
