@@ -9,7 +9,7 @@ a pod the hub no longer sees. Here:
   server is unreachable it raises ``StartFailed`` with a readable message at once;
 - ``Watchdog`` (one per hub process) checks every ``interval`` seconds and restarts stopped
   reflectors, so polls and stops see the cluster again soon after an outage ends;
-- ``is_unreachable(exc)`` tells connection failures (refused, reset, timed out, 502/503/504)
+- ``is_unreachable(exc)`` tells connection failures (refused, reset, read timeouts, 502/503/504)
   from other errors.
 """
 
@@ -32,7 +32,8 @@ def is_unreachable(exc) -> bool:
     seen = set()
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
-        if isinstance(exc, client_errors + (ConnectionError, asyncio.TimeoutError, TimeoutError)):
+        # (not any TimeoutError: KubeSpawner raises one when a pod does not start in time)
+        if isinstance(exc, client_errors + (ConnectionError,)):
             return True
         if isinstance(exc, OSError) and exc.errno is not None:
             return True

@@ -96,3 +96,23 @@ def test_remembered_values_are_redacted_in_any_shape_and_the_filter_keeps_record
     finally:
         redact.forget("test")
     assert redact.redact("plain words stay") == "plain words stay"
+
+
+def test_api_unreachable_is_told_from_other_failures():
+    from kubernetes_asyncio.client.rest import ApiException
+    from tornado import web
+
+    from ptjaas_spawner.reflectors import is_unreachable
+
+    assert is_unreachable(ConnectionRefusedError(111, "Connect call failed"))
+    assert is_unreachable(ApiException(status=503, reason="Service Unavailable"))
+    try:
+        try:
+            raise ConnectionResetError(104, "reset")
+        except ConnectionResetError as e:
+            raise RuntimeError("wrapped") from e
+    except RuntimeError as e:
+        assert is_unreachable(e)
+    assert not is_unreachable(TimeoutError("pod default/jupyter-x did not start in 300 seconds!"))
+    assert not is_unreachable(ApiException(status=403, reason="Forbidden"))
+    assert not is_unreachable(web.HTTPError(403, "quota"))
