@@ -1,6 +1,5 @@
 """Shared fixtures: an embedded cluster, a real JupyterHub, the shared reference data."""
 
-import contextlib
 import os
 import sys
 from pathlib import Path
@@ -9,9 +8,8 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from ptjaas_sandbox.cluster import EmbeddedCluster  # noqa: E402
-
 from hubutil import Hub  # noqa: E402
+from clusterutil import running_cluster as _running_cluster  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -22,23 +20,6 @@ def _tool_path():
     extra = [os.path.dirname(sys.executable), str(ROOT / "node_modules" / ".bin")]
     os.environ["PATH"] = os.pathsep.join(extra + [os.environ.get("PATH", "")])
     yield
-
-
-@contextlib.contextmanager
-def _running_cluster(path, **kwargs):
-    """An embedded cluster in a background thread, its kubeconfig exported as KUBECONFIG."""
-    c = EmbeddedCluster(state_dir=path, **kwargs)
-    c.start_in_thread()
-    old = os.environ.get("KUBECONFIG")
-    os.environ["KUBECONFIG"] = c.kubeconfig_path
-    try:
-        yield c
-    finally:
-        c.stop_thread()
-        if old is None:
-            os.environ.pop("KUBECONFIG", None)
-        else:
-            os.environ["KUBECONFIG"] = old
 
 
 @pytest.fixture
@@ -83,9 +64,43 @@ def module_hub_factory(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def real_cluster(tmp_path_factory):
+    """A real kube-apiserver & co (ptjaas_sandbox.realkube) with our node agent, once per session;
+    skips where the binaries are absent. Tests make namespaces of their own in it.
+    PTJAAS_REAL_KUBE=required (CI) fails instead of skipping; PTJAAS_REAL_KUBE=off skips."""
+    from ptjaas_sandbox.realkube import RealCluster, Unavailable
+    mode = os.environ.get("PTJAAS_REAL_KUBE", "")
+    if mode == "off":
+        pytest.skip("PTJAAS_REAL_KUBE=off: tests on the real control plane are switched off")
+    try:
+        c = RealCluster(tmp_path_factory.mktemp("realkube"))
+    except Unavailable as e:
+        if mode == "required":
+            pytest.fail(f"PTJAAS_REAL_KUBE=required but no real control plane: {e}")
+        pytest.skip(f"no real control plane: {e}")
+    c.start()
+    try:
+        yield c
+    finally:
+        c.stop()
+
+
+@pytest.fixture
+def real_hub_backend(real_cluster, shared_dir, request):
+    """A fresh namespace of the real cluster where a hub has exactly z2jh's hub rights plus ours
+    (ptjaas_sandbox.hubrights); pass it as a hub's ``cluster``."""
+    import uuid
+
+    from ptjaas_sandbox.hubrights import HubBackend
+    return HubBackend(real_cluster, f"hub-{uuid.uuid4().hex[:8]}", shared_dir / "charts" / "jupyterhub",
+                      helm=str(ROOT / "node_modules" / ".bin" / "helm"))
+
+
+@pytest.fixture(scope="session")
 def shared_dir():
     """../shared beside the project root (or $PTJAAS_SHARED_DIR); tests needing it skip where absent."""
-    path = Path(os.environ.get("PTJAAS_SHARED_DIR") or ROOT.parent / "shared")
+    from ptjaas_sandbox.realkube import shared_dir as find_shared_dir
+    path = find_shared_dir()
     if not path.is_dir():
         pytest.skip(f"reference data not found at {path} (set PTJAAS_SHARED_DIR)")
     return path

@@ -33,7 +33,8 @@ class Hub:
     def set_config(self, config_text):
         """Replace the test's part of the config (takes effect at the next start/restart)."""
         base = local_hub_config(port=self.port, hub_port=self.hub_port, proxy_api_port=self.proxy_api_port,
-                                data_dir=self.workdir, api_tokens={"test-admin": self.token})
+                                data_dir=self.workdir, api_tokens={"test-admin": self.token},
+                                namespace=getattr(self.cluster, "namespace", "default"))
         with open(os.path.join(self.workdir, "jupyterhub_config.py"), "w") as f:
             f.write(base + "\nc.JupyterHub.log_level = 'DEBUG'\n# --- test config ---\n" + config_text)
 

@@ -12,15 +12,12 @@ DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z
 LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 QUALIFIED_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
 
-LABEL_NAMED = {"namespaces", "services"}   # these names must be DNS-1123 labels
-DNS1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")   # service names: a letter first
+# these names must be RFC 1123 labels (services too since Kubernetes 1.34's relaxed service names:
+# a digit may come first)
+LABEL_NAMED = {"namespaces", "services"}
 
 
 def _name_cause(resource, name):
-    if resource == "services" and (len(name) > 63 or not DNS1035_LABEL.match(name)):
-        return ("metadata.name", f'Invalid value: "{name}": a DNS-1035 label must consist of lower case alphanumeric '
-                "characters or '-', start with an alphabetic character, and end with an alphanumeric character "
-                "(e.g. 'my-name',  or 'abc-123', regex used for validation is '[a-z]([-a-z0-9]*[a-z0-9])?')")
     if resource in LABEL_NAMED:
         if len(name) > 63 or not DNS1123_LABEL.match(name):
             return ("metadata.name", f'Invalid value: "{name}": a lowercase RFC 1123 label must consist of lower case '

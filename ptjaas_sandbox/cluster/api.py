@@ -10,6 +10,7 @@ from tornado import web
 from tornado.iostream import StreamClosedError
 
 from . import errors
+from .kubeclient import SYSTEM_AGENT
 from .resources import BY_PATH, RESOURCE_TYPES, groups
 from .selectors import fields_match, labels_match, parse_field_selector, parse_label_selector
 
@@ -133,8 +134,9 @@ class ResourceHandler(BaseHandler):
 
     async def prepare(self):
         self.route = self._parse()
-        self.cluster.stats[(self.verb, self.route[0].plural)] += 1
-        self.cluster.stats["total"] += 1
+        if not self.request.headers.get("User-Agent", "").startswith(SYSTEM_AGENT):
+            self.cluster.stats[(self.verb, self.route[0].plural)] += 1
+            self.cluster.stats["total"] += 1
         rule = self.cluster.faults.match(self.verb, self.route[0].plural, self.route[1], self.route[2])
         self.cut_watch = False
         if rule:
@@ -197,6 +199,9 @@ class ResourceHandler(BaseHandler):
             return self.write_json(listing)
         obj = registry.get(rtype, namespace, name)
         if sub == "log":
+            if not obj["spec"].get("nodeName"):   # no node to ask: 204 No Content, as the real API server
+                self.set_status(204)
+                return self.finish()
             text = self.cluster.kubelet.read_log(obj, self.get_query_argument("container", None),
                                                  self.get_query_argument("tailLines", None))
             self.set_header("Content-Type", "text/plain")

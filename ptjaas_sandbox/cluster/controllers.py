@@ -16,6 +16,10 @@ from .store import now_iso, now_micro
 log = logging.getLogger("ptjaas.cluster")
 T = BY_PLURAL
 DEFAULT_CLASS_ANNOTATION = "storageclass.kubernetes.io/is-default-class"
+ROOT_CA_CONFIGMAP = "kube-root-ca.crt"
+ROOT_CA_DESCRIPTION = ("Contains a CA bundle that can be used to verify the kube-apiserver when using internal "
+                       "endpoints such as the internal service IP or kubernetes.default.svc. No other usage is guaranteed "
+                       "across distributions of Kubernetes clusters.")
 
 
 class EventRecorder:
@@ -59,8 +63,6 @@ class Controllers:
         self.events = cluster.events
         self._pending = False
         self.unschedulable_reported = {}   # pod uid -> last FailedScheduling message
-        self.provision_seen = {}           # claim uid -> loop time first seen (provision-delay)
-        self._provision_timers = set()
 
     def on_event(self, event_type, rtype, obj, old):
         if rtype.plural == "events":
@@ -76,7 +78,7 @@ class Controllers:
 
     def _run(self):
         self._pending = False
-        for step in (self.ensure_service_accounts, self.provision, self.schedule, self.protect_claims,
+        for step in (self.ensure_service_accounts, self.provision, self.schedule, self.protect_claims, self.protect_volumes,
                      self.update_quotas, self.terminate_namespaces, self.snapshot):
             try:
                 step()
@@ -85,10 +87,19 @@ class Controllers:
 
     # --- namespaces ----------------------------------------------------------------------
     def ensure_service_accounts(self):
+        """Every namespace gets its ``default`` ServiceAccount and the ``kube-root-ca.crt``
+        ConfigMap (the cluster's CA, as kube-controller-manager's root-ca-cert-publisher does)."""
         for ns in self.store.list(T["namespaces"]):
             name = ns["metadata"]["name"]
-            if not ns["metadata"].get("deletionTimestamp") and self.store.get(T["serviceaccounts"], name, "default") is None:
+            if ns["metadata"].get("deletionTimestamp"):
+                continue
+            if self.store.get(T["serviceaccounts"], name, "default") is None:
                 self.store.create(T["serviceaccounts"], {"metadata": {"name": "default", "namespace": name}})
+            if self.store.get(T["configmaps"], name, ROOT_CA_CONFIGMAP) is None:
+                self.store.create(T["configmaps"], {
+                    "metadata": {"name": ROOT_CA_CONFIGMAP, "namespace": name,
+                                 "annotations": {"kubernetes.io/description": ROOT_CA_DESCRIPTION}},
+                    "data": {"ca.crt": self.cluster.ca_pem()}})
 
     def terminate_namespaces(self):
         for ns in self.store.list(T["namespaces"]):
@@ -117,12 +128,19 @@ class Controllers:
         return None, None
 
     def provision(self):
+        """The PV controller's part: hand claims of a class to its (external) provisioner, and bind
+        each claim to the volume made for it (``claimRef`` with the claim's uid)."""
+        waiting = {}
+        for pv in self.store.list(T["persistentvolumes"]):
+            ref = pv["spec"].get("claimRef") or {}
+            if ref.get("uid") and (pv.get("status") or {}).get("phase") != "Bound":
+                waiting[ref["uid"]] = pv
         for pvc in self.store.list(T["persistentvolumeclaims"]):
-            if pvc["metadata"].get("deletionTimestamp"):
+            if pvc["metadata"].get("deletionTimestamp") or pvc.get("status", {}).get("phase") == "Bound":
                 continue
-            phase = pvc.get("status", {}).get("phase")
-            if phase == "Bound":
-                self._resize(pvc)
+            pv = waiting.get(pvc["metadata"]["uid"])
+            if pv is not None:
+                self._bind(pvc, pv)
                 continue
             name, cls = self.storage_class_for(pvc)
             if name is None or name == "":
@@ -132,37 +150,12 @@ class Controllers:
             if cls is None:
                 self._event_once(pvc, "Warning", "ProvisioningFailed", f'storageclass.storage.k8s.io "{name}" not found')
                 continue
-            failure = (cls.get("parameters") or {}).get("ptjaas.io/fail")
-            if failure:
-                self._event_once(pvc, "Warning", "ProvisioningFailed",
-                                 f"failed to provision volume with StorageClass \"{name}\": {failure}")
-                continue
-            if self._provisioning_later(pvc, cls):
-                continue
             selected = (pvc["metadata"].get("annotations") or {}).get("volume.kubernetes.io/selected-node")
             if cls.get("volumeBindingMode") == "WaitForFirstConsumer" and not selected:
                 self._event_once(pvc, "Normal", "WaitForFirstConsumer",
                                  "waiting for first consumer to be created before binding")
                 continue
-            self._bind_new_volume(pvc, cls)
-
-    def _provisioning_later(self, pvc, cls):
-        """A class with parameter ``ptjaas.io/provision-delay`` (seconds) binds its claims that much
-        after they are made, as a real provisioner takes a while (tests see the Pending phase)."""
-        delay = float((cls.get("parameters") or {}).get("ptjaas.io/provision-delay") or 0)
-        if delay <= 0 or self.cluster.loop is None:
-            return False
-        now = self.cluster.loop.time()
-        first = self.provision_seen.setdefault(pvc["metadata"]["uid"], now)
-        if now - first >= delay:
-            return False
-        if not self.provision_timer_for(pvc["metadata"]["uid"]):
-            self.cluster.loop.call_later(first + delay - now + 0.01, self.kick)
-            self._provision_timers.add(pvc["metadata"]["uid"])
-        return True
-
-    def provision_timer_for(self, uid):
-        return uid in self._provision_timers
+            self._hand_to_provisioner(pvc, cls)
 
     def _event_once(self, obj, event_type, reason, message):
         for ev in self.store.list(T["events"], obj["metadata"].get("namespace") or "default"):
@@ -170,59 +163,41 @@ class Controllers:
                 return
         self.events.record(obj, event_type, reason, message, "persistentvolume-controller")
 
-    def _bind_new_volume(self, pvc, cls):
-        meta = pvc["metadata"]
-        pv_name = f"pvc-{meta['uid']}"
-        path = os.path.join(self.cluster.volumes_dir, pv_name)
-        os.makedirs(path, exist_ok=True)
-        os.chmod(path, 0o2775)
-        storage = pvc["spec"]["resources"]["requests"]["storage"]
-        self.events.record(pvc, "Normal", "Provisioning",
-                           f'External provisioner is provisioning volume for claim "{meta["namespace"]}/{meta["name"]}"',
-                           cls["provisioner"])
-        if self.store.get(T["persistentvolumes"], "", pv_name) is None:
-            self.store.create(T["persistentvolumes"], {
-                "metadata": {"name": pv_name, "annotations": {"pv.kubernetes.io/provisioned-by": cls["provisioner"]},
-                             "finalizers": ["kubernetes.io/pv-protection"]},
-                "spec": {"capacity": {"storage": storage}, "accessModes": pvc["spec"]["accessModes"],
-                         "persistentVolumeReclaimPolicy": cls.get("reclaimPolicy", "Delete"),
-                         "storageClassName": cls["metadata"]["name"], "volumeMode": "Filesystem",
-                         "claimRef": {"kind": "PersistentVolumeClaim", "namespace": meta["namespace"],
-                                      "name": meta["name"], "uid": meta["uid"], "apiVersion": "v1"},
-                         "hostPath": {"path": path, "type": "DirectoryOrCreate"}},
-                "status": {"phase": "Bound"},
-            })
-        new = copy.deepcopy(pvc)
-        new["spec"]["volumeName"] = pv_name
-        if "storageClassName" not in new["spec"]:
-            new["spec"]["storageClassName"] = cls["metadata"]["name"]
-        annotations = new["metadata"].setdefault("annotations", {})
-        annotations.update({"pv.kubernetes.io/bind-completed": "yes", "pv.kubernetes.io/bound-by-controller": "yes",
-                            "volume.kubernetes.io/storage-provisioner": cls["provisioner"],
-                            "volume.beta.kubernetes.io/storage-provisioner": cls["provisioner"]})
-        new.setdefault("metadata", {}).setdefault("finalizers", [])
-        if "kubernetes.io/pvc-protection" not in new["metadata"]["finalizers"]:
-            new["metadata"]["finalizers"].append("kubernetes.io/pvc-protection")
-        new["status"] = {"phase": "Bound", "accessModes": pvc["spec"]["accessModes"], "capacity": {"storage": storage}}
-        updated = self.store.update(T["persistentvolumeclaims"], new)
-        self.events.record(updated, "Normal", "ProvisioningSucceeded", f"Successfully provisioned volume {pv_name}",
-                           cls["provisioner"])
-
-    def _resize(self, pvc):
-        want = parse_quantity(pvc["spec"]["resources"]["requests"]["storage"])
-        have = parse_quantity(pvc.get("status", {}).get("capacity", {}).get("storage", "0"))
-        if want <= have:
+    def _hand_to_provisioner(self, pvc, cls):
+        annotations = pvc["metadata"].get("annotations") or {}
+        if annotations.get("volume.kubernetes.io/storage-provisioner") == cls["provisioner"]:
             return
         new = copy.deepcopy(pvc)
-        new["status"]["capacity"]["storage"] = pvc["spec"]["resources"]["requests"]["storage"]
+        new["metadata"].setdefault("annotations", {}).update({
+            "volume.kubernetes.io/storage-provisioner": cls["provisioner"],
+            "volume.beta.kubernetes.io/storage-provisioner": cls["provisioner"]})
+        if new["spec"].get("storageClassName") is None:
+            new["spec"]["storageClassName"] = cls["metadata"]["name"]
+        updated = self.store.update(T["persistentvolumeclaims"], new)
+        self._event_once(updated, "Normal", "ExternalProvisioning",
+                         f"Waiting for a volume to be created either by the external provisioner '{cls['provisioner']}' "
+                         "or manually by the system administrator. If volume creation is delayed, please verify that "
+                         "the provisioner is running and correctly registered.")
+
+    def _bind(self, pvc, pv):
+        pv = copy.deepcopy(pv)
+        pv["metadata"].setdefault("finalizers", [])
+        if "kubernetes.io/pv-protection" not in pv["metadata"]["finalizers"]:
+            pv["metadata"]["finalizers"].append("kubernetes.io/pv-protection")
+        pv["status"] = {"phase": "Bound"}
+        self.store.update(T["persistentvolumes"], pv)
+        new = copy.deepcopy(pvc)
+        new["spec"]["volumeName"] = pv["metadata"]["name"]
+        if new["spec"].get("storageClassName") is None:
+            new["spec"]["storageClassName"] = pv["spec"].get("storageClassName")
+        new["metadata"].setdefault("annotations", {}).update(
+            {"pv.kubernetes.io/bind-completed": "yes", "pv.kubernetes.io/bound-by-controller": "yes"})
+        new["metadata"].setdefault("finalizers", [])
+        if "kubernetes.io/pvc-protection" not in new["metadata"]["finalizers"]:
+            new["metadata"]["finalizers"].append("kubernetes.io/pvc-protection")
+        new["status"] = {"phase": "Bound", "accessModes": pv["spec"]["accessModes"],
+                         "capacity": dict(pv["spec"]["capacity"])}
         self.store.update(T["persistentvolumeclaims"], new)
-        pv = self.store.get(T["persistentvolumes"], "", pvc["spec"].get("volumeName", ""))
-        if pv is not None:
-            pv = copy.deepcopy(pv)
-            pv["spec"]["capacity"]["storage"] = pvc["spec"]["resources"]["requests"]["storage"]
-            self.store.update(T["persistentvolumes"], pv)
-        self.events.record(new, "Normal", "FileSystemResizeSuccessful",
-                           f"MountVolume.NodeExpandVolume succeeded for volume \"{pvc['spec'].get('volumeName')}\"", "kubelet")
 
     def protect_claims(self):
         for pvc in self.store.list(T["persistentvolumeclaims"]):
@@ -241,17 +216,28 @@ class Controllers:
             self.registry.finish_delete(T["persistentvolumeclaims"], meta["namespace"], meta["name"])
             self.release_volume(pvc)
 
+    def protect_volumes(self):
+        """pv-protection: a deleted volume goes once no claim is bound to it."""
+        for pv in self.store.list(T["persistentvolumes"]):
+            meta = pv["metadata"]
+            if not meta.get("deletionTimestamp") or (pv.get("status") or {}).get("phase") == "Bound":
+                continue
+            finalizers = [f for f in meta.get("finalizers", []) if f != "kubernetes.io/pv-protection"]
+            if finalizers != meta.get("finalizers", []):
+                new = copy.deepcopy(pv)
+                new["metadata"]["finalizers"] = finalizers
+                self.store.update(T["persistentvolumes"], new)
+            if not finalizers:
+                self.registry.finish_delete(T["persistentvolumes"], "", meta["name"])
+
     def release_volume(self, pvc):
+        """The claim is gone: its volume is Released (its provisioner deletes it per reclaimPolicy)."""
         pv = self.store.get(T["persistentvolumes"], "", pvc["spec"].get("volumeName") or "")
         if pv is None:
             return
-        if pv["spec"].get("persistentVolumeReclaimPolicy", "Delete") == "Delete":
-            self.store.remove(T["persistentvolumes"], "", pv["metadata"]["name"])
-            shutil.rmtree((pv["spec"].get("hostPath") or {}).get("path", "/nonexistent"), ignore_errors=True)
-        else:
-            new = copy.deepcopy(pv)
-            new["status"] = {"phase": "Released"}
-            self.store.update(T["persistentvolumes"], new)
+        new = copy.deepcopy(pv)
+        new["status"] = {"phase": "Released"}
+        self.store.update(T["persistentvolumes"], new)
 
     # --- scheduling ----------------------------------------------------------------------
     def schedule(self):
@@ -321,7 +307,7 @@ class Controllers:
             for node in nodes:
                 reasons = self._node_reasons(pod, node)
                 if not reasons:
-                    return self.bind(pod, node["metadata"]["name"])
+                    return self.bind(pod, node["metadata"]["name"], provision=True)
                 for reason in reasons:
                     counts[reason] = counts.get(reason, 0) + 1
             detail = ", ".join(f"{n} {r}" for r, n in sorted(counts.items()))
@@ -341,18 +327,26 @@ class Controllers:
                                             "lastTransitionTime": now_iso()}]
             self.store.update(T["pods"], new)
 
-    def bind(self, pod, node_name):
+    def bind(self, pod, node_name, provision=False):
+        """Bind a pod to a node; the scheduler (``provision``) first has its WaitForFirstConsumer claims
+        provisioned for that node, and binds the pod once they are bound."""
         if self.store.get(T["nodes"], "", node_name or "") is None:
             raise errors.not_found("nodes", node_name or "")
         if pod["spec"].get("nodeName"):
             raise errors.conflict("pods", pod["metadata"]["name"], why=f"pod {pod['metadata']['name']} is already assigned to node \"{pod['spec']['nodeName']}\"")
-        for volume in pod["spec"].get("volumes") or []:   # WaitForFirstConsumer claims bind now
+        unbound = False
+        for volume in (pod["spec"].get("volumes") or []) if provision else []:   # WaitForFirstConsumer claims: provisioned for this node
             claim = (volume.get("persistentVolumeClaim") or {}).get("claimName")
             pvc = claim and self.store.get(T["persistentvolumeclaims"], pod["metadata"]["namespace"], claim)
             if pvc and pvc.get("status", {}).get("phase") != "Bound":
-                _, cls = self.storage_class_for(pvc)
-                if cls is not None:
-                    self._bind_new_volume(pvc, cls)
+                unbound = True
+                annotations = pvc["metadata"].get("annotations") or {}
+                if annotations.get("volume.kubernetes.io/selected-node") != node_name:
+                    new = copy.deepcopy(pvc)
+                    new["metadata"].setdefault("annotations", {})["volume.kubernetes.io/selected-node"] = node_name
+                    self.store.update(T["persistentvolumeclaims"], new)
+        if unbound:   # the pod is bound once its claims are (the next pass)
+            return None
         new = copy.deepcopy(pod)
         new["spec"]["nodeName"] = node_name
         new["status"]["conditions"] = [{"type": "PodScheduled", "status": "True", "lastProbeTime": None,

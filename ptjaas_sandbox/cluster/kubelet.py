@@ -19,10 +19,12 @@ import signal
 import sys
 
 from . import admission, errors
+from .kubeclient import ApiError, EventSink, stop_tasks
+from .nodeserver import serve_logs
 from .containers import ContainerError, image_default_command, image_id, resolve_env, _expand, _which
 from .quantity import parse_quantity
 from .resources import BY_PLURAL
-from .store import now_iso
+from .store import now_iso, now_micro
 
 log = logging.getLogger("ptjaas.cluster")
 T = BY_PLURAL
@@ -31,15 +33,25 @@ GPU_RESOURCE_SUFFIX = "/gpu"
 
 
 class Kubelet:
-    def __init__(self, cluster):
-        self.cluster = cluster
-        self.store = cluster.store
-        self.registry = cluster.registry
-        self.events = cluster.events
+    """A node agent, a plain API client: it watches the pods bound to its nodes, runs them, and
+    reports their status and events over the API (embedded server or real kube-apiserver alike)."""
+
+    def __init__(self, client, state_dir, nodes=(), log_endpoint=None):
+        self.client = client
+        self.state_dir = state_dir
+        self.pods_dir = os.path.join(state_dir, "pods")
+        self.node_specs = list(nodes)   # registered at start (the embedded cluster seeds its own)
+        self.log_endpoint = log_endpoint   # (cert file, key file, port): serve /containerLogs over HTTPS
+        self._log_server = None
         self.pods = {}            # uid -> PodRuntime
+        self.cache = {}           # uid -> the pod as last seen on the watch
         self.ips = {}             # uid -> ip
         self.gpus = {}            # uid -> [device index]
         self._pending = False
+        self._tasks = []
+        self._heartbeat_task = None
+        self.events = None
+        self.loop = None
 
     # --- state persisted with the cluster -----------------------------------------------
     def export_state(self):
@@ -49,32 +61,95 @@ class Kubelet:
         self.ips = dict(state.get("ips") or {})
         self.gpus = {k: list(v) for k, v in (state.get("gpus") or {}).items()}
 
-    def local_nodes(self):
-        return {n["metadata"]["name"] for n in self.store.list(T["nodes"])}
+    # --- start / stop ----------------------------------------------------------------------
+    async def start(self):
+        self.loop = asyncio.get_running_loop()
+        self.events = EventSink(self.client, "kubelet")
+        if self.log_endpoint:
+            self._log_server = serve_logs(self, *self.log_endpoint)
+        for spec in self.node_specs:
+            await self.register(spec)
+        self._heartbeat_task = asyncio.ensure_future(self._heartbeat()) if self.node_specs else None
+        self._tasks = [asyncio.ensure_future(self.client.inform(
+                           "/api/v1/pods", self.on_pod, params={"fieldSelector": "spec.nodeName!="},
+                           on_sync=self.on_pods_listed))]
+        return self
 
-    def on_event(self, event_type, rtype, obj, old):
-        if rtype.plural == "pods":
-            self.kick()
+    async def register(self, spec):
+        """Create the Node (as a kubelet registers itself) and report its status."""
+        manifest = spec if isinstance(spec, dict) else spec.manifest()
+        path = f"/api/v1/nodes/{manifest['metadata']['name']}"
+        try:
+            await self.client.create("/api/v1/nodes", {"apiVersion": "v1", "kind": "Node",
+                                                       "metadata": manifest["metadata"], "spec": manifest.get("spec") or {}})
+        except ApiError as e:
+            if e.code != 409:
+                raise
+        status = copy.deepcopy(manifest["status"])
+        if self.log_endpoint:
+            status["daemonEndpoints"] = {"kubeletEndpoint": {"Port": self.log_endpoint[2]}}
+        for c in status.get("conditions") or []:
+            c.setdefault("lastHeartbeatTime", now_iso())
+            c.setdefault("lastTransitionTime", now_iso())
+        await self.client.patch(path + "/status", {"status": status})
+
+    async def _heartbeat(self, every=10):
+        """Renew each registered node's Lease (kube-node-lease), as a kubelet does, so that the
+        node lifecycle controller keeps the node Ready (and untainted)."""
+        while not self.client.closing:
+            for spec in self.node_specs:
+                name = spec["metadata"]["name"] if isinstance(spec, dict) else spec.name
+                path = f"/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/{name}"
+                renew = {"spec": {"holderIdentity": name, "leaseDurationSeconds": 40, "renewTime": now_micro()}}
+                try:
+                    await self.client.patch(path, renew)
+                except ApiError as e:
+                    if e.code == 404:
+                        await self.client.create(path.rsplit("/", 1)[0], dict(renew, metadata={"name": name}))
+                except Exception as e:
+                    log.debug("lease of node %s not renewed: %s", name, e)
+            try:
+                await asyncio.sleep(every)
+            except asyncio.CancelledError:
+                return
+
+    async def shutdown(self):
+        self.client.closing = True
+        if self._log_server is not None:
+            self._log_server.stop()
+        if self._heartbeat_task is not None:
+            self._heartbeat_task.cancel()
+        await stop_tasks(self._tasks)
+        if self.events is not None:
+            self.events.close()
+        await asyncio.gather(*(rt.stop_for_shutdown() for rt in list(self.pods.values())), return_exceptions=True)
+
+    # --- the pods watch --------------------------------------------------------------------
+    def on_pods_listed(self, pods):
+        self.cache = {p["metadata"]["uid"]: p for p in pods}
+        self.kick()
+
+    def on_pod(self, event_type, pod):
+        uid = pod["metadata"]["uid"]
+        if event_type == "DELETED":
+            self.cache.pop(uid, None)
+        else:
+            self.cache[uid] = pod
+        self.kick()
 
     def kick(self):
-        if not self._pending and self.cluster.loop is not None:
+        if not self._pending and self.loop is not None:
             self._pending = True
-            self.cluster.loop.call_soon(self.sync)
+            self.loop.call_soon(self.sync)
 
     def sync(self):
         self._pending = False
-        nodes = self.local_nodes()
-        live = set()
-        for pod in self.store.list(T["pods"]):
-            uid = pod["metadata"]["uid"]
-            live.add(uid)
-            if pod["spec"].get("nodeName") not in nodes:
-                continue
+        for uid, pod in list(self.cache.items()):
             runtime = self.pods.get(uid)
             if pod["metadata"].get("deletionTimestamp"):
                 if runtime is None:
-                    self.registry.finish_delete(T["pods"], pod["metadata"]["namespace"], pod["metadata"]["name"])
                     self._release(uid)
+                    asyncio.ensure_future(self.finish_delete(pod))
                 elif not runtime.terminating:
                     runtime.terminate(pod["metadata"].get("deletionGracePeriodSeconds", 30))
                 elif runtime.grace > pod["metadata"].get("deletionGracePeriodSeconds", 30):
@@ -85,13 +160,60 @@ class Kubelet:
                 self.pods[uid] = runtime
                 runtime.start()
         for uid in list(self.pods):
-            if uid not in live:   # removed without a grace period: kill at once
+            if uid not in self.cache and not self.pods[uid].terminating:   # removed without a grace period
                 self.pods[uid].terminate(0, remove=False)
+
+    async def finish_delete(self, pod):
+        """Remove a pod whose containers are gone, as a kubelet does (grace 0, uid precondition)."""
+        meta = pod["metadata"]
+        try:
+            await self.client.delete(f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}",
+                                     {"apiVersion": "v1", "kind": "DeleteOptions", "gracePeriodSeconds": 0,
+                                      "preconditions": {"uid": meta["uid"]}})
+        except Exception as e:
+            log.warning("could not remove pod %s/%s: %s", meta["namespace"], meta["name"], e)
 
     def _release(self, uid):
         self.pods.pop(uid, None)
         self.gpus.pop(uid, None)
         self.ips.pop(uid, None)
+
+    def record_event(self, pod, event_type, reason, message):
+        self.events.record(dict(pod, kind="Pod", apiVersion="v1"), event_type, reason, message,
+                           host=pod["spec"].get("nodeName"))
+
+    # --- what a pod needs from the API ----------------------------------------------------------
+    async def lookup(self, pod):
+        """The secrets and configmaps the pod refers to, fetched now (a ``get(rtype, ns, name)`` view)."""
+        wanted = set()
+        spec = pod["spec"]
+        for c in (spec.get("initContainers") or []) + spec["containers"]:
+            for source in c.get("envFrom") or []:
+                if source.get("secretRef"):
+                    wanted.add(("secrets", source["secretRef"]["name"]))
+                elif source.get("configMapRef"):
+                    wanted.add(("configmaps", source["configMapRef"]["name"]))
+            for item in c.get("env") or []:
+                ref = item.get("valueFrom") or {}
+                if ref.get("secretKeyRef"):
+                    wanted.add(("secrets", ref["secretKeyRef"]["name"]))
+                elif ref.get("configMapKeyRef"):
+                    wanted.add(("configmaps", ref["configMapKeyRef"]["name"]))
+        for volume in spec.get("volumes") or []:
+            if volume.get("secret"):
+                wanted.add(("secrets", volume["secret"]["secretName"]))
+            elif volume.get("configMap"):
+                wanted.add(("configmaps", volume["configMap"]["name"]))
+            for source in (volume.get("projected") or {}).get("sources") or []:
+                if source.get("secret"):
+                    wanted.add(("secrets", source["secret"]["name"]))
+                elif source.get("configMap"):
+                    wanted.add(("configmaps", source["configMap"]["name"]))
+        namespace = pod["metadata"]["namespace"]
+        names = sorted(wanted)
+        found = await asyncio.gather(*(self.client.get(f"/api/v1/namespaces/{namespace}/{kind}/{name}")
+                                       for kind, name in names))
+        return Lookup({key: obj for key, obj in zip(names, found) if obj is not None})
 
     def allocate_ip(self, uid):
         if uid in self.ips:
@@ -105,7 +227,7 @@ class Kubelet:
                 return ip
             index += 1
 
-    def allocate_gpus(self, pod):
+    async def allocate_gpus(self, pod):
         uid = pod["metadata"]["uid"]
         if uid in self.gpus:
             return self.gpus[uid]
@@ -118,7 +240,7 @@ class Kubelet:
                     resource = name
         if not wanted:
             return []
-        node = self.store.get(T["nodes"], "", pod["spec"]["nodeName"])
+        node = await self.client.get(f"/api/v1/nodes/{pod['spec']['nodeName']}")
         total = int(parse_quantity((node or {}).get("status", {}).get("capacity", {}).get(resource, "0")))
         taken = {d for u, devices in self.gpus.items() if u in self.pods for d in devices}
         free = [d for d in range(total) if d not in taken]
@@ -137,7 +259,7 @@ class Kubelet:
             if waiting is not None and not (cs.get("lastState") or {}).get("terminated"):
                 raise errors.bad_request(f'container "{name}" in pod "{pod["metadata"]["name"]}" is waiting to start: '
                                          f'{waiting.get("reason") or "ContainerCreating"}')
-        path = os.path.join(self.cluster.pods_dir, pod["metadata"]["uid"], "logs", f"{name}.log")
+        path = os.path.join(self.pods_dir, pod["metadata"]["uid"], "logs", f"{name}.log")
         try:
             with open(path, errors="replace") as f:
                 text = f.read()
@@ -148,8 +270,15 @@ class Kubelet:
             text = "".join(lines[-int(tail):]) if int(tail) > 0 else ""
         return text
 
-    async def shutdown(self):
-        await asyncio.gather(*(rt.stop_for_shutdown() for rt in list(self.pods.values())), return_exceptions=True)
+
+class Lookup:
+    """Objects fetched for one pod, read as the container helpers expect (``get(rtype, ns, name)``)."""
+
+    def __init__(self, objects):
+        self.objects = objects
+
+    def get(self, rtype, namespace, name):
+        return self.objects.get((rtype.plural, name))
 
 
 class PodRuntime:
@@ -160,7 +289,10 @@ class PodRuntime:
         self.uid = pod["metadata"]["uid"]
         self.namespace = pod["metadata"]["namespace"]
         self.name = pod["metadata"]["name"]
-        self.dir = os.path.join(kubelet.cluster.pods_dir, self.uid)
+        self.dir = os.path.join(kubelet.pods_dir, self.uid)
+        self.status = None        # what this node reports; sent by _flush, latest wins
+        self._dirty = False
+        self._flusher = None
         self.procs = {}
         self.task = None
         self.terminating = False
@@ -169,7 +301,11 @@ class PodRuntime:
         self.shutdown = False
 
     def pod(self):
-        return self.kubelet.store.get(T["pods"], self.namespace, self.name)
+        return self.kubelet.cache.get(self.uid)
+
+    @property
+    def path(self):
+        return f"/api/v1/namespaces/{self.namespace}/pods/{self.name}"
 
     def start(self):
         self.task = asyncio.ensure_future(self.run())
@@ -179,18 +315,38 @@ class PodRuntime:
         if self.shutdown:   # the node is going down: like a real kubelet, it reports nothing more
             return None
         pod = self.pod()
-        if pod is None or pod["metadata"]["uid"] != self.uid:
+        if pod is None:
             return None
-        status = copy.deepcopy(pod.get("status") or {})
-        mutate(status)
-        if status != pod.get("status"):
-            return self.kubelet.registry.set_status(T["pods"], pod, status)
+        if self.status is None:
+            self.status = copy.deepcopy(pod.get("status") or {})
+        before = copy.deepcopy(self.status)
+        mutate(self.status)
+        if self.status != before:
+            self._dirty = True
+            if self._flusher is None or self._flusher.done():
+                self._flusher = asyncio.ensure_future(self._flush())
         return pod
+
+    async def _flush(self):
+        """Send the latest status (a merge patch of the status subresource), until none is pending."""
+        delay = 0.1
+        while self._dirty and not self.shutdown:
+            self._dirty = False
+            try:
+                await self.kubelet.client.patch(self.path + "/status", {"status": copy.deepcopy(self.status)})
+                delay = 0.1
+            except ApiError as e:
+                if e.code == 404:
+                    return
+                log.warning("status of pod %s/%s not reported: %s", self.namespace, self.name, e)
+                self._dirty = True
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5)
 
     def _event(self, event_type, reason, message):
         pod = self.pod()
         if pod is not None:
-            self.kubelet.events.record(pod, event_type, reason, message, "kubelet")
+            self.kubelet.record_event(pod, event_type, reason, message)
 
     # --- lifecycle ---------------------------------------------------------------------
     async def run(self):
@@ -199,8 +355,8 @@ class PodRuntime:
             return
         try:
             ip = self.kubelet.allocate_ip(self.uid)
-            gpus = self.kubelet.allocate_gpus(pod)
-            mounts = self._prepare_volumes(pod)
+            gpus = await self.kubelet.allocate_gpus(pod)
+            mounts = await self._prepare_volumes(pod)
             host_ip = "127.0.0.1"
 
             def started(status):
@@ -272,7 +428,8 @@ class PodRuntime:
         backoff, reported = 0.25, None
         while True:   # a missing secret/configmap holds the container; retried as a kubelet's pod worker does
             try:
-                argv, env, cwd = self._process_spec(pod, container, ip, mounts, gpus)
+                lookup = await self.kubelet.lookup(pod)
+                argv, env, cwd = self._process_spec(pod, container, ip, mounts, gpus, lookup)
                 break
             except ContainerError as e:
                 if str(e) != reported:
@@ -369,15 +526,17 @@ class PodRuntime:
         self._update_status(mutate)
 
     # --- spec → local process -----------------------------------------------------------
-    def _prepare_volumes(self, pod):
+    async def _prepare_volumes(self, pod):
         mounts = {}
+        lookup = await self.kubelet.lookup(pod)
         volumes_dir = os.path.join(self.dir, "volumes")
         for volume in pod["spec"].get("volumes") or []:
             name = volume["name"]
             if volume.get("persistentVolumeClaim"):
-                claim = self.kubelet.store.get(T["persistentvolumeclaims"], self.namespace,
-                                               volume["persistentVolumeClaim"]["claimName"])
-                pv = claim and self.kubelet.store.get(T["persistentvolumes"], "", claim["spec"].get("volumeName") or "")
+                claim = await self.kubelet.client.get(
+                    f"/api/v1/namespaces/{self.namespace}/persistentvolumeclaims/{volume['persistentVolumeClaim']['claimName']}")
+                pv = claim and claim["spec"].get("volumeName") and \
+                    await self.kubelet.client.get(f"/api/v1/persistentvolumes/{claim['spec']['volumeName']}")
                 path = pv and (pv["spec"].get("hostPath") or {}).get("path")
                 if not path:
                     raise RuntimeError(f"claim for volume {name} is not bound")
@@ -387,19 +546,19 @@ class PodRuntime:
             elif volume.get("secret") or volume.get("configMap"):
                 path = os.path.join(volumes_dir, name)
                 os.makedirs(path, exist_ok=True)
-                self._write_keys(path, volume)
+                self._write_keys(path, volume, lookup)
             else:   # emptyDir and anything else: a fresh directory for this pod
                 path = os.path.join(volumes_dir, name)
                 os.makedirs(path, exist_ok=True)
             mounts[name] = path
         return mounts
 
-    def _write_keys(self, path, volume):
+    def _write_keys(self, path, volume, lookup):
         if volume.get("secret"):
-            obj = self.kubelet.store.get(T["secrets"], self.namespace, volume["secret"]["secretName"]) or {}
+            obj = lookup.get(T["secrets"], self.namespace, volume["secret"]["secretName"]) or {}
             data = {k: base64.b64decode(v) for k, v in (obj.get("data") or {}).items()}
         else:
-            obj = self.kubelet.store.get(T["configmaps"], self.namespace, volume["configMap"]["name"]) or {}
+            obj = lookup.get(T["configmaps"], self.namespace, volume["configMap"]["name"]) or {}
             data = {k: v.encode() for k, v in (obj.get("data") or {}).items()}
         items = (volume.get("secret") or volume.get("configMap")).get("items")
         for key, value in data.items():
@@ -414,7 +573,7 @@ class PodRuntime:
             with open(full, "wb") as f:
                 f.write(value)
 
-    def _process_spec(self, pod, container, ip, mounts, gpus):
+    def _process_spec(self, pod, container, ip, mounts, gpus, lookup):
         table = []
         for m in container.get("volumeMounts") or []:
             local = mounts[m["name"]]
@@ -439,7 +598,7 @@ class PodRuntime:
             os.makedirs(full, exist_ok=True)
             return full
 
-        env = resolve_env(self.kubelet.store, pod, container, ip)
+        env = resolve_env(lookup, pod, container, ip)
         env_map = dict(env)
         home = local_path(env_map.get("HOME", DEFAULT_HOME))
         cwd = local_path(container.get("workingDir") or DEFAULT_HOME)
@@ -453,7 +612,7 @@ class PodRuntime:
         if os.geteuid() == 0:
             # Containers run as this machine's user. A real pod runs as the image's user (jovyan);
             # where that user is root here, Jupyter servers must be told root is fine.
-            node_config = os.path.join(self.kubelet.cluster.state_dir, "node-jupyter-config")
+            node_config = os.path.join(self.kubelet.state_dir, "node-jupyter-config")
             if not os.path.exists(os.path.join(node_config, "jupyter_server_config.json")):
                 os.makedirs(node_config, exist_ok=True)
                 with open(os.path.join(node_config, "jupyter_server_config.json"), "w") as f:
@@ -497,7 +656,7 @@ class PodRuntime:
         if self.task is not None:
             self.task.cancel()
         if remove:
-            self.kubelet.registry.finish_delete(T["pods"], self.namespace, self.name)
+            await self.kubelet.finish_delete({"metadata": {"namespace": self.namespace, "name": self.name, "uid": self.uid}})
         self.kubelet._release(self.uid)
         shutil.rmtree(os.path.join(self.dir, "volumes"), ignore_errors=True)
         shutil.rmtree(os.path.join(self.dir, "rootfs"), ignore_errors=True)

@@ -226,6 +226,10 @@ class Registry:
         if meta.get("deletionTimestamp") and not meta.get("finalizers") and self._finalizable(rtype, new):
             self.store.update(rtype, new)
             return self._remove(rtype, namespace, name)
+        unchanged = dict(new, apiVersion=rtype.api_version, kind=rtype.kind,
+                         metadata=dict(meta, resourceVersion=old["metadata"]["resourceVersion"]))
+        if unchanged == old:   # a write that changes nothing keeps the resourceVersion (and sends no event)
+            return old
         return self.store.update(rtype, new)
 
     def _finalizable(self, rtype, obj):
@@ -239,15 +243,16 @@ class Registry:
             old_spec, new_spec = old.get("spec", {}), new.get("spec", {})
             old_size = parse_quantity(old_spec["resources"]["requests"]["storage"])
             new_size = parse_quantity(new_spec["resources"]["requests"]["storage"])
-            if new_size < old_size:
+            capacity = parse_quantity(((old.get("status") or {}).get("capacity") or {}).get("storage") or "0")
+            if new_size < old_size and new_size < capacity:   # a failed expansion may be undone, down to capacity
                 raise errors.invalid(rtype.kind, name, [("spec.resources.requests.storage",
-                                                         "Forbidden: field can not be less than previous value")])
+                                                         "Forbidden: field can not be less than status.capacity")])
             rest_old = {k: v for k, v in old_spec.items() if k not in ("resources", "volumeName")}
             rest_new = {k: v for k, v in new_spec.items() if k not in ("resources", "volumeName")}
             if rest_old != rest_new:
                 raise errors.invalid(rtype.kind, name, [("spec", "Forbidden: spec is immutable after creation except "
                                                          "resources.requests and volumeAttributesClassName for bound claims")])
-            if new_size > old_size:
+            if new_size != old_size:
                 self._check_expandable(old)
         elif rtype.plural == "pods":
             def strip(spec):

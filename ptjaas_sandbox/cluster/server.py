@@ -17,7 +17,9 @@ from tornado.httpserver import HTTPServer
 
 from .api import Faults, make_app
 from .controllers import DEFAULT_CLASS_ANNOTATION, Controllers, EventRecorder
+from .kubeclient import SYSTEM_AGENT, KubeClient
 from .kubelet import Kubelet
+from .provisioner import PROVISIONER, Provisioner
 from .registry import Registry
 from .resources import BY_PLURAL
 from .store import Store
@@ -68,7 +70,7 @@ class NodeSpec:
 
 DEFAULT_STORAGE_CLASSES = [
     {"metadata": {"name": "standard", "annotations": {DEFAULT_CLASS_ANNOTATION: "true"}},
-     "provisioner": "ptjaas.io/local-path", "reclaimPolicy": "Delete", "volumeBindingMode": "Immediate",
+     "provisioner": PROVISIONER, "reclaimPolicy": "Delete", "volumeBindingMode": "Immediate",
      "allowVolumeExpansion": True},
 ]
 
@@ -108,13 +110,24 @@ class EmbeddedCluster:
         self.registry = Registry(self.store)
         self.events = EventRecorder(self.store)
         self.controllers = Controllers(self)
-        self.kubelet = Kubelet(self)
+        self.kubelet = Kubelet(None, self.state_dir)   # a client of this server, from start()
         self.scheduler = self.controllers
         self._seed = (nodes if nodes is not None else [NodeSpec()],
                       storage_classes if storage_classes is not None else DEFAULT_STORAGE_CLASSES, namespaces)
         self._thread = None
         self._stopped = None
         self._server = None
+
+    def ca_pem(self):
+        """A CA certificate of this cluster (PEM), made once: what ``kube-root-ca.crt`` holds. The
+        embedded API server speaks plain HTTP, so nothing is signed with it."""
+        path = os.path.join(self.state_dir, "ca.crt")
+        if not os.path.exists(path):
+            from ..realkube import Pki
+            Pki(os.path.join(self.state_dir, "pki"), service_account_keys=False)
+            os.replace(os.path.join(self.state_dir, "pki", "ca.crt"), path)
+        with open(path) as f:
+            return f.read()
 
     @property
     def url(self):
@@ -137,7 +150,7 @@ class EmbeddedCluster:
                     info.setdefault(key, value)
             self.kubelet.import_state(extra.get("kubelet") or {})
         self.token = extra.get("token") or secrets.token_hex(16)
-        self.store.listeners += [self.controllers.on_event, self.kubelet.on_event]
+        self.store.listeners += [self.controllers.on_event]
         if fresh:
             nodes, classes, namespaces = self._seed
             for ns in namespaces:
@@ -151,7 +164,10 @@ class EmbeddedCluster:
         self.write_kubeconfig(self.kubeconfig_path)
         self._saver = asyncio.ensure_future(self._save_loop())
         self.controllers.kick()
-        self.kubelet.kick()
+        self.kubelet.client = KubeClient(self.url, token=self.token, user_agent=SYSTEM_AGENT)
+        self.provisioner = Provisioner(self.kubelet.client, self.volumes_dir)
+        await self.kubelet.start()
+        await self.provisioner.start()
         log.info("embedded Kubernetes API at %s (state in %s)", self.url, self.state_dir)
         return self
 
@@ -171,6 +187,7 @@ class EmbeddedCluster:
         self.store.dump(self.state_file, {"token": self.token, "kubelet": self.kubelet.export_state()})
 
     async def stop(self):
+        self.kubelet.client.closing = True
         if self._server is not None:
             self._server.stop()
         for handler in list(self.open_watches):
@@ -178,7 +195,8 @@ class EmbeddedCluster:
                 handler.request.connection.stream.close()
             except Exception:
                 pass
-        await self.kubelet.shutdown()
+        await asyncio.gather(self.provisioner.stop(), self.kubelet.shutdown())
+        self.kubelet.client.close()
         self._saver.cancel()
         if self.persist:
             self.save()

@@ -1,7 +1,11 @@
-"""Fixtures for the embedded-cluster conformance tests (tests/cluster/).
+"""Fixtures for the conformance tests (tests/cluster/): every test that talks to the API through
+`kube`/`ns`/`akube` runs twice, on the embedded cluster and on a real kube-apiserver (the session's
+`real_cluster`, skipped where its binaries are absent), and the real server's answer is the
+expected one. Tests that use the embedded cluster's own controls (fault injection, restart,
+compaction) or a cluster of their own (`fresh_kube`: node capacity) are embedded-only: on the
+real backend they skip, saying why.
 
-The `cluster` / `module_cluster` fixtures come from tests/conftest.py; helpers live in
-k8s_conformance.py next to this file.
+Helpers live in k8s_conformance.py next to this file.
 """
 
 import sys
@@ -14,20 +18,49 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # any pytest import mo
 
 from k8s_conformance import Kube  # noqa: E402
 
+from clusterutil import running_cluster as _running_cluster  # noqa: E402
+
+EMBEDDED_ONLY = "embedded-only: uses the embedded cluster's test controls or a cluster of its own"
+
+
+@pytest.fixture(scope="module", params=["embedded", "real"])
+def backend(request):
+    return request.param
+
 
 @pytest.fixture(scope="module")
-def kube(module_cluster):
-    k = Kube(module_cluster)
+def module_cluster(backend, tmp_path_factory):
+    """The embedded cluster of this module (its faults, restarts, compaction): embedded only."""
+    if backend == "real":
+        pytest.skip(EMBEDDED_ONLY)
+    with _running_cluster(tmp_path_factory.mktemp("k8s")) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def target(backend, request):
+    """The cluster under test: the module's embedded cluster, or the session's real one."""
+    if backend == "real":
+        return request.getfixturevalue("real_cluster")
+    return request.getfixturevalue("module_cluster")
+
+
+@pytest.fixture(scope="module")
+def kube(target):
+    k = Kube(target)
     yield k
     k.close()
 
 
 @pytest.fixture
-def fresh_kube(cluster):
-    """A Kube bound to a cluster of its own (for tests that use up node capacity)."""
-    k = Kube(cluster)
-    yield k
-    k.close()
+def fresh_kube(backend, tmp_path):
+    """A Kube bound to an embedded cluster of its own (for tests that use up node capacity)."""
+    if backend == "real":
+        pytest.skip(EMBEDDED_ONLY)
+    with _running_cluster(tmp_path / "k8s") as c:
+        k = Kube(c)
+        yield k
+        k.close()
 
 
 @pytest.fixture
@@ -36,10 +69,8 @@ def ns(kube):
 
 
 @pytest.fixture
-async def akube(module_cluster):
+async def akube(target):
     """The kubernetes_asyncio ApiClient for the module's cluster (function scope: per event loop)."""
-    api = await kubernetes_asyncio.config.new_client_from_config(
-        config_file=str(module_cluster.kubeconfig_path)
-    )
+    api = await kubernetes_asyncio.config.new_client_from_config(config_file=str(target.kubeconfig_path))
     async with api:
         yield api

@@ -26,6 +26,10 @@ except ImportError:  # pragma: no cover - other import modes
     wait_for, async_wait_for = _waiting.wait_for, _waiting.async_wait_for
 
 PY = "python"  # the node agent puts this machine's Python environment on PATH
+# ConfigMaps a cluster puts in every namespace (kube-root-ca.crt everywhere; OpenShift's fork of
+# kube-controller-manager in ../shared/kube adds openshift-service-ca.crt): a test that counts the
+# namespace's ConfigMaps selects its own with this field selector
+OWN = "metadata.name!=kube-root-ca.crt,metadata.name!=openshift-service-ca.crt"
 
 
 def status_body(exc):
@@ -117,6 +121,10 @@ class Kube:
     def namespace(self, prefix="t"):
         name = f"{prefix}-{uuid.uuid4().hex[:8]}"
         self.core.create_namespace({"metadata": {"name": name}})
+        # pods can be made once the namespace's default ServiceAccount exists (a real cluster's
+        # controller makes it a moment after the namespace)
+        wait_for(lambda: self.core.list_namespaced_service_account(name, field_selector="metadata.name=default").items,
+                 timeout=30, message=f"the default ServiceAccount of {name}")
         return name
 
     def raw(self, method, path, **kw):

@@ -15,7 +15,7 @@ from kubernetes import client as k8s
 from kubernetes_asyncio import client as ak8s
 from kubernetes_asyncio.client.rest import ApiException as AsyncApiException
 
-from k8s_conformance import SLEEP_FOREVER, assert_status, py_pod, status_body, wait_for
+from k8s_conformance import OWN, SLEEP_FOREVER, assert_status, py_pod, status_body, wait_for
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -77,7 +77,7 @@ def test_dynamic_client_discovers_and_uses_resources(kube, ns, tmp_path):
     dyn.resources.get(api_version="storage.k8s.io/v1", kind="StorageClass")
     cms = dyn.resources.get(api_version="v1", kind="ConfigMap")
     cms.create(namespace=ns, body={"metadata": {"name": "dyn"}, "data": {"k": "v"}})
-    assert [i.metadata.name for i in cms.get(namespace=ns).items] == ["dyn"]
+    assert [i.metadata.name for i in cms.get(namespace=ns, field_selector=OWN).items] == ["dyn"]
 
 
 async def test_discovery_with_async_client(akube):
@@ -124,8 +124,11 @@ def test_one_cluster_wide_increasing_resource_version(kube, ns):
             rv(kube.core.create_namespace({"metadata": {"name": f"rv-{uuid.uuid4().hex[:6]}"}})),
             rv(kube.core.patch_namespaced_config_map("a", ns, {"data": {"x": "1"}})),
             rv(kube.core.replace_namespaced_secret(
-                "b", ns, kube.core.read_namespaced_secret("b", ns)))]
+                "b", ns, {"metadata": {"name": "b"}, "data": {"k": "dg=="}}))]
     assert seen == sorted(seen) and len(set(seen)) == len(seen), seen
+    # a write that changes nothing keeps the resourceVersion
+    assert rv(kube.core.replace_namespaced_secret("b", ns, kube.core.read_namespaced_secret("b", ns))) == seen[-1]
+    assert rv(kube.core.patch_namespaced_config_map("a", ns, {"data": {"x": "1"}})) == seen[4]
     listed = kube.core.list_namespaced_config_map(ns)
     assert int(listed.metadata.resource_version) >= seen[-1]
     # reads never bump it
@@ -303,7 +306,7 @@ def test_invalid_names_are_422_invalid(kube, ns, name):
     assert body["message"].startswith(f'ConfigMap "{name}" is invalid: metadata.name: Invalid value')
     assert body["details"]["kind"] == "ConfigMap"
     assert any(c.get("field") == "metadata.name" for c in body["details"]["causes"])
-    assert kube.core.list_namespaced_config_map(ns).items == []
+    assert kube.core.list_namespaced_config_map(ns, field_selector=OWN).items == []
 
 
 def test_invalid_specs_are_422_and_change_nothing(kube, ns):
@@ -315,7 +318,7 @@ def test_invalid_specs_are_422_and_change_nothing(kube, ns):
                    {"metadata": {"name": "lbl", "labels": {"app": "not a valid value!"}}})
     assert "metadata.labels: Invalid value" in assert_status(e, 422, "Invalid")["message"]
     e = kube.error(kube.core.create_namespaced_service, ns,
-                   {"metadata": {"name": "1svc"}, "spec": {"ports": [{"port": 80}]}})
+                   {"metadata": {"name": "svc.1"}, "spec": {"ports": [{"port": 80}]}})
     assert_status(e, 422, "Invalid")
     assert kube.core.list_namespaced_pod(ns).items == []
     assert kube.core.list_namespaced_service(ns).items == []
@@ -385,7 +388,7 @@ async def test_async_client_errors_and_crud(akube, kube, ns):
     assert assert_status(err.value, 422, "Invalid")
     deleted = await core.delete_namespaced_config_map("a", ns)
     assert deleted.kind in ("Status", "ConfigMap")
-    assert (await core.list_namespaced_config_map(ns)).items == []
+    assert (await core.list_namespaced_config_map(ns, field_selector=OWN)).items == []
 
 
 # --- PATCH ----------------------------------------------------------------------------------

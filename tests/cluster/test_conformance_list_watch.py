@@ -15,7 +15,7 @@ from kubernetes_asyncio import client as ak8s
 from kubernetes_asyncio import watch as awatch
 from kubernetes_asyncio.client.rest import ApiException as AsyncApiException
 
-from k8s_conformance import SLEEP_FOREVER, assert_status, py_pod
+from k8s_conformance import OWN, SLEEP_FOREVER, assert_status, py_pod
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -54,13 +54,13 @@ def labelled_ns(kube):
 
 @pytest.mark.parametrize("selector,expected", SELECTIONS)
 def test_label_selectors(kube, labelled_ns, selector, expected):
-    assert names(kube.core.list_namespaced_config_map(labelled_ns, label_selector=selector)) == expected
+    assert names(kube.core.list_namespaced_config_map(labelled_ns, label_selector=selector, field_selector=OWN)) == expected
 
 
 async def test_label_selectors_async(akube, labelled_ns):
     core = ak8s.CoreV1Api(akube)
     for selector, expected in SELECTIONS:
-        got = await core.list_namespaced_config_map(labelled_ns, label_selector=selector)
+        got = await core.list_namespaced_config_map(labelled_ns, label_selector=selector, field_selector=OWN)
         assert names(got) == expected, selector
 
 
@@ -84,9 +84,9 @@ def test_field_selectors_on_metadata(kube, labelled_ns):
     assert names(kube.core.list_namespaced_config_map(
         labelled_ns, field_selector="metadata.name=b")) == {"b"}
     assert names(kube.core.list_namespaced_config_map(
-        labelled_ns, field_selector="metadata.name!=b")) == {"a", "c", "d"}
+        labelled_ns, field_selector="metadata.name!=b," + OWN)) == {"a", "c", "d"}
     everywhere = kube.core.list_config_map_for_all_namespaces(
-        field_selector=f"metadata.namespace={labelled_ns}")
+        field_selector=f"metadata.namespace={labelled_ns}," + OWN)
     assert names(everywhere) == set(LABELLED)
     assert names(kube.core.list_config_map_for_all_namespaces(
         field_selector=f"metadata.namespace={labelled_ns},metadata.name=c",
@@ -133,7 +133,7 @@ def test_limit_and_continue_paging(kube, ns):
         kube.core.create_namespaced_config_map(ns, {"metadata": {"name": name}})
     seen, token, pages = [], None, 0
     while True:
-        page = kube.core.list_namespaced_config_map(ns, limit=3, _continue=token)
+        page = kube.core.list_namespaced_config_map(ns, limit=3, _continue=token, field_selector=OWN)
         pages += 1
         assert len(page.items) <= 3
         seen += [c.metadata.name for c in page.items]
@@ -152,16 +152,17 @@ def test_continued_pages_show_the_first_page_snapshot(kube, ns):
     (the guarantee documented for `limit` in the API)."""
     for name in ("b", "c", "d", "e"):
         kube.core.create_namespaced_config_map(ns, {"metadata": {"name": name}, "data": {"v": "old"}})
-    first = kube.core.list_namespaced_config_map(ns, limit=2)
+    first = kube.core.list_namespaced_config_map(ns, limit=2, field_selector=OWN)
     assert [c.metadata.name for c in first.items] == ["b", "c"]
     kube.core.create_namespaced_config_map(ns, {"metadata": {"name": "a"}})
     kube.core.create_namespaced_config_map(ns, {"metadata": {"name": "f"}})
     kube.core.patch_namespaced_config_map("d", ns, {"data": {"v": "new"}})
     kube.core.delete_namespaced_config_map("e", ns)
-    rest = kube.core.list_namespaced_config_map(ns, limit=10, _continue=first.metadata.var_continue)
+    rest = kube.core.list_namespaced_config_map(ns, limit=10, _continue=first.metadata.var_continue,
+                                              field_selector=OWN)
     assert [(c.metadata.name, c.data) for c in rest.items] == [("d", {"v": "old"}), ("e", {"v": "old"})]
     assert rest.metadata.resource_version == first.metadata.resource_version
-    now = kube.core.list_namespaced_config_map(ns)
+    now = kube.core.list_namespaced_config_map(ns, field_selector=OWN)
     assert [c.metadata.name for c in now.items] == ["a", "b", "c", "d", "f"]
 
 
@@ -169,9 +170,10 @@ async def test_paging_async(akube, ns, kube):
     for i in range(5):
         kube.core.create_namespaced_config_map(ns, {"metadata": {"name": f"p{i}"}})
     core = ak8s.CoreV1Api(akube)
-    first = await core.list_namespaced_config_map(ns, limit=2)
+    first = await core.list_namespaced_config_map(ns, limit=2, field_selector=OWN)
     assert len(first.items) == 2 and first.metadata._continue
-    rest = await core.list_namespaced_config_map(ns, limit=10, _continue=first.metadata._continue)
+    rest = await core.list_namespaced_config_map(ns, limit=10, _continue=first.metadata._continue,
+                                                field_selector=OWN)
     assert not rest.metadata._continue
     assert [c.metadata.name for c in first.items + rest.items] == [f"p{i}" for i in range(5)]
 
@@ -209,10 +211,10 @@ def test_watch_replays_history_in_order(kube, ns):
 def test_watch_without_resource_version_starts_with_current_state(kube, ns):
     for name in ("x", "y"):
         kube.core.create_namespaced_config_map(ns, {"metadata": {"name": name}})
-    _, events = collect(kube.core.list_namespaced_config_map, ns, timeout_seconds=5, count=2)
+    _, events = collect(kube.core.list_namespaced_config_map, ns, timeout_seconds=5, count=2, field_selector=OWN)
     assert sorted(summary(events)) == [("ADDED", "x"), ("ADDED", "y")]
     _, events = collect(kube.core.list_namespaced_config_map, ns, resource_version="0",
-                        timeout_seconds=5, count=2)
+                        timeout_seconds=5, count=2, field_selector=OWN)
     assert sorted(summary(events)) == [("ADDED", "x"), ("ADDED", "y")]
 
 
@@ -259,7 +261,7 @@ def test_watch_all_namespaces_sees_only_later_changes(kube, ns):
     rv0 = kube.core.list_config_map_for_all_namespaces().metadata.resource_version
     kube.core.create_namespaced_config_map(ns, {"metadata": {"name": "global"}})
     _, events = collect(kube.core.list_config_map_for_all_namespaces, resource_version=rv0,
-                        field_selector=f"metadata.namespace={ns}", timeout_seconds=5, count=1)
+                        field_selector=f"metadata.namespace={ns}," + OWN, timeout_seconds=5, count=1)
     assert summary(events) == [("ADDED", "global")]
     assert events[0]["object"].metadata.namespace == ns
 
@@ -271,7 +273,7 @@ def test_watch_bookmarks_only_when_allowed(kube, ns):
                         allow_watch_bookmarks=True, timeout_seconds=2)
     bookmarks = [e for e in events if e["type"] == "BOOKMARK"]
     assert summary([e for e in events if e["type"] != "BOOKMARK"]) == [("ADDED", "bm")]
-    assert bookmarks, "no BOOKMARK event during a 2 s watch with allowWatchBookmarks"
+    # a server sends bookmarks when it likes (a real one about once a minute): none is promised here
     for b in bookmarks:
         obj = b["raw_object"]
         assert obj["kind"] == "ConfigMap" and obj["apiVersion"] == "v1"
@@ -422,7 +424,7 @@ async def test_async_watch_raises_410_for_too_old_resource_version(akube, expire
 
 def test_relist_and_rewatch_recovers_after_410(kube, expired):
     ns, _, _ = expired
-    fresh = kube.core.list_namespaced_config_map(ns)
+    fresh = kube.core.list_namespaced_config_map(ns, field_selector=OWN)
     assert names(fresh) == {"churn"}
     kube.core.patch_namespaced_config_map("churn", ns, {"data": {"i": "final"}})
     _, events = collect(kube.core.list_namespaced_config_map, ns,

@@ -239,7 +239,9 @@ def test_command_that_cannot_start_fails_the_pod(kube, ns):
 
 def test_log_of_unscheduled_and_missing_pods(kube, ns):
     kube.create_pod(ns, py_pod("unscheduled", "pass", node_selector={"no-such": "node"}))
-    assert kube.log(ns, "unscheduled") == ""  # no host assigned: an empty log, like a real API server
+    # no node assigned: nothing to ask for logs, the API server answers 204 No Content
+    answer = kube.raw("GET", f"/api/v1/namespaces/{ns}/pods/unscheduled/log")
+    assert (answer.status_code, answer.content) == (204, b"")
     assert kube.error(kube.log, ns, "no-such-pod").status == 404
 
 

@@ -106,6 +106,8 @@ def test_quota_on_claims_storage_and_expansion(kube, ns):
     wait_for(lambda: used(kube, ns, "storage") == {"persistentvolumeclaims": "1",
                                                     "requests.storage": "3Gi"},
              timeout=10, message="storage usage")
+    wait_for(lambda: kube.core.read_namespaced_persistent_volume_claim("first", ns).status.phase == "Bound",
+             timeout=20, message="claim bound (only a bound claim may grow)")
     e = kube.error(kube.core.create_namespaced_persistent_volume_claim, ns, pvc("second", "3Gi"))
     assert assert_status(e, 403, "Forbidden")["message"] == (
         'persistentvolumeclaims "second" is forbidden: exceeded quota: storage, '

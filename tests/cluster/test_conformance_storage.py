@@ -102,14 +102,14 @@ def test_expansion_is_honoured_and_shrinking_refused(kube, ns):
     e = kube.error(kube.core.patch_namespaced_persistent_volume_claim, "grow", ns,
                    {"spec": {"resources": {"requests": {"storage": "2Gi"}}}})
     body = assert_status(e, 422, "Invalid")
-    assert "spec.resources.requests.storage: Forbidden: field can not be less than previous value" \
+    assert "spec.resources.requests.storage: Forbidden: field can not be less than status.capacity" \
         in body["message"]
     assert body["message"].startswith('PersistentVolumeClaim "grow" is invalid')
     got = kube.core.read_namespaced_persistent_volume_claim("grow", ns)
     assert got.spec.resources.requests["storage"] == "3Gi"
     got.spec.resources.requests["storage"] = "1Gi"  # a PUT is refused the same way
     e = kube.error(kube.core.replace_namespaced_persistent_volume_claim, "grow", ns, got)
-    assert "field can not be less than previous value" in assert_status(e, 422, "Invalid")["message"]
+    assert "field can not be less than status.capacity" in assert_status(e, 422, "Invalid")["message"]
 
 
 def test_expansion_refused_without_allow_volume_expansion(kube, ns, standard):
