@@ -544,9 +544,14 @@ class PtjaasSpawner(QuotaMixin, KubeSpawner):
         start = self._start_task
         claims = HomeClaims(self)
 
-        def pod_warnings():  # a claim known bound is looked at only if the pod says it is missing
-            return sum(1 for e in self.events if e.get("type") == "Warning"
-                       and (not known_bound or startfailure.is_volume_wait(e.get("message") or "")))
+        def warnings():  # a claim known bound is looked at only if the pod says it is missing
+            return {(e.get("metadata") or {}).get("uid") for e in self.events if e.get("type") == "Warning"
+                    and (not known_bound or startfailure.is_volume_wait(e.get("message") or ""))}
+
+        earlier = warnings()  # a previous pod of this name (its events stay an hour) does not count
+
+        def pod_warnings():
+            return len(warnings() - earlier)
 
         async def recreate():
             self._log_recreated(name)
