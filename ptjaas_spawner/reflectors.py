@@ -67,14 +67,27 @@ async def restart_stopped(spawner, log=None) -> list:
     (the new reflector then counts as stopped, and the next call tries again)."""
     log = log or spawner.log
     restarted = []
-    for kind, reflector, start in _reflectors(spawner):
-        if reflector is None or not stopped(reflector):
-            continue
-        log.warning("The %s watch of namespace %s had stopped; restarting it", kind, spawner.namespace)
-        await start(replace=True)
-        log.info("Restarted the %s watch of namespace %s", kind, spawner.namespace)
-        restarted.append(kind)
+    async with _restart_lock():  # the watchdog and starts never restart the same watch twice
+        for kind, _, start in _reflectors(spawner):
+            reflector = dict((k, r) for k, r, _ in _reflectors(spawner))[kind]
+            if reflector is None or not stopped(reflector):
+                continue
+            log.warning("The %s watch of namespace %s had stopped; restarting it", kind, spawner.namespace)
+            await start(replace=True)
+            log.info("Restarted the %s watch of namespace %s", kind, spawner.namespace)
+            restarted.append(kind)
     return restarted
+
+
+_LOCKS = {}
+
+
+def _restart_lock():
+    loop = asyncio.get_running_loop()
+    lock = _LOCKS.get(loop)
+    if lock is None:
+        lock = _LOCKS[loop] = asyncio.Lock()
+    return lock
 
 
 async def ensure_running(spawner):
