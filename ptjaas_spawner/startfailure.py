@@ -130,7 +130,10 @@ def claim_problem(claim, events, storage_class=None) -> str:
 VOLUME_WAIT = (
     "unbound immediate PersistentVolumeClaims",
     "waiting for first consumer",
-    "persistentvolumeclaim",
+    # 'persistentvolumeclaim "x" not found', 'persistentvolume "pvc-..." not found' (a scheduler
+    # whose cache is behind the provisioner, e.g. after an API server restart)
+    "persistentvolume",
+    "binding volumes",
 )
 
 HOME_PROVISIONING = "Your home volume is being created; the server starts as soon as it is ready."

@@ -52,6 +52,7 @@ def test_no_storage_class_names_the_setting():
      "the nodes that could run it are reserved (tainted) for other work"),
     ("0/1 nodes are available: 1 Too many pods. preemption: x", "no node has room for another server right now"),
     ("0/1 nodes are available: pod has unbound immediate PersistentVolumeClaims. preemption: x", ""),
+    ('0/1 nodes are available: persistentvolume "pvc-1e38" not found. not found', ""),
 ])
 def test_scheduler_messages_in_plain_words(message, words):
     assert unschedulable_reason(message) == words
