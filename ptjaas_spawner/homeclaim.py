@@ -10,7 +10,6 @@ from kubernetes_asyncio.client.rest import ApiException
 from tornado import web
 
 from .homevolume import (
-    bind_failure,
     claim_phase,
     claim_requested,
     growth_decision,
@@ -18,6 +17,7 @@ from .homevolume import (
     owner_refusal,
 )
 from .objects import storage_patch
+from .startfailure import StartFailed, claim_problem
 
 DEFAULT_CLASS_ANNOTATIONS = (
     "storageclass.kubernetes.io/is-default-class",
@@ -25,15 +25,33 @@ DEFAULT_CLASS_ANNOTATIONS = (
 )
 
 
-class ClaimBindError(RuntimeError):
+class ClaimBindError(StartFailed):
     """The home claim cannot bind; the message carries the claim's warning events."""
 
-    # JupyterHub 5.x's API error pages show ``log_message % args`` of the exception
-    log_message = "%s"
 
-    @property
-    def jupyterhub_message(self):
-        return str(self)
+class ClaimRefused(StartFailed):
+    """The API server refused to create the home claim (e.g. a storage ResourceQuota)."""
+
+
+def claim_refused_message(body, namespace, name):
+    """Readable text for a ``403`` on creating the home claim."""
+    text = body
+    try:
+        text = json.loads(body).get("message", body)
+    except (ValueError, AttributeError, TypeError):
+        pass
+    text = str(text or "forbidden")
+    if "exceeded quota" in text:
+        detail = text.split("exceeded quota:", 1)[1].strip() if "exceeded quota:" in text else text
+        return (
+            f"The cluster refused to create your home volume ({name}): namespace {namespace!r} is at "
+            f"its storage quota ({detail}). Nothing was created. An administrator must raise the "
+            f"quota or free storage in the namespace."
+        )
+    return (
+        f"The cluster refused to create your home volume ({name}): {text[:300]}. Nothing was "
+        f"created; please tell an administrator."
+    )
 
 
 class ClaimOwnerError(web.HTTPError):
@@ -129,7 +147,25 @@ class HomeClaims:
         except ApiException as e:
             if e.status == 409:
                 return await self.read(manifest["metadata"]["name"]), False
+            if e.status == 403:
+                name = manifest["metadata"]["name"]
+                body = e.body.decode("utf8", "replace") if isinstance(e.body, bytes) else (e.body or e.reason)
+                self.log.warning("Creating home claim %s refused: %s", name, str(body)[:500])
+                raise ClaimRefused(claim_refused_message(body, self.namespace, name), 403) from None
             raise
+
+    async def delete_created(self, name, uid):
+        """Delete the claim this start created (uid precondition), bound or not: no pod was
+        ever made to use it, so it holds no data."""
+        try:
+            await self.api.delete_namespaced_persistent_volume_claim(
+                name=name, namespace=self.namespace, body={"preconditions": {"uid": uid}})
+        except ApiException as e:
+            if e.status == 409:
+                return False
+            if e.status != 404:
+                raise
+        return True
 
     async def delete_unbound(self, name):
         """Delete a claim this start created that never bound (it holds no data)."""
@@ -208,23 +244,19 @@ class HomeClaims:
             )
         return message
 
-    async def claim_warnings(self, name):
+    async def claim_problem(self, pvc, storage_class=None):
+        """Why this claim (this uid, not an older claim of the same name) cannot bind, or ''."""
+        meta = pvc.get("metadata") or {}
+        selector = f"involvedObject.name={meta.get('name')}"
+        if meta.get("uid"):
+            selector += f",involvedObject.uid={meta['uid']}"
         events = (
-            await self._json(
-                self.api.list_namespaced_event,
-                namespace=self.namespace,
-                field_selector=f"involvedObject.name={name}",
-            )
+            await self._json(self.api.list_namespaced_event, namespace=self.namespace, field_selector=selector)
         ).get("items") or []
-        events = [
-            e
-            for e in events
-            if (e.get("involvedObject") or {}).get("kind") in (None, "PersistentVolumeClaim")
-            and (e.get("involvedObject") or {}).get("name") == name
-        ]
-        return bind_failure(events)
+        return claim_problem(pvc, events, storage_class)
 
-    async def watch(self, name, is_done, pod_warnings, recreate, timeout, fallback_interval=10.0):
+    async def watch(self, name, is_done, pod_warnings, recreate, timeout, fallback_interval=10.0,
+                    storage_class=None, known_bound=False):
         """Watch the home claim while the server starts, without API requests while all is well.
 
         The claim is looked at only when the pod reports a new Warning event (e.g.
@@ -233,8 +265,11 @@ class HomeClaims:
 
         - gone: ``await recreate()`` (a claim deleted behind ptjaas's back), keep watching;
         - Bound: done;
-        - Pending with Warning events of its own: raise ClaimBindError with their messages.
+        - Pending with Warning events of its own (this claim's uid: the API server keeps the
+          events of a deleted claim of the same name for an hour), or no StorageClass at all:
+          raise ClaimBindError with a message for the user.
 
+        With ``known_bound`` (a pod ran on this claim before) only pod warnings make it look.
         Stops when ``is_done()`` (the start finished) or after ``timeout`` seconds.
         """
         loop = asyncio.get_running_loop()
@@ -243,7 +278,7 @@ class HomeClaims:
         next_check = loop.time() + fallback_interval
         while not is_done() and loop.time() < deadline:
             warnings_now = pod_warnings()
-            if warnings_now > seen or loop.time() >= next_check:
+            if warnings_now > seen or (loop.time() >= next_check and not known_bound):
                 seen = warnings_now
                 next_check = loop.time() + fallback_interval
                 pvc = await self.read(name)
@@ -252,7 +287,7 @@ class HomeClaims:
                     continue
                 if claim_phase(pvc) == "Bound":
                     return
-                warnings = await self.claim_warnings(name)
-                if warnings:
-                    raise ClaimBindError(f"Your home volume ({name}) cannot be provisioned: {warnings}")
+                problem = await self.claim_problem(pvc, storage_class)
+                if problem:
+                    raise ClaimBindError(problem)
             await asyncio.sleep(0.5)

@@ -14,11 +14,12 @@ from kubespawner import KubeSpawner
 from tornado import web
 from traitlets import Bool, Dict, Float, List, TraitError, Unicode, default, validate
 
-from . import catalog, configcheck, form, homevolume, objects, teams
+from . import catalog, configcheck, form, homevolume, objects, redact, reflectors, startfailure, teams
 from .culler.policy import kernel_culling_args
 from .datamixin import DataAccessMixin
 from .homeclaim import ClaimBindError, HomeClaims
 from .newserver import RefusedNewServerMixin
+from .podwatch import watch_scheduling
 from .quota import QuotaMixin
 from .sizes import spawner_settings
 from .teams_mixin import TeamsMixin
@@ -118,6 +119,22 @@ class PtjaasSpawner(DataAccessMixin, RefusedNewServerMixin, TeamsMixin, QuotaMix
         with those events' messages.""",
     )
 
+    unschedulable_timeout = Float(
+        30,
+        config=True,
+        help="""Seconds a new pod may stay unschedulable (the scheduler's FailedScheduling event,
+        e.g. "Insufficient nvidia.com/gpu": no node has a free GPU) before the start fails with
+        that reason in plain words, the pod is deleted and the quota share freed. Waiting for
+        the home volume to be provisioned does not count. 0 waits for ``start_timeout``.""",
+    )
+    reflector_check_interval = Float(
+        10,
+        config=True,
+        help="""Seconds between checks that KubeSpawner's pod and event watches still run; a watch
+        that gave up (after about a minute of API server outage) is restarted. 0 turns the
+        background check off (a start still restarts a stopped watch first).""",
+    )
+
     # ---- defaults that differ from KubeSpawner -------------------------------------------
 
     @default("pvc_name_template")
@@ -195,6 +212,7 @@ class PtjaasSpawner(DataAccessMixin, RefusedNewServerMixin, TeamsMixin, QuotaMix
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        redact.install(self.log)
         self.check_config()
         self._configured_image = self.image
         self._last = {}  # last successful choice (persisted in state)
@@ -202,6 +220,8 @@ class PtjaasSpawner(DataAccessMixin, RefusedNewServerMixin, TeamsMixin, QuotaMix
         self._choice = None
         self._notes = []
         self._created_claim = None
+        self._created_claim_uid = None
+        self._pod_attempted = False
         self._claim_watch = None
         self._bind_error = None
         self._start_task = None
@@ -424,7 +444,7 @@ class PtjaasSpawner(DataAccessMixin, RefusedNewServerMixin, TeamsMixin, QuotaMix
         remembered = self._home.get("claim") or (self.pvc_name if self._pvc_exists else None)
         current = self._expand_user_properties(self.pvc_name_template)
         known = self._home.get("size")
-        self._created_claim = None
+        self._created_claim = self._created_claim_uid = None
         pvc = None
         if remembered and known and homevolume.growth_decision(known, wanted, False)[0] == "keep":
             name = remembered
@@ -447,6 +467,7 @@ class PtjaasSpawner(DataAccessMixin, RefusedNewServerMixin, TeamsMixin, QuotaMix
             if created:
                 self.log.info("Created home claim %s for %s (%s)", name, self._log_name, wanted)
                 self._created_claim = name
+                self._created_claim_uid = ((pvc or {}).get("metadata") or {}).get("uid")
             else:
                 if name not in (remembered, current):
                     self.log.warning(
@@ -459,9 +480,13 @@ class PtjaasSpawner(DataAccessMixin, RefusedNewServerMixin, TeamsMixin, QuotaMix
                         pvc = await claims.read(name) or pvc
         self.pvc_name = name
         self._pvc_exists = True
+        # a claim a running pod mounted is bound: later starts need not read it (see _record_started)
+        bound = bool(self._home.get("bound")) and pvc is None and name == remembered
         self._home = {"claim": name, "size": homevolume.claim_requested(pvc) or known or wanted}
+        if bound:
+            self._home["bound"] = True
         if self._start_task is not None and (pvc is None or homevolume.claim_phase(pvc) != "Bound"):
-            self._claim_watch = asyncio.ensure_future(self._watch_claim(name, wanted))
+            self._claim_watch = asyncio.ensure_future(self._watch_claim(name, wanted, bound))
 
     def _log_recreated(self, name):
         self.log.warning(
@@ -497,27 +522,65 @@ class PtjaasSpawner(DataAccessMixin, RefusedNewServerMixin, TeamsMixin, QuotaMix
     async def _start(self):
         self._claim_watch = None
         self._bind_error = None
-        self._start_task = start = asyncio.ensure_future(super()._start())
+        self._pod_attempted = False
+        redact.remember(self.api_token, owner=id(self))
+        reflectors.Watchdog.ensure(self, self.reflector_check_interval)
+        self._start_task = start = asyncio.ensure_future(self._start_watched())
+        pod_watch = asyncio.ensure_future(watch_scheduling(self, start))
         try:
             url = await start
         except asyncio.CancelledError:
             if self._bind_error is None:
                 raise
-            await self._cleanup_failed_bind()
+            await self._cleanup_failed_start()
             raise self._bind_error from None
+        except Exception as e:
+            await self._cleanup_failed_start()
+            if reflectors.is_unreachable(e):
+                self.log.error("Start of %s failed, Kubernetes API unreachable: %s", self._log_name, e)
+                raise startfailure.StartFailed(startfailure.API_UNREACHABLE, 503) from None
+            raise
         finally:
-            if self._claim_watch is not None and not self._claim_watch.done():
-                self._claim_watch.cancel()
+            for task in (self._claim_watch, pod_watch):
+                if task is not None and not task.done():
+                    task.cancel()
         self._record_started()
         return url
 
-    async def _watch_claim(self, name, wanted):
+    async def _start_watched(self):
+        await reflectors.ensure_running(self)  # a watch that gave up during an outage restarts
+        return await super()._start()
+
+    async def _make_create_pod_request(self, pod, request_timeout):
+        self._pod_attempted = True  # from here on a failed start deletes its pod
+        try:
+            return await super()._make_create_pod_request(pod, request_timeout)
+        except Exception as e:
+            status = getattr(e, "status", None) or getattr(e, "status_code", None)
+            if isinstance(status, int) and 400 <= status < 500 and status != 409:
+                self._pod_attempted = False  # refused (quota, forbidden, invalid): no pod was made
+            raise
+
+    def fail_start(self, error):
+        """Fail the running start with ``error`` (a StartFailed); cleanup follows in ``_start``."""
+        if self._bind_error is None and self._start_task is not None and not self._start_task.done():
+            self.log.error("Start of %s failed: %s", self._log_name, error)
+            self._bind_error = error
+            self._start_task.cancel()
+
+    async def _watch_claim(self, name, wanted, known_bound=False):
         """Fail the start early when the home claim cannot bind; recreate it if it is gone."""
         start = self._start_task
         claims = HomeClaims(self)
 
+        def warnings():  # a claim known bound is looked at only if the pod says it is missing
+            return {(e.get("metadata") or {}).get("uid") for e in self.events if e.get("type") == "Warning"
+                    and (not known_bound or startfailure.is_volume_wait(e.get("message") or ""))}
+
+        earlier = warnings()  # a previous pod of this name (its events stay an hour) does not count
+
         def pod_warnings():
-            return sum(1 for e in self.events if e.get("type") == "Warning")
+            return len(warnings() - earlier)
 
         async def recreate():
             self._log_recreated(name)
@@ -526,22 +589,38 @@ class PtjaasSpawner(DataAccessMixin, RefusedNewServerMixin, TeamsMixin, QuotaMix
                 self._created_claim = name
 
         try:
-            await claims.watch(name, start.done, pod_warnings, recreate, self.home_bind_timeout)
+            await claims.watch(name, start.done, pod_warnings, recreate, self.home_bind_timeout,
+                               storage_class=self.home_volume_storage_class, known_bound=known_bound)
         except ClaimBindError as e:
-            self.log.error("Start of %s failed: %s", self._log_name, e)
-            self._bind_error = e
-            start.cancel()
+            self.fail_start(e)
         except Exception:
             self.log.exception("Watching home claim %s failed", name)
 
-    async def _cleanup_failed_bind(self):
-        try:
-            await self.stop(now=True)
-        except Exception:
-            self.log.exception("Could not delete pod of %s after failed start", self._log_name)
+    async def _cleanup_failed_start(self):
+        """Leave nothing behind that a failed start made: its pod, and a home claim it created
+        (deleted at once if no pod was ever made to use it, else only if it never bound)."""
+        if self._pod_attempted:
+            try:
+                await self.stop(now=True)
+            except Exception as e:
+                self.log.error("Could not delete pod of %s after failed start (%s); retrying in the background",
+                               self._log_name, e)
+                reflectors.delete_pod_later(self)
         name = self._created_claim
-        if name and await HomeClaims(self).delete_unbound(name):
-            self.log.info("Deleted never-bound claim %s (it held no data)", name)
+        if not name:
+            return
+        claims = HomeClaims(self)
+        try:
+            if not self._pod_attempted and self._created_claim_uid:
+                deleted = await claims.delete_created(name, self._created_claim_uid)
+            else:
+                deleted = await claims.delete_unbound(name)
+        except Exception as e:
+            self.log.error("Could not delete claim %s after failed start of %s: %s", name, self._log_name, e)
+            return
+        if deleted:
+            self.log.info("Deleted claim %s that the failed start of %s created (it held no data)",
+                          name, self._log_name)
             self._home = {}
             self._pvc_exists = False
 
@@ -554,13 +633,22 @@ class PtjaasSpawner(DataAccessMixin, RefusedNewServerMixin, TeamsMixin, QuotaMix
                 digest = status.get("imageID") or digest
         if self._choice is not None:
             self._last = dict(self._choice.as_state(), image_digest=digest)
+        if self._home.get("claim") and pod:
+            self._home["bound"] = True  # a running pod mounts it: later starts need not read it
 
     async def progress(self):
         sent = 0
+        said = set()
         async for event in super().progress():
             while sent < len(self._notes):
                 yield {"message": self._notes[sent]}
                 sent += 1
+            plain = startfailure.progress_message(event.get("raw_event") or {})
+            if plain:  # e.g. the scheduler's "unbound immediate PersistentVolumeClaims"
+                if plain in said:
+                    continue
+                said.add(plain)
+                event = dict(event, message=plain)
             yield event
         while sent < len(self._notes):
             yield {"message": self._notes[sent]}

@@ -6,7 +6,9 @@ with ``volume.kubernetes.io/storage-provisioner``; we create a hostPath Persiste
 pre-bound through ``claimRef``, and the PV controller binds the two. A released volume with
 ``reclaimPolicy: Delete`` is deleted (directory and object); a claim whose request grew past its
 capacity is expanded. A class parameter ``ptjaas.io/fail: MESSAGE`` makes provisioning fail with
-that message (tests of a broken storage backend).
+that message (tests of a broken storage backend); ``ptjaas.io/provision-delay: SECONDS`` makes
+it provision that long after it first saw the claim (a real provisioner takes a while: tests see
+the Pending claim and the scheduler's "unbound immediate PersistentVolumeClaims").
 """
 
 import asyncio
@@ -23,6 +25,7 @@ PROVISIONER = "ptjaas.io/local-path"
 PROVISIONER_ANNOTATIONS = ("volume.kubernetes.io/storage-provisioner", "volume.beta.kubernetes.io/storage-provisioner")
 SELECTED_NODE = "volume.kubernetes.io/selected-node"
 FAIL_PARAMETER = "ptjaas.io/fail"
+DELAY_PARAMETER = "ptjaas.io/provision-delay"
 
 
 class Provisioner:
@@ -34,6 +37,7 @@ class Provisioner:
         self.claims = {}    # uid -> claim
         self.volumes = {}   # name -> PV
         self.failed = set()   # (claim uid, message) already reported
+        self.first_seen = {}  # claim uid -> loop time (provision-delay)
         self._tasks = []
         self._wake = asyncio.Event()
         self.events = None
@@ -132,6 +136,13 @@ class Provisioner:
             return
         if cls.get("volumeBindingMode") == "WaitForFirstConsumer" and not (meta.get("annotations") or {}).get(SELECTED_NODE):
             return
+        delay = float((cls.get("parameters") or {}).get(DELAY_PARAMETER) or 0)
+        if delay > 0:
+            loop = asyncio.get_running_loop()
+            first = self.first_seen.setdefault(meta["uid"], loop.time())
+            if loop.time() - first < delay:
+                loop.call_later(first + delay - loop.time() + 0.01, self._wake.set)
+                return
         source, problem = await self._restore_source(claim)   # a snapshot dataSource: copy its data
         if problem:
             message = f'failed to provision volume with StorageClass "{cls["metadata"]["name"]}": {problem}'

@@ -1,0 +1,107 @@
+"""Keep secrets out of the hub log.
+
+KubeSpawner logs the whole pod when its creation fails (``Failed for {...}``), with the user's
+``JUPYTERHUB_API_TOKEN`` in the environment; client errors may echo ``Authorization`` headers.
+``RedactingFilter`` rewrites every record that passes a handler it is attached to:
+
+- the values of environment variables and keys whose name says they are secret (``*TOKEN*``,
+  ``*SECRET*``, ``*PASSWORD*``, ``*API_KEY*``, ``*PRIVATE_KEY*``), in the shapes pods are logged in
+  (``{'name': 'X', 'value': '...'}``, ``"X": "..."``, ``X=...``);
+- ``Authorization: token/bearer/basic ...`` headers and ``token=...`` query parameters;
+- any exact secret value registered with ``remember`` (each spawner registers its API token
+  while it starts, whatever shape it is logged in).
+
+``install(logger)`` attaches the filter to the handlers of that logger and of the root logger
+(a filter on a logger would not see records of its child loggers), idempotently.
+"""
+
+import logging
+import re
+import threading
+
+MASK = "[redacted]"
+_SECRET_NAME = r"[A-Za-z0-9_.-]*(?:TOKEN|SECRET|PASSWORD|PASSWD|API_KEY|APIKEY|PRIVATE_KEY|CLIENT_KEY)[A-Za-z0-9_.-]*"
+
+_PATTERNS = [
+    # {'name': 'JUPYTERHUB_API_TOKEN', 'value': 'abc'} (V1EnvVar dicts, pprint may break lines)
+    re.compile(r"""(?P<head>['"]name['"]\s*:\s*['"]""" + _SECRET_NAME + r"""['"]\s*,\s*['"]value['"]\s*:\s*)"""
+               r"""(?P<q>['"])(?P<secret>(?:\\.|(?!(?P=q)).)*)(?P=q)""", re.I | re.S),
+    # "JUPYTERHUB_API_TOKEN": "abc" / 'client_secret': 'abc'
+    re.compile(r"""(?P<head>(?P<kq>['"])""" + _SECRET_NAME + r"""(?P=kq)\s*:\s*)"""
+               r"""(?P<q>['"])(?P<secret>(?:\\.|(?!(?P=q)).)*)(?P=q)""", re.I | re.S),
+    # JUPYTERHUB_API_TOKEN=abc
+    re.compile(r"""(?P<head>\b""" + _SECRET_NAME + r"""=)(?P<q>)(?P<secret>[^\s&'",;]+)""", re.I),
+    # Authorization: token abc / bearer abc
+    re.compile(r"""(?P<head>authorization['"]?\s*[:=]\s*['"]?(?:token|bearer|basic)\s+)(?P<q>)(?P<secret>[^\s'",]+)""",
+               re.I),
+]
+
+_lock = threading.Lock()
+_known = {}  # owner -> secret value
+
+
+def remember(secret, owner=None):
+    """Redact this exact value wherever it appears. An ``owner`` (e.g. a spawner) holds one
+    secret at a time: its next one replaces it (a revoked token may stay masked meanwhile)."""
+    if not secret or len(str(secret)) < 8:
+        return
+    with _lock:
+        _known[owner if owner is not None else str(secret)] = str(secret)
+
+
+def forget(owner):
+    with _lock:
+        _known.pop(owner, None)
+
+
+def redact(text: str) -> str:
+    """``text`` with every secret replaced by ``[redacted]``."""
+    if not text:
+        return text
+    for pattern in _PATTERNS:
+        text = pattern.sub(lambda m: f"{m.group('head')}{m.group('q')}{MASK}{m.group('q')}", text)
+    with _lock:
+        known = list(_known.values())
+    for secret in known:
+        if secret in text:
+            text = text.replace(secret, MASK)
+    return text
+
+
+class RedactingFilter(logging.Filter):
+    """Rewrites each record's message (and traceback) with ``redact``; never drops a record."""
+
+    def filter(self, record):
+        try:
+            message = record.getMessage()
+        except Exception:  # a broken format string: leave the record to the handler's error path
+            return True
+        clean = redact(message)
+        if clean != message:
+            record.msg, record.args = clean, None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        if getattr(record, "stack_info", None):
+            record.stack_info = redact(record.stack_info)
+        return True
+
+
+FILTER = RedactingFilter()
+
+
+def install(*loggers):
+    """Attach the filter to every handler of ``loggers`` and of the root logger (idempotent)."""
+    seen = set()
+    for logger in (*loggers, logging.getLogger()):
+        if logger is None:
+            continue
+        current = logger
+        while current is not None:  # the handlers a record of this logger reaches
+            for handler in current.handlers:
+                if id(handler) not in seen:
+                    seen.add(id(handler))
+                    if FILTER not in handler.filters:
+                        handler.addFilter(FILTER)
+            current = current.parent if current.propagate else None

@@ -1,0 +1,119 @@
+"""Start-failure reasons and log redaction: pure, table-driven."""
+
+import logging
+import pprint
+
+import pytest
+
+from ptjaas_spawner import redact
+from ptjaas_spawner.startfailure import (
+    HOME_PROVISIONING, claim_problem, events_of, progress_message, scheduling_state, unschedulable_reason)
+
+CLAIM = {"metadata": {"name": "claim-erin", "uid": "new-uid", "creationTimestamp": "2026-01-01T10:00:00Z"},
+         "spec": {}}
+
+
+def ev(reason, message, type_="Warning", uid="new-uid", name="claim-erin", kind="PersistentVolumeClaim",
+       when="2026-01-01T10:00:05Z"):
+    return {"type": type_, "reason": reason, "message": message, "lastTimestamp": when,
+            "involvedObject": {"kind": kind, "name": name, "uid": uid}}
+
+
+def test_claim_events_are_matched_by_uid_and_time():
+    old = ev("ProvisioningFailed", 'storageclass "gold" not found', uid="old-uid", when="2026-01-01T09:00:00Z")
+    assert claim_problem(CLAIM, [old]) == ""
+    new = ev("ProvisioningFailed", "disk full")
+    assert claim_problem(CLAIM, [old, new]) == "Your home volume (claim-erin) cannot be provisioned: ProvisioningFailed: disk full"
+    # an event without uid counts only if not older than the claim
+    no_uid_old = dict(old, involvedObject={"kind": "PersistentVolumeClaim", "name": "claim-erin"})
+    no_uid_new = dict(new, involvedObject={"kind": "PersistentVolumeClaim", "name": "claim-erin"})
+    assert events_of(CLAIM, [no_uid_old, no_uid_new]) == [no_uid_new]
+    # another object's events never count
+    assert events_of(CLAIM, [ev("ProvisioningFailed", "x", name="claim-other")]) == []
+
+
+def test_no_storage_class_names_the_setting():
+    failed = ev("FailedBinding", "no persistent volumes available for this claim and no storage class is set",
+                type_="Normal")
+    message = claim_problem(CLAIM, [failed], storage_class=None)
+    assert "c.PtjaasSpawner.home_volume_storage_class" in message and "default StorageClass" in message
+    # with a class configured that event does not mean "no class"
+    assert claim_problem(CLAIM, [failed], storage_class="gold") == ""
+
+
+@pytest.mark.parametrize("message, words", [
+    ("0/3 nodes are available: 3 Insufficient nvidia.com/gpu. preemption: 0/3 nodes are available: "
+     "3 No preemption victims found for incoming pod.", "no node has a free GPU right now"),
+    ("0/2 nodes are available: 1 Insufficient cpu, 1 Insufficient memory. preemption: x",
+     "no node has enough free CPU right now; no node has enough free memory right now"),
+    ("0/1 nodes are available: 1 node(s) didn't match Pod's node affinity/selector. preemption: x",
+     "no node matches this size's node selector"),
+    ("0/1 nodes are available: 1 node(s) had untolerated taint {gpu: true}. preemption: x",
+     "the nodes that could run it are reserved (tainted) for other work"),
+    ("0/1 nodes are available: 1 Too many pods. preemption: x", "no node has room for another server right now"),
+    ("0/1 nodes are available: pod has unbound immediate PersistentVolumeClaims. preemption: x", ""),
+    ('0/1 nodes are available: persistentvolume "pvc-1e38" not found. not found', ""),
+])
+def test_scheduler_messages_in_plain_words(message, words):
+    assert unschedulable_reason(message) == words
+
+
+def test_scheduling_state_and_progress():
+    fs = ev("FailedScheduling", "0/1 nodes are available: 1 Insufficient nvidia.com/gpu.", kind="Pod")
+    vol = ev("FailedScheduling", "0/1 nodes are available: pod has unbound immediate PersistentVolumeClaims.",
+             kind="Pod")
+    ok = ev("Scheduled", "Successfully assigned default/jupyter-x to node-1", type_="Normal", kind="Pod")
+    assert scheduling_state([fs])[0] == "unschedulable"
+    assert scheduling_state([vol])[0] == "waiting-volume"
+    assert scheduling_state([fs, ok])[0] == "scheduled"
+    assert scheduling_state([fs], {"spec": {"nodeName": "n1"}})[0] == "scheduled"
+    assert scheduling_state([])[0] == "pending"
+    assert progress_message(vol) == HOME_PROVISIONING and progress_message(fs) == ""
+
+
+TOKEN = "0123456789abcdef0123456789abcdef"
+
+
+@pytest.mark.parametrize("text", [
+    pprint.pformat({"env": [{"name": "JUPYTERHUB_API_TOKEN", "value": TOKEN, "value_from": None}]}, width=40),
+    '{"name": "JUPYTERHUB_API_TOKEN", "value": "%s"}' % TOKEN,
+    "'JPY_API_TOKEN': '%s'" % TOKEN,
+    "env JUPYTERHUB_API_TOKEN=%s started" % TOKEN,
+    "Authorization: token %s" % TOKEN,
+    '"client_secret": "%s"' % TOKEN,
+])
+def test_secrets_are_redacted(text):
+    out = redact.redact(text)
+    assert TOKEN not in out and redact.MASK in out
+
+
+def test_remembered_values_are_redacted_in_any_shape_and_the_filter_keeps_records():
+    redact.remember("tok-" + TOKEN, owner="test")
+    try:
+        record = logging.LogRecord("JupyterHub", logging.ERROR, __file__, 1, "Failed for %s", ("x tok-%s y" % TOKEN,),
+                                   None)
+        assert redact.FILTER.filter(record) is True
+        assert TOKEN not in record.getMessage() and record.getMessage().startswith("Failed for x ")
+    finally:
+        redact.forget("test")
+    assert redact.redact("plain words stay") == "plain words stay"
+
+
+def test_api_unreachable_is_told_from_other_failures():
+    from kubernetes_asyncio.client.rest import ApiException
+    from tornado import web
+
+    from ptjaas_spawner.reflectors import is_unreachable
+
+    assert is_unreachable(ConnectionRefusedError(111, "Connect call failed"))
+    assert is_unreachable(ApiException(status=503, reason="Service Unavailable"))
+    try:
+        try:
+            raise ConnectionResetError(104, "reset")
+        except ConnectionResetError as e:
+            raise RuntimeError("wrapped") from e
+    except RuntimeError as e:
+        assert is_unreachable(e)
+    assert not is_unreachable(TimeoutError("pod default/jupyter-x did not start in 300 seconds!"))
+    assert not is_unreachable(ApiException(status=403, reason="Forbidden"))
+    assert not is_unreachable(web.HTTPError(403, "quota"))
