@@ -326,6 +326,22 @@ def check_spawner_catalog(config):
     return []
 
 
+def check_spawner_quotas(config):
+    """The quota budgets as the spawner parses them (``quota_default``, ``quota_users``,
+    ``quota_groups``). Returns [(setting, message)]."""
+    section = config.get("PtjaasSpawner") or {}
+    if not any(k in section for k in ("quota_default", "quota_users", "quota_groups")):
+        return []
+    from ptjaas_spawner.quota.budget import QuotaConfigError, QuotaPolicy
+
+    try:
+        QuotaPolicy.from_config(section.get("quota_default"), section.get("quota_users"),
+                                section.get("quota_groups"))
+    except QuotaConfigError as e:
+        return [("PtjaasSpawner", str(e))]
+    return []
+
+
 def startup_problems(config):
     """Every problem fragment 99 stops the hub for: [(setting, message)]."""
     return (
@@ -333,6 +349,7 @@ def startup_problems(config):
         + check_spawner_selected(config)
         + check_storage_not_fighting(config)
         + check_spawner_catalog(config)
+        + check_spawner_quotas(config)
     )
 
 
