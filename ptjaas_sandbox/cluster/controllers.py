@@ -13,7 +13,7 @@ from . import admission, errors
 from .quantity import format_quantity, parse_quantity
 from .resources import BY_KEY, BY_PLURAL
 from .snapshotter import Snapshotter, unlock
-from .store import now_iso
+from .store import now_iso, now_micro
 
 log = logging.getLogger("ptjaas.cluster")
 T = BY_PLURAL
