@@ -9,7 +9,6 @@ from traitlets.config import LoggingConfigurable
 
 from . import teams
 from .homeclaim import HomeClaims
-from .quota.mixin import _REBUILDS
 
 STATE_KEY = "ptjaas_team"
 
@@ -199,16 +198,8 @@ class TeamsMixin(LoggingConfigurable):
         await asyncio.gather(*(self._quota_ready_in(ns) for ns in namespaces))
 
     async def _quota_ready_in(self, ns):
-        fut = _REBUILDS.get(ns)
-        if fut is None:
-            rebuild = self._quota_rebuild(ns) if ns == self.hub_namespace else self._quota_rebuild_team(ns)
-            fut = _REBUILDS[ns] = asyncio.ensure_future(rebuild)
-        try:
-            await asyncio.shield(fut)
-        except Exception:
-            if _REBUILDS.get(ns) is fut:
-                del _REBUILDS[ns]
-            raise
+        rebuild = self._quota_rebuild if ns == self.hub_namespace else self._quota_rebuild_team
+        await self._rebuild_once(ns, rebuild)
 
     async def _quota_rebuild_team(self, ns):
         """A team namespace the hub may not list (not created yet, or its RoleBinding missing)

@@ -212,9 +212,15 @@ class QuotaMixin(LoggingConfigurable):
         if not (self.quota_rebuild_from_cluster and self.quota_policy.enabled):
             return
         key = self._quota_rebuild_key()
+        await self._rebuild_once(key, self._quota_rebuild)
+
+    @staticmethod
+    async def _rebuild_once(key, rebuild):
+        """Run ``rebuild(key)`` once per process for ``key``, shared by all concurrent callers;
+        a failure is forgotten, so the next caller tries again."""
         fut = _REBUILDS.get(key)
         if fut is None:
-            fut = _REBUILDS[key] = asyncio.ensure_future(self._quota_rebuild(key))
+            fut = _REBUILDS[key] = asyncio.ensure_future(rebuild(key))
         try:
             await asyncio.shield(fut)
         except Exception:
