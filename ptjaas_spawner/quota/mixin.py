@@ -306,10 +306,12 @@ class QuotaMixin(LoggingConfigurable):
 
     # ---- KubeSpawner hooks ----
     def start(self):
+        # the size asked for, before a refused choice puts the last valid options back
+        requested = (self.user_options or {}).get("size")
         inner = super().start()
-        return asyncio.ensure_future(self._quota_guarded_start(inner))
+        return asyncio.ensure_future(self._quota_guarded_start(inner, requested))
 
-    async def _quota_guarded_start(self, inner):
+    async def _quota_guarded_start(self, inner, size=None):
         self._quota_in_start = True
         try:
             return await inner
@@ -317,7 +319,6 @@ class QuotaMixin(LoggingConfigurable):
             self.quota_release()
             if not isinstance(e, QuotaExceeded):
                 # refused earlier on the form's advisory verdict (by the spawner's choice check)
-                size = (self.user_options or {}).get("size")
                 reason = (getattr(self, "_quota_refusal_reasons", None) or {}).get(size)
                 if reason and isinstance(e, web.HTTPError) and e.status_code == 400:
                     count_refusal(reason)
