@@ -11,23 +11,13 @@
 # PTJAAS_VALUES (see 00-ptjaas.py).
 import sys
 
-from ptjaas_spawner.fragmentcheck import PtjaasConfigError, checked_fragment, fragment_path
+from ptjaas_spawner.fragmentcheck import PtjaasConfigError, checked_fragment, fragment_path, helm_value
 
 c = c  # noqa: F821  (see 00-ptjaas.py)
 
 
 def _ptjaas_value(key, default=None):
-    try:
-        import z2jh  # present in z2jh's hub image, next to its jupyterhub_config.py
-
-        return z2jh.get_config(key, default)
-    except ImportError:
-        value = globals().get("PTJAAS_HELM_VALUES") or {}
-        for part in key.split("."):
-            if not isinstance(value, dict) or part not in value:
-                return default
-            value = value[part]
-        return value
+    return helm_value(key, default, globals().get("PTJAAS_HELM_VALUES"))
 
 
 def _ptjaas_install_culler():

@@ -201,6 +201,22 @@ def _changed(before, after):
     return changed
 
 
+def helm_value(key, default=None, local_values=None):
+    """A Helm value by dotted ``key``: z2jh's own ``get_config`` in z2jh's hub image; elsewhere
+    from ``local_values`` (the values files 00-ptjaas.py merged, ``PTJAAS_HELM_VALUES``)."""
+    try:
+        import z2jh  # present in z2jh's hub image, next to its jupyterhub_config.py
+
+        return z2jh.get_config(key, default)
+    except ImportError:
+        value = local_values or {}
+        for part in key.split("."):
+            if not isinstance(value, dict) or part not in value:
+                return default
+            value = value[part]
+        return value
+
+
 def fragment_path(filename):
     """The path to show for a fragment: z2jh compiles fragments with their base name only."""
     if not os.path.isabs(filename) and os.path.exists(os.path.join(Z2JH_FRAGMENT_DIR, filename)):
