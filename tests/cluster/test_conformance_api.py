@@ -334,16 +334,34 @@ def test_unknown_paths_and_bad_bodies_are_status_errors(kube, ns):
     assert resp.json()["kind"] == "Status" and resp.json()["reason"] == "BadRequest"
 
 
+def _replace_pod(kube, ns, name, change):
+    """Read, change and replace a pod; a 409 only means the scheduler wrote the pod's status in
+    between (it marks an unschedulable pod as it retries), so read again and retry."""
+    for _ in range(20):
+        pod = kube.core.read_namespaced_pod(name, ns)
+        change(pod)
+        try:
+            return kube.core.replace_namespaced_pod(name, ns, pod)
+        except k8s.ApiException as e:
+            if e.status != 409:
+                raise
+    raise AssertionError(f"pod {ns}/{name} kept changing under 20 replace attempts")
+
+
 def test_pod_spec_is_mostly_immutable(kube, ns):
     kube.create_pod(ns, py_pod("fixed", SLEEP_FOREVER, node_selector={"no-such": "node"}))
-    pod = kube.core.read_namespaced_pod("fixed", ns)
-    pod.spec.containers[0].command = ["other"]
-    e = kube.error(kube.core.replace_namespaced_pod, "fixed", ns, pod)
+
+    def change_command(pod):
+        pod.spec.containers[0].command = ["other"]
+
+    e = kube.error(_replace_pod, kube, ns, "fixed", change_command)
     body = assert_status(e, 422, "Invalid")
     assert "pod updates may not change fields other than" in body["message"]
-    pod = kube.core.read_namespaced_pod("fixed", ns)
-    pod.spec.containers[0].image = "python:3.12"  # the image may change
-    assert kube.core.replace_namespaced_pod("fixed", ns, pod).spec.containers[0].image == "python:3.12"
+
+    def change_image(pod):
+        pod.spec.containers[0].image = "python:3.12"  # the image may change
+
+    assert _replace_pod(kube, ns, "fixed", change_image).spec.containers[0].image == "python:3.12"
 
 
 def test_delete_returns_what_each_client_method_declares(kube, ns, standard_provisioner):
