@@ -164,6 +164,21 @@ def test_usage_report_groups_sizes_versions():
     assert rep["users"]["a"]["limits"]["servers"] == 3
 
 
+def test_usage_report_by_namespace():
+    led = Ledger()
+    for user, server, amount, ns in [("a", "", GPU1, "jhub-team-vision"), ("b", "", GPU1, "jhub-team-vision"),
+                                     ("a", "x", CPU, "jhub"), ("c", "", CPU, "")]:
+        led.add(Charge(user, server, amount, None, "s", "python", "1", 4.0, 8 * 2**30, namespace=ns))
+    rep = usage_report(policy(), led, {})
+    assert list(rep["namespaces"]) == ["(unknown)", "jhub", "jhub-team-vision"]
+    vision = rep["namespaces"]["jhub-team-vision"]
+    assert (vision["servers"], vision["gpus"], vision["cpu"], vision["memory"]) == (2, 2, 4, 8 * 2**30)
+    assert (vision["cpu_limit"], vision["memory_limit"], vision["users"]) == (8.0, 16 * 2**30, ["a", "b"])
+    assert rep["namespaces"]["jhub"]["users"] == ["a"]
+    assert [(s["user"], s["server"], s["namespace"]) for s in rep["servers"]] == [
+        ("a", "", "jhub-team-vision"), ("a", "x", "jhub"), ("b", "", "jhub-team-vision"), ("c", "", None)]
+
+
 def test_resourcequota_manifests_from_the_same_budgets():
     from ptjaas_spawner.quota.resourcequota import namespace_quota, quota_manifest
 

@@ -147,6 +147,43 @@ def test_gauges_follow_the_ledger_like_a_recount():
     assert gauge_rows() == {}
 
 
+def namespace_rows() -> dict:
+    """{namespace: [servers, gpus, cpu, memory]} of the per-namespace gauges (this test's namespaces)."""
+    rows = {}
+    gauges = (metrics.NAMESPACE_SERVERS, metrics.NAMESPACE_GPUS, metrics.NAMESPACE_CPU, metrics.NAMESPACE_MEMORY)
+    for i, family in enumerate(gauges):
+        for sample in family.collect()[0].samples:
+            if sample.labels["namespace"].startswith("gt-"):
+                rows.setdefault(sample.labels["namespace"], [0, 0, 0, 0])[i] = sample.value
+    return rows
+
+
+def test_namespace_gauges_follow_the_ledger_like_a_recount():
+    rnd = random.Random(11)
+    ledger = Ledger(on_add=metrics.charge_added, on_remove=metrics.charge_removed)
+    namespaces = ["gt-hub", "gt-team-vision", "gt-team-nlp"]
+    try:
+        for op, arg in random_ops(rnd, 600):
+            if op == "add":
+                ledger.add(Charge(arg.user, arg.server, arg.amount, None, arg.size, namespace=rnd.choice(namespaces)))
+            elif op == "remove":
+                ledger.remove(*arg)
+            else:
+                ledger.clear()
+            want = {}
+            for c in ledger.holders():
+                row = want.setdefault(c.namespace, [0, 0, 0, 0])
+                for i, v in enumerate((1, c.amount.gpus, c.amount.cpu, c.amount.memory)):
+                    row[i] += v
+            got = namespace_rows()
+            assert got.keys() == want.keys()  # a namespace with no server left has no series
+            for ns, row in want.items():
+                assert got[ns] == pytest.approx(row, abs=1e-9), ns
+    finally:
+        ledger.clear()
+    assert namespace_rows() == {}
+
+
 def pod(user, server="", cpu="500m", pool=None, phase="Running", deleting=False, size="small"):
     ann = {"hub.jupyter.org/username": user, "hub.jupyter.org/servername": server}
     if pool:

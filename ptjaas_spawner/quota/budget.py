@@ -348,9 +348,11 @@ def summary(policy: QuotaPolicy, ledger: Ledger, user: str, groups, server: str 
 
 
 def usage_report(policy: QuotaPolicy, ledger: Ledger, user_groups: dict) -> dict:
-    """Usage by user, group, size and image version (the admin JSON). ``user_groups``: name ->
-    groups of the users who hold servers."""
-    by_user, by_group, by_size, by_version = {}, {}, {}, {}
+    """Usage by user, group, size, image version and namespace (the admin JSON).
+    ``user_groups``: name -> groups of the users who hold servers. ``namespaces``: namespace ->
+    ``{gpus, cpu, memory, servers, cpu_limit, memory_limit, users}`` (team namespaces and the
+    hub's; a server whose namespace is unknown under "(unknown)")."""
+    by_user, by_group, by_size, by_version, by_namespace = {}, {}, {}, {}, {}
 
     def bump(table, key, c):
         row = table.setdefault(key, {**ZERO.as_dict()})
@@ -367,8 +369,14 @@ def usage_report(policy: QuotaPolicy, ledger: Ledger, user_groups: dict) -> dict
         bump(by_version, f"{c.image or '(unknown)'}:{c.version or '(unknown)'}", c)
         if c.pool:
             bump(by_group, c.pool, c)
-        servers.append({"user": c.user, "server": c.server, "pool": c.pool, "size": c.size,
-                        "image": c.image, "version": c.version, **c.amount.as_dict(),
+        ns = c.namespace or "(unknown)"
+        bump(by_namespace, ns, c)
+        row = by_namespace[ns]
+        row["cpu_limit"] = row.get("cpu_limit", 0.0) + c.cpu_limit
+        row["memory_limit"] = row.get("memory_limit", 0) + c.mem_limit
+        row.setdefault("users", set()).add(c.user)
+        servers.append({"user": c.user, "server": c.server, "pool": c.pool, "namespace": c.namespace or None,
+                        "size": c.size, "image": c.image, "version": c.version, **c.amount.as_dict(),
                         "cpu_limit": c.cpu_limit, "memory_limit": c.mem_limit})
     for u, row in by_user.items():
         row["limits"] = policy.user_limits(u, user_groups.get(u, ()))
@@ -377,4 +385,8 @@ def usage_report(policy: QuotaPolicy, ledger: Ledger, user_groups: dict) -> dict
         used = by_group.get(g, {**ZERO.as_dict()})
         groups[g] = {"used": used, "limits": {r: limits.get(r) for r in RESOURCES},
                      "holders": sorted({c.user for c in ledger.holders(pool=g)})}
-    return {"servers": servers, "users": by_user, "groups": groups, "sizes": by_size, "versions": by_version}
+    for row in by_namespace.values():
+        row["users"] = sorted(row["users"])
+    namespaces = dict(sorted(by_namespace.items()))
+    return {"servers": servers, "users": by_user, "groups": groups, "sizes": by_size, "versions": by_version,
+            "namespaces": namespaces}

@@ -2,9 +2,10 @@
 live quota ledger).
 
 - ``GET /hub/ptjaas/usage``: HTML page (admins only).
-- ``GET /hub/api/ptjaas/usage``: JSON, usage by server, user, group (pool), size and image
-  version, with the configured limits (needs the ``admin:servers`` scope: admins, or a service
-  token with that scope). Both are empty when no budget is configured (nothing is counted then).
+- ``GET /hub/api/ptjaas/usage``: JSON, usage by server, user, group (pool), size, image
+  version and namespace (the hub's and each team namespace), with the configured limits (needs
+  the ``admin:servers`` scope: admins, or a service token with that scope). Both are empty when
+  no budget is configured (nothing is counted then).
 
 Registered automatically by ``PtjaasAuthenticator``; with another authenticator add
 ``c.JupyterHub.extra_handlers = ptjaas_spawner.quota.handlers.usage_handlers`` (JupyterHub
@@ -38,6 +39,15 @@ PAGE = """{% extends "page.html" %}
       <td>{{ g.holders | join(", ") }}</td></tr>
     {% endfor %}
   </table>
+  <h2>Namespaces</h2>
+  <table class="table" id="ptjaas-namespaces">
+    <tr><th>namespace</th><th>servers</th><th>GPUs</th><th>CPU and memory (guarantee &rarr; limit)</th>
+        <th>users</th></tr>
+    {% for name, n in report.namespaces.items() %}
+    <tr><td>{{ name }}</td><td>{{ n.servers }}</td><td>{{ n.gpus }}</td>
+      <td>{{ res(n.cpu, n.cpu_limit, n.memory, n.memory_limit) }}</td><td>{{ n.users | join(", ") }}</td></tr>
+    {% endfor %}
+  </table>
   <h2>Users</h2>
   <table class="table" id="ptjaas-users">
     <tr><th>user</th><th>servers</th><th>GPUs</th><th>CPU and memory (guarantee &rarr; limit)</th>
@@ -54,11 +64,11 @@ PAGE = """{% extends "page.html" %}
   </table>
   <h2>Servers</h2>
   <table class="table" id="ptjaas-servers">
-    <tr><th>user</th><th>server</th><th>group pool</th><th>size</th><th>image:version</th>
+    <tr><th>user</th><th>server</th><th>group pool</th><th>namespace</th><th>size</th><th>image:version</th>
         <th>GPUs</th><th>CPU and memory (guarantee &rarr; limit)</th></tr>
     {% for s in report.servers %}
     <tr><td>{{ s.user }}</td><td>{{ s.server or "(default)" }}</td><td>{{ s.pool or "-" }}</td>
-      <td>{{ s.size }}</td><td>{{ s.image }}:{{ s.version }}</td><td>{{ s.gpus }}</td>
+      <td>{{ s.namespace or "-" }}</td><td>{{ s.size }}</td><td>{{ s.image }}:{{ s.version }}</td><td>{{ s.gpus }}</td>
       <td>{{ res(s.cpu, s.cpu_limit, s.memory, s.memory_limit) }}</td></tr>
     {% endfor %}
   </table>

@@ -44,6 +44,7 @@ class Charge:
     version: str = ""
     cpu_limit: float = 0.0  # shown beside the guarantee (not charged)
     mem_limit: int = 0
+    namespace: str = ""  # where the server's pod runs ("" when not known)
 
 
 _NANO = 10**9

@@ -82,12 +82,13 @@ def _rebuilt(key) -> bool:
     return fut is not None and fut.done() and not fut.cancelled() and fut.exception() is None
 
 
-def _charge_from_pod(user, server, pod: dict, pool) -> Charge:
-    labels = (pod.get("metadata") or {}).get("labels") or {}
+def _charge_from_pod(user, server, pod: dict, pool, namespace=None) -> Charge:
+    meta = pod.get("metadata") or {}
+    labels = meta.get("labels") or {}
     return Charge(
         user, server, pod_amount(pod), pool,
         labels.get(SIZE_LABEL, ""), labels.get(IMAGE_LABEL, ""), labels.get(VERSION_LABEL, ""),
-        *pod_limits(pod),
+        *pod_limits(pod), namespace=namespace or meta.get("namespace") or "",
     )
 
 
@@ -297,7 +298,7 @@ class QuotaMixin(LoggingConfigurable):
             count_refusal(d.kind)
             self.log.warning("Quota refused %s/%s: %s", user, server, d.message)
             raise QuotaExceeded(d.message, d.kind)
-        charge = _charge_from_pod(user, server, pod, d.pool)
+        charge = _charge_from_pod(user, server, pod, d.pool, self.namespace)
         LEDGER.add(charge)
         return charge
 
