@@ -10,6 +10,7 @@ pod access, once the real-control-plane fixtures (issue10-backend branch) have l
 """
 
 import html
+import html.parser as html_parser
 import json
 import re
 import sys
@@ -178,6 +179,78 @@ def usage(hub):
     return r.json()
 
 
+class _Table(html_parser.HTMLParser):
+    """The rows (lists of cell texts) of the table with a given id."""
+
+    def __init__(self, table_id):
+        super().__init__()
+        self.table_id, self.inside, self.rows, self.cell = table_id, False, [], None
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "table" and dict(attrs).get("id") == self.table_id:
+            self.inside = True
+        elif self.inside and tag == "tr":
+            self.rows.append([])
+        elif self.inside and tag in ("td", "th"):
+            self.cell = []
+
+    def handle_endtag(self, tag):
+        if tag == "table":
+            self.inside = False
+        elif self.inside and tag in ("td", "th") and self.cell is not None:
+            self.rows[-1].append(" ".join("".join(self.cell).split()))
+            self.cell = None
+
+    def handle_data(self, data):
+        if self.cell is not None:
+            self.cell.append(data)
+
+
+def page_table(hub, table_id, admin="boss"):
+    """{first cell: {column header: cell}} of a table of the admin usage page."""
+    r = hub.session(admin).get(hub.url.rstrip("/") + "/hub/ptjaas/usage", timeout=30)
+    assert r.status_code == 200, r.text[:2000]
+    parser = _Table(table_id)
+    parser.feed(r.text)
+    header, *rows = parser.rows
+    return {row[0]: dict(zip(header, row)) for row in rows}
+
+
+def namespace_metrics(hub):
+    """{namespace: {metric name: value}} of the hub's per-namespace gauges."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    r = requests.get(hub.url.rstrip("/") + "/hub/metrics", headers={"Authorization": f"token {hub.token}"},
+                     timeout=30)
+    assert r.status_code == 200, r.text[:2000]
+    out = {}
+    for family in text_string_to_metric_families(r.text):
+        if family.name.startswith("ptjaas_namespace_"):
+            for sample in family.samples:
+                out.setdefault(sample.labels["namespace"], {})[sample.name] = sample.value
+    return out
+
+
+def assert_usage_by_namespace(hub, expected):
+    """The usage page, its JSON and the metrics agree on ``expected``:
+    {namespace: (servers, GPUs, users)}."""
+    page = page_table(hub, "ptjaas-namespaces")
+    assert {ns: (int(row["servers"]), int(row["GPUs"]), row["users"]) for ns, row in page.items()} == {
+        ns: (n, g, ", ".join(users)) for ns, (n, g, users) in expected.items()}
+    data = usage(hub)["namespaces"]
+    assert {ns: (row["servers"], row["gpus"], tuple(row["users"])) for ns, row in data.items()} == {
+        ns: (n, g, tuple(users)) for ns, (n, g, users) in expected.items()}
+    metrics = namespace_metrics(hub)
+    assert {ns: (m["ptjaas_namespace_servers_in_use"], m["ptjaas_namespace_gpus_in_use"])
+            for ns, m in metrics.items()} == {ns: (n, g) for ns, (n, g, _) in expected.items()}
+    for ns, m in metrics.items():
+        assert m["ptjaas_namespace_cpu_guaranteed_cores"] == pytest.approx(0.1 * expected[ns][0])
+        assert m["ptjaas_namespace_memory_guaranteed_bytes"] == 64 * 2**20 * expected[ns][0]
+    servers = page_table(hub, "ptjaas-servers")
+    assert {user: row["namespace"] for user, row in servers.items()} == {
+        u: ns for ns, (_, _, users) in expected.items() for u in users}
+
+
 def test_a_vision_member_lands_in_the_vision_namespace(hub, kube):
     page = spawn_page(hub, "vera")
     assert "Team vision: server and home volume claim-vera in namespace jhub-team-vision" in page
@@ -314,12 +387,17 @@ def test_hub_restart_rebuilds_usage_from_three_namespaces(hub, kube):
         start_ready(hub, "nobody", {"image": "python", "size": "small"})
         assert {ns for u in ("vera", "tom", "nobody") for ns in user_pods(kube, u)} == {
             HUB_NS, "jhub-team-vision", "jhub-team-nlp"}
+        by_namespace = {HUB_NS: (1, 0, ["nobody"]), "jhub-team-nlp": (1, 1, ["tom"]),
+                        "jhub-team-vision": (1, 1, ["vera"])}
+        assert_usage_by_namespace(hub, by_namespace)
         before = usage(hub)
         # tom's GPU is charged to the team he chose, whose namespace quota counts it
         assert before["groups"]["nlp"]["holders"] == ["tom"] and before["groups"]["vision"]["holders"] == ["vera"]
         hub.restart()
         after = usage(hub)
         assert after["servers"] == before["servers"] and after["groups"] == before["groups"]
+        assert after["namespaces"] == before["namespaces"]
+        assert_usage_by_namespace(hub, by_namespace)
         # one pod watch per namespace in use, never one over the whole cluster (KubeSpawner's log)
         logs = hub.logs()
         for ns in (HUB_NS, "jhub-team-vision", "jhub-team-nlp"):
