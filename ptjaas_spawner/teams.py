@@ -10,7 +10,7 @@ or to a template in which ``{group}`` is replaced by the group's name
 - A user in no team runs in the hub's namespace, as without teams.
 - A home claim cannot move between namespaces: a user whose home is in the hub's namespace keeps
   running there until an admin has copied it into the team namespace and marked the copy with
-  the ``ptjaas.io/migrated-from`` annotation (docs/teams.md, "Moving an existing home").
+  the ``ptjaas.io/migrated-from`` annotation (``ptjaas migrate-home``, docs/teams.md).
 """
 
 from __future__ import annotations

@@ -2,11 +2,8 @@
 
 The team namespaces are made the way an admin makes them: from ``ptjaas team-manifests``'s
 objects (Namespace, ResourceQuota, LimitRange, Role, RoleBinding, NetworkPolicy). The hub's own
-namespace is ``default``.
-
-TODO(real apiserver): the same scenarios on the kube-apiserver backend with only the generated
-RBAC bound to the hub's identity, checking its audit log for refused requests and cluster-scoped
-pod access, once the real-control-plane fixtures (issue10-backend branch) have landed.
+namespace is ``default``. The key scenarios run on the real kube-apiserver too, with only the
+generated RBAC, in ``test_teams_real.py`` (which imports this module's helpers).
 """
 
 import html
