@@ -197,6 +197,9 @@ def limit_range(namespace, groups, policy: QuotaPolicy, gpu_resource, smallest_s
         gpu_caps.append(cap)
     if gpu_caps and all(c is not None for c in gpu_caps):
         container["max"] = {gpu_resource: str(max(gpu_caps))}
+        # the API server defaults a missing default limit to ``max`` (and the request to the
+        # limit): without this, every container that asks for no GPU would get the cap
+        container["default"] = {gpu_resource: "0"}
     if len(container) == 1:
         return None
     return {

@@ -143,6 +143,8 @@ def test_quota_and_limits_come_from_quota_groups(capsys, tmp_path):
     # a container may hold at most one member's GPU budget (vision: 2 per user, nlp: 1)
     (limits,) = by[("LimitRange", "research")]["spec"]["limits"]
     assert limits["max"] == {"nvidia.com/gpu": "2"}
+    # a container asking for no GPU gets none (the API server defaults the limit to max otherwise)
+    assert limits["default"] == {"nvidia.com/gpu": "0"}
     # containers without requests get the catalog's smallest size, so the quota counts them
     assert limits["defaultRequest"] == {"cpu": "0.5", "memory": str(2 * 2**30)}
     names = [d["metadata"]["name"] for d in docs if d["kind"] == "Namespace"]
