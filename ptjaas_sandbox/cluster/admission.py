@@ -167,8 +167,49 @@ def _quantities_as_strings(mapping):
             mapping[name] = format_quantity(parse_quantity(value), name)
 
 
+def default_limit_range(obj):
+    """SetDefaults_LimitRangeItem: in a Container item, a missing default limit is the max, a
+    missing default request the default limit (every write, as the real API server decodes)."""
+    for item in (obj.get("spec") or {}).get("limits") or []:
+        for part in ("max", "min", "default", "defaultRequest", "maxLimitRequestRatio"):
+            _quantities_as_strings(item.get(part))
+        if item.get("type") != "Container":
+            continue
+        for name, value in (item.get("max") or {}).items():
+            item.setdefault("default", {}).setdefault(name, value)
+        for name, value in (item.get("default") or {}).items():
+            item.setdefault("defaultRequest", {}).setdefault(name, value)
+
+
+def admit_limit_ranges(pod, limit_ranges):
+    """The LimitRanger admission plugin for a new pod: each container without a limit (request)
+    gets the Container items' default (defaultRequest); a limit above an item's max is a 403."""
+    name = pod["metadata"].get("name") or pod["metadata"].get("generateName", "")
+    spec = pod.get("spec") or {}
+    containers = (spec.get("initContainers") or []) + (spec.get("containers") or [])
+    items = [i for lr in limit_ranges for i in (lr.get("spec") or {}).get("limits") or [] if i.get("type") == "Container"]
+    for item in items:
+        for c in containers:
+            resources = c.setdefault("resources", {})
+            for res, value in (item.get("default") or {}).items():
+                resources.setdefault("limits", {}).setdefault(res, value)
+            for res, value in (item.get("defaultRequest") or {}).items():
+                resources.setdefault("requests", {}).setdefault(res, value)
+    for item in items:
+        for c in containers:
+            limits = (c.get("resources") or {}).get("limits") or {}
+            for res, cap in (item.get("max") or {}).items():
+                if res in limits and parse_quantity(limits[res]) > parse_quantity(cap):
+                    raise errors.forbidden("pods", name, f"maximum {res} usage per Container is {cap}, "
+                                                         f"but limit is {limits[res]}")
+    if items:
+        pod.setdefault("status", {})["qosClass"] = qos_class(spec)
+
+
 def default(rtype, obj):
     kind = rtype.plural
+    if kind == "limitranges":
+        default_limit_range(obj)
     for c in ((obj.get("spec") or {}).get("initContainers") or []) + ((obj.get("spec") or {}).get("containers") or []):
         for part in ("requests", "limits"):
             _quantities_as_strings((c.get("resources") or {}).get(part))

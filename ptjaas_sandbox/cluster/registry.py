@@ -142,6 +142,8 @@ class Registry:
         self._require_namespace(rtype, namespace, creating=True)
         if self.store.get(rtype, namespace, meta["name"]) is not None:
             raise errors.already_exists(rtype.plural, meta["name"], rtype.group)
+        if rtype.plural == "pods":
+            admission.admit_limit_ranges(obj, self.store.list(_t("limitranges"), namespace))
         self._admit_quota(rtype, namespace, obj)
         if rtype.plural == "services":
             self._allocate_cluster_ip(obj)
@@ -217,6 +219,8 @@ class Registry:
             for port in (new.get("spec") or {}).get("ports") or []:
                 port.setdefault("protocol", "TCP")
                 port.setdefault("targetPort", port.get("port"))
+        if rtype.plural == "limitranges":
+            admission.default_limit_range(new)
         admission.validate(rtype, new)
         self._check_immutable(rtype, old, new)
         if new.get("spec") != old.get("spec") and "generation" in meta:

@@ -242,3 +242,28 @@ def test_several_nodes_with_labels_and_taints(tmp_path):
         kube.close()
     finally:
         c.stop_thread()
+
+
+# --- LimitRange ------------------------------------------------------------------------------
+
+def test_limitrange_defaults_and_caps_containers(kube, ns):
+    """A Container item's missing default limit is its max, a missing default request its default
+    limit; a container without them gets them, one above max is refused with the real message.
+    (A max without a default gives every container the max: team-manifests sets a default of 0.)"""
+    kube.core.create_namespaced_limit_range(ns, {"metadata": {"name": "caps"}, "spec": {"limits": [
+        {"type": "Container", "max": {"nvidia.com/gpu": "2"}, "defaultRequest": {"cpu": "100m"}}]}})
+    item = kube.core.read_namespaced_limit_range("caps", ns).spec.limits[0]
+    assert item.default == {"nvidia.com/gpu": "2"}
+    assert item.default_request == {"cpu": "100m", "nvidia.com/gpu": "2"}
+    res = kube.create_pod(ns, sleeper("plain")).spec.containers[0].resources
+    assert res.limits == {"nvidia.com/gpu": "2"} and res.requests == {"cpu": "100m", "nvidia.com/gpu": "2"}
+    res = kube.create_pod(ns, sleeper("cpu-only", cpu="200m")).spec.containers[0].resources
+    assert res.limits == {"cpu": "200m", "nvidia.com/gpu": "2"}
+    assert res.requests == {"cpu": "200m", "nvidia.com/gpu": "2"}
+    e = kube.error(kube.create_pod, ns, sleeper("big", gpu=3))
+    body = assert_status(e, 403, "Forbidden")
+    assert body["message"] == 'pods "big" is forbidden: maximum nvidia.com/gpu usage per Container is 2, but limit is 3'
+    kube.core.patch_namespaced_limit_range("caps", ns, {"spec": {"limits": [
+        {"type": "Container", "max": {"nvidia.com/gpu": "2"}, "default": {"nvidia.com/gpu": "0"}}]}})
+    res = kube.create_pod(ns, sleeper("zero")).spec.containers[0].resources
+    assert res.limits == {"nvidia.com/gpu": "0"} and res.requests == {"nvidia.com/gpu": "0"}
