@@ -228,8 +228,8 @@ def default(rtype, obj):
     elif kind == "storageclasses":
         obj.setdefault("reclaimPolicy", "Delete")
         obj.setdefault("volumeBindingMode", "Immediate")
-    elif kind == "volumesnapshots":
-        obj.setdefault("status", {"readyToUse": False})
+    elif rtype.group == "snapshot.storage.k8s.io" and "status" in rtype.subresources:
+        obj.pop("status", None)   # as for a CRD with the status subresource: set through it only
     if rtype.plural not in ("events", "secrets", "configmaps", "namespaces", "nodes") and "spec" in obj:
         obj["metadata"].setdefault("generation", 1)
 

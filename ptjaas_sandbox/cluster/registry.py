@@ -207,8 +207,10 @@ class Registry:
             merged["metadata"]["labels"] = meta.get("labels", old["metadata"].get("labels"))
             merged["metadata"]["annotations"] = meta.get("annotations", old["metadata"].get("annotations"))
             new = merged
-        elif "status" in old and rtype.plural not in ("volumesnapshots",) and "status" in rtype.subresources:
+        elif "status" in old and "status" in rtype.subresources:
             new["status"] = copy.deepcopy(old["status"])
+        elif "status" in rtype.subresources and rtype.group == "snapshot.storage.k8s.io":
+            new.pop("status", None)   # a CRD with the status subresource: status is written there only
         if rtype.plural == "secrets":
             string_data = new.pop("stringData", None) or {}
             for key, value in string_data.items():
