@@ -343,9 +343,11 @@ class Registry:
         return bool(self.pods_using_claim(pvc["metadata"]["namespace"], pvc["metadata"]["name"]))
 
     def pods_using_claim(self, namespace, claim):
+        """Pods that keep a claim from going (kube-controller-manager's pvc-protection): every pod
+        scheduled with it, finished (Succeeded/Failed) ones too, until the pod object is gone."""
         users = []
         for pod in self.store.list(_t("pods"), namespace):
-            if admission.pod_is_terminal(pod):
+            if not (pod.get("spec") or {}).get("nodeName"):
                 continue
             for v in pod["spec"].get("volumes") or []:
                 if (v.get("persistentVolumeClaim") or {}).get("claimName") == claim:
