@@ -333,8 +333,9 @@ def run_scheduler_once(hub):
     import subprocess
 
     svc = json.loads((hub.tmp / "snapshots-once.json").read_text())
-    env = dict(os.environ, **svc["environment"], JUPYTERHUB_API_URL=f"{hub.url}/hub/api",
-               JUPYTERHUB_API_TOKEN=SCHED_TOKEN,   # in the hub pod, with the hub's account
+    env = dict(os.environ, **svc["environment"])
+    env.update(JUPYTERHUB_API_URL=f"{hub.url}/hub/api", JUPYTERHUB_API_TOKEN=SCHED_TOKEN,
+               # it runs in the hub pod, with the hub's account
                KUBECONFIG=str(getattr(hub.cluster, "hub_kubeconfig_path", hub.cluster.kubeconfig_path)))
     out = subprocess.run(svc["command"] + ["--once"], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr

@@ -216,6 +216,8 @@ class Snapshotter:
             except asyncio.CancelledError:
                 raise
             except Exception as e:
+                if self.client.closing:
+                    return   # the API server is going away with us
                 if isinstance(e, ApiError) and e.code == 409:
                     log.debug("snapshotter: %s; again", e)   # an object changed under us: read it anew
                 else:
