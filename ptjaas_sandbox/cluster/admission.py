@@ -4,7 +4,7 @@ import base64
 import re
 from decimal import Decimal
 
-from . import errors
+from . import errors, snapshotschema
 from .quantity import format_quantity, parse_quantity
 
 DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -156,7 +156,7 @@ def _check_storageclass(obj):
 
 
 _CHECKS = {"pods": _check_pod, "persistentvolumeclaims": _check_pvc, "resourcequotas": _check_quota,
-           "secrets": _check_secret, "storageclasses": _check_storageclass}
+           "secrets": _check_secret, "storageclasses": _check_storageclass, **snapshotschema.CHECKS}
 
 
 # --- defaults ----------------------------------------------------------------------------

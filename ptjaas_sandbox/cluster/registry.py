@@ -10,7 +10,7 @@ import json
 import random
 from datetime import datetime, timedelta, timezone
 
-from . import admission, errors
+from . import admission, errors, snapshotschema
 from .patch import apply_patch
 from .quantity import parse_quantity
 from .resources import BY_KEY, BY_PLURAL
@@ -241,6 +241,9 @@ class Registry:
 
     def _check_immutable(self, rtype, old, new):
         name = old["metadata"]["name"]
+        causes = snapshotschema.update_causes(rtype.plural, old, new) if rtype.group == snapshotschema.GROUP else []
+        if causes:
+            raise errors.invalid(rtype.kind, name, causes, rtype.group)
         if rtype.plural == "persistentvolumeclaims":
             old_spec, new_spec = old.get("spec", {}), new.get("spec", {})
             old_size = parse_quantity(old_spec["resources"]["requests"]["storage"])

@@ -226,3 +226,83 @@ def test_snapshot_status_is_written_through_its_subresource(kube, ns):
         namespace=ns, name="st", body={k: v for k, v in patched.items() if k != "status"}, **SNAP)
     assert replaced["status"] == {"readyToUse": False}
     assert kube.custom.get_namespaced_custom_object(namespace=ns, name="st", **SNAP)["status"] == {"readyToUse": False}
+
+
+def _refusal(kube, method, path, body, content_type="application/json"):
+    r = kube.raw(method, path, json=body, headers={"Content-Type": content_type})
+    assert r.status_code == 422, r.text
+    status = r.json()
+    return status["message"], {(c["field"], c["reason"], c["message"]) for c in status["details"]["causes"]}
+
+
+def test_snapshot_crd_validation(kube, ns):
+    """The CRDs' schemas and CEL rules refuse what the real server refuses, saying the same."""
+    group = "/apis/snapshot.storage.k8s.io/v1"
+    snaps = f"{group}/namespaces/{ns}/volumesnapshots"
+    vs = {"apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshot"}
+    message, causes = _refusal(kube, "POST", snaps, dict(vs, metadata={"name": "no-spec"}))
+    assert message.startswith('VolumeSnapshot.snapshot.storage.k8s.io "no-spec" is invalid: [spec: Required value, ')
+    assert ("spec", "FieldValueRequired", "Required value") in causes and len(causes) == 2
+    message, causes = _refusal(kube, "POST", snaps, dict(vs, metadata={"name": "both"}, spec={"source": {
+        "persistentVolumeClaimName": "a", "volumeSnapshotContentName": "b"}}))
+    assert causes == {("spec.source", "FieldValueInvalid", "Invalid value: exactly one of volumeSnapshotContentName "
+                                                           "and persistentVolumeClaimName must be set")}
+    message, causes = _refusal(kube, "POST", snaps, dict(vs, metadata={"name": "no-class"}, spec={
+        "volumeSnapshotClassName": "", "source": {"persistentVolumeClaimName": "a"}}))
+    assert causes == {("spec.volumeSnapshotClassName", "FieldValueInvalid",
+                       'Invalid value: "": volumeSnapshotClassName must not be the empty string when set')}
+    # the source is immutable (the snapshot waits for its absent claim meanwhile)
+    kube.custom.create_namespaced_custom_object(namespace=ns, body=snapshot("fixed", "absent-claim"), **SNAP)
+    message, causes = _refusal(kube, "PATCH", f"{snaps}/fixed", {"spec": {"source": {"persistentVolumeClaimName": "z"}}},
+                               "application/merge-patch+json")
+    assert causes == {("spec.source.persistentVolumeClaimName", "FieldValueInvalid",
+                       'Invalid value: "z": persistentVolumeClaimName is immutable')}
+    # a class needs a driver and a known deletion policy
+    message, causes = _refusal(kube, "POST", f"{group}/volumesnapshotclasses", {
+        "apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshotClass", "metadata": {"name": f"{ns}-bad"},
+        "deletionPolicy": "Sometimes"})
+    assert causes == {("deletionPolicy", "FieldValueNotSupported",
+                       'Unsupported value: "Sometimes": supported values: "Delete", "Retain"'),
+                      ("driver", "FieldValueRequired", "Required value")}
+    # a content names its snapshot fully and has exactly one source
+    message, causes = _refusal(kube, "POST", f"{group}/volumesnapshotcontents", {
+        "apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshotContent", "metadata": {"name": f"{ns}-bad"},
+        "spec": {"deletionPolicy": "Delete", "driver": DRIVER, "source": {"volumeHandle": "v", "snapshotHandle": "s"},
+                 "volumeSnapshotRef": {"name": "n"}}})
+    assert causes == {
+        ("spec.volumeSnapshotRef", "FieldValueInvalid", "Invalid value: both spec.volumeSnapshotRef.name and "
+                                                        "spec.volumeSnapshotRef.namespace must be set"),
+        ("spec.source", "FieldValueInvalid", "Invalid value: exactly one of volumeHandle and snapshotHandle must be set")}
+
+
+def test_snapshot_printer_columns(kube, ns, snapclass):
+    """``kubectl get volumesnapshots`` & co: the CRDs' printer columns, cells as the real server's."""
+    from test_conformance_storage import wait_bound
+
+    kube.core.create_namespaced_persistent_volume_claim(ns, claim("cols-src"))
+    wait_bound(kube, ns, "cols-src")
+    kube.custom.create_namespaced_custom_object(namespace=ns, body=snapshot("cols", "cols-src"), **SNAP)
+    snap = wait_ready(kube, ns, "cols")
+    table = {"Accept": "application/json;as=Table;v=v1;g=meta.k8s.io"}
+    group = "/apis/snapshot.storage.k8s.io/v1"
+
+    def get(path):
+        r = kube.raw("GET", path, headers=table)
+        assert r.status_code == 200, r.text
+        body = r.json()
+        return [c["name"] for c in body["columnDefinitions"]], {row["cells"][0]: row["cells"] for row in body["rows"]}
+
+    names, rows = get(f"{group}/namespaces/{ns}/volumesnapshots")
+    assert names == ["Name", "ReadyToUse", "SourcePVC", "SourceSnapshotContent", "RestoreSize", "SnapshotClass",
+                     "SnapshotContent", "CreationTime", "Age"]
+    content = snap["status"]["boundVolumeSnapshotContentName"]
+    cells = rows["cols"]
+    assert cells[:7] == ["cols", True, "cols-src", None, "1Gi", snapclass, content]
+    assert all(isinstance(c, str) and c[-1] in "smhdy" for c in cells[7:]), cells
+    names, rows = get(f"{group}/volumesnapshotcontents")
+    assert names == ["Name", "ReadyToUse", "RestoreSize", "DeletionPolicy", "Driver", "VolumeSnapshotClass",
+                     "VolumeSnapshot", "VolumeSnapshotNamespace", "Age"]
+    assert rows[content][:8] == [content, True, 1024 ** 3, "Delete", DRIVER, snapclass, "cols", ns]
+    names, rows = get(f"{group}/volumesnapshotclasses")
+    assert names == ["Name", "Driver", "DeletionPolicy", "Age"]
+    assert rows[snapclass][:3] == [snapclass, DRIVER, "Delete"]
