@@ -12,7 +12,7 @@ from decimal import Decimal
 from . import admission, errors
 from .quantity import format_quantity, parse_quantity
 from .resources import BY_KEY, BY_PLURAL
-from .snapshotter import unlock
+from .snapshotdata import unlock
 from .store import now_iso, now_micro
 
 log = logging.getLogger("ptjaas.cluster")
