@@ -306,3 +306,30 @@ def test_snapshot_printer_columns(kube, ns, snapclass):
     names, rows = get(f"{group}/volumesnapshotclasses")
     assert names == ["Name", "Driver", "DeletionPolicy", "Age"]
     assert rows[snapclass][:3] == [snapclass, DRIVER, "Delete"]
+
+
+def test_unknown_snapshot_fields_pruned_or_refused(kube, ns):
+    """The CRDs' structural schemas: an unknown field is dropped, and refused under Strict."""
+    path = f"/apis/snapshot.storage.k8s.io/v1/namespaces/{ns}/volumesnapshots"
+    body = dict(snapshot("extra", "absent-claim"))
+    body["spec"] = dict(body["spec"], bogus=1)
+    r = kube.raw("POST", path + "?fieldValidation=Strict", json=dict(body, metadata={"name": "strict"}))
+    assert r.status_code == 400, r.text
+    assert r.json()["message"] == ('VolumeSnapshot in version "v1" cannot be handled as a VolumeSnapshot: '
+                                   'strict decoding error: unknown field "spec.bogus"')
+    r = kube.raw("POST", path, json=body)
+    assert r.status_code == 201, r.text
+    assert r.json()["spec"] == {"source": {"persistentVolumeClaimName": "absent-claim"}}
+
+
+def test_embedded_crd_schemas_are_the_shared_ones(shared_dir):
+    """The structural schemas the embedded server prunes with are those of ../shared/schemas."""
+    from ptjaas_sandbox.cluster.openapi import crd_schemas
+
+    def strip(s):
+        if isinstance(s, dict):
+            return {k: strip(v) for k, v in s.items() if k not in ("description", "x-kubernetes-validations")}
+        return [strip(v) for v in s] if isinstance(s, list) else s
+
+    for plural, schema in crd_schemas().items():
+        assert schema == strip(_crd_schema(shared_dir, plural)), plural
