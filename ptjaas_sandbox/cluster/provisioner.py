@@ -18,7 +18,7 @@ import shutil
 
 from .kubeclient import ApiError, EventSink, stop_tasks
 from .quantity import parse_quantity
-from .snapshotter import restore_plan, snapshot_data_source, unlock
+from .snapshotdata import restore_plan, snapshot_data_source, unlock
 
 log = logging.getLogger("ptjaas.cluster")
 PROVISIONER = "ptjaas.io/local-path"

@@ -10,7 +10,7 @@ import json
 import random
 from datetime import datetime, timedelta, timezone
 
-from . import admission, errors
+from . import admission, errors, snapshotschema
 from .patch import apply_patch
 from .quantity import parse_quantity
 from .resources import BY_KEY, BY_PLURAL
@@ -209,8 +209,10 @@ class Registry:
             merged["metadata"]["labels"] = meta.get("labels", old["metadata"].get("labels"))
             merged["metadata"]["annotations"] = meta.get("annotations", old["metadata"].get("annotations"))
             new = merged
-        elif "status" in old and rtype.plural not in ("volumesnapshots",) and "status" in rtype.subresources:
+        elif "status" in old and "status" in rtype.subresources:
             new["status"] = copy.deepcopy(old["status"])
+        elif "status" in rtype.subresources and rtype.group == "snapshot.storage.k8s.io":
+            new.pop("status", None)   # a CRD with the status subresource: status is written there only
         if rtype.plural == "secrets":
             string_data = new.pop("stringData", None) or {}
             for key, value in string_data.items():
@@ -243,6 +245,9 @@ class Registry:
 
     def _check_immutable(self, rtype, old, new):
         name = old["metadata"]["name"]
+        causes = snapshotschema.update_causes(rtype.plural, old, new) if rtype.group == snapshotschema.GROUP else []
+        if causes:
+            raise errors.invalid(rtype.kind, name, causes, rtype.group)
         if rtype.plural == "persistentvolumeclaims":
             old_spec, new_spec = old.get("spec", {}), new.get("spec", {})
             old_size = parse_quantity(old_spec["resources"]["requests"]["storage"])
@@ -345,9 +350,11 @@ class Registry:
         return bool(self.pods_using_claim(pvc["metadata"]["namespace"], pvc["metadata"]["name"]))
 
     def pods_using_claim(self, namespace, claim):
+        """Pods that keep a claim from going (kube-controller-manager's pvc-protection): every pod
+        scheduled with it, finished (Succeeded/Failed) ones too, until the pod object is gone."""
         users = []
         for pod in self.store.list(_t("pods"), namespace):
-            if admission.pod_is_terminal(pod):
+            if not (pod.get("spec") or {}).get("nodeName"):
                 continue
             for v in pod["spec"].get("volumes") or []:
                 if (v.get("persistentVolumeClaim") or {}).get("claimName") == claim:

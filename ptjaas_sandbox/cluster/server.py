@@ -24,6 +24,7 @@ from .controllers import DEFAULT_CLASS_ANNOTATION, Controllers, EventRecorder
 from .kubeclient import SYSTEM_AGENT, KubeClient
 from .kubelet import Kubelet
 from .provisioner import PROVISIONER, Provisioner
+from .snapshotter import Snapshotter
 from .registry import Registry
 from .resources import BY_PLURAL
 from .store import Store
@@ -176,8 +177,10 @@ class EmbeddedCluster:
         self.controllers.kick()
         self.kubelet.client = KubeClient(self.url, ca_file=self.ca_file, token=self.token, user_agent=SYSTEM_AGENT)
         self.provisioner = Provisioner(self.kubelet.client, self.volumes_dir, snapshots_dir=self.snapshots_dir)
+        self.snapshotter = Snapshotter(self.kubelet.client, self.snapshots_dir)
         await self.kubelet.start()
         await self.provisioner.start()
+        await self.snapshotter.start()
         log.info("embedded Kubernetes API at %s (state in %s)", self.url, self.state_dir)
         return self
 
@@ -205,7 +208,7 @@ class EmbeddedCluster:
                 handler.request.connection.stream.close()
             except Exception:
                 pass
-        await asyncio.gather(self.provisioner.stop(), self.kubelet.shutdown())
+        await asyncio.gather(self.provisioner.stop(), self.snapshotter.stop(), self.kubelet.shutdown())
         self.kubelet.client.close()
         self._saver.cancel()
         if self.persist:

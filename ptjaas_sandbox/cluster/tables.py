@@ -351,7 +351,36 @@ def _rolebinding(rb, now):
     return [rb["metadata"]["name"], f"{ref.get('kind', '')}/{ref.get('name', '')}", _age(rb, now), users, groups, sas]
 
 
+def _json_path(obj, path):
+    for key in path.split("."):
+        if not isinstance(obj, dict) or key not in obj:
+            return None
+        obj = obj[key]
+    return obj
+
+
+def _crd_columns(*paths, dates=()):
+    """A custom resource's additionalPrinterColumns (``.spec.x`` paths, then Age): missing values
+    are null cells, dates are printed as ages, as kube-apiserver does."""
+    def printer(obj, now):
+        cells = [obj["metadata"]["name"]]
+        for path in paths:
+            value = _json_path(obj, path)
+            cells.append(since(value, now) if path in dates and value is not None else value)
+        return cells + [_age(obj, now)]
+    return printer
+
+
 _PRINTERS = {
+    # the snapshot CRDs (shared/schemas/snapshot)
+    "volumesnapshots": _crd_columns("status.readyToUse", "spec.source.persistentVolumeClaimName",
+                                    "spec.source.volumeSnapshotContentName", "status.restoreSize",
+                                    "spec.volumeSnapshotClassName", "status.boundVolumeSnapshotContentName",
+                                    "status.creationTime", dates=("status.creationTime",)),
+    "volumesnapshotcontents": _crd_columns("status.readyToUse", "status.restoreSize", "spec.deletionPolicy",
+                                           "spec.driver", "spec.volumeSnapshotClassName",
+                                           "spec.volumeSnapshotRef.name", "spec.volumeSnapshotRef.namespace"),
+    "volumesnapshotclasses": _crd_columns("driver", "deletionPolicy"),
     "pods": _pod,
     "persistentvolumeclaims": _pvc,
     "persistentvolumes": _pv,

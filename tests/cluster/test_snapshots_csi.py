@@ -1,4 +1,6 @@
-"""The embedded cluster as a CSI driver with the external snapshotter for its own provisioner:
+"""Snapshots of the sandbox provisioner's volumes, on the embedded cluster and on a real
+kube-apiserver with the snapshot CRDs (the same snapshotter, an API client, serves both), as a
+CSI driver with the external snapshotter:
 VolumeSnapshot -> VolumeSnapshotContent, readyToUse, restoreSize, default class, errors as
 status.error + events, finalizers, claims restored from a snapshot dataSource get a copy of
 the data (as it was when the snapshot was taken), and a read-only mount cannot be written.
@@ -11,14 +13,6 @@ from k8s_conformance import py_pod, wait_for
 
 pytestmark = pytest.mark.timeout(90)
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _embedded_only(backend):
-    """The snapshotter is the embedded server's own controller: a real control plane here has the
-    snapshot CRDs but no snapshot controller (the external snapshotter is not an API client of ours
-    yet), so these run on the embedded cluster only."""
-    if backend == "real":
-        pytest.skip("embedded-only: the real control plane here runs no snapshot controller")
 
 SNAP = dict(group="snapshot.storage.k8s.io", version="v1", plural="volumesnapshots")
 CONTENT = dict(group="snapshot.storage.k8s.io", version="v1", plural="volumesnapshotcontents")
@@ -43,13 +37,17 @@ def snapshot(name, source, cls=None):
 
 
 @pytest.fixture(scope="module")
-def snapclass(kube):
-    name = "csi-local"
+def snapclass(kube, backend):
+    """The default class of the provisioner's driver (removed again: the real cluster is the
+    session's, and two default classes for one driver make the default ambiguous)."""
+    name = "csi-local-default"
     kube.custom.create_cluster_custom_object(body={
         "apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshotClass",
         "metadata": {"name": name, "annotations": {"snapshot.storage.kubernetes.io/is-default-class": "true"}},
         "driver": DRIVER, "deletionPolicy": "Delete"}, **CLASSES)
-    return name
+    yield name
+    if backend == "real":   # (the module's embedded cluster goes with its class)
+        kube.custom.delete_cluster_custom_object(name=name, **CLASSES)
 
 
 def run_pod(kube, ns, name, script, volumes, mounts):
@@ -165,8 +163,11 @@ def test_read_only_many_claim_from_a_snapshot_cannot_be_written(kube, ns, snapcl
                   [{"name": "home", "mountPath": "/home/me"},
                    {"name": "old", "mountPath": "/home/me/old", "readOnly": True}])
     assert "WROTE" not in out and out.count("REFUSED") == 2, out
-    # deleting the claim deletes its (read-only) data
+    # deleting the claim deletes its (read-only) data, once no pod (finished ones included) has it
     kube.core.delete_namespaced_persistent_volume_claim("ro-src", ns)
+    assert kube.core.read_namespaced_persistent_volume_claim("ro-src", ns).metadata.deletion_timestamp
+    for pod in ("ro-r", "ro-r2"):
+        kube.core.delete_namespaced_pod(pod, ns)
     kube.wait_gone(lambda: kube.core.read_namespaced_persistent_volume_claim("ro-src", ns))
 
 
@@ -204,3 +205,131 @@ def test_snapshot_objects_match_the_crd_schemas(kube, ns, snapclass, shared_dir)
     bad = dict(content, status=dict(content["status"], restoreSize="1Gi"))
     with pytest.raises(jsonschema.ValidationError):
         _validate(_crd_schema(shared_dir, "volumesnapshotcontents"), bad)
+
+
+def test_snapshot_status_is_written_through_its_subresource(kube, ns):
+    """The CRDs have the status subresource: a status in a create or an update of the object is
+    dropped; only ``/status`` writes it. (The snapshot waits for its Pending claim meanwhile.)"""
+    pending = claim("never-bound")
+    pending["spec"]["storageClassName"] = "no-such-class"
+    kube.core.create_namespaced_persistent_volume_claim(ns, pending)
+    body = dict(snapshot("st", "never-bound"), status={"readyToUse": True})
+    created = kube.custom.create_namespaced_custom_object(namespace=ns, body=body, **SNAP)
+    assert "status" not in created
+    patched = kube.custom.patch_namespaced_custom_object(namespace=ns, name="st", body={"status": {"readyToUse": True}},
+                                                         **SNAP)
+    assert "status" not in patched
+    patched = kube.custom.patch_namespaced_custom_object_status(namespace=ns, name="st",
+                                                                body={"status": {"readyToUse": False}}, **SNAP)
+    assert patched["status"] == {"readyToUse": False}
+    replaced = kube.custom.replace_namespaced_custom_object(
+        namespace=ns, name="st", body={k: v for k, v in patched.items() if k != "status"}, **SNAP)
+    assert replaced["status"] == {"readyToUse": False}
+    assert kube.custom.get_namespaced_custom_object(namespace=ns, name="st", **SNAP)["status"] == {"readyToUse": False}
+
+
+def _refusal(kube, method, path, body, content_type="application/json"):
+    r = kube.raw(method, path, json=body, headers={"Content-Type": content_type})
+    assert r.status_code == 422, r.text
+    status = r.json()
+    return status["message"], {(c["field"], c["reason"], c["message"]) for c in status["details"]["causes"]}
+
+
+def test_snapshot_crd_validation(kube, ns):
+    """The CRDs' schemas and CEL rules refuse what the real server refuses, saying the same."""
+    group = "/apis/snapshot.storage.k8s.io/v1"
+    snaps = f"{group}/namespaces/{ns}/volumesnapshots"
+    vs = {"apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshot"}
+    message, causes = _refusal(kube, "POST", snaps, dict(vs, metadata={"name": "no-spec"}))
+    assert message.startswith('VolumeSnapshot.snapshot.storage.k8s.io "no-spec" is invalid: [spec: Required value, ')
+    assert ("spec", "FieldValueRequired", "Required value") in causes and len(causes) == 2
+    message, causes = _refusal(kube, "POST", snaps, dict(vs, metadata={"name": "both"}, spec={"source": {
+        "persistentVolumeClaimName": "a", "volumeSnapshotContentName": "b"}}))
+    assert causes == {("spec.source", "FieldValueInvalid", "Invalid value: exactly one of volumeSnapshotContentName "
+                                                           "and persistentVolumeClaimName must be set")}
+    message, causes = _refusal(kube, "POST", snaps, dict(vs, metadata={"name": "no-class"}, spec={
+        "volumeSnapshotClassName": "", "source": {"persistentVolumeClaimName": "a"}}))
+    assert causes == {("spec.volumeSnapshotClassName", "FieldValueInvalid",
+                       'Invalid value: "": volumeSnapshotClassName must not be the empty string when set')}
+    # the source is immutable (the snapshot waits for its absent claim meanwhile)
+    kube.custom.create_namespaced_custom_object(namespace=ns, body=snapshot("fixed", "absent-claim"), **SNAP)
+    message, causes = _refusal(kube, "PATCH", f"{snaps}/fixed", {"spec": {"source": {"persistentVolumeClaimName": "z"}}},
+                               "application/merge-patch+json")
+    assert causes == {("spec.source.persistentVolumeClaimName", "FieldValueInvalid",
+                       'Invalid value: "z": persistentVolumeClaimName is immutable')}
+    # a class needs a driver and a known deletion policy
+    message, causes = _refusal(kube, "POST", f"{group}/volumesnapshotclasses", {
+        "apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshotClass", "metadata": {"name": f"{ns}-bad"},
+        "deletionPolicy": "Sometimes"})
+    assert causes == {("deletionPolicy", "FieldValueNotSupported",
+                       'Unsupported value: "Sometimes": supported values: "Delete", "Retain"'),
+                      ("driver", "FieldValueRequired", "Required value")}
+    # a content names its snapshot fully and has exactly one source
+    message, causes = _refusal(kube, "POST", f"{group}/volumesnapshotcontents", {
+        "apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshotContent", "metadata": {"name": f"{ns}-bad"},
+        "spec": {"deletionPolicy": "Delete", "driver": DRIVER, "source": {"volumeHandle": "v", "snapshotHandle": "s"},
+                 "volumeSnapshotRef": {"name": "n"}}})
+    assert causes == {
+        ("spec.volumeSnapshotRef", "FieldValueInvalid", "Invalid value: both spec.volumeSnapshotRef.name and "
+                                                        "spec.volumeSnapshotRef.namespace must be set"),
+        ("spec.source", "FieldValueInvalid", "Invalid value: exactly one of volumeHandle and snapshotHandle must be set")}
+
+
+def test_snapshot_printer_columns(kube, ns, snapclass):
+    """``kubectl get volumesnapshots`` & co: the CRDs' printer columns, cells as the real server's."""
+    from test_conformance_storage import wait_bound
+
+    kube.core.create_namespaced_persistent_volume_claim(ns, claim("cols-src"))
+    wait_bound(kube, ns, "cols-src")
+    kube.custom.create_namespaced_custom_object(namespace=ns, body=snapshot("cols", "cols-src"), **SNAP)
+    snap = wait_ready(kube, ns, "cols")
+    table = {"Accept": "application/json;as=Table;v=v1;g=meta.k8s.io"}
+    group = "/apis/snapshot.storage.k8s.io/v1"
+
+    def get(path):
+        r = kube.raw("GET", path, headers=table)
+        assert r.status_code == 200, r.text
+        body = r.json()
+        return [c["name"] for c in body["columnDefinitions"]], {row["cells"][0]: row["cells"] for row in body["rows"]}
+
+    names, rows = get(f"{group}/namespaces/{ns}/volumesnapshots")
+    assert names == ["Name", "ReadyToUse", "SourcePVC", "SourceSnapshotContent", "RestoreSize", "SnapshotClass",
+                     "SnapshotContent", "CreationTime", "Age"]
+    content = snap["status"]["boundVolumeSnapshotContentName"]
+    cells = rows["cols"]
+    assert cells[:7] == ["cols", True, "cols-src", None, "1Gi", snapclass, content]
+    assert all(isinstance(c, str) and c[-1] in "smhdy" for c in cells[7:]), cells
+    names, rows = get(f"{group}/volumesnapshotcontents")
+    assert names == ["Name", "ReadyToUse", "RestoreSize", "DeletionPolicy", "Driver", "VolumeSnapshotClass",
+                     "VolumeSnapshot", "VolumeSnapshotNamespace", "Age"]
+    assert rows[content][:8] == [content, True, 1024 ** 3, "Delete", DRIVER, snapclass, "cols", ns]
+    names, rows = get(f"{group}/volumesnapshotclasses")
+    assert names == ["Name", "Driver", "DeletionPolicy", "Age"]
+    assert rows[snapclass][:3] == [snapclass, DRIVER, "Delete"]
+
+
+def test_unknown_snapshot_fields_pruned_or_refused(kube, ns):
+    """The CRDs' structural schemas: an unknown field is dropped, and refused under Strict."""
+    path = f"/apis/snapshot.storage.k8s.io/v1/namespaces/{ns}/volumesnapshots"
+    body = dict(snapshot("extra", "absent-claim"))
+    body["spec"] = dict(body["spec"], bogus=1)
+    r = kube.raw("POST", path + "?fieldValidation=Strict", json=dict(body, metadata={"name": "strict"}))
+    assert r.status_code == 400, r.text
+    assert r.json()["message"] == ('VolumeSnapshot in version "v1" cannot be handled as a VolumeSnapshot: '
+                                   'strict decoding error: unknown field "spec.bogus"')
+    r = kube.raw("POST", path, json=body)
+    assert r.status_code == 201, r.text
+    assert r.json()["spec"] == {"source": {"persistentVolumeClaimName": "absent-claim"}}
+
+
+def test_embedded_crd_schemas_are_the_shared_ones(shared_dir):
+    """The structural schemas the embedded server prunes with are those of ../shared/schemas."""
+    from ptjaas_sandbox.cluster.openapi import crd_schemas
+
+    def strip(s):
+        if isinstance(s, dict):
+            return {k: strip(v) for k, v in s.items() if k not in ("description", "x-kubernetes-validations")}
+        return [strip(v) for v in s] if isinstance(s, list) else s
+
+    for plural, schema in crd_schemas().items():
+        assert schema == strip(_crd_schema(shared_dir, plural)), plural
