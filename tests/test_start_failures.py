@@ -205,10 +205,6 @@ def test_old_claim_events_do_not_fail_a_new_start(backend, hub_factory):
 def test_no_node_can_take_the_pod_fails_fast(backend, hub_factory):
     """Issue 9, point 5: an unschedulable pod fails the start in plain words within
     ``unschedulable_timeout``, is deleted, and its quota share is free again."""
-    if backend.real:
-        # passed on its branch; after the final merges the start failed on the real control plane
-        # with an empty "Spawn failed:" message: to be found and fixed, then this line removed
-        pytest.skip("off on the real backend: after the final merges the start fails there with an empty message")
     hub = hub_factory(hub_config('c.PtjaasSpawner.unschedulable_timeout = 2\n'
                                  'c.PtjaasSpawner.quota_default = {"servers": 1}\n', backend),
                       cluster=backend.target)
