@@ -88,13 +88,15 @@ class Kubelet:
     async def register(self, spec):
         """Create the Node (as a kubelet registers itself) and report its status."""
         manifest = _manifest(spec)
+        node = None
         try:
             await self.client.create("/api/v1/nodes", {"apiVersion": "v1", "kind": "Node",
                                                        "metadata": manifest["metadata"], "spec": manifest.get("spec") or {}})
         except ApiError as e:
             if e.code != 409:
                 raise
-        await self._report_status(manifest, None)
+            node = await self.client.get(f"/api/v1/nodes/{manifest['metadata']['name']}")   # registered before
+        await self._report_status(manifest, node)
 
     async def _report_status(self, manifest, node):
         """Patch the node's status: its conditions as this agent sees them (Ready), heartbeat now,
