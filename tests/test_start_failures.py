@@ -220,6 +220,26 @@ def test_no_node_can_take_the_pod_fails_fast(backend, hub_factory):
     assert ready, message
 
 
+def test_a_start_out_of_time_says_why(backend, hub_factory):
+    """A start still not done at ``start_timeout`` fails with what its pod waits for in plain
+    words (JupyterHub's own timeout reads as an empty "Spawn failed:"), leaving no pod behind."""
+    label = f"ptjaas.io/never-{backend.namespace}"
+    sizes = dict(SIZES, picky=dict(SIZES["small"], display_name="Picky", node_selector={label: "yes"}))
+    hub = hub_factory(textwrap.dedent(f"""
+        c.PtjaasSpawner.images = {json.dumps(IMAGES)}
+        c.PtjaasSpawner.sizes = {json.dumps(sizes)}
+        c.PtjaasSpawner.unschedulable_timeout = 0
+        c.PtjaasSpawner.start_timeout = 20
+        """) + backend.hub_config(), cluster=backend.target)
+    add_user(hub, "tim")
+    ready, message, _, seconds, _ = start_outcome(hub, "tim", {"size": "picky"})
+    assert not ready
+    assert "did not start within 20 s" in message and "no node matches this size's node selector" in message, message
+    assert seconds < 25, seconds
+    wait_for(lambda: "jupyter-tim" not in backend.pods(), timeout=30, message="the pod deleted")
+    wait_for(lambda: server(hub, "tim") is None, timeout=30, message="tim's server gone")
+
+
 def test_api_token_is_never_logged(backend, hub_factory, tmp_path):
     """Bug 7: a failed pod creation makes KubeSpawner log the whole pod; the user's API token
     in it is redacted (and so is every other secret-named variable)."""
