@@ -69,7 +69,8 @@ async def watch_scheduling(spawner, start, interval=0.25):
             reflector = spawner.pod_reflector
             pod = reflector.pods.get(f"{spawner.namespace}/{spawner.pod_name}") if reflector else None
             gone = not pod or pod.get("metadata", {}).get("deletionTimestamp")
-            state, message = ("pending", "") if gone else scheduling_state(events_of(pod, spawner.events, kind="Pod"), pod)
+            state, message = (("pending", "") if gone
+                              else scheduling_state(events_of(pod, spawner.events, kind="Pod"), pod))
             now = loop.time()
             if give_up_at is not None and now >= give_up_at:
                 spawner.log.warning("Giving up on the start of %s after %.0f s (pod %s: %s %s)", spawner._log_name,
