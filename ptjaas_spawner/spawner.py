@@ -19,7 +19,7 @@ from .culler.policy import kernel_culling_args
 from .datamixin import DataAccessMixin
 from .homeclaim import ClaimBindError, HomeClaims
 from .newserver import RefusedNewServerMixin
-from .podwatch import watch_scheduling
+from .podwatch import wait_for_home_volume, watch_scheduling
 from .quota import QuotaMixin
 from .sizes import spawner_settings
 from .teams_mixin import TeamsMixin
@@ -487,6 +487,8 @@ class PtjaasSpawner(DataAccessMixin, RefusedNewServerMixin, TeamsMixin, QuotaMix
             self._home["bound"] = True
         if self._start_task is not None and (pvc is None or homevolume.claim_phase(pvc) != "Bound"):
             self._claim_watch = asyncio.ensure_future(self._watch_claim(name, wanted, bound))
+        if self._created_claim and self._start_task is not None:  # the pod is made once its volume is
+            await wait_for_home_volume(self, claims, name, self.home_bind_timeout)
 
     def _log_recreated(self, name):
         self.log.warning(
@@ -645,7 +647,7 @@ class PtjaasSpawner(DataAccessMixin, RefusedNewServerMixin, TeamsMixin, QuotaMix
                 sent += 1
             plain = startfailure.progress_message(event.get("raw_event") or {})
             if plain:  # e.g. the scheduler's "unbound immediate PersistentVolumeClaims"
-                if plain in said:
+                if plain in said or plain in self._notes:
                     continue
                 said.add(plain)
                 event = dict(event, message=plain)

@@ -205,6 +205,23 @@ def unschedulable_message(reason: str, waited: float) -> str:
     )
 
 
+def start_timeout_message(start_timeout, state, message=""):
+    """What a user reads when the start did not finish within ``start_timeout`` seconds, from the
+    pod's ``scheduling_state``."""
+    if state == "unschedulable":
+        why = f"the cluster could not place it ({unschedulable_reason(message)})"
+    elif state == "waiting-volume":
+        why = "its home volume was not ready"
+    elif state == "scheduled":
+        why = "it was placed on a node but did not become ready"
+    else:
+        why = "the cluster did not place it"
+    return (
+        f"Your server did not start within {int(start_timeout)} s: {why}. Nothing is left running. "
+        f"Try again later; if this keeps happening, tell an administrator."
+    )
+
+
 def scheduling_state(pod_events, pod=None):
     """The pod's scheduling as its events (oldest first) and its object tell it:
     ``("scheduled", "")``, ``("waiting-volume", message)``, ``("unschedulable", message)`` or

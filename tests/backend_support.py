@@ -6,10 +6,35 @@ exactly z2jh's hub rights plus ours (``real_hub_backend``); the test's own set-u
 use the cluster admin's kubeconfig.
 """
 
+import contextlib
 import json
+import os
 from datetime import datetime, timezone
 
 import kubernetes
+
+
+@contextlib.contextmanager
+def started_real_cluster(directory):
+    """A real kube-apiserver & co (ptjaas_sandbox.realkube) with our node agent, started in
+    ``directory`` and stopped after; skips where the binaries are absent.
+    PTJAAS_REAL_KUBE=required (CI) fails instead of skipping; PTJAAS_REAL_KUBE=off skips."""
+    import pytest
+    from ptjaas_sandbox.realkube import RealCluster, Unavailable
+    mode = os.environ.get("PTJAAS_REAL_KUBE", "")
+    if mode == "off":
+        pytest.skip("PTJAAS_REAL_KUBE=off: tests on the real control plane are switched off")
+    try:
+        c = RealCluster(directory)
+    except Unavailable as e:
+        if mode == "required":
+            pytest.fail(f"PTJAAS_REAL_KUBE=required but no real control plane: {e}")
+        pytest.skip(f"no real control plane: {e}")
+    c.start()
+    try:
+        yield c
+    finally:
+        c.stop()
 
 
 class Backend:

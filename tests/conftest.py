@@ -90,21 +90,9 @@ def real_cluster(tmp_path_factory):
     """A real kube-apiserver & co (ptjaas_sandbox.realkube) with our node agent, once per session;
     skips where the binaries are absent. Tests make namespaces of their own in it.
     PTJAAS_REAL_KUBE=required (CI) fails instead of skipping; PTJAAS_REAL_KUBE=off skips."""
-    from ptjaas_sandbox.realkube import RealCluster, Unavailable
-    mode = os.environ.get("PTJAAS_REAL_KUBE", "")
-    if mode == "off":
-        pytest.skip("PTJAAS_REAL_KUBE=off: tests on the real control plane are switched off")
-    try:
-        c = RealCluster(tmp_path_factory.mktemp("realkube"))
-    except Unavailable as e:
-        if mode == "required":
-            pytest.fail(f"PTJAAS_REAL_KUBE=required but no real control plane: {e}")
-        pytest.skip(f"no real control plane: {e}")
-    c.start()
-    try:
+    from backend_support import started_real_cluster
+    with started_real_cluster(tmp_path_factory.mktemp("realkube")) as c:
         yield c
-    finally:
-        c.stop()
 
 
 @pytest.fixture

@@ -205,10 +205,6 @@ def test_old_claim_events_do_not_fail_a_new_start(backend, hub_factory):
 def test_no_node_can_take_the_pod_fails_fast(backend, hub_factory):
     """Issue 9, point 5: an unschedulable pod fails the start in plain words within
     ``unschedulable_timeout``, is deleted, and its quota share is free again."""
-    if backend.real:
-        # passed on its branch; after the final merges the start failed on the real control plane
-        # with an empty "Spawn failed:" message: to be found and fixed, then this line removed
-        pytest.skip("off on the real backend: after the final merges the start fails there with an empty message")
     hub = hub_factory(hub_config('c.PtjaasSpawner.unschedulable_timeout = 2\n'
                                  'c.PtjaasSpawner.quota_default = {"servers": 1}\n', backend),
                       cluster=backend.target)
@@ -222,6 +218,26 @@ def test_no_node_can_take_the_pod_fails_fast(backend, hub_factory):
     # the quota share (1 server) is free again: a start that fits works
     ready, message, _, _, _ = start_outcome(hub, "gus", {"size": "small"}, timeout=120)
     assert ready, message
+
+
+def test_a_start_out_of_time_says_why(backend, hub_factory):
+    """A start still not done at ``start_timeout`` fails with what its pod waits for in plain
+    words (JupyterHub's own timeout reads as an empty "Spawn failed:"), leaving no pod behind."""
+    label = f"ptjaas.io/never-{backend.namespace}"
+    sizes = dict(SIZES, picky=dict(SIZES["small"], display_name="Picky", node_selector={label: "yes"}))
+    hub = hub_factory(textwrap.dedent(f"""
+        c.PtjaasSpawner.images = {json.dumps(IMAGES)}
+        c.PtjaasSpawner.sizes = {json.dumps(sizes)}
+        c.PtjaasSpawner.unschedulable_timeout = 0
+        c.PtjaasSpawner.start_timeout = 20
+        """) + backend.hub_config(), cluster=backend.target)
+    add_user(hub, "tim")
+    ready, message, _, seconds, _ = start_outcome(hub, "tim", {"size": "picky"})
+    assert not ready
+    assert "did not start within 20 s" in message and "no node matches this size's node selector" in message, message
+    assert seconds < 25, seconds
+    wait_for(lambda: "jupyter-tim" not in backend.pods(), timeout=30, message="the pod deleted")
+    wait_for(lambda: server(hub, "tim") is None, timeout=30, message="tim's server gone")
 
 
 def test_api_token_is_never_logged(backend, hub_factory, tmp_path):

@@ -7,7 +7,8 @@ import pytest
 
 from ptjaas_spawner import redact
 from ptjaas_spawner.startfailure import (
-    HOME_PROVISIONING, claim_problem, events_of, progress_message, scheduling_state, unschedulable_reason)
+    HOME_PROVISIONING, claim_problem, events_of, progress_message, scheduling_state, start_timeout_message,
+    unschedulable_reason)
 
 CLAIM = {"metadata": {"name": "claim-erin", "uid": "new-uid", "creationTimestamp": "2026-01-01T10:00:00Z"},
          "spec": {}}
@@ -69,6 +70,19 @@ def test_scheduling_state_and_progress():
     assert scheduling_state([fs], {"spec": {"nodeName": "n1"}})[0] == "scheduled"
     assert scheduling_state([])[0] == "pending"
     assert progress_message(vol) == HOME_PROVISIONING and progress_message(fs) == ""
+
+
+@pytest.mark.parametrize("state, message, words", [
+    ("unschedulable", "0/1 nodes are available: 1 Insufficient nvidia.com/gpu. preemption: x",
+     "the cluster could not place it (no node has a free GPU right now)"),
+    ("waiting-volume", "pod has unbound immediate PersistentVolumeClaims", "its home volume was not ready"),
+    ("scheduled", "", "placed on a node but did not become ready"),
+    ("pending", "", "the cluster did not place it"),
+])
+def test_a_start_out_of_time_is_told_in_words(state, message, words):
+    text = start_timeout_message(300, state, message)
+    assert text.startswith("Your server did not start within 300 s: ") and words in text, text
+    assert "Insufficient" not in text and "preemption" not in text
 
 
 TOKEN = "0123456789abcdef0123456789abcdef"

@@ -15,6 +15,7 @@ import copy
 import logging
 import os
 import socket
+import time
 
 from . import admission, errors
 from .isolation import NodeIsolation
@@ -28,6 +29,9 @@ from .store import now_iso, now_micro
 log = logging.getLogger("ptjaas.cluster")
 T = BY_PLURAL
 GPU_RESOURCE_SUFFIX = "/gpu"
+LEASE_SECONDS = 40          # the node's Lease duration, as a kubelet's
+RENEW_EVERY = 10            # lease renewal and node status check (a kubelet's nodeStatusUpdateFrequency)
+STATUS_REPORT_EVERY = 300   # an unchanged node status is reported this often (nodeStatusReportFrequency)
 
 
 class Kubelet:
@@ -54,6 +58,8 @@ class Kubelet:
         self._pending = False
         self._tasks = []
         self._heartbeat_task = None
+        self._reported = {}       # node name -> when its status was last reported (monotonic)
+        self._outage_since = None   # when the heartbeats started failing
         self.events = None
         self.loop = None
 
@@ -81,39 +87,86 @@ class Kubelet:
 
     async def register(self, spec):
         """Create the Node (as a kubelet registers itself) and report its status."""
-        manifest = spec if isinstance(spec, dict) else spec.manifest()
-        path = f"/api/v1/nodes/{manifest['metadata']['name']}"
+        manifest = _manifest(spec)
+        node = None
         try:
             await self.client.create("/api/v1/nodes", {"apiVersion": "v1", "kind": "Node",
                                                        "metadata": manifest["metadata"], "spec": manifest.get("spec") or {}})
         except ApiError as e:
             if e.code != 409:
                 raise
+            node = await self.client.get(f"/api/v1/nodes/{manifest['metadata']['name']}")   # registered before
+        await self._report_status(manifest, node)
+
+    async def _report_status(self, manifest, node):
+        """Patch the node's status: its conditions as this agent sees them (Ready), heartbeat now,
+        transition times kept where a condition did not change (``node`` is the Node as it is)."""
         status = copy.deepcopy(manifest["status"])
         if self.log_endpoint:
             status["daemonEndpoints"] = {"kubeletEndpoint": {"Port": self.log_endpoint[2]}}
+        current = {c.get("type"): c for c in ((node or {}).get("status") or {}).get("conditions") or []}
+        now = now_iso()
         for c in status.get("conditions") or []:
-            c.setdefault("lastHeartbeatTime", now_iso())
-            c.setdefault("lastTransitionTime", now_iso())
-        await self.client.patch(path + "/status", {"status": status})
+            before = current.get(c["type"]) or {}
+            c["lastHeartbeatTime"] = now
+            c["lastTransitionTime"] = (before.get("lastTransitionTime") if before.get("status") == c["status"]
+                                       else None) or now
+        await self.client.patch(f"/api/v1/nodes/{manifest['metadata']['name']}/status", {"status": status})
+        self._reported[manifest["metadata"]["name"]] = time.monotonic()
 
-    async def _heartbeat(self, every=10):
-        """Renew each registered node's Lease (kube-node-lease), as a kubelet does, so that the
-        node lifecycle controller keeps the node Ready (and untainted)."""
+    async def _sync_node(self, spec):
+        """What a kubelet does every ``nodeStatusUpdateFrequency``: renew the node's Lease
+        (kube-node-lease), and report the node's status again when the API's copy differs from what
+        this agent would report (the node lifecycle controller marked it Unknown while the API
+        server or this agent was away), or every ``STATUS_REPORT_EVERY`` seconds; register the
+        node again should it have been deleted."""
+        manifest = _manifest(spec)
+        name = manifest["metadata"]["name"]
+        path = f"/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/{name}"
+        renew = {"spec": {"holderIdentity": name, "leaseDurationSeconds": LEASE_SECONDS, "renewTime": now_micro()}}
+        try:
+            await self.client.patch(path, renew)
+        except ApiError as e:
+            if e.code != 404:
+                raise
+            await self.client.create(path.rsplit("/", 1)[0], dict(renew, metadata={"name": name}))
+        node = await self.client.get(f"/api/v1/nodes/{name}")
+        if node is None:
+            log.warning("node %s is gone from the API: registering it again", name)
+            await self.register(spec)
+            return
+        reported = {c.get("type"): c.get("status") for c in (node.get("status") or {}).get("conditions") or []}
+        wanted = {c["type"]: c["status"] for c in manifest["status"].get("conditions") or []}
+        stale = time.monotonic() - self._reported.get(name, 0) >= STATUS_REPORT_EVERY
+        if stale or any(reported.get(t) != s for t, s in wanted.items()):
+            if not stale:
+                log.info("node %s: reporting its status again (the API had %s)", name, reported)
+            await self._report_status(manifest, node)
+
+    async def _heartbeat(self, every=RENEW_EVERY):
+        """Keep each registered node Ready (and untainted) for the node lifecycle controller, through
+        API server outages: on failure retry soon (0.2 s doubling up to 7 s, as a kubelet's lease
+        controller does), else every ``every`` seconds."""
+        failures = 0
         while not self.client.closing:
+            failed = False
             for spec in self.node_specs:
-                name = spec["metadata"]["name"] if isinstance(spec, dict) else spec.name
-                path = f"/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/{name}"
-                renew = {"spec": {"holderIdentity": name, "leaseDurationSeconds": 40, "renewTime": now_micro()}}
                 try:
-                    await self.client.patch(path, renew)
-                except ApiError as e:
-                    if e.code == 404:
-                        await self.client.create(path.rsplit("/", 1)[0], dict(renew, metadata={"name": name}))
+                    await self._sync_node(spec)
+                except asyncio.CancelledError:
+                    return
                 except Exception as e:
-                    log.debug("lease of node %s not renewed: %s", name, e)
+                    failed = True
+                    if not self.client.closing:
+                        log.debug("node %s not synced: %s", _manifest(spec)["metadata"]["name"], e)
+            failures = failures + 1 if failed else 0
+            if failures == 0 and self._outage_since is not None:
+                log.info("node agent: API server reachable again after %.0f s", time.monotonic() - self._outage_since)
+                self._outage_since = None
+            elif failures and self._outage_since is None:
+                self._outage_since = time.monotonic()
             try:
-                await asyncio.sleep(every)
+                await asyncio.sleep(min(0.2 * 2 ** failures, 7) if failures else every)
             except asyncio.CancelledError:
                 return
 
@@ -163,6 +216,8 @@ class Kubelet:
                 runtime = PodRuntime(self, pod)
                 self.pods[uid] = runtime
                 runtime.start()
+            elif runtime is not None and not runtime.terminating:
+                runtime.reconcile(pod)
         for uid in list(self.pods):
             if uid not in self.cache and not self.pods[uid].terminating:   # removed without a grace period
                 self.pods[uid].terminate(0, remove=False)
@@ -279,6 +334,10 @@ class Kubelet:
             lines = text.splitlines(keepends=True)
             text = "".join(lines[-int(tail):]) if int(tail) > 0 else ""
         return text
+
+
+def _manifest(spec):
+    return spec if isinstance(spec, dict) else spec.manifest()
 
 
 class Lookup:

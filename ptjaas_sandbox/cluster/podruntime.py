@@ -85,6 +85,19 @@ class PodRuntime:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5)
 
+    def reconcile(self, pod):
+        """Report the status again where the API's copy of the pod differs from it in phase or in a
+        condition this node reports (the node lifecycle controller marks the pods of a node it
+        lost touch with NotReady), as a kubelet's status manager does."""
+        if self.status is None or self._dirty or self.shutdown or (self._flusher and not self._flusher.done()):
+            return
+        theirs = pod.get("status") or {}
+        conditions = {c.get("type"): c.get("status") for c in theirs.get("conditions") or []}
+        if theirs.get("phase") != self.status.get("phase") or any(
+                conditions.get(c["type"]) != c.get("status") for c in self.status.get("conditions") or []):
+            self._dirty = True
+            self._flusher = asyncio.ensure_future(self._flush())
+
     def _event(self, event_type, reason, message):
         pod = self.pod()
         if pod is not None:
