@@ -15,6 +15,8 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -88,6 +90,29 @@ def run_culler_once(hub, tmp):
     env.update(JUPYTERHUB_API_URL=f"{hub.url}/hub/api", JUPYTERHUB_API_TOKEN=CULLER_TOKEN,
                PYTHONPATH=os.pathsep.join([str(TESTS), env.get("PYTHONPATH", "")]))
     return subprocess.run(svc["command"] + ["--once", "--log-level=DEBUG"], env=env, capture_output=True, text=True, timeout=120)
+
+
+@contextmanager
+def kept_active(url, headers):
+    """Gabe keeps working through the proxy while the culler runs: his server reports the
+    activity to the hub each second, however long the culler takes to start on a loaded machine."""
+    stop = threading.Event()
+
+    def work():
+        while not stop.is_set():
+            try:
+                requests.get(url, headers=headers, timeout=10)
+            except requests.RequestException:
+                pass
+            stop.wait(0.5)
+
+    worker = threading.Thread(target=work, daemon=True)
+    worker.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        worker.join(timeout=15)
 
 
 def servers(hub, user):
@@ -189,7 +214,8 @@ def test_gpu_idle_server_culled_with_hooks_active_and_cpu_kept(module_cluster, h
     # culler waits for the stop to finish before its after-cull hooks (snapshot of a quiet volume)
     module_cluster.inject_fault(verb="delete", resource="pods", name="jupyter-gina", latency=12, times=1)
     try:
-        out = run_culler_once(hub, tmp_path)  # the hanging hooks cannot make it hang (subprocess timeout)
+        with kept_active(user_url(hub, "gabe", "train", "api/contents"), gabe):
+            out = run_culler_once(hub, tmp_path)  # the hanging hooks cannot make it hang (subprocess timeout)
     finally:
         module_cluster.clear_faults()
     log = out.stdout + out.stderr

@@ -19,7 +19,7 @@ from waiting import wait_for  # noqa: E402
 
 from ptjaas_spawner.sizes import parse_quantity  # noqa: E402
 
-pytestmark = [pytest.mark.hub, pytest.mark.timeout(240)]
+pytestmark = [pytest.mark.hub, pytest.mark.timeout(420)]  # a guard: several hub restarts on a loaded machine
 # on the embedded cluster and on a real kube-apiserver with z2jh's hub rights (tests/conftest.py)
 BACKENDS = ("embedded", "real")
 
