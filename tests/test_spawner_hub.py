@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # any pytest import mo
 
 from waiting import wait_for  # noqa: E402
 
-from ptjaas_spawner.sizes import parse_quantity  # noqa: E402
+from ptjaas_spawner.quantity import parse_quantity  # noqa: E402
 
 pytestmark = [pytest.mark.hub, pytest.mark.timeout(240)]
 # on the embedded cluster and on a real kube-apiserver with z2jh's hub rights (tests/conftest.py)

@@ -144,7 +144,7 @@ def test_quota_and_limits_come_from_quota_groups(capsys, tmp_path):
     (limits,) = by[("LimitRange", "research")]["spec"]["limits"]
     assert limits["max"] == {"nvidia.com/gpu": "2"}
     # containers without requests get the catalog's smallest size, so the quota counts them
-    assert limits["defaultRequest"] == {"cpu": "0.5", "memory": str(2 * 2**30)}
+    assert limits["defaultRequest"] == {"cpu": "500m", "memory": "2Gi"}
     names = [d["metadata"]["name"] for d in docs if d["kind"] == "Namespace"]
     assert names == ["jhub-team-bio", "research"]
     research = next(d for d in docs if d["kind"] == "Namespace" and d["metadata"]["name"] == "research")

@@ -25,7 +25,7 @@ import shutil
 import subprocess
 from datetime import datetime, timezone
 
-from .quantity import format_quantity, parse_quantity
+from ptjaas_spawner.quantity import format_quantity, parse_quantity
 from .resources import BY_PLURAL
 from .store import now_iso
 

@@ -309,6 +309,15 @@ def test_invalid_names_are_422_invalid(kube, ns, name):
     assert kube.core.list_namespaced_config_map(ns, field_selector=OWN).items == []
 
 
+def test_a_negative_resource_request_is_422_invalid(kube, ns):
+    pod = py_pod("neg", SLEEP_FOREVER)
+    pod["spec"]["containers"][0]["resources"] = {"requests": {"memory": "-1"}}
+    e = kube.error(kube.core.create_namespaced_pod, ns, pod)
+    assert ('spec.containers[0].resources.requests[memory]: Invalid value: "-1": '
+            "must be greater than or equal to 0") in assert_status(e, 422, "Invalid")["message"]
+    assert kube.core.list_namespaced_pod(ns).items == []
+
+
 def test_invalid_specs_are_422_and_change_nothing(kube, ns):
     e = kube.error(kube.core.create_namespaced_pod, ns,
                    {"metadata": {"name": "empty"}, "spec": {"containers": []}})
