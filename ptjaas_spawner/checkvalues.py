@@ -25,9 +25,8 @@ import subprocess
 import sys
 from collections.abc import Mapping
 
-import yaml
 
-from . import fragmentcheck
+from . import fragmentcheck, helmvalues
 from .settings_schema import CULLER, Z2JH_CULL
 
 _SETTING = re.compile(r"^(?:c\.)?([A-Z][A-Za-z0-9_]*(?:\.[A-Za-z0-9_]+)?)((?:\[[^\]]+\])*)(.*)$", re.S)
@@ -184,20 +183,9 @@ def load_values_files(paths) -> tuple[dict, list[tuple[str, str]]]:
     problems = []
     for path in paths:
         try:
-            with open(path) as f:
-                doc = yaml.safe_load(f)
-        except OSError as e:
-            problems.append((path, e.strerror or str(e)))
-            continue
-        except yaml.YAMLError as e:
-            problems.append((path, f"not valid YAML: {e}"))
-            continue
-        if doc is None:
-            continue
-        if not isinstance(doc, Mapping):
-            problems.append((path, "must hold a mapping of Helm values"))
-            continue
-        values = fragmentcheck.deep_merge(values, doc)
+            values = helmvalues.deep_merge(values, helmvalues.read_file(path))
+        except helmvalues.ValuesFileError as e:
+            problems.append((e.path, e.problem))
     return values, problems
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ptjaas_spawner.fragmentcheck import deep_merge
+from ptjaas_spawner.helmvalues import deep_merge
 
 PROJECT = Path(__file__).resolve().parents[1]
 HELM_VALUES = PROJECT / "helm-values"

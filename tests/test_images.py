@@ -20,7 +20,7 @@ import pytest
 from packaging.requirements import Requirement
 
 from deploy_support import BASE, CHART_VERSION, FRAGMENTS, IMAGES, OVERLAYS, PROJECT, compose, load_yaml
-from ptjaas_spawner.fragmentcheck import Z2JH_FRAGMENT_DIR
+from ptjaas_spawner.helmvalues import Z2JH_FRAGMENT_DIR
 
 sys.path.insert(0, str(IMAGES))
 import build as image_build  # noqa: E402  (images/build.py)

@@ -10,7 +10,7 @@ import socket
 from decimal import Decimal
 
 from . import admission, errors
-from ptjaas_spawner.quantity import format_quantity, parse_quantity
+from ptjaas_spawner.quantity import parse_quantity
 from .resources import BY_KEY, BY_PLURAL
 from .snapshotter import Snapshotter, unlock
 from .store import now_iso, now_micro
