@@ -10,8 +10,10 @@ fragment 50), ``ptjaas check-values``, and the configuration reference in the do
 Each schema is an ``object`` with ``properties``; a property has a ``type`` (JSON-schema type
 names), a ``description`` for the docs, and where it applies ``required``/``default``/``minimum``
 and, for the culler's values, the culler ``option`` it becomes (``None``: read by the fragment
-itself).
+itself; absent: the key in snake case).
 """
+
+import re
 
 SECONDS = {"type": "number", "minimum": 0}
 
@@ -25,6 +27,9 @@ CULL_PROPERTIES = {
     "kernel_idle_timeout": dict(SECONDS, description=(
         "Shut down kernels idle this many seconds inside a running server (the server stays).")),
 }
+
+#: the culling keys a size or an image may set
+CULL_KEYS = tuple(CULL_PROPERTIES)
 
 GROUPS = {"type": "array", "items": {"type": "string"},
           "description": "Only members of these groups see and may use it (absent: everyone)."}
@@ -106,20 +111,15 @@ CULLER = {
     "properties": {
         "enabled": {"type": "boolean", "default": False, "option": None,
                     "description": "Run ptjaas's culler as a hub-managed service (keep `cull.enabled: false`)."},
-        "beforeCullHooks": {"type": "array", "items": {"type": "string"}, "option": "before_cull_hooks",
-                            "description": "Run before a server is stopped: `snapshot`, `usage` or `module:function`."},
-        "afterCullHooks": {"type": "array", "items": {"type": "string"}, "option": "after_cull_hooks",
-                           "description": "Run after the hub confirmed the stop (same forms)."},
-        "hookTimeout": dict(SECONDS, option="hook_timeout", description="Seconds a hook may take (then abandoned, logged)."),
-        "hubGoneTimeout": dict(SECONDS, option="hub_gone_timeout", description=(
+        "beforeCullHooks": {"type": "array", "items": {"type": "string"}, "description": "Run before a server is stopped: `snapshot`, `usage` or `module:function`."},
+        "afterCullHooks": {"type": "array", "items": {"type": "string"}, "description": "Run after the hub confirmed the stop (same forms)."},
+        "hookTimeout": dict(SECONDS, description="Seconds a hook may take (then abandoned, logged)."),
+        "hubGoneTimeout": dict(SECONDS, description=(
             "The culler exits once the hub API has not answered this long (default 60; 0 = never).")),
-        "usageFile": {"type": "string", "option": "usage_file",
-                      "description": "JSON-lines file the `usage` hook appends one record per cull to."},
-        "snapshotClass": {"type": "string", "option": "snapshot_class",
-                          "description": "VolumeSnapshotClass of the `snapshot` hook (default: the cluster's)."},
-        "snapshotKeep": {"type": "integer", "minimum": 1, "option": "snapshot_keep",
-                         "description": "Snapshots kept per home claim by the `snapshot` hook."},
-        "snapshotNamespace": {"type": "string", "option": "snapshot_namespace",
+        "usageFile": {"type": "string", "description": "JSON-lines file the `usage` hook appends one record per cull to."},
+        "snapshotClass": {"type": "string", "description": "VolumeSnapshotClass of the `snapshot` hook (default: the cluster's)."},
+        "snapshotKeep": {"type": "integer", "minimum": 1, "description": "Snapshots kept per home claim by the `snapshot` hook."},
+        "snapshotNamespace": {"type": "string", "option": "namespace",
                               "description": "Namespace of the home claims (default: the spawner's)."},
     },
 }
@@ -131,14 +131,13 @@ Z2JH_CULL = {
     "properties": {
         "enabled": {"type": "boolean", "option": None,
                     "description": "z2jh's own culler: must stay `false` when ptjaas's runs."},
-        "timeout": dict(SECONDS, option="timeout", description="Idle timeout for sizes/images that set none."),
+        "timeout": dict(SECONDS, description="Idle timeout for sizes/images that set none."),
         "every": dict(SECONDS, option="cull_every", description="Seconds between passes (default: half the shortest timeout)."),
-        "concurrency": {"type": "integer", "minimum": 0, "option": "concurrency", "description": "Hub API requests in flight at once."},
-        "maxAge": dict(SECONDS, option="max_age", description="Maximum server age for sizes/images that set none (0: none)."),
+        "concurrency": {"type": "integer", "minimum": 0, "description": "Hub API requests in flight at once."},
+        "maxAge": dict(SECONDS, description="Maximum server age for sizes/images that set none (0: none)."),
         "users": {"type": "boolean", "option": "cull_users", "description": "Also delete inactive users (their homes stay)."},
         "adminUsers": {"type": "boolean", "option": "cull_admin_users", "description": "With `users`: admins too."},
-        "removeNamedServers": {"type": "boolean", "option": "remove_named_servers",
-                               "description": "Remove culled named servers instead of only stopping them."},
+        "removeNamedServers": {"type": "boolean", "description": "Remove culled named servers instead of only stopping them."},
     },
 }
 
@@ -159,5 +158,7 @@ def keys(schema):
 
 
 def options(schema):
-    """``{values key: culler option}`` for the keys that become a culler option."""
-    return {k: p["option"] for k, p in schema["properties"].items() if p.get("option")}
+    """``{values key: culler option}`` for the keys that become a culler option: the key in
+    snake case (``maxAge``: ``max_age``) unless its ``option`` says otherwise (``None``: none)."""
+    found = {k: p.get("option", re.sub(r"(?<!^)(?=[A-Z])", "_", k).lower()) for k, p in schema["properties"].items()}
+    return {k: option for k, option in found.items() if option}

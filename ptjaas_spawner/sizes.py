@@ -9,10 +9,9 @@ A size is a dict (see ``PtjaasSpawner.sizes``)::
 """
 
 from .quantity import format_quantity, parse_bytes, parse_cpu
-from .settings_schema import CULL_PROPERTIES, SIZE, keys
+from .settings_schema import SIZE, keys
 
 DEFAULT_GPU_RESOURCE = "nvidia.com/gpu"
-CULL_KEYS = tuple(CULL_PROPERTIES)   # per-size / per-image culling keys (settings_schema)
 SIZE_KEYS = keys(SIZE)
 
 def groups_allow(entry: dict, user_groups) -> bool:
