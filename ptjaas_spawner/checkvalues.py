@@ -153,12 +153,7 @@ def check_values(values: Mapping) -> list[tuple[str, str]]:
 
     # what fragment 50 reads to start the culler
     def get(key, default=None):
-        value = values
-        for part in key.split("."):
-            if not isinstance(value, Mapping) or part not in value:
-                return default
-            value = value[part]
-        return value
+        return helmvalues.lookup(values, key, default)
 
     culler_problems = schema_problems("custom.ptjaas.culler", get("custom.ptjaas.culler"), CULLER)
     culler_problems += schema_problems("cull", get("cull"), Z2JH_CULL)

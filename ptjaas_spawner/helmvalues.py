@@ -100,9 +100,14 @@ def value(key: str, default=None):
     files ``00-ptjaas.py`` read."""
     if under_z2jh():
         return sys.modules["z2jh"].get_config(key, default)
-    found = _values
+    return lookup(_values, key, default)
+
+
+def lookup(values, key: str, default=None):
+    """``values["a"]["b"]`` for the dotted ``key`` "a.b", as z2jh's ``get_config`` reads it."""
+    found = values
     for part in key.split("."):
-        if not isinstance(found, dict) or part not in found:
+        if not isinstance(found, Mapping) or part not in found:
             return default
         found = found[part]
     return found
