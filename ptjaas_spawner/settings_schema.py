@@ -31,17 +31,27 @@ CULL_PROPERTIES = {
 #: the culling keys a size or an image may set
 CULL_KEYS = tuple(CULL_PROPERTIES)
 
+#: the two keys an entry shown in the form has
+SHOWN = {
+    "display_name": {"type": "string", "description": "Shown in the spawn form."},
+    "description": {"type": "string", "description": "One line under the name in the form."},
+}
+
+
+def entry(title, required, properties):
+    """The schema of one entry of a ptjaas setting: an object with exactly these keys."""
+    return {"type": "object", "title": title, "additionalProperties": False, "required": required,
+            "properties": properties}
+
+
 GROUPS = {"type": "array", "items": {"type": "string"},
           "description": "Only members of these groups see and may use it (absent: everyone)."}
 
-SIZE = {
-    "type": "object",
-    "title": "a size (`hub.config.PtjaasSpawner.sizes.<key>`)",
-    "additionalProperties": False,
-    "required": ["cpu_guarantee", "cpu_limit", "mem_guarantee", "mem_limit"],
-    "properties": {
-        "display_name": {"type": "string", "description": "Shown in the spawn form."},
-        "description": {"type": "string", "description": "One line under the name in the form."},
+SIZE = entry(
+    "a size (`hub.config.PtjaasSpawner.sizes.<key>`)",
+    required=["cpu_guarantee", "cpu_limit", "mem_guarantee", "mem_limit"],
+    properties={
+        **SHOWN,
         "cpu_guarantee": {"type": ["number", "string"], "description": "CPU request (cores or a quantity such as `500m`)."},
         "cpu_limit": {"type": ["number", "string"], "description": "CPU limit; at least `cpu_guarantee`."},
         "mem_guarantee": {"type": ["number", "string"], "description": "Memory request (bytes or a quantity such as `4Gi`)."},
@@ -56,50 +66,43 @@ SIZE = {
         "groups": GROUPS,
         **CULL_PROPERTIES,
     },
-}
+)
 
-VERSION = {
-    "type": "object",
-    "title": "a version (`hub.config.PtjaasSpawner.images.<key>.versions.<version>`)",
-    "additionalProperties": False,
-    "required": ["image"],
-    "properties": {
+VERSION = entry(
+    "a version (`hub.config.PtjaasSpawner.images.<key>.versions.<version>`)",
+    required=["image"],
+    properties={
         "image": {"type": "string", "description": "The image reference: a tag or a digest."},
         "label": {"type": "string", "description": "Shown in the version menu."},
         "notes": {"type": "string", "description": "Release notes shown with the version."},
         "default": {"type": "boolean", "description": "The version preselected (at most one per image)."},
         "deprecated": {"type": "string", "description": "A message shown to whoever picks this version."},
     },
-}
+)
 
-IMAGE = {
-    "type": "object",
-    "title": "an image (`hub.config.PtjaasSpawner.images.<key>`)",
-    "additionalProperties": False,
-    "required": ["versions"],
-    "properties": {
-        "display_name": {"type": "string", "description": "Shown in the spawn form."},
-        "description": {"type": "string", "description": "One line under the name in the form."},
+IMAGE = entry(
+    "an image (`hub.config.PtjaasSpawner.images.<key>`)",
+    required=["versions"],
+    properties={
+        **SHOWN,
         "versions": {"type": "object", "additionalProperties": VERSION, "description": "Version key -> version."},
         "sizes": {"type": "array", "items": {"type": "string"},
                   "description": "Only these sizes may run it (a CUDA image: the GPU sizes)."},
         "groups": GROUPS,
         **CULL_PROPERTIES,
     },
-}
+)
 
-SHARED_VOLUME = {
-    "type": "object",
-    "title": "a shared volume (`hub.config.PtjaasSpawner.shared_volumes[i]`)",
-    "additionalProperties": False,
-    "required": ["claim", "mount_path"],
-    "properties": {
+SHARED_VOLUME = entry(
+    "a shared volume (`hub.config.PtjaasSpawner.shared_volumes[i]`)",
+    required=["claim", "mount_path"],
+    properties={
         "claim": {"type": "string", "description": "An existing PersistentVolumeClaim in the users' namespace."},
         "mount_path": {"type": "string", "description": "Absolute path it is mounted at."},
         "groups": GROUPS,
         "read_only": {"type": "boolean", "description": "Mount it read-only."},
     },
-}
+)
 
 ACCESS_MODES = ("ReadWriteOnce", "ReadOnlyMany", "ReadWriteMany", "ReadWriteOncePod")
 
