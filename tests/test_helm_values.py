@@ -12,7 +12,7 @@ import re
 import jsonschema
 import pytest
 
-from deploy_support import (
+from tests.deploy_support import (
     ALL_VALUES,
     BASE,
     CHART_APP_VERSION,

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from deploy_support import BASE, HELM_VALUES, KUBERNETES_MIN, MANIFESTS, OVERLAYS, PROJECT, compose, load_yaml_docs
+from tests.deploy_support import BASE, HELM_VALUES, KUBERNETES_MIN, MANIFESTS, OVERLAYS, PROJECT, compose, load_yaml_docs
 from ptjaas_spawner.cli import main as ptjaas
 
 TEAMS = HELM_VALUES / "values-teams.yaml"

@@ -12,18 +12,15 @@ pod access, once the real-control-plane fixtures (issue10-backend branch) have l
 import html
 import json
 import re
-import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 import requests
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ptjaas_spawner.teammanifests import Site, team_objects
 
-from waiting import wait_for  # noqa: E402
-
-from ptjaas_spawner.teammanifests import Site, team_objects  # noqa: E402
+from tests.hubutil import failure_message, server, start, start_ready, stop, usage
+from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.hub, pytest.mark.timeout(400)]
 
@@ -96,35 +93,6 @@ def hub(module_cluster, module_hub_factory, team_namespaces):
     return module_hub_factory(hub_config(), cluster=module_cluster)
 
 
-def server(hub, user, name=""):
-    r = hub.api("GET", f"/users/{user}")
-    r.raise_for_status()
-    return r.json()["servers"].get(name)
-
-
-def start(hub, user, options, name=""):
-    path = f"/users/{user}/servers/{name}" if name else f"/users/{user}/server"
-    return hub.api("POST", path, json=options)
-
-
-def start_ready(hub, user, options, name=""):
-    r = start(hub, user, options, name)
-    assert r.status_code in (201, 202), r.text
-    try:
-        wait_for(lambda: (server(hub, user, name) or {}).get("ready"), timeout=120, interval=0.2,
-                 message=f"{user}/{name} ready")
-    except Exception:
-        print(hub.logs()[-6000:])
-        raise
-
-
-def stop(hub, user, name=""):
-    path = f"/users/{user}/servers/{name}" if name else f"/users/{user}/server"
-    r = hub.api("DELETE", path)
-    assert r.status_code in (202, 204, 404), r.text
-    wait_for(lambda: server(hub, user, name) is None, timeout=60, interval=0.2, message=f"{user}/{name} stopped")
-
-
 def user_pods(kube, user):
     """{namespace: pod names} of the user's live server pods, in every namespace."""
     raw = json.loads(kube.list_pod_for_all_namespaces(_preload_content=False).data)
@@ -155,27 +123,6 @@ def post_form(hub, user, data):
     url = hub.url.rstrip("/") + f"/hub/spawn/{user}"
     session.get(url)
     return session.post(url, data={"_xsrf": session.cookies.get("_xsrf") or "", **data})
-
-
-def failure_message(hub, user, timeout=60):
-    """The refusal text the user sees (the spawn progress event of a failed start)."""
-    def failed():
-        r = hub.api("GET", f"/users/{user}/server/progress", stream=True, timeout=30)
-        if r.status_code != 200:
-            return None
-        for line in r.iter_lines(decode_unicode=True):
-            if line.startswith("data:"):
-                event = json.loads(line[5:])
-                if event.get("failed"):
-                    return event["message"]
-        return None
-    return wait_for(failed, timeout=timeout, interval=0.2, message=f"{user} start to fail")
-
-
-def usage(hub):
-    r = hub.api("GET", "/ptjaas/usage")
-    assert r.status_code == 200, r.text
-    return r.json()
 
 
 def test_a_vision_member_lands_in_the_vision_namespace(hub, kube):
