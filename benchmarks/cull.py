@@ -165,12 +165,12 @@ async def run_ours(api_url: str, concurrency: int, page_size: int, per_size: boo
 
 
 async def run_theirs(api_url: str, concurrency: int, page_size: int):
-    import inspect
+    from importlib.metadata import version
 
     from jupyterhub_idle_culler import cull_idle
 
     kwargs = {}
-    if "logger" in inspect.signature(cull_idle).parameters:  # 2.0; 1.4 logs to tornado's app_log
+    if int(version("jupyterhub-idle-culler").split(".")[0]) >= 2:  # 1.x logs to tornado's app_log
         kwargs["logger"] = logging.getLogger("theirs")
     await cull_idle(url=api_url, api_token=TOKEN, inactive_limit=3600, concurrency=concurrency,
                     api_page_size=page_size, **kwargs)

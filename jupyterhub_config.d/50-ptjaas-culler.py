@@ -9,15 +9,10 @@
 # z2jh's own culler must stay off (`cull.enabled: false`): two cullers would race.
 # Under z2jh the values come from the chart's values (module z2jh); on a plain machine from
 # PTJAAS_VALUES (see 00-ptjaas.py).
-import sys
-
-from ptjaas_spawner.fragmentcheck import PtjaasConfigError, checked_fragment, fragment_path, helm_value
+from ptjaas_spawner import helmvalues
+from ptjaas_spawner.fragmentcheck import PtjaasConfigError, checked_fragment
 
 c = c  # noqa: F821  (see 00-ptjaas.py)
-
-
-def _ptjaas_value(key, default=None):
-    return helm_value(key, default, globals().get("PTJAAS_HELM_VALUES"))
 
 
 def _ptjaas_install_culler():
@@ -25,9 +20,9 @@ def _ptjaas_install_culler():
     from ptjaas_spawner.culler.config import CullerValuesError, culler_from_values
     from ptjaas_spawner.culler.policy import PolicyError
 
-    here = fragment_path(sys._getframe(0).f_code.co_filename)
+    here = helmvalues.fragment_path("50-ptjaas-culler.py")
     try:
-        kwargs = culler_from_values(_ptjaas_value)
+        kwargs = culler_from_values(helmvalues.value)
     except CullerValuesError as e:
         raise PtjaasConfigError(f"{here}: {e}") from e
     if kwargs is None:

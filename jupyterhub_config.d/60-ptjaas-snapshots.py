@@ -9,25 +9,20 @@
 # VolumeSnapshotClass; empty = snapshots off), snapshot_min_interval, audit_log_file.
 # Under z2jh the values come from the chart's values (module z2jh); on a plain machine from
 # PTJAAS_VALUES (see 00-ptjaas.py).
-import sys
-
-from ptjaas_spawner.fragmentcheck import PtjaasConfigError, checked_fragment, fragment_path, helm_value
+from ptjaas_spawner import helmvalues
+from ptjaas_spawner.fragmentcheck import PtjaasConfigError, checked_fragment
 
 c = c  # noqa: F821  (see 00-ptjaas.py)
 
 _PTJAAS_SNAPSHOT_KEYS = {"schedule"}
 
 
-def _ptjaas_snapshot_value(key, default=None):
-    return helm_value(key, default, globals().get("PTJAAS_HELM_VALUES"))
-
-
 def _ptjaas_install_snapshots():
     from ptjaas_spawner.pages import install
     from ptjaas_spawner.snapshots.scheduler import ScheduleError, install_scheduled_snapshots
 
-    here = fragment_path(sys._getframe(0).f_code.co_filename)
-    ours = _ptjaas_snapshot_value("custom.ptjaas.snapshots", None) or {}
+    here = helmvalues.fragment_path("60-ptjaas-snapshots.py")
+    ours = helmvalues.value("custom.ptjaas.snapshots", None) or {}
     if not isinstance(ours, dict):
         raise PtjaasConfigError(f"{here}: custom.ptjaas.snapshots must be a mapping, not {ours!r}")
     unknown = sorted(set(ours) - _PTJAAS_SNAPSHOT_KEYS)

@@ -15,9 +15,8 @@
 #     ptjaas_spawner.configcheck, which would otherwise run only at the first spawn).
 # Admin fragments placed between 00 and 99 check their own settings with
 # `ptjaas_spawner.fragmentcheck.checked_fragment` (see the docs: "Configuration fragments").
-import sys
-
 from ptjaas_spawner import fragmentcheck as _ptjaas_fc
+from ptjaas_spawner import helmvalues as _ptjaas_values
 
 c = c  # noqa: F821  (see 00-ptjaas.py)
 
@@ -28,16 +27,10 @@ def _ptjaas_source(setting):
     key = key.split("[")[0]  # PtjaasSpawner.sizes['gpu-1'] was set as hub.config.PtjaasSpawner.sizes
     if not section[:1].isupper():  # a Helm value such as singleuser.storage.type
         return "the Helm values"
-    try:  # under z2jh: the chart's values, read by its z2jh module
-        import z2jh
-
-        if key and key in (z2jh.get_config(f"hub.config.{section}") or {}):
-            return f"the Helm values (hub.config.{setting})"
-    except ImportError:
-        pass
-    files = globals().get("PTJAAS_VALUES_FILES")
-    if files and key in (globals().get("PTJAAS_HUB_CONFIG", {}).get(section) or {}):
-        return f"PTJAAS_VALUES ({', '.join(files)}: hub.config.{setting})"
+    if key and key in (_ptjaas_values.value(f"hub.config.{section}") or {}):
+        files = _ptjaas_values.files()   # none under z2jh: the chart's values
+        where = f"PTJAAS_VALUES ({', '.join(files)}: " if files else "the Helm values ("
+        return f"{where}hub.config.{setting})"
     return "hub.config or a config fragment"
 
 
@@ -45,7 +38,7 @@ _ptjaas_problems = _ptjaas_fc.startup_problems(c)
 if _ptjaas_problems:
     raise _ptjaas_fc.PtjaasConfigError(
         _ptjaas_fc.format_problems(
-            _ptjaas_fc.fragment_path(sys._getframe(0).f_code.co_filename),
+            _ptjaas_values.fragment_path("99-ptjaas-check.py"),
             [(s, f"{m} [set in {_ptjaas_source(s)}]") for s, m in _ptjaas_problems],
         )
     )

@@ -12,9 +12,8 @@ import json
 import os
 import secrets
 
-import yaml
 
-from ptjaas_spawner.fragmentcheck import deep_merge
+from ptjaas_spawner.helmvalues import ValuesFileError, deep_merge, read_file
 
 from . import z2jhhub
 
@@ -53,15 +52,9 @@ def load_values(paths):
     values = {}
     for path in paths:
         try:
-            with open(path) as f:
-                doc = yaml.safe_load(f) or {}
-        except OSError as e:
-            raise DemoError(f"-f {path}: {e.strerror or e}") from e
-        except yaml.YAMLError as e:
-            raise DemoError(f"-f {path}: not valid YAML: {e}") from e
-        if not isinstance(doc, dict):
-            raise DemoError(f"-f {path}: must hold a mapping of Helm values")
-        values = deep_merge(values, doc)
+            values = deep_merge(values, read_file(path))
+        except ValuesFileError as e:
+            raise DemoError(f"-f {e}") from e
     return values
 
 

@@ -25,9 +25,8 @@ import subprocess
 import sys
 from collections.abc import Mapping
 
-import yaml
 
-from . import fragmentcheck
+from . import fragmentcheck, helmvalues
 from .settings_schema import CULLER, Z2JH_CULL
 
 _SETTING = re.compile(r"^(?:c\.)?([A-Z][A-Za-z0-9_]*(?:\.[A-Za-z0-9_]+)?)((?:\[[^\]]+\])*)(.*)$", re.S)
@@ -154,12 +153,7 @@ def check_values(values: Mapping) -> list[tuple[str, str]]:
 
     # what fragment 50 reads to start the culler
     def get(key, default=None):
-        value = values
-        for part in key.split("."):
-            if not isinstance(value, Mapping) or part not in value:
-                return default
-            value = value[part]
-        return value
+        return helmvalues.lookup(values, key, default)
 
     culler_problems = schema_problems("custom.ptjaas.culler", get("custom.ptjaas.culler"), CULLER)
     culler_problems += schema_problems("cull", get("cull"), Z2JH_CULL)
@@ -184,20 +178,9 @@ def load_values_files(paths) -> tuple[dict, list[tuple[str, str]]]:
     problems = []
     for path in paths:
         try:
-            with open(path) as f:
-                doc = yaml.safe_load(f)
-        except OSError as e:
-            problems.append((path, e.strerror or str(e)))
-            continue
-        except yaml.YAMLError as e:
-            problems.append((path, f"not valid YAML: {e}"))
-            continue
-        if doc is None:
-            continue
-        if not isinstance(doc, Mapping):
-            problems.append((path, "must hold a mapping of Helm values"))
-            continue
-        values = fragmentcheck.deep_merge(values, doc)
+            values = helmvalues.deep_merge(values, helmvalues.read_file(path))
+        except helmvalues.ValuesFileError as e:
+            problems.append((e.path, e.problem))
     return values, problems
 
 

@@ -6,8 +6,9 @@ the hub refuse to start on a bad catalog.
 
 from . import settings_schema
 from .catalog import IMAGE_KEYS, VERSION_KEYS
-from .settings_schema import SHARED_VOLUME, keys
-from .sizes import CULL_KEYS, SIZE_KEYS, parse_bytes, parse_cpu
+from .quantity import parse_bytes, parse_cpu
+from .settings_schema import CULL_KEYS, SHARED_VOLUME, keys
+from .sizes import SIZE_KEYS
 
 PREFIX = "c.PtjaasSpawner"
 SHARED_KEYS = keys(SHARED_VOLUME)

@@ -20,13 +20,14 @@ from __future__ import annotations
 import copy
 import difflib
 import importlib
-import os
 import sys
 from collections.abc import Mapping
 from contextlib import contextmanager
 
 from traitlets import HasTraits, TraitError
 from traitlets.config import Configurable
+
+from .helmvalues import fragment_path
 
 # Configurable classes a fragment or hub.config commonly sets, by section name. A section
 # not listed here is checked only if its class is already imported; a ``Ptjaas*`` section
@@ -45,32 +46,8 @@ KNOWN_CLASSES = {
     "ConfigurableHTTPProxy": "jupyterhub.proxy:ConfigurableHTTPProxy",
 }
 
-# The directory z2jh's hub loads fragments from (its jupyterhub_config.py execs each file
-# compiled with only its base name, so we add the directory back for messages).
-Z2JH_FRAGMENT_DIR = "/usr/local/etc/jupyterhub/jupyterhub_config.d"
-
-
 class PtjaasConfigError(Exception):
     """A setting in a config fragment or in the Helm values is wrong; the hub must not start."""
-
-
-def deep_merge(base, override):
-    """Merge ``override`` into a copy of ``base`` the way Helm merges several ``-f`` files.
-
-    Mappings merge key by key, anything else (lists included) is replaced, and a key set to
-    ``None`` (YAML ``null``) in ``override`` is removed from the result.
-    """
-    if not isinstance(base, Mapping) or not isinstance(override, Mapping):
-        return copy.deepcopy(override)
-    merged = {k: copy.deepcopy(v) for k, v in base.items()}
-    for key, value in override.items():
-        if value is None:
-            merged.pop(key, None)
-        elif isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
-            merged[key] = deep_merge(merged[key], value)
-        else:
-            merged[key] = copy.deepcopy(value)
-    return merged
 
 
 def apply_hub_config(c, hub_config):
@@ -199,29 +176,6 @@ def _changed(before, after):
             if key not in old or old[key] != value:
                 changed.setdefault(section, {})[key] = value
     return changed
-
-
-def helm_value(key, default=None, local_values=None):
-    """A Helm value by dotted ``key``: z2jh's own ``get_config`` in z2jh's hub image; elsewhere
-    from ``local_values`` (the values files 00-ptjaas.py merged, ``PTJAAS_HELM_VALUES``)."""
-    try:
-        import z2jh  # present in z2jh's hub image, next to its jupyterhub_config.py
-
-        return z2jh.get_config(key, default)
-    except ImportError:
-        value = local_values or {}
-        for part in key.split("."):
-            if not isinstance(value, dict) or part not in value:
-                return default
-            value = value[part]
-        return value
-
-
-def fragment_path(filename):
-    """The path to show for a fragment: z2jh compiles fragments with their base name only."""
-    if not os.path.isabs(filename) and os.path.exists(os.path.join(Z2JH_FRAGMENT_DIR, filename)):
-        return os.path.join(Z2JH_FRAGMENT_DIR, filename)
-    return filename
 
 
 def format_problems(where, problems):

@@ -5,7 +5,8 @@ import re
 import shlex
 
 from .objects import LABEL_PREFIX
-from .sizes import groups_allow, parse_bytes
+from .quantity import parse_bytes
+from .sizes import groups_allow
 
 HOME_VOLUME_NAME = "home"
 

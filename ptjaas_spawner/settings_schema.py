@@ -10,8 +10,10 @@ fragment 50), ``ptjaas check-values``, and the configuration reference in the do
 Each schema is an ``object`` with ``properties``; a property has a ``type`` (JSON-schema type
 names), a ``description`` for the docs, and where it applies ``required``/``default``/``minimum``
 and, for the culler's values, the culler ``option`` it becomes (``None``: read by the fragment
-itself).
+itself; absent: the key in snake case).
 """
+
+import re
 
 SECONDS = {"type": "number", "minimum": 0}
 
@@ -26,17 +28,30 @@ CULL_PROPERTIES = {
         "Shut down kernels idle this many seconds inside a running server (the server stays).")),
 }
 
+#: the culling keys a size or an image may set
+CULL_KEYS = tuple(CULL_PROPERTIES)
+
+#: the two keys an entry shown in the form has
+SHOWN = {
+    "display_name": {"type": "string", "description": "Shown in the spawn form."},
+    "description": {"type": "string", "description": "One line under the name in the form."},
+}
+
+
+def entry(title, required, properties):
+    """The schema of one entry of a ptjaas setting: an object with exactly these keys."""
+    return {"type": "object", "title": title, "additionalProperties": False, "required": required,
+            "properties": properties}
+
+
 GROUPS = {"type": "array", "items": {"type": "string"},
           "description": "Only members of these groups see and may use it (absent: everyone)."}
 
-SIZE = {
-    "type": "object",
-    "title": "a size (`hub.config.PtjaasSpawner.sizes.<key>`)",
-    "additionalProperties": False,
-    "required": ["cpu_guarantee", "cpu_limit", "mem_guarantee", "mem_limit"],
-    "properties": {
-        "display_name": {"type": "string", "description": "Shown in the spawn form."},
-        "description": {"type": "string", "description": "One line under the name in the form."},
+SIZE = entry(
+    "a size (`hub.config.PtjaasSpawner.sizes.<key>`)",
+    required=["cpu_guarantee", "cpu_limit", "mem_guarantee", "mem_limit"],
+    properties={
+        **SHOWN,
         "cpu_guarantee": {"type": ["number", "string"], "description": "CPU request (cores or a quantity such as `500m`)."},
         "cpu_limit": {"type": ["number", "string"], "description": "CPU limit; at least `cpu_guarantee`."},
         "mem_guarantee": {"type": ["number", "string"], "description": "Memory request (bytes or a quantity such as `4Gi`)."},
@@ -51,50 +66,43 @@ SIZE = {
         "groups": GROUPS,
         **CULL_PROPERTIES,
     },
-}
+)
 
-VERSION = {
-    "type": "object",
-    "title": "a version (`hub.config.PtjaasSpawner.images.<key>.versions.<version>`)",
-    "additionalProperties": False,
-    "required": ["image"],
-    "properties": {
+VERSION = entry(
+    "a version (`hub.config.PtjaasSpawner.images.<key>.versions.<version>`)",
+    required=["image"],
+    properties={
         "image": {"type": "string", "description": "The image reference: a tag or a digest."},
         "label": {"type": "string", "description": "Shown in the version menu."},
         "notes": {"type": "string", "description": "Release notes shown with the version."},
         "default": {"type": "boolean", "description": "The version preselected (at most one per image)."},
         "deprecated": {"type": "string", "description": "A message shown to whoever picks this version."},
     },
-}
+)
 
-IMAGE = {
-    "type": "object",
-    "title": "an image (`hub.config.PtjaasSpawner.images.<key>`)",
-    "additionalProperties": False,
-    "required": ["versions"],
-    "properties": {
-        "display_name": {"type": "string", "description": "Shown in the spawn form."},
-        "description": {"type": "string", "description": "One line under the name in the form."},
+IMAGE = entry(
+    "an image (`hub.config.PtjaasSpawner.images.<key>`)",
+    required=["versions"],
+    properties={
+        **SHOWN,
         "versions": {"type": "object", "additionalProperties": VERSION, "description": "Version key -> version."},
         "sizes": {"type": "array", "items": {"type": "string"},
                   "description": "Only these sizes may run it (a CUDA image: the GPU sizes)."},
         "groups": GROUPS,
         **CULL_PROPERTIES,
     },
-}
+)
 
-SHARED_VOLUME = {
-    "type": "object",
-    "title": "a shared volume (`hub.config.PtjaasSpawner.shared_volumes[i]`)",
-    "additionalProperties": False,
-    "required": ["claim", "mount_path"],
-    "properties": {
+SHARED_VOLUME = entry(
+    "a shared volume (`hub.config.PtjaasSpawner.shared_volumes[i]`)",
+    required=["claim", "mount_path"],
+    properties={
         "claim": {"type": "string", "description": "An existing PersistentVolumeClaim in the users' namespace."},
         "mount_path": {"type": "string", "description": "Absolute path it is mounted at."},
         "groups": GROUPS,
         "read_only": {"type": "boolean", "description": "Mount it read-only."},
     },
-}
+)
 
 ACCESS_MODES = ("ReadWriteOnce", "ReadOnlyMany", "ReadWriteMany", "ReadWriteOncePod")
 
@@ -106,20 +114,15 @@ CULLER = {
     "properties": {
         "enabled": {"type": "boolean", "default": False, "option": None,
                     "description": "Run ptjaas's culler as a hub-managed service (keep `cull.enabled: false`)."},
-        "beforeCullHooks": {"type": "array", "items": {"type": "string"}, "option": "before_cull_hooks",
-                            "description": "Run before a server is stopped: `snapshot`, `usage` or `module:function`."},
-        "afterCullHooks": {"type": "array", "items": {"type": "string"}, "option": "after_cull_hooks",
-                           "description": "Run after the hub confirmed the stop (same forms)."},
-        "hookTimeout": dict(SECONDS, option="hook_timeout", description="Seconds a hook may take (then abandoned, logged)."),
-        "hubGoneTimeout": dict(SECONDS, option="hub_gone_timeout", description=(
+        "beforeCullHooks": {"type": "array", "items": {"type": "string"}, "description": "Run before a server is stopped: `snapshot`, `usage` or `module:function`."},
+        "afterCullHooks": {"type": "array", "items": {"type": "string"}, "description": "Run after the hub confirmed the stop (same forms)."},
+        "hookTimeout": dict(SECONDS, description="Seconds a hook may take (then abandoned, logged)."),
+        "hubGoneTimeout": dict(SECONDS, description=(
             "The culler exits once the hub API has not answered this long (default 60; 0 = never).")),
-        "usageFile": {"type": "string", "option": "usage_file",
-                      "description": "JSON-lines file the `usage` hook appends one record per cull to."},
-        "snapshotClass": {"type": "string", "option": "snapshot_class",
-                          "description": "VolumeSnapshotClass of the `snapshot` hook (default: the cluster's)."},
-        "snapshotKeep": {"type": "integer", "minimum": 1, "option": "snapshot_keep",
-                         "description": "Snapshots kept per home claim by the `snapshot` hook."},
-        "snapshotNamespace": {"type": "string", "option": "snapshot_namespace",
+        "usageFile": {"type": "string", "description": "JSON-lines file the `usage` hook appends one record per cull to."},
+        "snapshotClass": {"type": "string", "description": "VolumeSnapshotClass of the `snapshot` hook (default: the cluster's)."},
+        "snapshotKeep": {"type": "integer", "minimum": 1, "description": "Snapshots kept per home claim by the `snapshot` hook."},
+        "snapshotNamespace": {"type": "string", "option": "namespace",
                               "description": "Namespace of the home claims (default: the spawner's)."},
     },
 }
@@ -131,14 +134,13 @@ Z2JH_CULL = {
     "properties": {
         "enabled": {"type": "boolean", "option": None,
                     "description": "z2jh's own culler: must stay `false` when ptjaas's runs."},
-        "timeout": dict(SECONDS, option="timeout", description="Idle timeout for sizes/images that set none."),
+        "timeout": dict(SECONDS, description="Idle timeout for sizes/images that set none."),
         "every": dict(SECONDS, option="cull_every", description="Seconds between passes (default: half the shortest timeout)."),
-        "concurrency": {"type": "integer", "minimum": 0, "option": "concurrency", "description": "Hub API requests in flight at once."},
-        "maxAge": dict(SECONDS, option="max_age", description="Maximum server age for sizes/images that set none (0: none)."),
+        "concurrency": {"type": "integer", "minimum": 0, "description": "Hub API requests in flight at once."},
+        "maxAge": dict(SECONDS, description="Maximum server age for sizes/images that set none (0: none)."),
         "users": {"type": "boolean", "option": "cull_users", "description": "Also delete inactive users (their homes stay)."},
         "adminUsers": {"type": "boolean", "option": "cull_admin_users", "description": "With `users`: admins too."},
-        "removeNamedServers": {"type": "boolean", "option": "remove_named_servers",
-                               "description": "Remove culled named servers instead of only stopping them."},
+        "removeNamedServers": {"type": "boolean", "description": "Remove culled named servers instead of only stopping them."},
     },
 }
 
@@ -159,5 +161,7 @@ def keys(schema):
 
 
 def options(schema):
-    """``{values key: culler option}`` for the keys that become a culler option."""
-    return {k: p["option"] for k, p in schema["properties"].items() if p.get("option")}
+    """``{values key: culler option}`` for the keys that become a culler option: the key in
+    snake case (``maxAge``: ``max_age``) unless its ``option`` says otherwise (``None``: none)."""
+    found = {k: p.get("option", re.sub(r"(?<!^)(?=[A-Z])", "_", k).lower()) for k, p in schema["properties"].items()}
+    return {k: option for k, option in found.items() if option}

@@ -8,57 +8,11 @@ A size is a dict (see ``PtjaasSpawner.sizes``)::
      "node_selector": {...}, "tolerations": [...], "groups": [...]}
 """
 
-from decimal import Decimal, InvalidOperation
-
-from .settings_schema import CULL_PROPERTIES, SIZE, keys
+from .quantity import format_quantity, parse_bytes, parse_cpu
+from .settings_schema import SIZE, keys
 
 DEFAULT_GPU_RESOURCE = "nvidia.com/gpu"
-CULL_KEYS = tuple(CULL_PROPERTIES)   # per-size / per-image culling keys (settings_schema)
 SIZE_KEYS = keys(SIZE)
-
-_BINARY = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
-_DECIMAL = {"m": Decimal("0.001"), "k": 10**3, "K": 10**3, "M": 10**6, "G": 10**9,
-            "T": 10**12, "P": 10**15, "E": 10**18}
-
-
-def parse_quantity(value) -> Decimal:
-    """A Kubernetes quantity ("500m", "4Gi", "10G", 2, "1.5") as a Decimal.
-
-    Raises ValueError with the offending value in the message.
-    """
-    if isinstance(value, bool):
-        raise ValueError(f"not a quantity: {value!r}")
-    if isinstance(value, (int, float, Decimal)):
-        return Decimal(str(value))
-    if not isinstance(value, str) or not value.strip():
-        raise ValueError(f"not a quantity: {value!r}")
-    text = value.strip()
-    mult = 1
-    for suffix, m in _BINARY.items():
-        if text.endswith(suffix):
-            text, mult = text[: -len(suffix)], m
-            break
-    else:
-        if text[-1] in _DECIMAL:
-            text, mult = text[:-1], _DECIMAL[text[-1]]
-    try:
-        number = Decimal(text)
-    except InvalidOperation:
-        raise ValueError(f"not a quantity: {value!r}") from None
-    if not number.is_finite() or number < 0:
-        raise ValueError(f"not a quantity: {value!r}")
-    return number * mult
-
-
-def parse_cpu(value) -> float:
-    """CPU cores as a float ("500m" -> 0.5)."""
-    return float(parse_quantity(value))
-
-
-def parse_bytes(value) -> int:
-    """Bytes as an int ("4Gi" -> 4294967296, "1G" -> 10**9)."""
-    return int(parse_quantity(value))
-
 
 def groups_allow(entry: dict, user_groups) -> bool:
     """True if ``entry`` has no ``groups`` restriction or shares a group with the user."""
@@ -100,20 +54,11 @@ def resources_text(cpu_guarantee, cpu_limit, mem_guarantee, mem_limit, gpus=0) -
 
 
 def _fmt_cpu(value) -> str:
-    cores = parse_cpu(value)
-    return f"{cores:g}"
+    return f"{parse_cpu(value):g}"
 
 
 def _fmt_mem(value) -> str:
-    if isinstance(value, str):
-        return value
-    n = int(value)
-    if n == 0:
-        return "0"
-    for suffix in ("Ti", "Gi", "Mi", "Ki"):
-        if n and n % _BINARY[suffix] == 0:
-            return f"{n // _BINARY[suffix]}{suffix}"
-    return str(n)
+    return format_quantity(value, "memory")
 
 
 def spawner_settings(size: dict) -> dict:

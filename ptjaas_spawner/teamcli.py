@@ -12,7 +12,7 @@ import sys
 
 import yaml
 
-from .fragmentcheck import deep_merge
+from .helmvalues import ValuesFileError, deep_merge, read_file
 from .teammanifests import Site, ValuesError, helm_values_overlay, team_objects
 
 CHART_YAML = """apiVersion: v2
@@ -31,14 +31,9 @@ def render(args):
     values = {}
     for path in args.values:
         try:
-            with open(path) as f:
-                values = deep_merge(values, yaml.safe_load(f) or {})
-        except OSError as e:
-            raise ValuesError(f"-f {path}: {e.strerror}") from None
-        except yaml.YAMLError as e:
-            raise ValuesError(f"-f {path}: not valid YAML: {e}") from None
-        if not isinstance(values, dict):
-            raise ValuesError(f"-f {path}: the values must be a mapping")
+            values = deep_merge(values, read_file(path))
+        except ValuesFileError as e:
+            raise ValuesError(f"-f {e}") from None
     app_label = values.get("nameOverride") or "jupyterhub"
     site = Site(args.hub_namespace, args.release, args.service_account, app_label)
     teams = team_objects(values, site, args.team or None, args.gpu_resource)

@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import copy
 
-from .quota.budget import QuotaConfigError, QuotaPolicy, fmt
+from .quantity import format_quantity, parse_bytes, parse_cpu
+from .quota.budget import QuotaConfigError, QuotaPolicy
 from .quota.resourcequota import quota_manifest
-from .sizes import parse_bytes, parse_cpu
 from .teams import TeamConfigError, expand_team_namespaces
 
 PART_OF = {"app.kubernetes.io/part-of": "ptjaas", "app.kubernetes.io/managed-by": "ptjaas"}
@@ -183,9 +183,9 @@ def limit_range(namespace, groups, policy: QuotaPolicy, gpu_resource, smallest_s
         mem = parse_bytes(smallest_size.get("mem_guarantee") or 0)
         request = {}
         if cpu:
-            request["cpu"] = fmt("cpu", cpu)
+            request["cpu"] = format_quantity(round(cpu, 3), "cpu")
         if mem:
-            request["memory"] = str(int(mem))
+            request["memory"] = format_quantity(mem, "memory")
         if request:
             # no default *limit*: one smaller than a container's own request would refuse it
             container["defaultRequest"] = request

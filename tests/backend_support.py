@@ -140,5 +140,5 @@ class Backend:
 
 
 def _wait(predicate, message, timeout=30):
-    from waiting import wait_for
+    from tests.waiting import wait_for
     return wait_for(predicate, timeout=timeout, message=message)

@@ -6,10 +6,8 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, os.path.dirname(__file__))
-
-from hubutil import Hub  # noqa: E402
-from clusterutil import running_cluster as _running_cluster  # noqa: E402
+from tests.hubutil import Hub
+from tests.clusterutil import running_cluster as _running_cluster
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -5,13 +5,14 @@ relative to the project root, or from ``$PTJAAS_SHARED_DIR`` (either the ``share
 its ``schemas`` folder); tests that need them skip with a reason where they are absent.
 """
 
+import importlib.util
 import os
 from pathlib import Path
 
 import pytest
 import yaml
 
-from ptjaas_spawner.fragmentcheck import deep_merge
+from ptjaas_spawner.helmvalues import deep_merge
 
 PROJECT = Path(__file__).resolve().parents[1]
 HELM_VALUES = PROJECT / "helm-values"
@@ -85,3 +86,11 @@ def compositions():
         combos.append((f"base+{name}", [BASE, path]))
     combos.append(("base+all", ALL_VALUES))
     return combos
+
+
+def load_module_file(name, path):
+    """A module from a file outside any package (docs/_ext/*.py, images/build.py)."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -1,5 +1,6 @@
 """A real JupyterHub (with its real configurable-http-proxy) in a subprocess, for tests."""
 
+import json
 import os
 import re
 import secrets
@@ -13,7 +14,7 @@ import requests
 from ptjaas_sandbox.cluster.server import free_port
 from ptjaas_sandbox.localhub import local_hub_config
 
-from waiting import Fatal, wait_for
+from tests.waiting import Fatal, wait_for
 
 
 class Hub:
@@ -133,3 +134,77 @@ class Hub:
 def _xsrf_from(html):
     m = re.search(r'name="_xsrf"\s+value="([^"]+)"', html)
     return m.group(1) if m else ""
+
+
+def spawner_owner(username="someone", groups=()):
+    """``user=`` and ``hub=`` for a spawner made outside a hub (a test of its own methods): a
+    user and a hub with the attributes a spawner reads of JupyterHub's own objects."""
+    from types import SimpleNamespace
+
+    user = SimpleNamespace(name=username, id=1, url=f"/user/{username}/", admin=False,
+                           groups=[SimpleNamespace(name=g) for g in groups])
+    hub = SimpleNamespace(public_host="", url="http://127.0.0.1:8081/hub/", base_url="/hub/",
+                          api_url="http://127.0.0.1:8081/hub/api")
+    return {"user": user, "hub": hub}
+
+
+# ---- a user's servers through the hub's REST API (shared by the hub tests) ------------------
+
+def server_path(user, name=""):
+    return f"/users/{user}/servers/{name}" if name else f"/users/{user}/server"
+
+
+def server(hub, user, name=""):
+    """The hub's model of the user's server ``name``, or None."""
+    r = hub.api("GET", f"/users/{user}")
+    r.raise_for_status()
+    return r.json()["servers"].get(name)
+
+
+def start(hub, user, options, name=""):
+    """POST the start with ``options`` as the body (JupyterHub 5 and 6; 6 also accepts
+    ``{"user_options": ...}``); the response."""
+    return hub.api("POST", server_path(user, name), json=options)
+
+
+def wait_ready(hub, user, name="", timeout=120):
+    try:
+        wait_for(lambda: (server(hub, user, name) or {}).get("ready"), timeout=timeout, interval=0.2,
+                 message=f"{user}/{name} ready")
+    except Exception:
+        print(hub.logs()[-6000:])
+        raise
+
+
+def start_ready(hub, user, options, name=""):
+    r = start(hub, user, options, name)
+    assert r.status_code in (201, 202), r.text
+    wait_ready(hub, user, name)
+
+
+def stop(hub, user, name=""):
+    r = hub.api("DELETE", server_path(user, name))
+    assert r.status_code in (202, 204, 404), r.text
+    wait_for(lambda: server(hub, user, name) is None, timeout=60, interval=0.2, message=f"{user}/{name} stopped")
+
+
+def failure_message(hub, user, name="", timeout=60):
+    """The refusal text the user sees (the spawn progress event of a failed start)."""
+    def failed():
+        r = hub.api("GET", server_path(user, name) + "/progress", stream=True, timeout=30)
+        if r.status_code != 200:
+            return None
+        for line in r.iter_lines(decode_unicode=True):
+            if line.startswith("data:"):
+                event = json.loads(line[5:])
+                if event.get("failed"):
+                    return event["message"]
+        return None
+    return wait_for(failed, timeout=timeout, interval=0.2, message=f"{user}/{name} start to fail")
+
+
+def usage(hub):
+    """The admin usage report (``GET /hub/api/ptjaas/usage``)."""
+    r = hub.api("GET", "/ptjaas/usage")
+    assert r.status_code == 200, r.text
+    return r.json()

@@ -10,7 +10,6 @@ once with a readable message; once it is back a start works without restarting t
 failed start leaves a pod behind.
 """
 
-import sys
 import threading
 import time
 import uuid
@@ -19,12 +18,11 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # any pytest import mode
 
-from waiting import wait_for  # noqa: E402
+from tests.waiting import wait_for
 
-from backend_support import Backend, started_real_cluster  # noqa: E402
-from test_start_failures import add_user, hub_config, start_outcome  # noqa: E402
+from tests.backend_support import Backend, started_real_cluster
+from tests.test_start_failures import add_user, hub_config, start_outcome
 
 pytestmark = [pytest.mark.hub, pytest.mark.timeout(600)]
 

@@ -3,9 +3,7 @@ provider's keys, the provider being down, and admin config errors at hub start-u
 
 import base64
 import json
-import sys
 import textwrap
-from pathlib import Path
 from urllib.parse import urljoin
 
 import jwt
@@ -14,7 +12,6 @@ import requests
 from cryptography.hazmat.primitives.asymmetric import rsa
 from tornado import web
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from ptjaas_spawner.auth import PtjaasAuthenticator  # noqa: E402
 from ptjaas_spawner.auth.groups import claim_lookup, map_groups, normalize_groups  # noqa: E402

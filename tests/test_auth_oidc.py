@@ -6,7 +6,6 @@ both run (``DevOIDCProvider.set_user``), as they would in a real identity provid
 
 import json
 import re
-import sys
 import textwrap
 from pathlib import Path
 from urllib.parse import parse_qs, urlencode, urljoin, urlparse, urlunparse
@@ -14,9 +13,8 @@ from urllib.parse import parse_qs, urlencode, urljoin, urlparse, urlunparse
 import pytest
 import requests
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from waiting import wait_for  # noqa: E402
+from tests.waiting import wait_for
 
 from ptjaas_sandbox.devoidc import DevOIDCProvider  # noqa: E402
 

@@ -4,7 +4,8 @@ import pytest
 
 from ptjaas_spawner.catalog import ChoiceError, resolve_choice, visible_images
 from ptjaas_spawner.configcheck import ConfigError, check_all, check_images, check_sizes
-from ptjaas_spawner.sizes import parse_bytes, parse_cpu, spawner_settings
+from ptjaas_spawner.quantity import parse_bytes, parse_cpu
+from ptjaas_spawner.sizes import spawner_settings
 
 SIZES = {
     "small": {"display_name": "Small", "cpu_guarantee": "500m", "cpu_limit": 1,

@@ -10,7 +10,7 @@ import sys
 import pytest
 import yaml
 
-from deploy_support import BASE, HELM_VALUES, OVERLAYS
+from tests.deploy_support import BASE, HELM_VALUES, OVERLAYS
 from ptjaas_spawner.checkvalues import check_values, load_values_files, values_path
 
 DEMO = HELM_VALUES / "values-demo.yaml"

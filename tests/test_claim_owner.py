@@ -8,8 +8,6 @@ namespace of the embedded cluster, with claims made exactly as plain KubeSpawner
 """
 
 import logging
-import sys
-from pathlib import Path
 from types import SimpleNamespace
 
 import kubernetes
@@ -17,11 +15,12 @@ import pytest
 from kubespawner import KubeSpawner
 from traitlets.config import Config
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # any pytest import mode
 
-from ptjaas_spawner.homeclaim import ClaimOwnerError  # noqa: E402
-from ptjaas_spawner.homevolume import claim_owner, home_claim_verdict  # noqa: E402
-from ptjaas_spawner.spawner import PtjaasSpawner  # noqa: E402
+from ptjaas_spawner.homeclaim import ClaimOwnerError
+from ptjaas_spawner.homevolume import claim_owner, home_claim_verdict
+from ptjaas_spawner.spawner import PtjaasSpawner
+
+from tests.hubutil import spawner_owner
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -80,9 +79,7 @@ def _spawner(cls, ns, username, state=None, **config):
     for key, value in config.items():
         setattr(section, key, value)
     orm_spawner = SimpleNamespace(name="", user_options={}, server=None, state=None)
-    spawner = cls(_mock=True, config=c, orm_spawner=orm_spawner)
-    spawner.user.name = username
-    spawner.user.groups = []
+    spawner = cls(config=c, orm_spawner=orm_spawner, **spawner_owner(username))
     spawner.pvc_name = spawner._expand_user_properties(spawner.pvc_name_template)
     if state is not None:
         spawner.load_state(state)

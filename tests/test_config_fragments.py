@@ -16,8 +16,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from deploy_support import ALL_VALUES, BASE, FRAGMENTS, OVERLAYS, compose, load_yaml, require_schema
-from z2jh_hub import load_with_jupyterhub, write_z2jh_hub
+from tests.deploy_support import ALL_VALUES, BASE, FRAGMENTS, OVERLAYS, compose, load_yaml, require_schema
+from tests.z2jh_hub import load_with_jupyterhub, write_z2jh_hub
 
 
 @pytest.fixture(scope="module")
@@ -280,7 +280,7 @@ def test_the_values_run_a_real_hub_with_ptjaas_and_its_culler(chart_defaults, tm
     import requests
 
     from ptjaas_sandbox.cluster.server import free_port
-    from waiting import wait_for
+    from tests.waiting import wait_for
 
     values = compose(*ALL_VALUES, chart_defaults=chart_defaults)
     values["custom"]["ptjaas"]["culler"]["usageFile"] = str(tmp_path / "usage.jsonl")

@@ -13,7 +13,6 @@ import asyncio
 import json
 import os
 import subprocess
-import sys
 import textwrap
 import threading
 from contextlib import contextmanager
@@ -23,10 +22,9 @@ from pathlib import Path
 import pytest
 import requests
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from ptjaas_sandbox.cluster.server import free_port  # noqa: E402
-from waiting import wait_for  # noqa: E402
+from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.hub, pytest.mark.timeout(300)]
 # embedded only: the test makes a pod deletion slow by fault injection. Culling (with the snapshot

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -250,3 +251,26 @@ def test_install_culler_reads_the_spawner_config():
     with pytest.raises(PolicyError, match=r"c.PtjaasSpawner.sizes\['gpu-1'\]\['cull_max_age'\]"):
         install_culler(bad)
     assert "services" not in bad.JupyterHub  # nothing changed
+
+
+@pytest.mark.parametrize("schema", ["CULLER", "Z2JH_CULL"])
+def test_every_culler_value_names_a_culler_option(schema):
+    from ptjaas_spawner import settings_schema
+    from ptjaas_spawner.culler.options import OPTIONS
+
+    mapping = settings_schema.options(getattr(settings_schema, schema))
+    assert mapping and set(mapping.values()) <= set(OPTIONS)
+    app = PtjaasCuller()   # and each is on the culler's command line under its own name
+    app.parse_command_line([f"--{option.replace('_', '-')}={PtjaasCuller.class_traits()[option].default_value!s}"
+                            for option in mapping.values()
+                            if not isinstance(PtjaasCuller.class_traits()[option].default_value, list)])
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"timeout": -1}, "culler timeout: "), ({"snapshot_keep": 0}, "culler snapshot_keep: "),
+    ({"cull_every": True}, "culler cull_every must be an integer"), ({"colour": "red"}, "unknown option 'colour'"),
+    ({"hub_gone_timeout": -2}, "culler hub_gone_timeout: "),
+])
+def test_service_config_refuses_a_bad_option_naming_it(options, message):
+    with pytest.raises(PolicyError, match=re.escape(message)):
+        service_config(**options)

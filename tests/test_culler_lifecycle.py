@@ -13,7 +13,7 @@ from datetime import datetime
 import pytest
 
 from ptjaas_sandbox.cluster.server import free_port
-from waiting import wait_for
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -16,7 +16,7 @@ import yaml
 
 from ptjaas_sandbox.cluster.server import free_port
 
-from waiting import Fatal, wait_for
+from tests.waiting import Fatal, wait_for
 
 pytestmark = pytest.mark.hub
 

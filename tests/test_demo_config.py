@@ -7,7 +7,7 @@ import os
 import pytest
 
 from ptjaas_sandbox import demo
-from z2jh_hub import load_with_jupyterhub
+from tests.z2jh_hub import load_with_jupyterhub
 
 KUBECONFIG_TEXT = """\
 apiVersion: v1

@@ -12,10 +12,9 @@ import sys
 
 import pytest
 
-from deploy_support import CHART_APP_VERSION, CHART_VERSION, DOCS
+from tests.deploy_support import CHART_APP_VERSION, CHART_VERSION, DOCS, load_module_file
 
-sys.path.insert(0, str(DOCS / "_ext"))
-import ptjaas_configref  # noqa: E402
+ptjaas_configref = load_module_file("ptjaas_configref", DOCS / "_ext" / "ptjaas_configref.py")
 
 REFERENCED_CLASSES = {
     "ptjaas_spawner.spawner.PtjaasSpawner": "hub.config",

@@ -1,13 +1,10 @@
 """Pure tests: the spawn form's HTML and the parsing of posted data."""
 
-import sys
 from html.parser import HTMLParser
-from pathlib import Path
 
 from ptjaas_spawner.form import options_from_formdata, render_form
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # any pytest import mode
-from test_catalog import IMAGES, SIZES  # noqa: E402
+from tests.test_catalog import IMAGES, SIZES
 
 
 class Inputs(HTMLParser):

@@ -1,15 +1,12 @@
 """Pure tests for issue 9: the form starts what it shows (points 2, 3), one amount for the form
 and the charge (point 6), the same words everywhere (point 7)."""
 
-import sys
 from html.parser import HTMLParser
-from pathlib import Path
 
 import pytest
 from kubernetes.client import ApiClient
 from kubespawner.objects import make_pod
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # any pytest import mode
 
 from ptjaas_spawner.catalog import ChoiceError, resolve_choice  # noqa: E402
 from ptjaas_spawner.form import options_from_formdata, render_form  # noqa: E402

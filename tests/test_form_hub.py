@@ -4,16 +4,14 @@ JavaScript (points 2, 3); the quota summary and the usage page (point 7)."""
 
 import html
 import json
-import sys
 import textwrap
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # any pytest import mode
 
-from waiting import wait_for  # noqa: E402
+from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.hub, pytest.mark.timeout(300)]
 

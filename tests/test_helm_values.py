@@ -12,7 +12,7 @@ import re
 import jsonschema
 import pytest
 
-from deploy_support import (
+from tests.deploy_support import (
     ALL_VALUES,
     BASE,
     CHART_APP_VERSION,
@@ -206,7 +206,7 @@ def test_pure_storage_overlay_uses_the_example_storage_class(z2jh):
 
 def test_values_are_merged_like_helm_merges_several_files():
     """Maps merge key by key, lists are replaced, null removes a key (as `helm -f a -f b`)."""
-    from ptjaas_spawner.fragmentcheck import deep_merge
+    from ptjaas_spawner.helmvalues import deep_merge
 
     base = {"hub": {"config": {"PtjaasSpawner": {"sizes": {"small": {"cpu_limit": 1}}, "groups": ["a", "b"]}}},
             "cull": {"enabled": True, "timeout": 3600}}

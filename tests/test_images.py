@@ -19,11 +19,11 @@ from pathlib import Path
 import pytest
 from packaging.requirements import Requirement
 
-from deploy_support import BASE, CHART_VERSION, FRAGMENTS, IMAGES, OVERLAYS, PROJECT, compose, load_yaml
-from ptjaas_spawner.fragmentcheck import Z2JH_FRAGMENT_DIR
+from tests.deploy_support import BASE, CHART_VERSION, FRAGMENTS, IMAGES, OVERLAYS, PROJECT, compose, load_module_file, load_yaml
 
-sys.path.insert(0, str(IMAGES))
-import build as image_build  # noqa: E402  (images/build.py)
+from ptjaas_spawner.helmvalues import Z2JH_FRAGMENT_DIR
+
+image_build = load_module_file("image_build", IMAGES / "build.py")
 
 HUB_DOCKERFILE = IMAGES / "hub" / "Dockerfile"
 

@@ -3,7 +3,7 @@
 import requests
 from kubernetes import client, config
 
-from waiting import wait_for
+from tests.waiting import wait_for
 
 
 def _core(cluster):

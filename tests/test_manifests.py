@@ -16,7 +16,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from deploy_support import KUBERNETES_MIN, MANIFESTS, PROJECT, load_yaml, load_yaml_docs, require_schema
+from tests.deploy_support import KUBERNETES_MIN, MANIFESTS, PROJECT, load_yaml, load_yaml_docs, require_schema
 
 METALLB_CRDS = {
     "IPAddressPool": "metallb.io_ipaddresspools.yaml",

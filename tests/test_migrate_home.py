@@ -12,12 +12,11 @@ from pathlib import Path
 import pytest
 import requests
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from test_teams_hub import GROUPS, IMAGES, SIZES, server, start_ready, stop, user_claims, user_pods  # noqa: E402
+from tests.test_teams_hub import GROUPS, IMAGES, SIZES, server, start_ready, stop, user_claims, user_pods
 
-from ptjaas_spawner.teammanifests import Site, team_objects  # noqa: E402
-from ptjaas_spawner.teams import MIGRATED_FROM  # noqa: E402
+from ptjaas_spawner.teammanifests import Site, team_objects
+from ptjaas_spawner.teams import MIGRATED_FROM
 
 pytestmark = [pytest.mark.hub, pytest.mark.timeout(400)]
 

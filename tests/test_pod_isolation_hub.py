@@ -8,7 +8,6 @@ import asyncio
 import json
 import os
 import shutil
-import sys
 import tempfile
 import uuid
 from pathlib import Path
@@ -18,9 +17,8 @@ import requests
 from tornado.httpclient import HTTPRequest
 from tornado.websocket import websocket_connect
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # any pytest import mode
 
-from hubutil import Hub  # noqa: E402
+from tests.hubutil import Hub
 from ptjaas_sandbox.cluster import EmbeddedCluster  # noqa: E402
 
 pytestmark = [pytest.mark.hub, pytest.mark.timeout(240),

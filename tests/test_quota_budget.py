@@ -189,8 +189,8 @@ def test_resourcequota_manifests_from_the_same_budgets():
     # GPUs are limited by every pool: summed; CPU and memory are unlimited in one pool each
     assert rq["spec"]["hard"] == {"requests.nvidia.com/gpu": "6"}
     one = quota_manifest("t", "ns", {"gpus": 1, "cpu": 2.5, "memory": 2**30, "servers": 3}, "amd.com/gpu")
-    assert one["spec"]["hard"] == {"requests.amd.com/gpu": "1", "requests.cpu": "2.5",
-                                   "requests.memory": str(2**30), "pods": "3"}
+    assert one["spec"]["hard"] == {"requests.amd.com/gpu": "1", "requests.cpu": "2500m",   # canonical,
+                                   "requests.memory": "1Gi", "pods": "3"}                   # as kubectl shows
     assert namespace_quota(policy(default={"gpus": 1}), "x") is None
 
 

@@ -3,17 +3,17 @@ freeing on stop and on failure, rebuild after a hub restart, the ResourceQuota 4
 the admin usage endpoint and the Prometheus metrics."""
 
 import json
-import sys
 import textwrap
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 import requests
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from waiting import wait_for  # noqa: E402
+from tests import hubutil
+from tests.hubutil import failure_message, server, stop, usage
+from tests.pageparse import element, metric, table_rows
+from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.hub, pytest.mark.timeout(300)]
 # on the embedded cluster and on a real kube-apiserver with z2jh's hub rights (tests/conftest.py)
@@ -66,56 +66,12 @@ def hub(module_cluster, module_hub_factory):
     return module_hub_factory(config, cluster=module_cluster)
 
 
-def server(hub, user, name=""):
-    r = hub.api("GET", f"/users/{user}")
-    r.raise_for_status()
-    return r.json()["servers"].get(name)
-
-
 def start(hub, user, size, name=""):
-    path = f"/users/{user}/servers/{name}" if name else f"/users/{user}/server"
-    # the body is the options (JupyterHub 5 and 6; 6 also accepts {"user_options": ...})
-    return hub.api("POST", path, json={"image": "python", "size": size})
-
-
-def wait_ready(hub, user, name=""):
-    wait_for(lambda: (server(hub, user, name) or {}).get("ready"), timeout=120, interval=0.2,
-             message=f"{user}/{name} ready")
+    return hubutil.start(hub, user, {"image": "python", "size": size}, name)
 
 
 def start_ready(hub, user, size, name=""):
-    r = start(hub, user, size, name)
-    assert r.status_code in (201, 202), r.text
-    wait_ready(hub, user, name)
-
-
-def stop(hub, user, name=""):
-    path = f"/users/{user}/servers/{name}" if name else f"/users/{user}/server"
-    r = hub.api("DELETE", path)
-    assert r.status_code in (202, 204, 404), r.text
-    wait_for(lambda: server(hub, user, name) is None, timeout=60, interval=0.2, message=f"{user}/{name} stopped")
-
-
-def failure_message(hub, user, name="", timeout=60):
-    """The refusal text the user sees (the spawn progress event of a failed start)."""
-    def failed():
-        path = f"/users/{user}/servers/{name}/progress" if name else f"/users/{user}/server/progress"
-        r = hub.api("GET", path, stream=True, timeout=30)
-        if r.status_code != 200:
-            return None
-        for line in r.iter_lines(decode_unicode=True):
-            if line.startswith("data:"):
-                event = json.loads(line[5:])
-                if event.get("failed"):
-                    return event["message"]
-        return None
-    return wait_for(failed, timeout=timeout, interval=0.2, message=f"{user}/{name} start to fail")
-
-
-def usage(hub):
-    r = hub.api("GET", "/ptjaas/usage")
-    assert r.status_code == 200, r.text
-    return r.json()
+    hubutil.start_ready(hub, user, {"image": "python", "size": size}, name)
 
 
 def gpu_pods(kube):
@@ -148,15 +104,18 @@ def test_twenty_starts_for_four_gpus_exactly_four_succeed(hub, kube):
         assert report["groups"]["vision"]["holders"] == running
         assert report["sizes"]["gpu"]["gpus"] == 4
         metrics = requests.get(f"{hub.url}/hub/metrics", timeout=30).text
-        assert 'ptjaas_gpus_in_use{group="vision",size="gpu"} 4.0' in metrics
-        assert 'ptjaas_quota_refusals_total{reason="pool"} 16.0' in metrics
+        assert metric(metrics, "ptjaas_gpus_in_use", group="vision", size="gpu") == 4
+        assert metric(metrics, "ptjaas_quota_refusals_total", reason="pool") == 16
         page = hub.session("boss").get(f"{hub.url}/hub/ptjaas/usage", timeout=30)
-        assert page.status_code == 200 and all(f"<td>{u}</td>" in page.text for u in running)
-        assert "4 of 4" in page.text.split('id="ptjaas-groups"')[1].split("</table>")[0]
+        assert page.status_code == 200
+        assert {row[0] for row in table_rows(page.text, "ptjaas-users")[1:]} >= set(running)
+        vision = [row for row in table_rows(page.text, "ptjaas-groups") if row[0] == "vision"]
+        assert vision and vision[0][1] == "4 of 4"
         assert hub.session(refused[2]).get(f"{hub.url}/hub/ptjaas/usage", timeout=30).status_code == 403
         form = hub.session(refused[1]).get(f"{hub.url}/hub/spawn", timeout=30).text
         assert "0 of 4 vision GPUs free" in form
-        assert 'value="gpu" id=' in form and "disabled" in form.split('value="gpu"')[1].split(">")[0]
+        gpu = element(form, "input", value="gpu")
+        assert gpu is not None and "disabled" in gpu
     finally:
         for u in RACERS:
             if server(hub, u):
@@ -205,7 +164,7 @@ def test_hub_restart_rebuilds_usage_from_the_cluster(hub):
         report = usage(hub)
         assert report["groups"]["duo"]["used"]["gpus"] == 2 and report["groups"]["duo"]["holders"] == ["s1", "s2"]
         metrics = requests.get(f"{hub.url}/hub/metrics", timeout=30).text
-        assert 'ptjaas_gpus_in_use{group="duo",size="gpu"} 2.0' in metrics
+        assert metric(metrics, "ptjaas_gpus_in_use", group="duo", size="gpu") == 2
         r = start(hub, "s3", "gpu")
         msg = r.text if r.status_code >= 400 else failure_message(hub, "s3")
         assert "0 of 2 duo GPUs free" in msg or "group 'duo' holds 2 of its 2 GPUs" in msg, msg

@@ -5,17 +5,15 @@ no request of the hub's (or the culler's) account was refused for lack of rights
 import json
 import os
 import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from ptjaas_spawner.quota.resourcequota import quota_manifest  # noqa: E402
 from ptjaas_sandbox.cluster.server import free_port  # noqa: E402
-from waiting import wait_for  # noqa: E402
+from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.hub, pytest.mark.timeout(400)]
 

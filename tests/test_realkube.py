@@ -5,7 +5,7 @@ run pods and make volumes for a real kube-apiserver, as a kubelet and an externa
 import kubernetes
 import pytest
 
-from waiting import wait_for
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.timeout(180)
 

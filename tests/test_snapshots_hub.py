@@ -12,7 +12,6 @@ class; the audit record holds one line per action with the right fields and no t
 
 import json
 import os
-import sys
 import textwrap
 from datetime import datetime, timezone
 from pathlib import Path
@@ -20,10 +19,9 @@ from pathlib import Path
 import pytest
 import requests
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from ptjaas_sandbox.cluster.server import free_port  # noqa: E402
-from waiting import wait_for  # noqa: E402
+from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.hub, pytest.mark.timeout(300)]
 # on the embedded cluster and on a real kube-apiserver with z2jh's hub rights (tests/conftest.py)

@@ -5,17 +5,15 @@ JupyterHub user finds, creates and grows claims on a real (embedded) Kubernetes 
 """
 
 import logging
-import sys
-from pathlib import Path
 from types import SimpleNamespace
 
 import kubernetes
 import pytest
 from traitlets.config import Config
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # any pytest import mode
 
-from waiting import wait_for  # noqa: E402
+from tests.hubutil import spawner_owner
+from tests.waiting import wait_for
 
 from ptjaas_spawner.spawner import PtjaasSpawner  # noqa: E402
 
@@ -40,9 +38,7 @@ def make_spawner(module_cluster, monkeypatch, username, servername="", groups=()
     for key, value in config.items():
         setattr(c.PtjaasSpawner, key, value)
     orm_spawner = SimpleNamespace(name=servername, user_options={}, server=None, state=None)
-    spawner = PtjaasSpawner(_mock=True, config=c, orm_spawner=orm_spawner)
-    spawner.user.name = username
-    spawner.user.groups = [SimpleNamespace(name=g) for g in groups]
+    spawner = PtjaasSpawner(config=c, orm_spawner=orm_spawner, **spawner_owner(username, groups))
     spawner.pvc_name = spawner._expand_user_properties(spawner.pvc_name_template)
     return spawner
 

@@ -6,18 +6,15 @@ jupyterhub-singleuser; the cluster is inspected with the official Kubernetes cli
 
 import json
 import re
-import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 import requests
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # any pytest import mode
 
-from waiting import wait_for  # noqa: E402
+from tests.waiting import wait_for
 
-from ptjaas_spawner.sizes import parse_quantity  # noqa: E402
+from ptjaas_spawner.quantity import parse_quantity  # noqa: E402
 
 pytestmark = [pytest.mark.hub, pytest.mark.timeout(420)]  # a guard: several hub restarts on a loaded machine
 # on the embedded cluster and on a real kube-apiserver with z2jh's hub rights (tests/conftest.py)

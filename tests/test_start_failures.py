@@ -8,19 +8,16 @@ hub log, an unschedulable pod waited ``start_timeout``.
 """
 
 import json
-import sys
 import textwrap
 import time
-from pathlib import Path
 
 import pytest
 import requests
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # any pytest import mode
 
-from waiting import wait_for  # noqa: E402
+from tests.waiting import wait_for
 
-from backend_support import Backend  # noqa: E402
+from tests.backend_support import Backend
 
 pytestmark = [pytest.mark.hub, pytest.mark.timeout(240)]
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from deploy_support import BASE, HELM_VALUES, KUBERNETES_MIN, MANIFESTS, OVERLAYS, PROJECT, compose, load_yaml_docs
+from tests.deploy_support import BASE, HELM_VALUES, KUBERNETES_MIN, MANIFESTS, OVERLAYS, PROJECT, compose, load_yaml_docs
 from ptjaas_spawner.cli import main as ptjaas
 
 TEAMS = HELM_VALUES / "values-teams.yaml"
@@ -146,7 +146,7 @@ def test_quota_and_limits_come_from_quota_groups(capsys, tmp_path):
     # a container asking for no GPU gets none (the API server defaults the limit to max otherwise)
     assert limits["default"] == {"nvidia.com/gpu": "0"}
     # containers without requests get the catalog's smallest size, so the quota counts them
-    assert limits["defaultRequest"] == {"cpu": "0.5", "memory": str(2 * 2**30)}
+    assert limits["defaultRequest"] == {"cpu": "500m", "memory": "2Gi"}
     names = [d["metadata"]["name"] for d in docs if d["kind"] == "Namespace"]
     assert names == ["jhub-team-bio", "research"]
     research = next(d for d in docs if d["kind"] == "Namespace" and d["metadata"]["name"] == "research")

@@ -7,21 +7,18 @@ generated RBAC, in ``test_teams_real.py`` (which imports this module's helpers).
 """
 
 import html
-import html.parser as html_parser
 import json
 import re
-import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 import requests
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ptjaas_spawner.teammanifests import Site, team_objects
 
-from waiting import wait_for  # noqa: E402
-
-from ptjaas_spawner.teammanifests import Site, team_objects  # noqa: E402
+from tests.hubutil import failure_message, server, start, start_ready, stop, usage
+from tests.pageparse import table_rows
+from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.hub, pytest.mark.timeout(400)]
 
@@ -94,35 +91,6 @@ def hub(module_cluster, module_hub_factory, team_namespaces):
     return module_hub_factory(hub_config(), cluster=module_cluster)
 
 
-def server(hub, user, name=""):
-    r = hub.api("GET", f"/users/{user}")
-    r.raise_for_status()
-    return r.json()["servers"].get(name)
-
-
-def start(hub, user, options, name=""):
-    path = f"/users/{user}/servers/{name}" if name else f"/users/{user}/server"
-    return hub.api("POST", path, json=options)
-
-
-def start_ready(hub, user, options, name=""):
-    r = start(hub, user, options, name)
-    assert r.status_code in (201, 202), r.text
-    try:
-        wait_for(lambda: (server(hub, user, name) or {}).get("ready"), timeout=120, interval=0.2,
-                 message=f"{user}/{name} ready")
-    except Exception:
-        print(hub.logs()[-6000:])
-        raise
-
-
-def stop(hub, user, name=""):
-    path = f"/users/{user}/servers/{name}" if name else f"/users/{user}/server"
-    r = hub.api("DELETE", path)
-    assert r.status_code in (202, 204, 404), r.text
-    wait_for(lambda: server(hub, user, name) is None, timeout=60, interval=0.2, message=f"{user}/{name} stopped")
-
-
 def user_pods(kube, user):
     """{namespace: pod names} of the user's live server pods, in every namespace."""
     raw = json.loads(kube.list_pod_for_all_namespaces(_preload_content=False).data)
@@ -155,61 +123,11 @@ def post_form(hub, user, data):
     return session.post(url, data={"_xsrf": session.cookies.get("_xsrf") or "", **data})
 
 
-def failure_message(hub, user, timeout=60):
-    """The refusal text the user sees (the spawn progress event of a failed start)."""
-    def failed():
-        r = hub.api("GET", f"/users/{user}/server/progress", stream=True, timeout=30)
-        if r.status_code != 200:
-            return None
-        for line in r.iter_lines(decode_unicode=True):
-            if line.startswith("data:"):
-                event = json.loads(line[5:])
-                if event.get("failed"):
-                    return event["message"]
-        return None
-    return wait_for(failed, timeout=timeout, interval=0.2, message=f"{user} start to fail")
-
-
-def usage(hub):
-    r = hub.api("GET", "/ptjaas/usage")
-    assert r.status_code == 200, r.text
-    return r.json()
-
-
-class _Table(html_parser.HTMLParser):
-    """The rows (lists of cell texts) of the table with a given id."""
-
-    def __init__(self, table_id):
-        super().__init__()
-        self.table_id, self.inside, self.rows, self.cell = table_id, False, [], None
-
-    def handle_starttag(self, tag, attrs):
-        if tag == "table" and dict(attrs).get("id") == self.table_id:
-            self.inside = True
-        elif self.inside and tag == "tr":
-            self.rows.append([])
-        elif self.inside and tag in ("td", "th"):
-            self.cell = []
-
-    def handle_endtag(self, tag):
-        if tag == "table":
-            self.inside = False
-        elif self.inside and tag in ("td", "th") and self.cell is not None:
-            self.rows[-1].append(" ".join("".join(self.cell).split()))
-            self.cell = None
-
-    def handle_data(self, data):
-        if self.cell is not None:
-            self.cell.append(data)
-
-
 def page_table(hub, table_id, admin="boss"):
     """{first cell: {column header: cell}} of a table of the admin usage page."""
     r = hub.session(admin).get(hub.url.rstrip("/") + "/hub/ptjaas/usage", timeout=30)
     assert r.status_code == 200, r.text[:2000]
-    parser = _Table(table_id)
-    parser.feed(r.text)
-    header, *rows = parser.rows
+    header, *rows = table_rows(r.text, table_id)
     return {row[0]: dict(zip(header, row)) for row in rows}
 
 

@@ -17,13 +17,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from test_teams_hub import (  # noqa: E402
+from tests.test_teams_hub import (
     GROUPS, IMAGES, QUOTA_GROUPS, SIZES, assert_usage_by_namespace, server, start_ready, stop, usage,
     user_claims, user_pods,
 )
-from waiting import wait_for  # noqa: E402
+from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.hub, pytest.mark.timeout(400)]
 

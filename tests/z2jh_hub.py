@@ -24,7 +24,13 @@ spawner_cls, auth_cls = app.spawner_class, app.authenticator_class
 
 
 async def make():  # the hub creates spawners inside its event loop; so do we
-    return spawner_cls(config=app.config, _mock=True), auth_cls(config=app.config)
+    from types import SimpleNamespace
+
+    # the user and hub a spawner reads (as JupyterHub's own objects have them)
+    user = SimpleNamespace(name="someone", id=1, url="/user/someone/", admin=False, groups=[])
+    hub = SimpleNamespace(public_host="", url="http://127.0.0.1:8081/hub/", base_url="/hub/",
+                          api_url="http://127.0.0.1:8081/hub/api")
+    return spawner_cls(config=app.config, user=user, hub=hub), auth_cls(config=app.config)
 
 
 spawner, auth = asyncio.run(make())

@@ -108,7 +108,10 @@ class PtjaasConfigDirective(SphinxDirective):
 
 def schema_rst(path, schema):
     """One values table from ``ptjaas_spawner.settings_schema``."""
+    from ptjaas_spawner.settings_schema import CULLER, Z2JH_CULL, options
+
     required = set(schema.get("required", ()))
+    culler_options = options(schema) if schema in (CULLER, Z2JH_CULL) else {}
     lines = [f"**{path}** ({schema.get('title', '')})", "", ".. list-table::", "   :header-rows: 1",
              "   :widths: 20 15 15 50", "", "   * - key", "     - type", "     - default", "     - meaning"]
     for key, prop in schema["properties"].items():
@@ -118,8 +121,8 @@ def schema_rst(path, schema):
             kind += f" >= {prop['minimum']}"
         default = "required" if key in required else (f"``{prop['default']}``" if "default" in prop else "")
         text = prop.get("description", "").replace("`", "``")
-        if prop.get("option"):
-            text += f" (culler option ``--{prop['option'].replace('_', '-')}``)"
+        if key in culler_options:
+            text += f" (culler option ``--{culler_options[key].replace('_', '-')}``)"
         lines += [f"   * - ``{key}``", f"     - {kind}", f"     - {default}", f"     - {text}"]
     return lines + [""]
 

@@ -5,7 +5,7 @@ import re
 from decimal import Decimal
 
 from . import errors, snapshotschema
-from .quantity import format_quantity, parse_quantity
+from ptjaas_spawner.quantity import QuantityError, format_quantity, parse_quantity
 
 DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
@@ -74,8 +74,11 @@ def _quantity_causes(resources, field):
         for res, value in ((resources or {}).get(kind) or {}).items():
             try:
                 parsed[(kind, res)] = parse_quantity(value)
-            except ValueError as e:
-                causes.append((f"{field}.{kind}[{res}]", f'Invalid value: "{value}": {e}'))
+            except QuantityError as e:
+                causes.append((f"{field}.{kind}[{res}]", f'Invalid value: "{value}": {e.reason}'))
+                continue
+            if parsed[(kind, res)] < 0:
+                causes.append((f"{field}.{kind}[{res}]", f'Invalid value: "{value}": must be greater than or equal to 0'))
     for (kind, res), amount in parsed.items():
         if kind == "requests" and ("limits", res) in parsed and amount > parsed[("limits", res)]:
             causes.append((f"{field}.requests", f'Invalid value: "{(resources["requests"][res])}": must be less than '
@@ -126,8 +129,8 @@ def _check_pvc(obj):
         try:
             if parse_quantity(storage) <= 0:
                 causes.append(("spec.resources[storage]", f'Invalid value: "{storage}": must be greater than zero'))
-        except ValueError as e:
-            causes.append(("spec.resources[storage]", f'Invalid value: "{storage}": {e}'))
+        except QuantityError as e:
+            causes.append(("spec.resources[storage]", f'Invalid value: "{storage}": {e.reason}'))
     return causes
 
 
@@ -136,8 +139,8 @@ def _check_quota(obj):
     for res, value in ((obj.get("spec") or {}).get("hard") or {}).items():
         try:
             parse_quantity(value)
-        except ValueError as e:
-            causes.append((f"spec.hard[{res}]", f'Invalid value: "{value}": {e}'))
+        except QuantityError as e:
+            causes.append((f"spec.hard[{res}]", f'Invalid value: "{value}": {e.reason}'))
     return causes
 
 

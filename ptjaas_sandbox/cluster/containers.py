@@ -7,7 +7,7 @@ import os
 import re
 import shutil
 
-from .quantity import parse_quantity
+from ptjaas_spawner.quantity import parse_quantity
 from .resources import BY_PLURAL
 
 T = BY_PLURAL

@@ -10,7 +10,7 @@ import socket
 from decimal import Decimal
 
 from . import admission, errors
-from .quantity import format_quantity, parse_quantity
+from ptjaas_spawner.quantity import parse_quantity
 from .resources import BY_KEY, BY_PLURAL
 from .snapshotdata import unlock
 from .store import now_iso, now_micro
@@ -389,7 +389,3 @@ def _tolerates(toleration, taint):
     if toleration.get("operator") == "Exists":
         return not toleration.get("key") or toleration["key"] == taint.get("key")
     return toleration.get("key") == taint.get("key") and toleration.get("value", "") == taint.get("value", "")
-
-
-def format_capacity(amount, resource):
-    return format_quantity(amount, resource)

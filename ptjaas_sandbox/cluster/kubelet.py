@@ -22,7 +22,7 @@ from .isolation import NodeIsolation
 from .kubeclient import ApiError, EventSink, stop_tasks
 from .nodeserver import serve_logs, stop_logs
 from .podruntime import PodRuntime
-from .quantity import parse_quantity
+from ptjaas_spawner.quantity import parse_quantity
 from .resources import BY_PLURAL
 from .store import now_iso, now_micro
 

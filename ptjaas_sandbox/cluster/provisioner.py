@@ -17,7 +17,7 @@ import os
 import shutil
 
 from .kubeclient import ApiError, EventSink, stop_tasks
-from .quantity import parse_quantity
+from ptjaas_spawner.quantity import parse_quantity
 from .snapshotdata import restore_plan, snapshot_data_source, unlock
 
 log = logging.getLogger("ptjaas.cluster")

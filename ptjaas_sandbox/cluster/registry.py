@@ -12,7 +12,7 @@ from datetime import datetime, timedelta, timezone
 
 from . import admission, errors, snapshotschema
 from .patch import apply_patch
-from .quantity import parse_quantity
+from ptjaas_spawner.quantity import parse_quantity
 from .resources import BY_KEY, BY_PLURAL
 from .selectors import fields_match, labels_match, parse_field_selector, parse_label_selector
 from .store import now_iso

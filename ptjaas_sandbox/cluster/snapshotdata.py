@@ -7,7 +7,7 @@ import os
 import shutil
 import subprocess
 
-from .quantity import parse_quantity
+from ptjaas_spawner.quantity import parse_quantity
 
 GROUP = "snapshot.storage.k8s.io"
 

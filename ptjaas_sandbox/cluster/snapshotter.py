@@ -28,8 +28,8 @@ import os
 import shutil
 from datetime import datetime, timezone
 
+from ptjaas_spawner.quantity import format_quantity, parse_quantity
 from .kubeclient import ApiError, EventSink, stop_tasks
-from .quantity import format_quantity, parse_quantity
 from .snapshotdata import GROUP, snapshot_data_source, unlock
 from .store import now_iso
 

@@ -22,6 +22,7 @@ from typing import Iterable, Mapping
 from traitlets.config import LazyConfigValue
 
 from ..settings_schema import CULLER, Z2JH_CULL, keys, options
+from .options import command_line
 from .policy import PolicyError, extract_policy
 
 SERVICE_NAME = "ptjaas-culler"
@@ -70,15 +71,8 @@ def culler_from_values(get) -> dict | None:
     return kwargs
 
 
-def _hook_args(flag: str, hooks: Iterable) -> list[str]:
-    names = []
-    for h in hooks or ():
-        if not isinstance(h, str):
-            raise PolicyError(
-                f"culler {flag}: {h!r} is not a name; in the hub config give built-in names "
-                "('snapshot', 'usage') or 'module:function' strings (callables go in a culler --config file)")
-        names.append(h)
-    return [f"--{flag}={json.dumps(names)}"] if names else []
+#: what the hub-managed culler gets where the hub config says nothing (z2jh's chart default)
+HUB_DEFAULTS = {"timeout": 3600}
 
 
 def service_config(
@@ -86,75 +80,41 @@ def service_config(
     images: Mapping | None = None,
     *,
     name: str = SERVICE_NAME,
-    timeout: int = 3600,
-    cull_every: int = 0,
-    concurrency: int = 10,
-    max_age: int = 0,
-    cull_users: bool = False,
-    cull_admin_users: bool = True,
-    remove_named_servers: bool = False,
-    api_page_size: int = 0,
-    before_cull_hooks: Iterable[str] = (),
-    after_cull_hooks: Iterable[str] = (),
-    hook_timeout: float = 60,
-    hub_gone_timeout: float | None = None,
-    usage_file: str | None = None,
-    audit_file: str | None = None,
-    snapshot_class: str | None = None,
-    snapshot_keep: int = 3,
-    namespace: str | None = None,
-    snapshot_namespace: str | None = None,
-    claim_name_template: str | None = None,
     option_keys: Mapping[str, str] | None = None,
     extra_args: Iterable[str] = (),
     environment: Mapping[str, str] | None = None,
     python: str | None = None,
+    **options,
 ) -> dict:
-    """Return ``{"services": [service], "load_roles": [role]}`` for the culler service."""
+    """Return ``{"services": [service], "load_roles": [role]}`` for the culler service.
+
+    ``options`` are the culler's own (``culler.options.CullerOptions``: ``timeout``,
+    ``cull_every``, ``after_cull_hooks``, ``usage_file``, ...; ``snapshot_namespace`` is an older
+    name of ``namespace``), passed on its command line; ``timeout`` defaults to 3600 seconds."""
     policy = extract_policy(sizes, images)
     if option_keys:
         policy["option_keys"] = dict(option_keys)
-    for key, value in (("timeout", timeout), ("max_age", max_age), ("cull_every", cull_every),
-                       ("concurrency", concurrency), ("api_page_size", api_page_size)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise PolicyError(f"culler {key} must be an integer >= 0, not {value!r}")
-    hooks = list(before_cull_hooks or ()) + list(after_cull_hooks or ())
-    if "usage" in hooks and not usage_file:
+    options = {**HUB_DEFAULTS, **options}
+    older = options.pop("snapshot_namespace", None)
+    options["namespace"] = options.get("namespace") or older
+    hooks = []
+    for key in ("before_cull_hooks", "after_cull_hooks"):
+        for h in options.get(key) or ():
+            if not isinstance(h, str):
+                raise PolicyError(
+                    f"culler {key}: {h!r} is not a name; in the hub config give built-in names "
+                    "('snapshot', 'usage') or 'module:function' strings (callables go in a culler --config file)")
+            hooks.append(h)
+    if "usage" in hooks and not options.get("usage_file"):
         raise PolicyError("culler hook 'usage' needs usage_file (where to append the usage records)")
-    cmd = [python or sys.executable, "-m", "ptjaas_spawner.culler",
-           f"--timeout={timeout}", f"--concurrency={concurrency}", f"--max-age={max_age}",
-           f"--cull-users={bool(cull_users)}", f"--cull-admin-users={bool(cull_admin_users)}",
-           f"--remove-named-servers={bool(remove_named_servers)}", f"--api-page-size={api_page_size}",
-           f"--hook-timeout={hook_timeout}"]
-    if cull_every:
-        cmd.append(f"--cull-every={cull_every}")
-    if hub_gone_timeout is not None:
-        if isinstance(hub_gone_timeout, bool) or not isinstance(hub_gone_timeout, (int, float)) or hub_gone_timeout < 0:
-            raise PolicyError(f"culler hub_gone_timeout must be a number of seconds >= 0, not {hub_gone_timeout!r}")
-        cmd.append(f"--hub-gone-timeout={hub_gone_timeout}")
-    cmd += _hook_args("before-cull-hooks", before_cull_hooks)
-    cmd += _hook_args("after-cull-hooks", after_cull_hooks)
-    if usage_file:
-        cmd.append(f"--usage-file={usage_file}")
-    if audit_file:
-        cmd.append(f"--audit-file={os.path.abspath(audit_file)}")
-    if snapshot_class:
-        cmd.append(f"--snapshot-class={snapshot_class}")
-    if "snapshot" in hooks:
-        if snapshot_keep < 1:
-            raise PolicyError(f"culler snapshot_keep must be >= 1, not {snapshot_keep}")
-        cmd.append(f"--snapshot-keep={snapshot_keep}")
-    namespace = namespace or snapshot_namespace  # snapshot_namespace: older name, same meaning
-    if namespace:
-        cmd.append(f"--namespace={namespace}")
-    if claim_name_template:
-        cmd.append(f"--claim-name-template={claim_name_template}")
-    cmd += list(extra_args)
+    if options.get("audit_file"):
+        options["audit_file"] = os.path.abspath(options["audit_file"])
+    cmd = [python or sys.executable, "-m", "ptjaas_spawner.culler", *command_line(options), *extra_args]
     env = {k: os.environ[k] for k in PASSTHROUGH_ENV if os.environ.get(k)}
     env["PTJAAS_CULL_POLICY"] = json.dumps(policy, sort_keys=True)
     env.update(environment or {})
     scopes = list(BASE_SCOPES)
-    if cull_users:
+    if options.get("cull_users"):
         # delete:users (JupyterHub >= 2.0) is enough: z2jh grants the much wider admin:users.
         # The 'admin' flag needed by cull_admin_users=False comes with list:users.
         scopes.append("delete:users")

@@ -23,9 +23,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Iterable, Mapping
 
-from ..settings_schema import CULL_PROPERTIES
+from ..settings_schema import CULL_KEYS
 
-CULL_KEYS = tuple(CULL_PROPERTIES)   # the per-size / per-image culling keys
 
 #: default names of the keys the spawner records in a server's ``user_options``
 DEFAULT_OPTION_KEYS = {"size": "size", "image": "image", "version": "version"}

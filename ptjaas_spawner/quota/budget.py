@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..sizes import parse_bytes, parse_cpu
+from ..quantity import format_quantity, parse_bytes, parse_cpu
 from .ledger import RESOURCES, ZERO, Amount, Charge, Ledger
 
 NOUN = {"gpus": "GPUs", "cpu": "CPU cores", "memory": "memory", "servers": "servers"}
@@ -34,10 +34,7 @@ def fmt(resource: str, value) -> str:
     if value is None:
         return "unlimited"
     if resource == "memory":
-        for suffix, mult in (("Ti", 2**40), ("Gi", 2**30), ("Mi", 2**20)):
-            if value >= mult:
-                return f"{value / mult:g}{suffix}"
-        return str(int(value))
+        return format_quantity(int(value), "memory")
     if resource == "cpu":
         return f"{round(value, 3):g}"
     return str(int(value))

@@ -22,7 +22,7 @@ from tornado import web
 
 from ..sizes import resources_text
 from .budget import QuotaPolicy, fmt, usage_report
-from .mixin import LEDGER
+from .mixin import LEDGER, QuotaMixin
 
 PAGE = """{% extends "page.html" %}
 {% block main %}
@@ -79,14 +79,11 @@ PAGE = """{% extends "page.html" %}
 
 
 def _policy(handler) -> QuotaPolicy:
-    cfg = handler.settings.get("config") or {}
-    merged = {}
-    for section in ("QuotaMixin", "PtjaasSpawner"):
-        if section in cfg:
-            merged.update({k: v for k, v in cfg[section].items() if k.startswith("quota_")})
-    return QuotaPolicy.from_config(
-        merged.get("quota_default"), merged.get("quota_users"), merged.get("quota_groups")
-    )
+    """The hub's spawner class's own quota policy (none for a spawner without quotas)."""
+    spawner_class = handler.settings.get("spawner_class")
+    if not (isinstance(spawner_class, type) and issubclass(spawner_class, QuotaMixin)):
+        return QuotaPolicy()
+    return spawner_class.quota_policy_for(handler.settings.get("config") or {})
 
 
 def _report(handler) -> dict:

@@ -18,6 +18,7 @@ waits for it to finish. With no budget configured nothing is kept, rebuilt or de
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 import time
 
@@ -132,6 +133,14 @@ async def rebuild_ledger(ledger: Ledger, current_pods, log=None, slice_seconds=R
     return added
 
 
+@functools.lru_cache(maxsize=None)
+def _quota_settings_class(spawner_class):
+    """A QuotaMixin that reads its settings from ``spawner_class``'s config sections."""
+    sections = spawner_class.section_names()
+    return type(f"{spawner_class.__name__}QuotaSettings", (QuotaMixin,),
+                {"section_names": classmethod(lambda cls: sections)})
+
+
 class QuotaMixin(LoggingConfigurable):
     """Mix into a KubeSpawner subclass (before KubeSpawner in the bases)."""
 
@@ -197,6 +206,13 @@ class QuotaMixin(LoggingConfigurable):
                 prefix="c.PtjaasSpawner",
             )
         return pol
+
+    @classmethod
+    def quota_policy_for(cls, config) -> QuotaPolicy:
+        """The policy every spawner of this class has under the hub's ``config``, without making
+        a spawner (the usage pages): traitlets resolves the quota settings from this class's
+        config sections (``c.PtjaasSpawner``, ``c.KubeSpawner``, ...) as it does for a spawner."""
+        return _quota_settings_class(cls)(config=config).quota_policy
 
     def _quota_user_groups(self) -> list:
         return sorted(g.name for g in (getattr(self.user, "groups", None) or []))

@@ -9,7 +9,8 @@ jhub | kubectl apply -f -`` (one quota summing the group pools of a shared names
 
 from __future__ import annotations
 
-from .budget import QuotaConfigError, QuotaPolicy, fmt
+from ..quantity import format_quantity
+from .budget import QuotaConfigError, QuotaPolicy
 
 
 def quota_manifest(name: str, namespace: str, limits: dict, gpu_resource: str = "nvidia.com/gpu") -> dict:
@@ -19,9 +20,9 @@ def quota_manifest(name: str, namespace: str, limits: dict, gpu_resource: str = 
     if limits.get("gpus") is not None:
         hard[f"requests.{gpu_resource}"] = str(limits["gpus"])
     if limits.get("cpu") is not None:
-        hard["requests.cpu"] = fmt("cpu", limits["cpu"])
+        hard["requests.cpu"] = format_quantity(round(limits["cpu"], 3), "cpu")
     if limits.get("memory") is not None:
-        hard["requests.memory"] = str(int(limits["memory"]))
+        hard["requests.memory"] = format_quantity(limits["memory"], "memory")
     if limits.get("servers") is not None:
         hard["pods"] = str(limits["servers"])
     return {

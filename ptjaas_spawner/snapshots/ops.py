@@ -126,8 +126,6 @@ async def restore(spawner, name, by: str, limited: bool = True) -> dict:
 
 
 def _bigger(a, b):
-    from ..sizes import parse_quantity
-
     if not a:
         return b
     if not b:

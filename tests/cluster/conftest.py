@@ -8,17 +8,14 @@ real backend they skip, saying why.
 Helpers live in k8s_conformance.py next to this file.
 """
 
-import sys
-from pathlib import Path
 
 import kubernetes_asyncio
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # any pytest import mode
 
-from k8s_conformance import Kube  # noqa: E402
+from tests.cluster.k8s_conformance import Kube
 
-from clusterutil import running_cluster as _running_cluster  # noqa: E402
+from tests.clusterutil import running_cluster as _running_cluster
 
 EMBEDDED_ONLY = "embedded-only: uses the embedded cluster's test controls or a cluster of its own"
 

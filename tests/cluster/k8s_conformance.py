@@ -4,26 +4,16 @@ Official clients built from the cluster's kubeconfig, unique namespaces, pod-man
 Status-body checks and polling helpers (deadlines, never sleeps).
 """
 
-import importlib.util
 import json
 import sys
 import uuid
-from pathlib import Path
 
 import kubernetes
 import requests
 from kubernetes import client as k8s
 from kubernetes.client.rest import ApiException
 
-try:  # tests/ is on sys.path under pytest's default import mode
-    from waiting import async_wait_for, wait_for
-except ImportError:  # pragma: no cover - other import modes
-    _spec = importlib.util.spec_from_file_location(
-        "_ptjaas_waiting", Path(__file__).resolve().parent.parent / "waiting.py"
-    )
-    _waiting = importlib.util.module_from_spec(_spec)
-    _spec.loader.exec_module(_waiting)
-    wait_for, async_wait_for = _waiting.wait_for, _waiting.async_wait_for
+from tests.waiting import async_wait_for, wait_for
 
 PY = "python"  # the node agent puts this machine's Python environment on PATH
 # ConfigMaps a cluster puts in every namespace (kube-root-ca.crt everywhere; OpenShift's fork of

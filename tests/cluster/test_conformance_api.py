@@ -15,7 +15,7 @@ from kubernetes import client as k8s
 from kubernetes_asyncio import client as ak8s
 from kubernetes_asyncio.client.rest import ApiException as AsyncApiException
 
-from k8s_conformance import OWN, SLEEP_FOREVER, assert_status, py_pod, status_body, wait_for
+from tests.cluster.k8s_conformance import OWN, SLEEP_FOREVER, assert_status, py_pod, status_body, wait_for
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -307,6 +307,15 @@ def test_invalid_names_are_422_invalid(kube, ns, name):
     assert body["details"]["kind"] == "ConfigMap"
     assert any(c.get("field") == "metadata.name" for c in body["details"]["causes"])
     assert kube.core.list_namespaced_config_map(ns, field_selector=OWN).items == []
+
+
+def test_a_negative_resource_request_is_422_invalid(kube, ns):
+    pod = py_pod("neg", SLEEP_FOREVER)
+    pod["spec"]["containers"][0]["resources"] = {"requests": {"memory": "-1"}}
+    e = kube.error(kube.core.create_namespaced_pod, ns, pod)
+    assert ('spec.containers[0].resources.requests[memory]: Invalid value: "-1": '
+            "must be greater than or equal to 0") in assert_status(e, 422, "Invalid")["message"]
+    assert kube.core.list_namespaced_pod(ns).items == []
 
 
 def test_invalid_specs_are_422_and_change_nothing(kube, ns):

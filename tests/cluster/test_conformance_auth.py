@@ -8,7 +8,7 @@ import stat
 import pytest
 import requests
 
-from k8s_conformance import wait_for
+from tests.cluster.k8s_conformance import wait_for
 
 pytestmark = pytest.mark.timeout(60)
 

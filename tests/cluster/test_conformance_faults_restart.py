@@ -12,7 +12,7 @@ from kubernetes import client as k8s
 from kubernetes_asyncio import client as ak8s
 from kubernetes_asyncio import watch as awatch
 
-from k8s_conformance import HTTP_SERVER, POD_NAME_ENV, Kube, assert_status, http_get, py_pod
+from tests.cluster.k8s_conformance import HTTP_SERVER, POD_NAME_ENV, Kube, assert_status, http_get, py_pod
 
 pytestmark = pytest.mark.timeout(120)
 

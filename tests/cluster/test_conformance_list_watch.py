@@ -15,7 +15,7 @@ from kubernetes_asyncio import client as ak8s
 from kubernetes_asyncio import watch as awatch
 from kubernetes_asyncio.client.rest import ApiException as AsyncApiException
 
-from k8s_conformance import OWN, SLEEP_FOREVER, assert_status, py_pod
+from tests.cluster.k8s_conformance import OWN, SLEEP_FOREVER, assert_status, py_pod
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from kubernetes_asyncio import client as ak8s
 
-from k8s_conformance import (HTTP_SERVER, POD_NAME_ENV, SLEEP_FOREVER, condition, http_get,
+from tests.cluster.k8s_conformance import (HTTP_SERVER, POD_NAME_ENV, SLEEP_FOREVER, condition, http_get,
                              pid_alive, py_pod, wait_for)
 
 pytestmark = pytest.mark.timeout(120)

@@ -10,7 +10,7 @@ import stat
 
 import pytest
 
-from k8s_conformance import SLEEP_FOREVER, py_pod
+from tests.cluster.k8s_conformance import SLEEP_FOREVER, py_pod
 
 pytestmark = [pytest.mark.timeout(90),
               pytest.mark.skipif(os.geteuid() != 0, reason="pods run as their securityContext only when the node agent is root")]

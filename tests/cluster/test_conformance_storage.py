@@ -5,7 +5,7 @@ import pytest
 from kubernetes_asyncio import client as ak8s
 from kubernetes_asyncio.client.rest import ApiException as AsyncApiException
 
-from k8s_conformance import SLEEP_FOREVER, assert_status, py_pod, wait_for
+from tests.cluster.k8s_conformance import SLEEP_FOREVER, assert_status, py_pod, wait_for
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from k8s_conformance import wait_for
+from tests.cluster.k8s_conformance import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 KUBECTL = shutil.which("kubectl", path=str(ROOT / "node_modules" / ".bin")) or shutil.which("kubectl")

@@ -9,7 +9,7 @@ The objects are checked against the snapshot CRDs' schemas in ../shared/schemas/
 import pytest
 import yaml
 
-from k8s_conformance import py_pod, wait_for
+from tests.cluster.k8s_conformance import py_pod, wait_for
 
 pytestmark = pytest.mark.timeout(90)
 
