@@ -35,6 +35,7 @@ def make_spawner(module_cluster, monkeypatch, username, servername="", groups=()
     monkeypatch.setattr(kc, "KUBE_CONFIG_DEFAULT_LOCATION", str(module_cluster.kubeconfig_path))
     c = Config()
     c.PtjaasSpawner.namespace = "default"
+    c.PtjaasSpawner.audit_log_file = ""  # the record to the log only: never a file in the checkout
     for key, value in config.items():
         setattr(c.PtjaasSpawner, key, value)
     orm_spawner = SimpleNamespace(name=servername, user_options={}, server=None, state=None)
