@@ -88,7 +88,7 @@ def real_cluster(tmp_path_factory):
     """A real kube-apiserver & co (ptjaas_sandbox.realkube) with our node agent, once per session;
     skips where the binaries are absent. Tests make namespaces of their own in it.
     PTJAAS_REAL_KUBE=required (CI) fails instead of skipping; PTJAAS_REAL_KUBE=off skips."""
-    from backend_support import started_real_cluster
+    from tests.backend_support import started_real_cluster
     with started_real_cluster(tmp_path_factory.mktemp("realkube")) as c:
         yield c
 
