@@ -142,7 +142,7 @@ def _volume_dir(kube, ns, name):
 
 
 def _bound_claim(kube, name, annotations):
-    from waiting import wait_for
+    from tests.waiting import wait_for
 
     kube.create_namespaced_persistent_volume_claim(HUB_NS, {
         "metadata": {"name": name, "annotations": annotations},

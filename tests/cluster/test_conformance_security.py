@@ -133,7 +133,7 @@ def test_without_mount_namespaces_pods_still_run_as_their_user_or_fail_clearly()
 
     from ptjaas_sandbox.cluster import EmbeddedCluster
     from ptjaas_sandbox.cluster.podexec import _blocker
-    from k8s_conformance import Kube
+    from tests.cluster.k8s_conformance import Kube
 
     import shutil
     import tempfile

@@ -68,7 +68,7 @@ def wait_ready(kube, ns, name):
 
 
 def test_snapshot_content_ready_restore_size_and_restore_copy(kube, ns, snapclass):
-    from test_conformance_storage import wait_bound
+    from tests.cluster.test_conformance_storage import wait_bound
 
     kube.core.create_namespaced_persistent_volume_claim(ns, claim("src", "2Gi"))
     wait_bound(kube, ns, "src")
@@ -116,7 +116,7 @@ def test_snapshot_content_ready_restore_size_and_restore_copy(kube, ns, snapclas
 
 
 def test_snapshot_errors_are_reported(kube, ns, snapclass):
-    from test_conformance_storage import wait_bound
+    from tests.cluster.test_conformance_storage import wait_bound
 
     kube.core.create_namespaced_persistent_volume_claim(ns, claim("e-src"))
     wait_bound(kube, ns, "e-src")
@@ -133,7 +133,7 @@ def test_snapshot_errors_are_reported(kube, ns, snapclass):
 def test_read_only_many_claim_from_a_snapshot_cannot_be_written(kube, ns, snapclass):
     """A ReadOnlyMany claim (made from a snapshot) mounted readOnly: nothing in the pod can write
     it, root included. (Per-mount read-only of a read-write volume is beyond local processes.)"""
-    from test_conformance_storage import wait_bound
+    from tests.cluster.test_conformance_storage import wait_bound
 
     kube.core.create_namespaced_persistent_volume_claim(ns, claim("rw-src"))
     wait_bound(kube, ns, "rw-src")
@@ -188,7 +188,7 @@ def _validate(schema, obj):
 
 
 def test_snapshot_objects_match_the_crd_schemas(kube, ns, snapclass, shared_dir):
-    from test_conformance_storage import wait_bound
+    from tests.cluster.test_conformance_storage import wait_bound
 
     kube.core.create_namespaced_persistent_volume_claim(ns, claim("schema-src"))
     wait_bound(kube, ns, "schema-src")
@@ -277,7 +277,7 @@ def test_snapshot_crd_validation(kube, ns):
 
 def test_snapshot_printer_columns(kube, ns, snapclass):
     """``kubectl get volumesnapshots`` & co: the CRDs' printer columns, cells as the real server's."""
-    from test_conformance_storage import wait_bound
+    from tests.cluster.test_conformance_storage import wait_bound
 
     kube.core.create_namespaced_persistent_volume_claim(ns, claim("cols-src"))
     wait_bound(kube, ns, "cols-src")
