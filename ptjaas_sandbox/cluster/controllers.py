@@ -11,6 +11,7 @@ from decimal import Decimal
 
 from . import admission, errors
 from .quantity import format_quantity, parse_quantity
+from .registry import QUOTA_KINDS
 from .resources import BY_KEY, BY_PLURAL
 from .snapshotter import Snapshotter, unlock
 from .store import now_iso, now_micro
@@ -22,6 +23,9 @@ SCHEDULER = "default-scheduler"
 # reasons no preemption can help with (the rest: "No preemption victims found for incoming pod.")
 UNRESOLVABLE = ("node(s) didn't match Pod's node affinity/selector", "node(s) were unschedulable", "untolerated taint")
 ROOT_CA_CONFIGMAP = "kube-root-ca.crt"
+# what the snapshot controller's pass looks at
+SNAPSHOT_INPUTS = {"volumesnapshots", "volumesnapshotcontents", "volumesnapshotclasses", "persistentvolumeclaims",
+                   "persistentvolumes"}
 ROOT_CA_DESCRIPTION = ("Contains a CA bundle that can be used to verify the kube-apiserver when using internal "
                        "endpoints such as the internal service IP or kubernetes.default.svc. No other usage is guaranteed "
                        "across distributions of Kubernetes clusters.")
@@ -34,9 +38,8 @@ class EventRecorder:
     def record(self, obj, event_type, reason, message, component="ptjaas-cluster"):
         meta = obj["metadata"]
         namespace = meta.get("namespace") or "default"
-        for ev in self.store.list(T["events"], namespace):
-            io = ev["involvedObject"]
-            if io.get("uid") == meta.get("uid") and ev.get("reason") == reason and ev.get("message") == message:
+        for ev in self.store.by("involved", meta.get("uid")) if meta.get("uid") else ():
+            if ev["metadata"].get("namespace") == namespace and ev.get("reason") == reason and ev.get("message") == message:
                 new = copy.deepcopy(ev)
                 if ev.get("eventTime"):   # an events.k8s.io event repeats as a series
                     new["series"] = {"count": (ev.get("series") or {}).get("count", 1) + 1, "lastObservedTime": now_micro()}
@@ -67,7 +70,9 @@ def node_allocatable(node):
 
 
 class Controllers:
-    """Runs every reconcile pass after any change, coalesced into one pass per loop turn."""
+    """Reconciles what changed: each store change queues its object, and one pass per loop turn
+    looks at the queued objects (and at what waits on them: unscheduled pods, claims and volumes
+    being deleted), never at every object. The first pass after start looks at everything."""
 
     def __init__(self, cluster):
         self.cluster = cluster
@@ -75,6 +80,11 @@ class Controllers:
         self.registry = cluster.registry
         self.events = cluster.events
         self._pending = False
+        self.changed = None                # plural -> {object key}; None: everything (the first pass)
+        self.unscheduled = set()           # keys of pods waiting for a node
+        self.deleting = {"persistentvolumeclaims": set(), "persistentvolumes": set()}   # waiting for protection to lift
+        self.usage = {}                    # node name -> {resource: amount requested by its pods}
+        self._usage_of = {}                # pod key -> (node name, {resource: amount})
         self.unschedulable_reported = {}   # pod uid -> last FailedScheduling message
         self.snapshots = Snapshotter(cluster)
 
@@ -83,7 +93,40 @@ class Controllers:
             return
         if event_type == "DELETED" and rtype.plural == "volumesnapshots":
             self.snapshots.on_deleted(obj)
+        meta = obj["metadata"]
+        key = (rtype.key, meta.get("namespace", "") if rtype.namespaced else "", meta["name"])
+        gone = event_type == "DELETED"
+        if rtype.plural == "pods":
+            self._track_pod(key, None if gone else obj)
+            if gone:
+                self.unschedulable_reported.pop(meta["uid"], None)
+        elif rtype.plural in self.deleting:
+            waiting = self.deleting[rtype.plural]
+            waiting.add(key) if meta.get("deletionTimestamp") and not gone else waiting.discard(key)
+        if self.changed is not None:
+            self.changed.setdefault(rtype.plural, set()).add(key)
         self.kick()
+
+    def _track_pod(self, key, pod):
+        """Keep the set of pods to schedule and each node's requested resources up to date."""
+        if pod is not None and not pod["spec"].get("nodeName") and not pod["metadata"].get("deletionTimestamp") \
+                and not admission.pod_is_terminal(pod):
+            self.unscheduled.add(key)
+        else:
+            self.unscheduled.discard(key)
+        before = self._usage_of.pop(key, None)
+        if before is not None:
+            used = self.usage[before[0]]
+            for name, amount in before[1].items():
+                used[name] -= amount
+        if pod is not None and pod["spec"].get("nodeName") and not admission.pod_is_terminal(pod):
+            wanted = {k[len("requests."):]: v for k, v in admission.pod_requests(pod).items() if k.startswith("requests.")}
+            wanted["pods"] = wanted.get("pods", Decimal(0)) + 1
+            node = pod["spec"]["nodeName"]
+            used = self.usage.setdefault(node, {})
+            for name, amount in wanted.items():
+                used[name] = used.get(name, Decimal(0)) + amount
+            self._usage_of[key] = (node, wanted)
 
     def kick(self):
         if not self._pending and self.cluster.loop is not None:
@@ -92,18 +135,35 @@ class Controllers:
 
     def _run(self):
         self._pending = False
-        for step in (self.ensure_service_accounts, self.provision, self.schedule, self.protect_claims, self.protect_volumes,
-                     self.update_quotas, self.terminate_namespaces, self.snapshots.reconcile):
+        changed, self.changed = self.changed, {}
+        if changed is None:   # everything, once: what was loaded from disk or seeded
+            changed = {t.plural: {(t.key, ns, name) for ns, names in self.store.kinds.get(t.key, {}).items()
+                                  for name in names} for t in BY_KEY.values()}
+            for key in changed["pods"]:
+                self._track_pod(key, self.store.objects.get(key))
+            for plural, waiting in self.deleting.items():
+                waiting.update(k for k in changed[plural] if self.store.objects[k]["metadata"].get("deletionTimestamp"))
+        steps = [(self.ensure_service_accounts, changed), (self.provision, changed), (self.schedule,),
+                 (self.protect_claims,), (self.protect_volumes,), (self.update_quotas, changed),
+                 (self.terminate_namespaces, changed)]
+        if set(changed) & SNAPSHOT_INPUTS:
+            steps.append((self.snapshots.reconcile,))
+        for step, *args in steps:
             try:
-                step()
+                step(*args)
             except Exception:   # a controller bug must not take the API server down
                 log.exception("controller %s failed", step.__name__)
 
+    def _changed_objects(self, changed, plural):
+        return [obj for obj in map(self.store.objects.get, sorted(changed.get(plural) or ())) if obj is not None]
+
     # --- namespaces ----------------------------------------------------------------------
-    def ensure_service_accounts(self):
+    def ensure_service_accounts(self, changed):
         """Every namespace gets its ``default`` ServiceAccount and the ``kube-root-ca.crt``
         ConfigMap (the cluster's CA, as kube-controller-manager's root-ca-cert-publisher does)."""
-        for ns in self.store.list(T["namespaces"]):
+        names = {key[2] for key in changed.get("namespaces") or ()}
+        names |= {key[1] for plural in ("serviceaccounts", "configmaps") for key in changed.get(plural) or ()}
+        for ns in filter(None, (self.store.get(T["namespaces"], "", n) for n in sorted(names))):
             name = ns["metadata"]["name"]
             if ns["metadata"].get("deletionTimestamp"):
                 continue
@@ -115,12 +175,14 @@ class Controllers:
                                  "annotations": {"kubernetes.io/description": ROOT_CA_DESCRIPTION}},
                     "data": {"ca.crt": self.cluster.ca_pem()}})
 
-    def terminate_namespaces(self):
-        for ns in self.store.list(T["namespaces"]):
+    def terminate_namespaces(self, changed):
+        touched = {key[2] for key in changed.get("namespaces") or ()}
+        touched |= {key[1] for keys in changed.values() for key in keys if key[1]}
+        for ns in filter(None, (self.store.get(T["namespaces"], "", n) for n in sorted(touched))):
             if not ns["metadata"].get("deletionTimestamp"):
                 continue
             name = ns["metadata"]["name"]
-            left = [(key, n) for (key, space, n) in list(self.store.objects) if space == name and BY_KEY[key].namespaced]
+            left = [(key, n) for (key, _, n) in self.store.namespaced_keys(name)]
             for key, n in left:
                 obj = self.store.get(BY_KEY[key], name, n)
                 if obj is not None and not obj["metadata"].get("deletionTimestamp"):
@@ -128,7 +190,7 @@ class Controllers:
                         self.registry.delete(BY_KEY[key], name, n, {})
                     except errors.ApiError:
                         pass
-            if not any(space == name and BY_KEY[key].namespaced for (key, space, _) in self.store.objects):
+            if not self.store.namespaced_keys(name):
                 self.registry.finish_delete(T["namespaces"], "", name)
 
     # --- storage -------------------------------------------------------------------------
@@ -141,18 +203,23 @@ class Controllers:
                 return cls["metadata"]["name"], cls
         return None, None
 
-    def provision(self):
+    def provision(self, changed):
         """The PV controller's part: hand claims of a class to its (external) provisioner, and bind
         each claim to the volume made for it (``claimRef`` with the claim's uid)."""
         waiting = {}
-        for pv in self.store.list(T["persistentvolumes"]):
+        claims = set(changed.get("persistentvolumeclaims") or ())
+        for pv in self._changed_objects(changed, "persistentvolumes"):
             ref = pv["spec"].get("claimRef") or {}
             if ref.get("uid") and (pv.get("status") or {}).get("phase") != "Bound":
                 waiting[ref["uid"]] = pv
-        for pvc in self.store.list(T["persistentvolumeclaims"]):
+                claims.add((T["persistentvolumeclaims"].key, ref.get("namespace", ""), ref.get("name", "")))
+        if changed.get("storageclasses"):   # a class appeared or changed: every claim still waiting may go on
+            claims |= {(T["persistentvolumeclaims"].key, p["metadata"]["namespace"], p["metadata"]["name"])
+                       for p in self.store.list(T["persistentvolumeclaims"])}
+        for pvc in filter(None, map(self.store.objects.get, sorted(claims))):
             if pvc["metadata"].get("deletionTimestamp") or pvc.get("status", {}).get("phase") == "Bound":
                 continue
-            pv = waiting.get(pvc["metadata"]["uid"])
+            pv = waiting.get(pvc["metadata"]["uid"]) or self._volume_made_for(pvc)
             if pv is not None:
                 self._bind(pvc, pv)
                 continue
@@ -171,9 +238,16 @@ class Controllers:
                 continue
             self._hand_to_provisioner(pvc, cls)
 
+    def _volume_made_for(self, pvc):
+        """The volume whose claimRef names this claim, not bound yet (None if there is none)."""
+        for pv in self.store.by("claimref", pvc["metadata"]["uid"]):
+            if (pv.get("status") or {}).get("phase") != "Bound":
+                return pv
+        return None
+
     def _event_once(self, obj, event_type, reason, message):
-        for ev in self.store.list(T["events"], obj["metadata"].get("namespace") or "default"):
-            if ev["involvedObject"].get("uid") == obj["metadata"]["uid"] and ev["reason"] == reason and ev["message"] == message:
+        for ev in self.store.by("involved", obj["metadata"]["uid"]):
+            if ev["reason"] == reason and ev["message"] == message:
                 return
         self.events.record(obj, event_type, reason, message, "persistentvolume-controller")
 
@@ -214,7 +288,7 @@ class Controllers:
         self.store.update(T["persistentvolumeclaims"], new)
 
     def protect_claims(self):
-        for pvc in self.store.list(T["persistentvolumeclaims"]):
+        for pvc in filter(None, map(self.store.objects.get, sorted(self.deleting["persistentvolumeclaims"]))):
             meta = pvc["metadata"]
             if not meta.get("deletionTimestamp"):
                 continue
@@ -232,7 +306,7 @@ class Controllers:
 
     def protect_volumes(self):
         """pv-protection: a deleted volume goes once no claim is bound to it."""
-        for pv in self.store.list(T["persistentvolumes"]):
+        for pv in filter(None, map(self.store.objects.get, sorted(self.deleting["persistentvolumes"]))):
             meta = pv["metadata"]
             if not meta.get("deletionTimestamp") or (pv.get("status") or {}).get("phase") == "Bound":
                 continue
@@ -255,9 +329,7 @@ class Controllers:
 
     # --- scheduling ----------------------------------------------------------------------
     def schedule(self):
-        for pod in self.store.list(T["pods"]):
-            if pod["spec"].get("nodeName") or pod["metadata"].get("deletionTimestamp") or admission.pod_is_terminal(pod):
-                continue
+        for pod in filter(None, map(self.store.objects.get, sorted(self.unscheduled))):
             self.try_schedule(pod)
 
     def _claims_problem(self, pod):
@@ -277,16 +349,8 @@ class Controllers:
         return None
 
     def node_usage(self, node_name):
-        used = {}
-        for pod in self.store.list(T["pods"]):
-            if pod["spec"].get("nodeName") != node_name or admission.pod_is_terminal(pod):
-                continue
-            for key, amount in admission.pod_requests(pod).items():
-                if key.startswith("requests."):
-                    name = key[len("requests."):]
-                    used[name] = used.get(name, Decimal(0)) + amount
-            used["pods"] = used.get("pods", Decimal(0)) + 1
-        return used
+        """What the pods bound to the node request (kept up to date from the pod changes)."""
+        return self.usage.get(node_name) or {}
 
     def _node_reasons(self, pod, node):
         reasons = []
@@ -375,8 +439,9 @@ class Controllers:
         return bound
 
     # --- quota status --------------------------------------------------------------------
-    def update_quotas(self):
-        for quota in self.store.list(T["resourcequotas"]):
+    def update_quotas(self, changed):
+        spaces = {key[1] for plural in QUOTA_KINDS + ("resourcequotas",) for key in changed.get(plural) or ()}
+        for quota in [q for ns in sorted(spaces) for q in self.store.list(T["resourcequotas"], ns)]:
             namespace = quota["metadata"]["namespace"]
             used = admission.format_used(admission.quota_used(quota, self.registry._objects_for_quota(namespace)))
             hard = dict((quota.get("spec") or {}).get("hard") or {})

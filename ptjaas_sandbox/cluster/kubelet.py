@@ -52,6 +52,7 @@ class Kubelet:
         self.ips = {}             # uid -> ip
         self.gpus = {}            # uid -> [device index]
         self._pending = False
+        self.changed = set()      # uids seen changed on the watch since the last sync
         self._tasks = []
         self._heartbeat_task = None
         self.events = None
@@ -130,7 +131,9 @@ class Kubelet:
 
     # --- the pods watch --------------------------------------------------------------------
     def on_pods_listed(self, pods):
+        self.changed |= set(self.cache) | set(self.pods)
         self.cache = {p["metadata"]["uid"]: p for p in pods}
+        self.changed |= set(self.cache)
         self.kick()
 
     def on_pod(self, event_type, pod):
@@ -139,6 +142,7 @@ class Kubelet:
             self.cache.pop(uid, None)
         else:
             self.cache[uid] = pod
+        self.changed.add(uid)
         self.kick()
 
     def kick(self):
@@ -147,8 +151,15 @@ class Kubelet:
             self.loop.call_soon(self.sync)
 
     def sync(self):
+        """Act on the pods that changed since the last sync (not on every pod)."""
         self._pending = False
-        for uid, pod in list(self.cache.items()):
+        changed, self.changed = self.changed, set()
+        for uid in sorted(changed):
+            pod = self.cache.get(uid)
+            if pod is None:
+                if uid in self.pods and not self.pods[uid].terminating:   # removed without a grace period
+                    self.pods[uid].terminate(0, remove=False)
+                continue
             runtime = self.pods.get(uid)
             if pod["metadata"].get("deletionTimestamp"):
                 if runtime is None:
@@ -163,9 +174,6 @@ class Kubelet:
                 runtime = PodRuntime(self, pod)
                 self.pods[uid] = runtime
                 runtime.start()
-        for uid in list(self.pods):
-            if uid not in self.cache and not self.pods[uid].terminating:   # removed without a grace period
-                self.pods[uid].terminate(0, remove=False)
 
     async def finish_delete(self, pod):
         """Remove a pod whose containers are gone, as a kubelet does (grace 0, uid precondition)."""
