@@ -125,7 +125,9 @@ def measure(pods, concurrency, no_namespaces, profile=False):
         if profile:
             import pstats
             cluster.call(profiler.disable)
-            pstats.Stats(profiler).sort_stats("tottime").print_stats(30)
+            stats = pstats.Stats(profiler)
+            stats.sort_stats("tottime").print_stats(30)
+            stats.sort_stats("cumulative").print_callers("deepcopy|_walk|_SSLSocket.*write|fork_exec")
     finally:
         stats = cluster.request_stats()
         cluster.stop_thread()

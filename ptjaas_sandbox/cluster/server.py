@@ -216,7 +216,7 @@ class EmbeddedCluster:
             except Exception:
                 pass
         await asyncio.gather(self.provisioner.stop(), self.kubelet.shutdown())
-        self.kubelet.client.close()
+        await self.kubelet.client.aclose()
         self._saver.cancel()
         if self.persist:
             self.save()
