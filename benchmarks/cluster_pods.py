@@ -60,7 +60,7 @@ async def port_answers(ip):
 
 
 async def run(api, pods, concurrency, namespace="default"):
-    ready_at, gone_at = {}, {}
+    ready_at, gone_at, probing = {}, {}, {}
     ready_events = {f"bench-{i}": asyncio.Event() for i in range(pods)}
     gone_events = {f"bench-{i}": asyncio.Event() for i in range(pods)}
 
@@ -73,11 +73,16 @@ async def run(api, pods, concurrency, namespace="default"):
                 gone_at.setdefault(name, time.monotonic())
                 gone_events[name].set()
             elif any(c.type == "Ready" and c.status == "True" for c in (pod.status.conditions or [])):
-                if name not in ready_at and await port_answers(pod.status.pod_ip):
-                    ready_at[name] = time.monotonic()
-                    ready_events[name].set()
+                if name not in probing:   # no more events may come for it: probe until the port answers
+                    probing[name] = asyncio.ensure_future(probe(name, pod.status.pod_ip))
             if len(gone_at) == pods:
                 return
+
+    async def probe(name, ip):
+        while not await port_answers(ip):
+            await asyncio.sleep(0.05)
+        ready_at[name] = time.monotonic()
+        ready_events[name].set()
 
     watch_task = asyncio.ensure_future(watcher())
     sem = asyncio.Semaphore(concurrency)
