@@ -112,16 +112,23 @@ def count(hub, state):
     return r.json()["_pagination"]["total"]
 
 
+REFUSALS = ("throttled", "too-many-users", "already-pending")   # a POST answered 429: not a start
+
+
 def spawn_outcomes(hub):
-    """{status: spawns ended so far} from the hub's own metrics (one request, whatever the number of
-    users): ``success`` once a server answers, ``failure`` for a start that failed or timed out."""
+    """{"success": n, "failed": n} spawns ended so far, from the hub's own metrics (one request,
+    whatever the number of users): ``success`` once a server answers; a start that failed or
+    timed out is ``failure``/``error``."""
     r = requests.get(f"{hub.url}/hub/metrics", headers={"Authorization": f"token {hub.token}"}, timeout=60)
     r.raise_for_status()
-    outcomes = {}
+    outcomes = {"success": 0, "failed": 0}
     for line in r.text.splitlines():
         if line.startswith("jupyterhub_server_spawn_duration_seconds_count{"):
             status = line.split('status="', 1)[1].split('"', 1)[0]
-            outcomes[status] = outcomes.get(status, 0) + float(line.rsplit(" ", 1)[1])
+            reason = line.split('reason="', 1)[1].split('"', 1)[0] if 'reason="' in line else ""
+            if reason in REFUSALS:
+                continue
+            outcomes["success" if status == "success" else "failed"] += float(line.rsplit(" ", 1)[1])
     return outcomes
 
 
@@ -149,8 +156,8 @@ def start_all(hub, users, timeout):
     deadline = time.monotonic() + timeout
     while True:
         now = spawn_outcomes(hub)
-        ready = now.get("success", 0) - before.get("success", 0)
-        failed = now.get("failure", 0) - before.get("failure", 0)
+        ready = now["success"] - before["success"]
+        failed = now["failed"] - before["failed"]
         if ready + failed >= len(users) or time.monotonic() > deadline:
             return int(ready), int(failed), refused
         time.sleep(1)
@@ -231,8 +238,8 @@ def pods_left(cluster):
 def hub_log_counts(hub):
     text = hub.logs()
     return {"pod create attempts": text.count("Attempting to create pod"),
-            "gave up creating": text.count("Could not create pod") + text.count("Could not create PVC"),
-            "spawn failures": text.count("Unhandled error starting") + text.count("failed to start")}
+            "gave up creating (API timeouts)": text.count("Could not create pod") + text.count("Could not create PVC"),
+            "start_timeout reached": text.count("failed to start in")}
 
 
 def run_variant(name, config, args, workdir, real=None):
@@ -302,7 +309,7 @@ def report(results, n):
                  ("API server CPU s", lambda r: f"{r['api_cpu']:.1f}")]
         if "pod create attempts" in results[names[0]][phase]:
             rows += [(key, (lambda k: lambda r: str(r.get(k, "")))(key))
-                     for key in ("pod create attempts", "gave up creating", "spawn failures")]
+                     for key in ("pod create attempts", "gave up creating (API timeouts)", "start_timeout reached")]
         for label, fmt in rows:
             print(f"{label:34s}" + "".join(f"{fmt(results[name][phase]):>{width}s}" for name in names))
 

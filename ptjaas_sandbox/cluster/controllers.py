@@ -89,7 +89,12 @@ class Controllers:
         self.snapshots = Snapshotter(cluster)
 
     def on_event(self, event_type, rtype, obj, old):
-        if rtype.plural == "events":
+        if rtype.plural == "events":   # only a terminating namespace waits on its events
+            namespace = obj["metadata"].get("namespace", "")
+            ns = self.store.get(T["namespaces"], "", namespace)
+            if ns is not None and ns["metadata"].get("deletionTimestamp") and self.changed is not None:
+                self.changed.setdefault("namespaces", set()).add((T["namespaces"].key, "", namespace))
+                self.kick()
             return
         if event_type == "DELETED" and rtype.plural == "volumesnapshots":
             self.snapshots.on_deleted(obj)
