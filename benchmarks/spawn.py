@@ -257,7 +257,7 @@ def run_variant(name, config, args, workdir, real=None):
         cluster.start_in_thread()
         tid = cluster._thread.native_id
         api_cpu = lambda: proc_cpu_seconds(os.getpid(), tid)  # noqa: E731
-    extra = (f"\nc.JupyterHub.log_level = 'INFO'\nc.JupyterHub.tornado_settings = {{'slow_spawn_timeout': 0}}\n"
+    extra = ("\nc.JupyterHub.log_level = 'INFO'\nc.JupyterHub.tornado_settings = {'slow_spawn_timeout': 0}\n"
              + (f"c.JupyterHub.concurrent_spawn_limit = {args.spawn_limit}\n" if args.spawn_limit is not None else "")
              + (LIGHT_CONFIG if args.server == "light" else ""))
     hub = Hub(os.path.join(workdir, name, "hub"), config, cluster=cluster, start_timeout=120)

@@ -4,22 +4,20 @@ termination, snapshots and the event recorder. They react to store changes and c
 import copy
 import logging
 import os
-import secrets
 import shutil
-import socket
 from decimal import Decimal
 
 from . import admission, errors
 from .quantity import format_quantity, parse_quantity
 from .registry import QUOTA_KINDS
 from .resources import BY_KEY, BY_PLURAL
+from .eventrecorder import SCHEDULER
 from .snapshotter import Snapshotter, unlock
-from .store import now_iso, now_micro
+from .store import now_iso
 
 log = logging.getLogger("ptjaas.cluster")
 T = BY_PLURAL
 DEFAULT_CLASS_ANNOTATION = "storageclass.kubernetes.io/is-default-class"
-SCHEDULER = "default-scheduler"
 # reasons no preemption can help with (the rest: "No preemption victims found for incoming pod.")
 UNRESOLVABLE = ("node(s) didn't match Pod's node affinity/selector", "node(s) were unschedulable", "untolerated taint")
 ROOT_CA_CONFIGMAP = "kube-root-ca.crt"
@@ -29,40 +27,6 @@ SNAPSHOT_INPUTS = {"volumesnapshots", "volumesnapshotcontents", "volumesnapshotc
 ROOT_CA_DESCRIPTION = ("Contains a CA bundle that can be used to verify the kube-apiserver when using internal "
                        "endpoints such as the internal service IP or kubernetes.default.svc. No other usage is guaranteed "
                        "across distributions of Kubernetes clusters.")
-
-
-class EventRecorder:
-    def __init__(self, store):
-        self.store = store
-
-    def record(self, obj, event_type, reason, message, component="ptjaas-cluster"):
-        meta = obj["metadata"]
-        namespace = meta.get("namespace") or "default"
-        for ev in self.store.by("involved", meta.get("uid")) if meta.get("uid") else ():
-            if ev["metadata"].get("namespace") == namespace and ev.get("reason") == reason and ev.get("message") == message:
-                new = copy.deepcopy(ev)
-                if ev.get("eventTime"):   # an events.k8s.io event repeats as a series
-                    new["series"] = {"count": (ev.get("series") or {}).get("count", 1) + 1, "lastObservedTime": now_micro()}
-                else:
-                    new["count"] = ev.get("count", 1) + 1
-                    new["lastTimestamp"] = now_iso()
-                return self.store.update(T["events"], new)
-        group, _, _ = obj.get("apiVersion", "v1").rpartition("/")
-        event = {
-            "metadata": {"name": f"{meta['name']}.{secrets.token_hex(8)}", "namespace": namespace},
-            "involvedObject": {"kind": obj.get("kind"), "namespace": meta.get("namespace", ""), "name": meta["name"],
-                               "uid": meta.get("uid"), "apiVersion": obj.get("apiVersion"),
-                               "resourceVersion": meta.get("resourceVersion")},
-            "reason": reason, "message": message, "type": event_type, "count": 1,
-            "source": {"component": component}, "firstTimestamp": now_iso(), "lastTimestamp": now_iso(),
-            "eventTime": None, "reportingComponent": component, "reportingInstance": "",
-        }
-        if component == SCHEDULER:   # kube-scheduler writes events.k8s.io/v1 events: eventTime and action
-            event.update({"source": {}, "firstTimestamp": None, "lastTimestamp": None, "eventTime": now_micro(),
-                          "action": "Binding" if reason == "Scheduled" else "Scheduling",
-                          "reportingInstance": f"{SCHEDULER}-{socket.gethostname()}"})
-            del event["count"]
-        return self.store.create(T["events"], event)
 
 
 def node_allocatable(node):

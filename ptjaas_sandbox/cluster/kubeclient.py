@@ -252,9 +252,13 @@ class EventSink:
         known = self.names.get(key)
         if known is not None:
             known[2] += 1
-            if await self.client.patch(f"/api/v1/namespaces/{known[0]}/events/{known[1]}",
-                                       {"count": known[2], "lastTimestamp": now}) is not None:
+            try:
+                await self.client.patch(f"/api/v1/namespaces/{known[0]}/events/{known[1]}",
+                                        {"count": known[2], "lastTimestamp": now})
                 return
+            except ApiError as e:
+                if e.code != 404:   # gone (its TTL ran out): written anew below
+                    raise
         source = {"component": self.component, **({"host": host} if host else {})}
         event = {"apiVersion": "v1", "kind": "Event",
                  "metadata": {"name": f"{meta['name']}.{os.urandom(8).hex()}", "namespace": namespace},

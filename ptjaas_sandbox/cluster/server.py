@@ -20,7 +20,8 @@ from tornado.httpserver import HTTPServer
 from . import pki
 from .api import Faults, make_app
 from .auth import private_dir, write_private
-from .controllers import DEFAULT_CLASS_ANNOTATION, Controllers, EventRecorder
+from .controllers import DEFAULT_CLASS_ANNOTATION, Controllers
+from .eventrecorder import EventRecorder
 from .kubeclient import SYSTEM_AGENT, KubeClient
 from .kubelet import Kubelet
 from .provisioner import PROVISIONER, Provisioner
