@@ -1,5 +1,6 @@
 """Controllers: scheduler, volume provisioner, PVC protection, quota status, namespace
-termination, snapshots and the event recorder. They react to store changes and converge."""
+termination and snapshots. They react to the objects that changed and converge (events are
+written by eventrecorder.py)."""
 
 import copy
 import logging
@@ -70,8 +71,10 @@ class Controllers:
             if gone:
                 self.unschedulable_reported.pop(meta["uid"], None)
         elif rtype.plural in self.deleting:
-            waiting = self.deleting[rtype.plural]
-            waiting.add(key) if meta.get("deletionTimestamp") and not gone else waiting.discard(key)
+            if meta.get("deletionTimestamp") and not gone:
+                self.deleting[rtype.plural].add(key)
+            else:
+                self.deleting[rtype.plural].discard(key)
         if self.changed is not None:
             self.changed.setdefault(rtype.plural, set()).add(key)
         self.kick()
