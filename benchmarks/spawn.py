@@ -1,13 +1,31 @@
 """N users starting at once through a real hub on the embedded cluster: ptjaas against plain
-KubeSpawner, in the same run. Prints Kubernetes API requests per first start and per restart,
-hub CPU time per start, and wall time until every server is ready.
+KubeSpawner, in the same run. Per phase (first start, restart, one steady period with every
+server running) it prints the Kubernetes API requests by verb, the hub's CPU time and RSS, the
+API server's CPU time, and the starts the hub lost.
 
-    ./dev run python benchmarks/spawn.py --users 10
+    ./dev run python benchmarks/spawn.py --users 8
+    ./dev run python benchmarks/spawn.py --users 64 --steady 0            # the 3 s API timeout question
+    ./dev run python benchmarks/spawn.py --users 1000 --server light --steady 30
     ./dev run python benchmarks/spawn.py --users 10 --backend real
 
+How "at once" is real: the hub runs with ``slow_spawn_timeout = 0``, so each ``POST /users/{name}/server``
+answers 202 as soon as the spawn is started (otherwise it blocks up to 10 s and a loop of POSTs starts
+the servers one after another); the POSTs are sent from a thread pool. A POST refused with 429
+(``concurrent_spawn_limit``) is sent again after its ``Retry-After``, as a browser's page does.
+Readiness is read with one request per second for everybody (the hub's own ``/hub/metrics``: spawns
+ended, by outcome), so the hub's CPU is the hub's work, not the benchmark's polling.
+
+Servers (``--server``): ``real`` is jupyterhub-singleuser (4-6 CPU-s each to start, the default up to
+64 users); ``light`` is a benchmark-only stand-in (the default above 64 users) so that a 2-core machine
+can reach 1,000 users through the real hub: a ~15 MB stdlib HTTP server on the pod's port 8888 that
+answers every GET with 200, which is all the hub's readiness check needs. It does not report activity
+and serves no notebooks: the figures it gives are the hub's and the cluster's, not JupyterLab's.
+
 With ``--backend real`` the hubs run against a real kube-apiserver (ptjaas_sandbox.realkube) with
-exactly z2jh's hub rights plus ours, and the requests are counted from its audit log (every
-request of the hub's ServiceAccount).
+exactly z2jh's hub rights plus ours, and the requests are counted from its audit log (every request
+of the hub's ServiceAccount); the API server's CPU is then that of the kube-apiserver process.
+The embedded cluster's CPU is its thread's in this process (API server, controllers, node agent; the
+pods' own processes are not in it).
 """
 
 import argparse
@@ -17,6 +35,9 @@ import sys
 import tempfile
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import requests
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, ".."))
@@ -47,28 +68,105 @@ c.PtjaasSpawner.sizes = {"small": {"display_name": "Small", "cpu_guarantee": 0.1
 """,
 }
 
+# the benchmark-only single-user server (see the module's docstring); 0.0.0.0 becomes the pod's address
+LIGHT_SERVER = (
+    "import signal,sys\n"
+    "from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer\n"
+    "signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))\n"
+    "class H(BaseHTTPRequestHandler):\n"
+    "    def do_GET(self):\n"
+    "        body = b'{\"light\": true}'\n"
+    "        self.send_response(200)\n"
+    "        self.send_header('Content-Type', 'application/json')\n"
+    "        self.send_header('Content-Length', str(len(body)))\n"
+    "        self.end_headers()\n"
+    "        self.wfile.write(body)\n"
+    "    def log_message(self, *args):\n"
+    "        pass\n"
+    "ThreadingHTTPServer(('0.0.0.0', 8888), H).serve_forever()\n")
+LIGHT_CONFIG = f"c.KubeSpawner.cmd = ['python3', '-S', '-c', {LIGHT_SERVER!r}]\n"
+REAL_SERVER_MAX = 64
 
-def hub_cpu_seconds(pid):
-    """utime + stime of the hub process and its reaped children (from /proc)."""
-    with open(f"/proc/{pid}/stat") as f:
+
+def proc_cpu_seconds(pid, task=None):
+    """utime + stime of a process (or of one of its threads), from /proc."""
+    path = f"/proc/{pid}/task/{task}/stat" if task else f"/proc/{pid}/stat"
+    with open(path) as f:
         fields = f.read().rsplit(")", 1)[1].split()
-    ticks = os.sysconf("SC_CLK_TCK")
-    return (int(fields[11]) + int(fields[12])) / ticks
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def start_all(hub, users):
-    for u in users:
-        r = hub.api("POST", f"/users/{u}/server", json={})
-        assert r.status_code in (201, 202), r.text
-    for u in users:
-        hub.wait_ready(u, timeout=300)
+def rss_mib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def count(hub, state):
+    """How many users' servers are active (pending or ready), in one small request."""
+    r = hub.api("GET", f"/users?state={state}&limit=1",
+                headers={"Accept": "application/jupyterhub-pagination+json"}, timeout=60)
+    r.raise_for_status()
+    return r.json()["_pagination"]["total"]
+
+
+REFUSALS = ("throttled", "too-many-users", "already-pending")   # a POST answered 429: not a start
+
+
+def spawn_outcomes(hub):
+    """{"success": n, "failed": n} spawns ended so far, from the hub's own metrics (one request,
+    whatever the number of users): ``success`` once a server answers; a start that failed or
+    timed out is ``failure``/``error``."""
+    r = requests.get(f"{hub.url}/hub/metrics", headers={"Authorization": f"token {hub.token}"}, timeout=60)
+    r.raise_for_status()
+    outcomes = {"success": 0, "failed": 0}
+    for line in r.text.splitlines():
+        if line.startswith("jupyterhub_server_spawn_duration_seconds_count{"):
+            status = line.split('status="', 1)[1].split('"', 1)[0]
+            reason = line.split('reason="', 1)[1].split('"', 1)[0] if 'reason="' in line else ""
+            if reason in REFUSALS:
+                continue
+            outcomes["success" if status == "success" else "failed"] += float(line.rsplit(" ", 1)[1])
+    return outcomes
+
+
+def post_start(hub, user):
+    """Start one server; a 429 (concurrent_spawn_limit) is retried after its Retry-After.
+    Returns how many times the hub said 429."""
+    refused = 0
+    while True:
+        r = hub.api("POST", f"/users/{user}/server", json={}, timeout=120)
+        if r.status_code in (201, 202):
+            return refused
+        if r.status_code == 429:
+            refused += 1
+            time.sleep(float(r.headers.get("Retry-After") or 5))
+            continue
+        raise RuntimeError(f"starting {user}: {r.status_code} {r.text[:300]}")
+
+
+def start_all(hub, users, timeout):
+    """Every start POSTed at once; then wait (one request a second) until each has succeeded or
+    failed. Returns (servers ready, starts failed, 429 answers)."""
+    before = spawn_outcomes(hub)
+    with ThreadPoolExecutor(max_workers=min(64, len(users))) as pool:
+        refused = sum(pool.map(lambda u: post_start(hub, u), users))
+    deadline = time.monotonic() + timeout
+    while True:
+        now = spawn_outcomes(hub)
+        ready = now["success"] - before["success"]
+        failed = now["failed"] - before["failed"]
+        if ready + failed >= len(users) or time.monotonic() > deadline:
+            return int(ready), int(failed), refused
+        time.sleep(1)
 
 
 def stop_all(hub, users):
-    for u in users:
-        hub.api("DELETE", f"/users/{u}/server")
-    for u in users:
-        hub.wait_stopped(u, timeout=120)
+    with ThreadPoolExecutor(max_workers=min(32, len(users))) as pool:
+        list(pool.map(lambda u: hub.api("DELETE", f"/users/{u}/server", timeout=120), users))
+    wait_for(lambda: count(hub, "active") == 0, timeout=600, interval=1, message="every server to stop")
 
 
 class AuditCounter:
@@ -93,7 +191,7 @@ class AuditCounter:
         stats = {"total": 0}
         for e in events:
             if e.get("user", {}).get("username") == self.backend.account and e.get("stage") == "ResponseComplete":
-                key = f'{e["verb"]} {e["objectRef"].get("resource")}'
+                key = (e["verb"], e["objectRef"].get("resource"))
                 stats[key] = stats.get(key, 0) + 1
                 stats["total"] += 1
         return stats
@@ -105,12 +203,30 @@ class AuditCounter:
         return events if any(marker in e.get("requestURI", "") for e in events) else None
 
 
-def measured_start(hub, cluster, users):
-    """Start every user's server at once: (wall seconds, hub CPU seconds, cluster request counts)."""
-    cluster.reset_request_stats()
-    cpu0, t0 = hub_cpu_seconds(hub.proc.pid), time.monotonic()
-    start_all(hub, users)
-    return time.monotonic() - t0, hub_cpu_seconds(hub.proc.pid) - cpu0, cluster.request_stats()
+def by_verb(stats):
+    verbs = {}
+    for key, n in stats.items():
+        if key != "total":
+            verb = key[0] if isinstance(key, tuple) else str(key).split()[0]
+            verbs[verb] = verbs.get(verb, 0) + n
+    return verbs
+
+
+class Meters:
+    """CPU of the hub and of the API server, the hub's RSS, and the API requests, over one phase."""
+
+    def __init__(self, hub, counter, api_cpu):
+        self.hub, self.counter, self.api_cpu = hub, counter, api_cpu
+
+    def begin(self):
+        self.counter.reset_request_stats()
+        self.t0, self.hub0, self.api0 = time.monotonic(), proc_cpu_seconds(self.hub.proc.pid), self.api_cpu()
+
+    def end(self, **more):
+        stats = self.counter.request_stats()
+        return dict(more, wall=time.monotonic() - self.t0, hub_cpu=proc_cpu_seconds(self.hub.proc.pid) - self.hub0,
+                    api_cpu=self.api_cpu() - self.api0, hub_rss=rss_mib(self.hub.proc.pid),
+                    requests=stats.get("total", 0), verbs=by_verb(stats))
 
 
 def pods_left(cluster):
@@ -119,65 +235,120 @@ def pods_left(cluster):
     return cluster.call(cluster.store.list, BY_PLURAL["pods"])
 
 
-def run_variant(name, config, n, workdir, real=None):
+def hub_log_counts(hub):
+    text = hub.logs()
+    return {"pod create attempts": text.count("Attempting to create pod"),
+            "gave up creating (API timeouts)": text.count("Could not create pod") + text.count("Could not create PVC"),
+            "start_timeout reached": text.count("failed to start in")}
+
+
+def run_variant(name, config, args, workdir, real=None):
+    n = args.users
     if real is not None:
         from ptjaas_sandbox.hubrights import HubBackend
         from ptjaas_sandbox.realkube import shared_dir
         cluster = HubBackend(real, f"bench-{name}", shared_dir() / "charts" / "jupyterhub")
         counter = AuditCounter(cluster)
+        api_pid = real.plane.procs["kube-apiserver"].pid
+        api_cpu = lambda: proc_cpu_seconds(api_pid)  # noqa: E731
     else:
         cluster = counter = EmbeddedCluster(state_dir=os.path.join(workdir, name, "k8s"),
-                                            nodes=[NodeSpec(cpu="64", memory="256Gi", pods=500)])
+                                            nodes=[NodeSpec(cpu="1000", memory="4000Gi", pods=max(500, 2 * n))])
         cluster.start_in_thread()
+        tid = cluster._thread.native_id
+        api_cpu = lambda: proc_cpu_seconds(os.getpid(), tid)  # noqa: E731
+    extra = ("\nc.JupyterHub.log_level = 'INFO'\nc.JupyterHub.tornado_settings = {'slow_spawn_timeout': 0}\n"
+             + (f"c.JupyterHub.concurrent_spawn_limit = {args.spawn_limit}\n" if args.spawn_limit is not None else "")
+             + (LIGHT_CONFIG if args.server == "light" else ""))
     hub = Hub(os.path.join(workdir, name, "hub"), config, cluster=cluster, start_timeout=120)
-    hub.set_config(config + "\nc.JupyterHub.log_level = 'INFO'\nc.JupyterHub.concurrent_spawn_limit = 0\n")
+    hub.set_config(config + extra)
     hub.start()
+    meters = Meters(hub, counter, api_cpu)
     users = [f"user{i}" for i in range(n)]
+    phases = {}
     try:
-        hub.api("POST", "/users", json={"usernames": users})
-        wall_first, cpu_first, first = measured_start(hub, counter, users)
-        stop_all(hub, users)
-        wait_for(lambda: not pods_left(cluster), timeout=60, message="every pod to be gone")
-        wall_again, cpu_again, again = measured_start(hub, counter, users)
+        hub.api("POST", "/users", json={"usernames": users}, timeout=300)
+        meters.begin()
+        ready, failed, refused = start_all(hub, users, args.timeout)
+        phases["first start"] = meters.end(ready=ready, failed=failed, refused=refused, **hub_log_counts(hub))
+        if args.restart:
+            stop_all(hub, users)
+            wait_for(lambda: not pods_left(cluster), timeout=300, interval=1, message="every pod to be gone")
+            meters.begin()
+            ready, failed, refused = start_all(hub, users, args.timeout)
+            phases["restart"] = meters.end(ready=ready, failed=failed, refused=refused)
+        if args.steady:
+            meters.begin()
+            time.sleep(args.steady)   # a benchmark's measured period, not synchronisation
+            phases[f"steady {args.steady:.0f} s"] = meters.end(ready=count(hub, "active"), failed=0, refused=0)
         stop_all(hub, users)
     finally:
         hub.stop()
         if real is None:
             cluster.stop_thread()
-    return {"wall_first": wall_first, "wall_again": wall_again, "req_first": first["total"] / n,
-            "req_again": again["total"] / n, "cpu_first": cpu_first / n, "cpu_again": cpu_again / n,
-            "detail_first": {k: v for k, v in first.items() if k != "total"}}
+    return phases
+
+
+def report(results, n):
+    names = list(results)
+    phases = [p for p in results[names[0]]]
+    width = 16
+    print(f"{'':34s}" + "".join(f"{name:>{width}s}" for name in names))
+    for phase in phases:
+        print(f"--- {phase} ---")
+        rows = [("servers ready", lambda r: f"{r['ready']}/{n}"),
+                ("starts failed", lambda r: str(r["failed"])),
+                ("wall s", lambda r: f"{r['wall']:.1f}"),
+                ("429 answers (spawn limit)", lambda r: str(r["refused"])),
+                ("API requests per user", lambda r: f"{r['requests'] / n:.2f}")]
+        verbs = sorted({v for name in names for v in results[name][phase]["verbs"]})
+        rows += [(f"  {verb} per user", (lambda v: lambda r: f"{r['verbs'].get(v, 0) / n:.2f}")(verb)) for verb in verbs]
+        rows += [("hub CPU s", lambda r: f"{r['hub_cpu']:.1f}"),
+                 ("hub CPU ms per user", lambda r: f"{r['hub_cpu'] / n * 1000:.0f}"),
+                 ("hub RSS MiB (end)", lambda r: f"{r['hub_rss']:.0f}"),
+                 ("API server CPU s", lambda r: f"{r['api_cpu']:.1f}")]
+        if "pod create attempts" in results[names[0]][phase]:
+            rows += [(key, (lambda k: lambda r: str(r.get(k, "")))(key))
+                     for key in ("pod create attempts", "gave up creating (API timeouts)", "start_timeout reached")]
+        for label, fmt in rows:
+            print(f"{label:34s}" + "".join(f"{fmt(results[name][phase]):>{width}s}" for name in names))
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--users", type=int, default=10)
-    parser.add_argument("--detail", action="store_true", help="print API requests by verb and resource")
+    parser.add_argument("--users", type=int, default=8)
+    parser.add_argument("--server", choices=("real", "light"), default=None,
+                        help=f"single-user server: real jupyterhub-singleuser (default up to {REAL_SERVER_MAX} users) "
+                             "or the benchmark-only light stand-in (default above)")
+    parser.add_argument("--steady", type=float, default=60, help="seconds of the steady phase (0: none)")
+    parser.add_argument("--no-restart", dest="restart", action="store_false", help="skip the restart phase")
+    parser.add_argument("--spawn-limit", type=int, default=None,
+                        help="c.JupyterHub.concurrent_spawn_limit (default: JupyterHub's own, 100; "
+                             "z2jh's values default to 64, helm-values/values.yaml to 20)")
+    parser.add_argument("--timeout", type=float, default=900, help="seconds to wait for the starts of one phase")
+    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
     parser.add_argument("--backend", choices=("embedded", "real"), default="embedded",
                         help="the embedded cluster, or a real kube-apiserver (requests counted from its audit log)")
     args = parser.parse_args()
+    if args.server is None:
+        args.server = "real" if args.users <= REAL_SERVER_MAX else "light"
     workdir = tempfile.mkdtemp(prefix="ptjaas-spawn-bench-")
     real = None
     if args.backend == "real":
         from ptjaas_sandbox.cluster.server import NodeSpec as Node
         from ptjaas_sandbox.realkube import RealCluster
         real = RealCluster(os.path.join(workdir, "realkube"), nodes=[Node(cpu="64", memory="256Gi", pods=500)]).start()
+    load = os.getloadavg()[0]
     try:
-        results = {name: run_variant(name, config, args.users, workdir, real) for name, config in VARIANTS.items()}
+        results = {name: run_variant(name, VARIANTS[name], args, workdir, real) for name in args.variants}
     finally:
         if real is not None:
             real.stop()
     where = "a real kube-apiserver (audit log)" if real is not None else "the embedded cluster"
-    print(f"{args.users} users starting at once through a real hub on {where} ({os.cpu_count()} cores)")
-    print(f"{'':38s}{'kubespawner':>14s}{'ptjaas':>14s}")
-    rows = [("API requests per first start", "req_first", "{:.1f}"), ("API requests per restart", "req_again", "{:.1f}"),
-            ("hub CPU s per first start", "cpu_first", "{:.3f}"), ("hub CPU s per restart", "cpu_again", "{:.3f}"),
-            ("wall s to all ready (first)", "wall_first", "{:.1f}"), ("wall s to all ready (restart)", "wall_again", "{:.1f}")]
-    for label, key, fmt in rows:
-        print(f"{label:38s}{fmt.format(results['kubespawner'][key]):>14s}{fmt.format(results['ptjaas'][key]):>14s}")
-    if args.detail:
-        for name, r in results.items():
-            print(name, r["detail_first"])
+    print(f"{args.users} users starting at once through a real hub on {where}; {args.server} single-user servers; "
+          f"concurrent_spawn_limit {args.spawn_limit if args.spawn_limit is not None else 'default (100)'}; "
+          f"{os.cpu_count()} cores, load average {load:.1f} at the start")
+    report(results, args.users)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ def cmd_cluster(args):
 
     state_dir = os.path.abspath(args.state_dir or os.path.join(_default_state_dir(), "cluster"))
     nodes = load_node_specs(args.nodes) if args.nodes else None
-    cluster = EmbeddedCluster(state_dir=state_dir, port=args.port, nodes=nodes)
+    cluster = EmbeddedCluster(state_dir=state_dir, port=args.port, nodes=nodes, event_ttl=args.event_ttl)
 
     async def main():
         await cluster.start()
@@ -225,6 +225,8 @@ def add_cluster_command(sub):
     p.add_argument("--state-dir", help="objects, volumes and pod logs (default: ./.ptjaas/cluster)")
     p.add_argument("--port", type=int, default=0, help="API server port on 127.0.0.1 (default: a free one)")
     p.add_argument("--nodes", help='virtual nodes as JSON, e.g. \'[{"name": "gpu-1", "cpu": "32", "gpus": 8}]\'')
+    p.add_argument("--event-ttl", type=float, default=3600,
+                   help="seconds an event is kept after its last update, as kube-apiserver's --event-ttl (default 3600)")
     p.set_defaults(func=cmd_cluster)
 
 

@@ -427,7 +427,7 @@ class RealCluster:
             await self._stopped.wait()
             client.closing = True
             await asyncio.gather(self.provisioner.stop(), self.snapshotter.stop(), self.kubelet.shutdown())
-            client.close()
+            await client.aclose()
 
         def run():
             asyncio.run(main())

@@ -383,11 +383,13 @@ class ResourceHandler(BaseHandler):
                                                              "metadata": {"resourceVersion": str(store.rv)}})
                         last_sent = time.monotonic()
                     continue
-                if entry[0] <= seen_rv and rv_arg not in ("", "0"):
-                    continue
-                if entry[0] <= seen_rv and rv_arg in ("", "0"):
-                    continue
-                await self._send(entry, matches)
+                batch = [entry]   # what else is queued goes out with it: one flush, not one per event
+                while not queue.empty() and len(batch) < 200:
+                    batch.append(queue.get_nowait())
+                for entry in batch:
+                    if entry[0] > seen_rv:
+                        await self._send(entry, matches, flush=False)
+                await self.flush()
                 last_sent = time.monotonic()
             if self.cut_watch:
                 self.request.connection.stream.close()
@@ -399,7 +401,7 @@ class ResourceHandler(BaseHandler):
             store.watchers.discard(watcher)
             self.cluster.open_watches.discard(self)
 
-    async def _send(self, entry, matches):
+    async def _send(self, entry, matches, flush=True):
         rv, _, event_type, obj, old = entry
         now, before = matches(obj), matches(old) if old is not None else False
         if event_type == "MODIFIED":
@@ -411,9 +413,9 @@ class ResourceHandler(BaseHandler):
                 return
         elif not now:
             return
-        await self._write_event(event_type, obj)
+        await self._write_event(event_type, obj, flush)
 
-    async def _write_event(self, event_type, obj):
+    async def _write_event(self, event_type, obj, flush=True):
         version = self.table_version
         if version and event_type != "BOOKMARK":   # `kubectl get -w`: each object as a one-row Table
             rtype = self.route[0]
@@ -423,7 +425,8 @@ class ResourceHandler(BaseHandler):
                 obj["columnDefinitions"] = []   # only the first event carries the headers
             self._sent_columns = True
         self.write(json.dumps({"type": event_type, "object": obj}) + "\n")
-        await self.flush()
+        if flush:
+            await self.flush()
 
     def on_connection_close(self):
         self.cluster.open_watches.discard(self)

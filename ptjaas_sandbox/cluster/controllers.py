@@ -1,24 +1,21 @@
 """Controllers: scheduler, volume provisioner, PVC protection, quota status, namespace
-termination and the event recorder (snapshots: the snapshotter, an API client). They react to store changes and converge."""
+termination (snapshots: the snapshotter, an API client). They react to the objects that changed
+and converge (events are written by eventrecorder.py)."""
 
 import copy
 import logging
-import os
-import secrets
-import shutil
-import socket
 from decimal import Decimal
 
 from . import admission, errors
 from ptjaas_spawner.quantity import parse_quantity
+from .registry import QUOTA_KINDS
 from .resources import BY_KEY, BY_PLURAL
-from .snapshotdata import unlock
-from .store import now_iso, now_micro
+from .eventrecorder import SCHEDULER
+from .store import now_iso
 
 log = logging.getLogger("ptjaas.cluster")
 T = BY_PLURAL
 DEFAULT_CLASS_ANNOTATION = "storageclass.kubernetes.io/is-default-class"
-SCHEDULER = "default-scheduler"
 # reasons no preemption can help with (the rest: "No preemption victims found for incoming pod.")
 UNRESOLVABLE = ("node(s) didn't match Pod's node affinity/selector", "node(s) were unschedulable", "untolerated taint")
 ROOT_CA_CONFIGMAP = "kube-root-ca.crt"
@@ -27,47 +24,14 @@ ROOT_CA_DESCRIPTION = ("Contains a CA bundle that can be used to verify the kube
                        "across distributions of Kubernetes clusters.")
 
 
-class EventRecorder:
-    def __init__(self, store):
-        self.store = store
-
-    def record(self, obj, event_type, reason, message, component="ptjaas-cluster"):
-        meta = obj["metadata"]
-        namespace = meta.get("namespace") or "default"
-        for ev in self.store.list(T["events"], namespace):
-            io = ev["involvedObject"]
-            if io.get("uid") == meta.get("uid") and ev.get("reason") == reason and ev.get("message") == message:
-                new = copy.deepcopy(ev)
-                if ev.get("eventTime"):   # an events.k8s.io event repeats as a series
-                    new["series"] = {"count": (ev.get("series") or {}).get("count", 1) + 1, "lastObservedTime": now_micro()}
-                else:
-                    new["count"] = ev.get("count", 1) + 1
-                    new["lastTimestamp"] = now_iso()
-                return self.store.update(T["events"], new)
-        group, _, _ = obj.get("apiVersion", "v1").rpartition("/")
-        event = {
-            "metadata": {"name": f"{meta['name']}.{secrets.token_hex(8)}", "namespace": namespace},
-            "involvedObject": {"kind": obj.get("kind"), "namespace": meta.get("namespace", ""), "name": meta["name"],
-                               "uid": meta.get("uid"), "apiVersion": obj.get("apiVersion"),
-                               "resourceVersion": meta.get("resourceVersion")},
-            "reason": reason, "message": message, "type": event_type, "count": 1,
-            "source": {"component": component}, "firstTimestamp": now_iso(), "lastTimestamp": now_iso(),
-            "eventTime": None, "reportingComponent": component, "reportingInstance": "",
-        }
-        if component == SCHEDULER:   # kube-scheduler writes events.k8s.io/v1 events: eventTime and action
-            event.update({"source": {}, "firstTimestamp": None, "lastTimestamp": None, "eventTime": now_micro(),
-                          "action": "Binding" if reason == "Scheduled" else "Scheduling",
-                          "reportingInstance": f"{SCHEDULER}-{socket.gethostname()}"})
-            del event["count"]
-        return self.store.create(T["events"], event)
-
-
 def node_allocatable(node):
     return {k: parse_quantity(v) for k, v in (node.get("status", {}).get("allocatable") or {}).items()}
 
 
 class Controllers:
-    """Runs every reconcile pass after any change, coalesced into one pass per loop turn."""
+    """Reconciles what changed: each store change queues its object, and one pass per loop turn
+    looks at the queued objects (and at what waits on them: unscheduled pods, claims and volumes
+    being deleted), never at every object. The first pass after start looks at everything."""
 
     def __init__(self, cluster):
         self.cluster = cluster
@@ -75,12 +39,57 @@ class Controllers:
         self.registry = cluster.registry
         self.events = cluster.events
         self._pending = False
+        self.changed = None                # plural -> {object key}; None: everything (the first pass)
+        self.unscheduled = set()           # keys of pods waiting for a node
+        self.deleting = {"persistentvolumeclaims": set(), "persistentvolumes": set()}   # waiting for protection to lift
+        self.usage = {}                    # node name -> {resource: amount requested by its pods}
+        self._usage_of = {}                # pod key -> (node name, {resource: amount})
         self.unschedulable_reported = {}   # pod uid -> last FailedScheduling message
 
     def on_event(self, event_type, rtype, obj, old):
-        if rtype.plural == "events":
+        if rtype.plural == "events":   # only a terminating namespace waits on its events
+            namespace = obj["metadata"].get("namespace", "")
+            ns = self.store.get(T["namespaces"], "", namespace)
+            if ns is not None and ns["metadata"].get("deletionTimestamp") and self.changed is not None:
+                self.changed.setdefault("namespaces", set()).add((T["namespaces"].key, "", namespace))
+                self.kick()
             return
+        meta = obj["metadata"]
+        key = (rtype.key, meta.get("namespace", "") if rtype.namespaced else "", meta["name"])
+        gone = event_type == "DELETED"
+        if rtype.plural == "pods":
+            self._track_pod(key, None if gone else obj)
+            if gone:
+                self.unschedulable_reported.pop(meta["uid"], None)
+        elif rtype.plural in self.deleting:
+            if meta.get("deletionTimestamp") and not gone:
+                self.deleting[rtype.plural].add(key)
+            else:
+                self.deleting[rtype.plural].discard(key)
+        if self.changed is not None:
+            self.changed.setdefault(rtype.plural, set()).add(key)
         self.kick()
+
+    def _track_pod(self, key, pod):
+        """Keep the set of pods to schedule and each node's requested resources up to date."""
+        if pod is not None and not pod["spec"].get("nodeName") and not pod["metadata"].get("deletionTimestamp") \
+                and not admission.pod_is_terminal(pod):
+            self.unscheduled.add(key)
+        else:
+            self.unscheduled.discard(key)
+        before = self._usage_of.pop(key, None)
+        if before is not None:
+            used = self.usage[before[0]]
+            for name, amount in before[1].items():
+                used[name] -= amount
+        if pod is not None and pod["spec"].get("nodeName") and not admission.pod_is_terminal(pod):
+            wanted = {k[len("requests."):]: v for k, v in admission.pod_requests(pod).items() if k.startswith("requests.")}
+            wanted["pods"] = wanted.get("pods", Decimal(0)) + 1
+            node = pod["spec"]["nodeName"]
+            used = self.usage.setdefault(node, {})
+            for name, amount in wanted.items():
+                used[name] = used.get(name, Decimal(0)) + amount
+            self._usage_of[key] = (node, wanted)
 
     def kick(self):
         if not self._pending and self.cluster.loop is not None:
@@ -89,18 +98,33 @@ class Controllers:
 
     def _run(self):
         self._pending = False
-        for step in (self.ensure_service_accounts, self.provision, self.schedule, self.protect_claims, self.protect_volumes,
-                     self.update_quotas, self.terminate_namespaces):
+        changed, self.changed = self.changed, {}
+        if changed is None:   # everything, once: what was loaded from disk or seeded
+            changed = {t.plural: {(t.key, ns, name) for ns, names in self.store.kinds.get(t.key, {}).items()
+                                  for name in names} for t in BY_KEY.values()}
+            for key in changed["pods"]:
+                self._track_pod(key, self.store.objects.get(key))
+            for plural, waiting in self.deleting.items():
+                waiting.update(k for k in changed[plural] if self.store.objects[k]["metadata"].get("deletionTimestamp"))
+        steps = [(self.ensure_service_accounts, changed), (self.provision, changed), (self.schedule,),
+                 (self.protect_claims,), (self.protect_volumes,), (self.update_quotas, changed),
+                 (self.terminate_namespaces, changed)]
+        for step, *args in steps:
             try:
-                step()
+                step(*args)
             except Exception:   # a controller bug must not take the API server down
                 log.exception("controller %s failed", step.__name__)
 
+    def _changed_objects(self, changed, plural):
+        return [obj for obj in map(self.store.objects.get, sorted(changed.get(plural) or ())) if obj is not None]
+
     # --- namespaces ----------------------------------------------------------------------
-    def ensure_service_accounts(self):
+    def ensure_service_accounts(self, changed):
         """Every namespace gets its ``default`` ServiceAccount and the ``kube-root-ca.crt``
         ConfigMap (the cluster's CA, as kube-controller-manager's root-ca-cert-publisher does)."""
-        for ns in self.store.list(T["namespaces"]):
+        names = {key[2] for key in changed.get("namespaces") or ()}
+        names |= {key[1] for plural in ("serviceaccounts", "configmaps") for key in changed.get(plural) or ()}
+        for ns in filter(None, (self.store.get(T["namespaces"], "", n) for n in sorted(names))):
             name = ns["metadata"]["name"]
             if ns["metadata"].get("deletionTimestamp"):
                 continue
@@ -112,12 +136,14 @@ class Controllers:
                                  "annotations": {"kubernetes.io/description": ROOT_CA_DESCRIPTION}},
                     "data": {"ca.crt": self.cluster.ca_pem()}})
 
-    def terminate_namespaces(self):
-        for ns in self.store.list(T["namespaces"]):
+    def terminate_namespaces(self, changed):
+        touched = {key[2] for key in changed.get("namespaces") or ()}
+        touched |= {key[1] for keys in changed.values() for key in keys if key[1]}
+        for ns in filter(None, (self.store.get(T["namespaces"], "", n) for n in sorted(touched))):
             if not ns["metadata"].get("deletionTimestamp"):
                 continue
             name = ns["metadata"]["name"]
-            left = [(key, n) for (key, space, n) in list(self.store.objects) if space == name and BY_KEY[key].namespaced]
+            left = [(key, n) for (key, _, n) in self.store.namespaced_keys(name)]
             for key, n in left:
                 obj = self.store.get(BY_KEY[key], name, n)
                 if obj is not None and not obj["metadata"].get("deletionTimestamp"):
@@ -125,7 +151,7 @@ class Controllers:
                         self.registry.delete(BY_KEY[key], name, n, {})
                     except errors.ApiError:
                         pass
-            if not any(space == name and BY_KEY[key].namespaced for (key, space, _) in self.store.objects):
+            if not self.store.namespaced_keys(name):
                 self.registry.finish_delete(T["namespaces"], "", name)
 
     # --- storage -------------------------------------------------------------------------
@@ -138,18 +164,23 @@ class Controllers:
                 return cls["metadata"]["name"], cls
         return None, None
 
-    def provision(self):
+    def provision(self, changed):
         """The PV controller's part: hand claims of a class to its (external) provisioner, and bind
         each claim to the volume made for it (``claimRef`` with the claim's uid)."""
         waiting = {}
-        for pv in self.store.list(T["persistentvolumes"]):
+        claims = set(changed.get("persistentvolumeclaims") or ())
+        for pv in self._changed_objects(changed, "persistentvolumes"):
             ref = pv["spec"].get("claimRef") or {}
             if ref.get("uid") and (pv.get("status") or {}).get("phase") != "Bound":
                 waiting[ref["uid"]] = pv
-        for pvc in self.store.list(T["persistentvolumeclaims"]):
+                claims.add((T["persistentvolumeclaims"].key, ref.get("namespace", ""), ref.get("name", "")))
+        if changed.get("storageclasses"):   # a class appeared or changed: every claim still waiting may go on
+            claims |= {(T["persistentvolumeclaims"].key, p["metadata"]["namespace"], p["metadata"]["name"])
+                       for p in self.store.list(T["persistentvolumeclaims"])}
+        for pvc in filter(None, map(self.store.objects.get, sorted(claims))):
             if pvc["metadata"].get("deletionTimestamp") or pvc.get("status", {}).get("phase") == "Bound":
                 continue
-            pv = waiting.get(pvc["metadata"]["uid"])
+            pv = waiting.get(pvc["metadata"]["uid"]) or self._volume_made_for(pvc)
             if pv is not None:
                 self._bind(pvc, pv)
                 continue
@@ -168,9 +199,16 @@ class Controllers:
                 continue
             self._hand_to_provisioner(pvc, cls)
 
+    def _volume_made_for(self, pvc):
+        """The volume whose claimRef names this claim, not bound yet (None if there is none)."""
+        for pv in self.store.by("claimref", pvc["metadata"]["uid"]):
+            if (pv.get("status") or {}).get("phase") != "Bound":
+                return pv
+        return None
+
     def _event_once(self, obj, event_type, reason, message):
-        for ev in self.store.list(T["events"], obj["metadata"].get("namespace") or "default"):
-            if ev["involvedObject"].get("uid") == obj["metadata"]["uid"] and ev["reason"] == reason and ev["message"] == message:
+        for ev in self.store.by("involved", obj["metadata"]["uid"]):
+            if ev["reason"] == reason and ev["message"] == message:
                 return
         self.events.record(obj, event_type, reason, message, "persistentvolume-controller")
 
@@ -211,7 +249,7 @@ class Controllers:
         self.store.update(T["persistentvolumeclaims"], new)
 
     def protect_claims(self):
-        for pvc in self.store.list(T["persistentvolumeclaims"]):
+        for pvc in filter(None, map(self.store.objects.get, sorted(self.deleting["persistentvolumeclaims"]))):
             meta = pvc["metadata"]
             if not meta.get("deletionTimestamp"):
                 continue
@@ -229,7 +267,7 @@ class Controllers:
 
     def protect_volumes(self):
         """pv-protection: a deleted volume goes once no claim is bound to it."""
-        for pv in self.store.list(T["persistentvolumes"]):
+        for pv in filter(None, map(self.store.objects.get, sorted(self.deleting["persistentvolumes"]))):
             meta = pv["metadata"]
             if not meta.get("deletionTimestamp") or (pv.get("status") or {}).get("phase") == "Bound":
                 continue
@@ -252,9 +290,7 @@ class Controllers:
 
     # --- scheduling ----------------------------------------------------------------------
     def schedule(self):
-        for pod in self.store.list(T["pods"]):
-            if pod["spec"].get("nodeName") or pod["metadata"].get("deletionTimestamp") or admission.pod_is_terminal(pod):
-                continue
+        for pod in filter(None, map(self.store.objects.get, sorted(self.unscheduled))):
             self.try_schedule(pod)
 
     def _claims_problem(self, pod):
@@ -274,16 +310,8 @@ class Controllers:
         return None
 
     def node_usage(self, node_name):
-        used = {}
-        for pod in self.store.list(T["pods"]):
-            if pod["spec"].get("nodeName") != node_name or admission.pod_is_terminal(pod):
-                continue
-            for key, amount in admission.pod_requests(pod).items():
-                if key.startswith("requests."):
-                    name = key[len("requests."):]
-                    used[name] = used.get(name, Decimal(0)) + amount
-            used["pods"] = used.get("pods", Decimal(0)) + 1
-        return used
+        """What the pods bound to the node request (kept up to date from the pod changes)."""
+        return self.usage.get(node_name) or {}
 
     def _node_reasons(self, pod, node):
         reasons = []
@@ -372,8 +400,9 @@ class Controllers:
         return bound
 
     # --- quota status --------------------------------------------------------------------
-    def update_quotas(self):
-        for quota in self.store.list(T["resourcequotas"]):
+    def update_quotas(self, changed):
+        spaces = {key[1] for plural in QUOTA_KINDS + ("resourcequotas",) for key in changed.get(plural) or ()}
+        for quota in [q for ns in sorted(spaces) for q in self.store.list(T["resourcequotas"], ns)]:
             namespace = quota["metadata"]["namespace"]
             used = admission.format_used(admission.quota_used(quota, self.registry._objects_for_quota(namespace)))
             hard = dict((quota.get("spec") or {}).get("hard") or {})

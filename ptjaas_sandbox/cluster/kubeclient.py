@@ -14,8 +14,8 @@ import ssl
 import tempfile
 from urllib.parse import quote, urlencode
 
+import aiohttp
 import yaml
-from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 
 from .store import now_iso
 
@@ -49,6 +49,9 @@ def _materialize(entry, key, data_key, directory):
 
 
 class KubeClient:
+    """Keeps its connections alive (aiohttp), as client-go does: a TLS handshake per request
+    cost the embedded cluster more CPU than the requests themselves."""
+
     def __init__(self, server, ca_file=None, cert_file=None, key_file=None, token=None, user_agent=SYSTEM_AGENT):
         self.server = server.rstrip("/")
         self.token = token
@@ -59,7 +62,13 @@ class KubeClient:
             self.ssl = ssl.create_default_context(cafile=ca_file)
             if cert_file:
                 self.ssl.load_cert_chain(cert_file, key_file)
-        self.http = AsyncHTTPClient(force_instance=True, max_clients=64)
+        self._session = None   # made on first use, on the loop that uses it
+
+    @property
+    def http(self):
+        if self._session is None:
+            self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=self.ssl or False, limit=64))
+        return self._session
 
     @classmethod
     def from_kubeconfig(cls, path):
@@ -76,12 +85,23 @@ class KubeClient:
                    key_file=_materialize(user, "client-key", "client-key-data", directory),
                    token=user.get("token"))
 
-    def close(self):
+    async def aclose(self):
         self.closing = True
-        self.http.close()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def close(self):
+        """Stop (where no loop can wait for ``aclose``: the connections close with the loop)."""
+        self.closing = True
+        if self._session is not None:
+            try:
+                asyncio.get_running_loop().create_task(self._session.close())
+            except RuntimeError:
+                pass
 
     # --- requests ------------------------------------------------------------------------
-    def _request(self, method, path, params=None, body=None, content_type="application/json", **kwargs):
+    def _request(self, method, path, params=None, body=None, content_type="application/json"):
         url = self.server + path + (("?" + urlencode(params)) if params else "")
         headers = {"Accept": "application/json", "User-Agent": self.user_agent}
         if self.token:
@@ -91,16 +111,20 @@ class KubeClient:
             body = json.dumps(body)
         elif method in ("POST", "PUT", "PATCH"):
             body = ""
-        return HTTPRequest(url, method=method, headers=headers, body=body, ssl_options=self.ssl,
-                           allow_nonstandard_methods=True, **kwargs)
+        return url, headers, body
 
     async def request(self, method, path, params=None, body=None, content_type="application/json", timeout=30):
+        url, headers, data = self._request(method, path, params, body, content_type)
         try:
-            response = await self.http.fetch(self._request(method, path, params, body, content_type,
-                                                           request_timeout=timeout, connect_timeout=10))
-        except HTTPClientError as e:
-            raise ApiError(e.code, e.response.body.decode(errors="replace") if e.response else str(e)) from None
-        return json.loads(response.body) if response.body else None
+            async with self.http.request(method, url, headers=headers, data=data,
+                                         timeout=aiohttp.ClientTimeout(total=timeout, connect=10)) as response:
+                text = await response.read()
+                status = response.status
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:   # no answer: 599, as tornado had it
+            raise ApiError(599, f"{type(e).__name__}: {e}") from None
+        if status >= 400:
+            raise ApiError(status, text.decode(errors="replace"))
+        return json.loads(text) if text else None
 
     async def get(self, path, params=None):
         """The object at ``path``, or None where it does not exist."""
@@ -177,14 +201,19 @@ class KubeClient:
                     except Exception:
                         log.exception("informer %s: handler failed", path)
 
-        request = self._request("GET", path, params, streaming_callback=chunk, request_timeout=330, connect_timeout=10)
+        url, headers, _ = self._request("GET", path, params)
         try:
-            await self.http.fetch(request)
-        except HTTPClientError as e:
-            if e.code == 410:
-                return None
-            if e.code != 599 or not state["received"]:
-                raise
+            async with self.http.get(url, headers=headers, timeout=aiohttp.ClientTimeout(
+                    total=330, connect=10, sock_read=None)) as response:
+                if response.status == 410:
+                    return None
+                if response.status >= 400:
+                    raise ApiError(response.status, (await response.read()).decode(errors="replace"))
+                async for data in response.content.iter_any():
+                    chunk(data)
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
+            if not state["received"]:
+                raise ApiError(599, f"{type(e).__name__}: {e}") from None
         return None if state["gone"] else state["rv"]
 
 
@@ -223,9 +252,13 @@ class EventSink:
         known = self.names.get(key)
         if known is not None:
             known[2] += 1
-            if await self.client.patch(f"/api/v1/namespaces/{known[0]}/events/{known[1]}",
-                                       {"count": known[2], "lastTimestamp": now}) is not None:
+            try:
+                await self.client.patch(f"/api/v1/namespaces/{known[0]}/events/{known[1]}",
+                                        {"count": known[2], "lastTimestamp": now})
                 return
+            except ApiError as e:
+                if e.code != 404:   # gone (its TTL ran out): written anew below
+                    raise
         source = {"component": self.component, **({"host": host} if host else {})}
         event = {"apiVersion": "v1", "kind": "Event",
                  "metadata": {"name": f"{meta['name']}.{os.urandom(8).hex()}", "namespace": namespace},

@@ -56,6 +56,7 @@ class Kubelet:
         self.ips = {}             # uid -> ip
         self.gpus = {}            # uid -> [device index]
         self._pending = False
+        self.changed = set()      # uids seen changed on the watch since the last sync
         self._tasks = []
         self._heartbeat_task = None
         self._reported = {}       # node name -> when its status was last reported (monotonic)
@@ -183,7 +184,9 @@ class Kubelet:
 
     # --- the pods watch --------------------------------------------------------------------
     def on_pods_listed(self, pods):
+        self.changed |= set(self.cache) | set(self.pods)
         self.cache = {p["metadata"]["uid"]: p for p in pods}
+        self.changed |= set(self.cache)
         self.kick()
 
     def on_pod(self, event_type, pod):
@@ -192,6 +195,7 @@ class Kubelet:
             self.cache.pop(uid, None)
         else:
             self.cache[uid] = pod
+        self.changed.add(uid)
         self.kick()
 
     def kick(self):
@@ -200,8 +204,15 @@ class Kubelet:
             self.loop.call_soon(self.sync)
 
     def sync(self):
+        """Act on the pods that changed since the last sync (not on every pod)."""
         self._pending = False
-        for uid, pod in list(self.cache.items()):
+        changed, self.changed = self.changed, set()
+        for uid in sorted(changed):
+            pod = self.cache.get(uid)
+            if pod is None:
+                if uid in self.pods and not self.pods[uid].terminating:   # removed without a grace period
+                    self.pods[uid].terminate(0, remove=False)
+                continue
             runtime = self.pods.get(uid)
             if pod["metadata"].get("deletionTimestamp"):
                 if runtime is None:
@@ -218,9 +229,6 @@ class Kubelet:
                 runtime.start()
             elif runtime is not None and not runtime.terminating:
                 runtime.reconcile(pod)
-        for uid in list(self.pods):
-            if uid not in self.cache and not self.pods[uid].terminating:   # removed without a grace period
-                self.pods[uid].terminate(0, remove=False)
 
     async def finish_delete(self, pod):
         """Remove a pod whose containers are gone, as a kubelet does (grace 0, uid precondition)."""
@@ -350,9 +358,15 @@ class Lookup:
         return self.objects.get((rtype.plural, name))
 
 
-def _listening_ips():
-    """Loopback addresses some process on this machine listens on (from /proc/net/tcp), so that
-    two embedded clusters running at once (parallel test runs) never hand out the same pod IP."""
+_LISTENING = [0.0, set()]   # (when read, addresses): /proc/net/tcp costs ~30 ms on a busy machine
+
+
+def _listening_ips(max_age=5.0):
+    """Loopback addresses some process on this machine listens on (from /proc/net/tcp, read at
+    most every ``max_age`` seconds), so that two embedded clusters running at once (parallel test
+    runs) never hand out the same pod IP (each also starts at a random place in the range)."""
+    if time.monotonic() - _LISTENING[0] < max_age:
+        return _LISTENING[1]
     ips = set()
     try:
         with open("/proc/net/tcp") as f:
@@ -364,4 +378,5 @@ def _listening_ips():
                     ips.add(socket.inet_ntoa(bytes.fromhex(addr)[::-1]))
     except (OSError, ValueError):
         pass
+    _LISTENING[:] = [time.monotonic(), ips]
     return ips

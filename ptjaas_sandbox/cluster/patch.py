@@ -17,13 +17,21 @@ MERGE_KEYS = {
 def merge_patch(target, patch):
     if not isinstance(patch, dict):
         return copy.deepcopy(patch)
-    result = copy.deepcopy(target) if isinstance(target, dict) else {}
+    result = copy.deepcopy(target) if isinstance(target, dict) else {}   # copied once, then merged into
+    _merge_into(result, patch)
+    return result
+
+
+def _merge_into(result, patch):
     for key, value in patch.items():
         if value is None:
             result.pop(key, None)
+        elif isinstance(value, dict):
+            if not isinstance(result.get(key), dict):
+                result[key] = {}
+            _merge_into(result[key], value)
         else:
-            result[key] = merge_patch(result.get(key), value)
-    return result
+            result[key] = copy.deepcopy(value)
 
 
 def strategic_merge_patch(target, patch):

@@ -57,7 +57,7 @@ class Registry:
         fields = parse_field_selector(field_selector, rtype.plural)
         start_after = None
         list_rv = str(self.store.rv)
-        objects = self.store.list(rtype, namespace)
+        objects = self._candidates(rtype, namespace, labels) if not cont else self.store.list(rtype, namespace)
         if cont:
             try:
                 token = json.loads(base64.urlsafe_b64decode(cont.encode()).decode())
@@ -83,6 +83,19 @@ class Registry:
             meta["remainingItemCount"] = remaining
         return {"kind": f"{rtype.kind}List", "apiVersion": rtype.api_version, "metadata": meta,
                 "items": copy.deepcopy(items)}
+
+    def _candidates(self, rtype, namespace, labels):
+        """The objects a label selector can match, through the label index when it names a value."""
+        exact = [(key, values) for key, op, values in labels if op in ("=", "in")]
+        if not exact:
+            return self.store.list(rtype, namespace)
+        found = None
+        for key, values in exact:
+            keys = {k for value in values for k in self.store.keys_by("label", (rtype.key, key, value))}
+            found = keys if found is None else found & keys
+        objects = [self.store.objects[k] for k in found if namespace is None or k[1] == namespace]
+        objects.sort(key=self._sort_key)
+        return objects
 
     def _as_of(self, rtype, namespace, rv, objects):
         """The objects as they were at resourceVersion ``rv`` (continued lists are one consistent
@@ -352,14 +365,9 @@ class Registry:
     def pods_using_claim(self, namespace, claim):
         """Pods that keep a claim from going (kube-controller-manager's pvc-protection): every pod
         scheduled with it, finished (Succeeded/Failed) ones too, until the pod object is gone."""
-        users = []
-        for pod in self.store.list(_t("pods"), namespace):
-            if not (pod.get("spec") or {}).get("nodeName"):
-                continue
-            for v in pod["spec"].get("volumes") or []:
-                if (v.get("persistentVolumeClaim") or {}).get("claimName") == claim:
-                    users.append(pod)
-        return users
+        pods = self.store.by("claim", (namespace, claim))
+        pods.sort(key=self._sort_key)
+        return [pod for pod in pods if (pod.get("spec") or {}).get("nodeName")]
 
     def _remove(self, rtype, namespace, name):
         gone = self.store.remove(rtype, namespace, name)
@@ -369,8 +377,7 @@ class Registry:
         return gone
 
     def _dependents(self, uid):
-        return [(_t(key), obj) for (key, _, _), obj in list(self.store.objects.items())
-                if any(r.get("uid") == uid for r in obj["metadata"].get("ownerReferences") or [])]
+        return [(_t(key[0]), self.store.objects[key]) for key in sorted(self.store.keys_by("owner", uid))]
 
     def _delete_foreground(self, rtype, obj):
         """Foreground propagation: the owner stays (deletionTimestamp, finalizer ``foregroundDeletion``)
@@ -393,7 +400,8 @@ class Registry:
     def _release_foreground_owners(self, dependent):
         """The last dependent of an owner in foreground deletion is gone: the owner goes too."""
         for ref in dependent["metadata"].get("ownerReferences") or []:
-            for (key, ns, name), owner in list(self.store.objects.items()):
+            for (key, ns, name) in self.store.keys_by("uid", ref.get("uid")):
+                owner = self.store.objects[(key, ns, name)]
                 finalizers = owner["metadata"].get("finalizers") or []
                 if (owner["metadata"]["uid"] != ref.get("uid") or "foregroundDeletion" not in finalizers
                         or self._dependents(ref.get("uid"))):
@@ -408,10 +416,11 @@ class Registry:
         """Delete (or orphan) the dependents of a removed owner, as the garbage collector does."""
         uid = owner["metadata"]["uid"]
         orphan = (owner["metadata"].get("annotations") or {}).get("ptjaas.io/orphan-dependents") == "true"
-        for (key, ns, name), obj in list(self.store.objects.items()):
-            refs = obj["metadata"].get("ownerReferences") or []
-            if not any(r.get("uid") == uid for r in refs):
+        for (key, ns, name) in sorted(self.store.keys_by("owner", uid)):
+            obj = self.store.objects.get((key, ns, name))
+            if obj is None:   # gone with an earlier dependent
                 continue
+            refs = obj["metadata"].get("ownerReferences") or []
             rtype = _t(key)
             if orphan:
                 new = copy.deepcopy(obj)
@@ -424,7 +433,7 @@ class Registry:
                     pass
 
     def _owner_gone(self, ref, namespace):
-        return not any(o["metadata"]["uid"] == ref.get("uid") for o in self.store.objects.values())
+        return not self.store.keys_by("uid", ref.get("uid"))
 
     def finish_delete(self, rtype, namespace, name):
         """Remove an object whose graceful deletion has completed (kubelet, finalizers done)."""

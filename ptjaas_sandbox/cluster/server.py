@@ -20,14 +20,15 @@ from tornado.httpserver import HTTPServer
 from . import pki
 from .api import Faults, make_app
 from .auth import private_dir, write_private
-from .controllers import DEFAULT_CLASS_ANNOTATION, Controllers, EventRecorder
+from .controllers import DEFAULT_CLASS_ANNOTATION, Controllers
+from .eventrecorder import EventRecorder
 from .kubeclient import SYSTEM_AGENT, KubeClient
 from .kubelet import Kubelet
 from .provisioner import PROVISIONER, Provisioner
 from .snapshotter import Snapshotter
 from .registry import Registry
 from .resources import BY_PLURAL
-from .store import Store
+from .store import EVENT_TTL, Store
 
 log = logging.getLogger("ptjaas.cluster")
 T = BY_PLURAL
@@ -91,11 +92,13 @@ class EmbeddedCluster:
 
     ``state_dir`` holds volumes, pod logs and (when ``persist`` is true) the objects, so a
     cluster started again on the same directory finds everything as it was, restarting the
-    pods that were running. ``nodes`` and ``storage_classes`` seed a new cluster.
+    pods that were running. ``nodes`` and ``storage_classes`` seed a new cluster. Events are
+    removed ``event_ttl`` seconds after their last write (kube-apiserver's ``--event-ttl``, 1 h).
     """
 
     def __init__(self, state_dir=None, port=0, host="127.0.0.1", nodes=None, storage_classes=None,
-                 namespaces=("default", "kube-system", "kube-public"), persist=True, mount_namespaces=None):
+                 namespaces=("default", "kube-system", "kube-public"), persist=True, mount_namespaces=None,
+                 event_ttl=EVENT_TTL):
         self.state_dir = os.path.abspath(state_dir or tempfile.mkdtemp(prefix="ptjaas-cluster-"))
         private_dir(self.state_dir)   # objects, tokens, volumes and logs: the cluster owner's alone
         self.volumes_dir = os.path.join(self.state_dir, "volumes")
@@ -113,7 +116,7 @@ class EmbeddedCluster:
         self.loop = None
         self.faults = Faults()
         self.open_watches = set()
-        self.store = Store()
+        self.store = Store(event_ttl=event_ttl)
         self.registry = Registry(self.store)
         self.events = EventRecorder(self.store)
         self.controllers = Controllers(self)
@@ -193,11 +196,19 @@ class EmbeddedCluster:
     async def _save_loop(self):
         while True:
             await asyncio.sleep(0.25)
-            if self.store.dirty and self.persist:
-                self.save()
+            try:
+                self.store.expire_events()
+                if self.store.dirty and self.persist:   # what changed goes to the journal (journal.py)
+                    self.store.save(self.state_file, self._extra_state())
+            except Exception:   # a full disk must not stop the API server; the next turn tries again
+                log.exception("could not save the cluster state")
+
+    def _extra_state(self):
+        return {"token": self.token, "kubelet": self.kubelet.export_state()}
 
     def save(self):
-        self.store.dump(self.state_file, {"token": self.token, "kubelet": self.kubelet.export_state()})
+        """Write the whole state now (a snapshot; the journal starts again)."""
+        self.store.dump(self.state_file, self._extra_state())
 
     async def stop(self):
         self.kubelet.client.closing = True
@@ -209,10 +220,12 @@ class EmbeddedCluster:
             except Exception:
                 pass
         await asyncio.gather(self.provisioner.stop(), self.snapshotter.stop(), self.kubelet.shutdown())
-        self.kubelet.client.close()
+        await self.kubelet.client.aclose()
         self._saver.cancel()
         if self.persist:
             self.save()
+        if self.store.journal is not None:
+            self.store.journal.close()
         if self._server is not None:
             await self._server.close_all_connections()
 
