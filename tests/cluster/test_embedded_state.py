@@ -7,10 +7,10 @@ import shutil
 import pytest
 from kubernetes import watch
 
-from k8s_conformance import Kube
-from waiting import wait_for
+from tests.cluster.k8s_conformance import Kube
+from tests.waiting import wait_for
 
-from clusterutil import running_cluster
+from tests.clusterutil import running_cluster
 
 pytestmark = pytest.mark.timeout(120)
 
