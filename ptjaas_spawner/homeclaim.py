@@ -255,13 +255,15 @@ class HomeClaims:
         ).get("items") or []
         return claim_problem(pvc, events, storage_class)
 
-    async def watch(self, name, is_done, pod_warnings, recreate, timeout, fallback_interval=10.0,
+    async def watch(self, name, pod_warnings, recreate, timeout, fallback_interval=10.0,
                     storage_class=None, known_bound=False):
-        """Watch the home claim while the server starts, without API requests while all is well.
+        """Watch the home claim while the server starts; read it only when something is wrong.
 
-        The claim is looked at only when the pod reports a new Warning event (e.g.
-        FailedScheduling: "pod has unbound immediate PersistentVolumeClaims" or
-        'persistentvolumeclaim "x" not found'), or every ``fallback_interval`` seconds:
+        Nothing is read until the pod reports a new Warning event (``pod_warnings()`` grows:
+        e.g. FailedScheduling "pod has unbound immediate PersistentVolumeClaims" or
+        'persistentvolumeclaim "x" not found'). Then the claim is read, and read again every
+        ``fallback_interval`` seconds while it stays Pending (not for ``known_bound``: a pod ran
+        on it before, so only new pod warnings make it look again):
 
         - gone: ``await recreate()`` (a claim deleted behind ptjaas's back), keep watching;
         - Bound: done;
@@ -269,16 +271,16 @@ class HomeClaims:
           events of a deleted claim of the same name for an hour), or no StorageClass at all:
           raise ClaimBindError with a message for the user.
 
-        With ``known_bound`` (a pod ran on this claim before) only pod warnings make it look.
-        Stops when ``is_done()`` (the start finished) or after ``timeout`` seconds.
+        Returns after ``timeout`` seconds; the start cancels it when it ends.
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         seen = 0
-        next_check = loop.time() + fallback_interval
-        while not is_done() and loop.time() < deadline:
+        next_check = None  # set once something was wrong
+        while loop.time() < deadline:
             warnings_now = pod_warnings()
-            if warnings_now > seen or (loop.time() >= next_check and not known_bound):
+            again = next_check is not None and loop.time() >= next_check and not known_bound
+            if warnings_now > seen or again:
                 seen = warnings_now
                 next_check = loop.time() + fallback_interval
                 pvc = await self.read(name)
