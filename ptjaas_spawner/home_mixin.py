@@ -173,19 +173,31 @@ class HomeVolumeMixin(LoggingConfigurable):
         self.notes_extend([f"Your home volume {name} was missing and has been recreated (empty)."])
 
     async def watch_home_claim(self, home: Home):
-        """Fail the start early when the home claim cannot bind; recreate it if it is gone.
+        """Fail the start early when the home claim cannot bind; recreate it if it is gone
+        (``HomeClaims.watch``: no request unless the pod waits for its volume).
 
         A claim proven bound (a pod ran on it, or this start read it Bound) is looked at only
-        when the pod reports a volume warning."""
+        after the pod's volume warnings."""
         from .startfailure import is_volume_wait
 
-        ran_on_it = home.bound
+        known_bound = home.bound
+        pod_key = f"{self.namespace}/{self.pod_name}"
+
+        def pod():
+            return (self.pod_reflector.pods.get(pod_key) if self.pod_reflector else None) or {}
 
         def warnings():
             return {(e.get("metadata") or {}).get("uid") for e in pod_events(self) if e.get("type") == "Warning"
-                    and (not ran_on_it or is_volume_wait(e.get("message") or ""))}
+                    and (not known_bound or is_volume_wait(e.get("message") or ""))}
 
         earlier = warnings()  # a previous pod of this name (its events stay an hour) does not count
+        earlier_pod = (pod().get("metadata") or {}).get("uid")  # a leftover pod KubeSpawner replaces
+
+        def scheduled():
+            p = pod()
+            meta = p.get("metadata") or {}
+            return bool((p.get("spec") or {}).get("nodeName")) and meta.get("uid") != earlier_pod \
+                and not meta.get("deletionTimestamp")
 
         async def recreate():
             self._log_recreated(home.name)
@@ -195,8 +207,9 @@ class HomeVolumeMixin(LoggingConfigurable):
 
         claims = HomeClaims(self)
         try:
-            await claims.watch(home.name, lambda: len(warnings() - earlier), recreate, self.home_bind_timeout,
-                               storage_class=self.home_volume_storage_class, known_bound=ran_on_it)
+            await claims.watch(home.name, lambda: len(warnings() - earlier), scheduled, recreate,
+                               self.home_bind_timeout, storage_class=self.home_volume_storage_class,
+                               known_bound=known_bound)
         except Exception as e:
             if getattr(e, "jupyterhub_message", None):  # ClaimBindError: the start fails with it
                 self.log.error("Start of %s failed: %s", self._log_name, e)
