@@ -66,7 +66,7 @@ class SpawnFormMixin(LoggingConfigurable):
     async def _render_options_form_async(self):
         if not self.images and not self.sizes:
             # no catalog: KubeSpawner's own form (its profile_list), or none
-            # (kubespawner 7.1 / 7.0: the options_form default; no public way to reach it)
+            # (kubespawner 7.1.0: its options_form default, called, not overridden; no public way)
             kube_form = KubeSpawner._options_form_default(self)
             if callable(kube_form):
                 kube_form = await kube_form(self)
@@ -96,7 +96,7 @@ class SpawnFormMixin(LoggingConfigurable):
 
     async def _ptjaas_options_from_form(self, formdata):
         if not self.images and not self.sizes:
-            # KubeSpawner's profile form (kubespawner 7.1 / 7.0: options_from_form's default)
+            # KubeSpawner's profile form (kubespawner 7.1.0: options_from_form's default, called)
             return self._options_from_form(formdata)
         try:
             # the team field is TeamsMixin's; every other field is the catalog form's (strict)

@@ -139,7 +139,7 @@ class PtjaasSpawner(DataAccessMixin, RefusedNewServerMixin, TeamsMixin, SpawnFor
 
         @default("apply_user_options")
         def _default_apply_user_options(self):
-            # ptjaas validates and applies user_options itself, in load_user_options
+            # ptjaas validates and applies user_options itself, in its start plan (plan_start)
             return _applied_in_load_user_options
 
     # ---- config validation ---------------------------------------------------------------
@@ -211,10 +211,11 @@ class PtjaasSpawner(DataAccessMixin, RefusedNewServerMixin, TeamsMixin, SpawnFor
         """One start: the plan (no pod yet), then KubeSpawner's start beside the watches of the
         home claim and the scheduling (either may fail it with a reason for the user), then
         clean up what a failed start made, or remember what a successful one chose."""
-        # Private override, checked against kubespawner 7.1 (z2jh 4.x) and 7.0 (z2jh 4.0):
-        # KubeSpawner.start() runs _start() as the future its progress() follows, so the plan
-        # and the watches must run inside it. A public hook run before and beside
-        # KubeSpawner's start (or progress() following JupyterHub's spawn future) would replace it.
+        # Private override, checked against kubespawner 7.1.0 (the newest, with jupyterhub 6.1,
+        # and z2jh's, with jupyterhub 5.5): KubeSpawner.start() runs _start() as the future its
+        # progress() follows, so the plan and the watches run inside it. Would be replaced by a
+        # public hook run before and beside KubeSpawner's start (or by overriding the public
+        # start() if progress() followed JupyterHub's own spawn future).
         STARTING.set(True)  # this task only: KubeSpawner's stop() of a leftover pod is no stop
         redact.remember(self.api_token, owner=id(self))
         reflectors.Watchdog.ensure(self, self.reflector_check_interval)
@@ -336,9 +337,10 @@ class PtjaasSpawner(DataAccessMixin, RefusedNewServerMixin, TeamsMixin, SpawnFor
     async def _make_create_pod_request(self, pod, request_timeout):
         """Charge the quota on the final pod manifest, then create the pod; turn the API
         server's quota 403 into a readable refusal."""
-        # Private override, checked against kubespawner 7.1 and 7.0: KubeSpawner._start calls it
-        # with the final manifest (after get_pod_manifest and the admin's modify_pod_hook), once
-        # per retry. A public "before the pod is created" hook would replace it.
+        # Private override, checked against kubespawner 7.1.0 (with jupyterhub 6.1 and 5.5):
+        # KubeSpawner._start calls it with the final manifest (after get_pod_manifest and the
+        # admin's modify_pod_hook), once per retry. Would be replaced by a public "pod about to
+        # be created" hook (modify_pod_hook is the admin's setting).
         plan = self.start_plan
         plan.charge = await self.quota_charge_pod(pod)
         plan.pod_sent = True  # from here on a failed start deletes its pod
