@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from kubespawner import KubeSpawner
 from tornado import web
+from traitlets import Dict
 from traitlets.config import LoggingConfigurable
 
 from . import catalog, form, teams
@@ -25,6 +26,37 @@ def refusal(e):
 
 class SpawnFormMixin(LoggingConfigurable):
     """The catalog (``images``, ``sizes``) as the user sees it and chooses from it."""
+
+    images = Dict(
+        config=True,
+        help="""The image-version catalog: image key -> image.
+
+        Each image is a dict with ``display_name``, ``description``, ``versions`` and optionally
+        ``sizes`` (list of size keys the image may run on, e.g. GPU sizes for a CUDA image),
+        ``groups`` (only members of these groups may use it) and the culling keys
+        ``cull_idle_timeout``, ``cull_max_age``, ``kernel_idle_timeout`` (seconds).
+        ``versions`` is a dict version key -> ``{image: tag or digest reference, label?, notes?,
+        default?: bool (at most one), deprecated?: message}``. Deprecated versions stay
+        selectable with their message shown; removing a version makes it unselectable.
+
+        Empty (the default): KubeSpawner's ``image`` is used and no form is shown.
+        """,
+    )
+    sizes = Dict(
+        config=True,
+        help="""CPU/GPU sizes: size key -> size.
+
+        Each size is a dict with ``display_name``, ``description?``, ``cpu_guarantee``,
+        ``cpu_limit`` (cores, e.g. 0.5 or "500m"), ``mem_guarantee``, ``mem_limit`` (Kubernetes
+        quantities, e.g. "4Gi"), ``gpu?`` (count, default 0), ``gpu_resource?`` (default
+        "nvidia.com/gpu"), ``node_selector?``, ``tolerations?``, ``groups?`` (only members of
+        these groups may pick the size) and the culling keys ``cull_idle_timeout``,
+        ``cull_max_age``, ``kernel_idle_timeout`` (seconds). The pod gets exactly these requests
+        and limits.
+
+        Empty (the default): KubeSpawner's cpu/mem settings are used unchanged.
+        """,
+    )
 
     def effective_catalog(self):
         """(images, sizes): the configured catalog, or a one-entry stand-in when unset."""

@@ -16,7 +16,7 @@ import asyncio
 from jupyterhub.spawner import Spawner
 from kubespawner import KubeSpawner
 from tornado import web
-from traitlets import Dict, Float, TraitError, default, validate
+from traitlets import Float, TraitError, default, validate
 
 from . import configcheck, homevolume, objects, redact, reflectors, startfailure
 from .culler.policy import kernel_culling_args
@@ -47,36 +47,6 @@ class PtjaasSpawner(DataAccessMixin, RefusedNewServerMixin, TeamsMixin, SpawnFor
                     KubeSpawner):
     """KubeSpawner with ptjaas home volumes, an image-version catalog and CPU/GPU sizes."""
 
-    images = Dict(
-        config=True,
-        help="""The image-version catalog: image key -> image.
-
-        Each image is a dict with ``display_name``, ``description``, ``versions`` and optionally
-        ``sizes`` (list of size keys the image may run on, e.g. GPU sizes for a CUDA image),
-        ``groups`` (only members of these groups may use it) and the culling keys
-        ``cull_idle_timeout``, ``cull_max_age``, ``kernel_idle_timeout`` (seconds).
-        ``versions`` is a dict version key -> ``{image: tag or digest reference, label?, notes?,
-        default?: bool (at most one), deprecated?: message}``. Deprecated versions stay
-        selectable with their message shown; removing a version makes it unselectable.
-
-        Empty (the default): KubeSpawner's ``image`` is used and no form is shown.
-        """,
-    )
-    sizes = Dict(
-        config=True,
-        help="""CPU/GPU sizes: size key -> size.
-
-        Each size is a dict with ``display_name``, ``description?``, ``cpu_guarantee``,
-        ``cpu_limit`` (cores, e.g. 0.5 or "500m"), ``mem_guarantee``, ``mem_limit`` (Kubernetes
-        quantities, e.g. "4Gi"), ``gpu?`` (count, default 0), ``gpu_resource?`` (default
-        "nvidia.com/gpu"), ``node_selector?``, ``tolerations?``, ``groups?`` (only members of
-        these groups may pick the size) and the culling keys ``cull_idle_timeout``,
-        ``cull_max_age``, ``kernel_idle_timeout`` (seconds). The pod gets exactly these requests
-        and limits.
-
-        Empty (the default): KubeSpawner's cpu/mem settings are used unchanged.
-        """,
-    )
     unschedulable_timeout = Float(
         30,
         config=True,
