@@ -4,8 +4,9 @@ How it holds under races: the hub is one process with one event loop. A server's
 decided and charged in one synchronous step (no ``await`` in between), so 20 simultaneous
 starts for the last 4 GPUs see each other's charges and exactly 4 pass. This happens on the
 final pod manifest (after every ``get_pod_manifest`` layer and ``modify_pod_hook``), just
-before the pod is created. The charge is released when the start fails (any exception,
-including the API server's ``403 exceeded quota``) and when the server stops.
+before the pod is created (``quota_charge_pod``, called by the spawner's start). The charge is
+released when the start fails (any exception, including the API server's ``403 exceeded
+quota``; the spawner's start calls ``quota_release``) and when the server stops.
 
 After a hub restart the ledger is rebuilt once, before the first decision, from the server pods
 KubeSpawner's pod reflector already holds (its one list and watch; the rebuild sends no request
