@@ -71,6 +71,7 @@ def test_first_start_and_restart_make_only_kubespawners_requests(backend, hub_fa
         c.PtjaasSpawner.sizes = {json.dumps(SIZES)}
         c.ResourceReflector.restart_seconds = 3600
         c.ResourceReflector.timeout_seconds = 3600
+        c.ResourceReflector.request_timeout = 3600
         """) + backend.hub_config(), cluster=backend.target)
     for user in ("warm", "fiona"):
         r = hub.api("POST", f"/users/{user}")
