@@ -186,7 +186,13 @@ class PtjaasSpawner(DataAccessMixin, RefusedNewServerMixin, TeamsMixin, SpawnFor
         # progress() follows, so the plan and the watches run inside it. Would be replaced by a
         # public hook run before and beside KubeSpawner's start (or by overriding the public
         # start() if progress() followed JupyterHub's own spawn future).
-        STARTING.set(True)  # this task only: KubeSpawner's stop() of a leftover pod is no stop
+        starting = STARTING.set(True)  # KubeSpawner's stop() of a leftover pod is no stop
+        try:
+            return await self._start_steps()
+        finally:
+            STARTING.reset(starting)
+
+    async def _start_steps(self):
         redact.remember(self.api_token, owner=id(self))
         reflectors.Watchdog.ensure(self, self.reflector_check_interval)
         self.start_plan = plan = None

@@ -69,7 +69,8 @@ async def run_watched(start, watches):
 
     A watch that returns has nothing more to watch; a watch that raises ends the start: the
     start is cancelled (its own ``finally`` blocks run) and the watch's exception is raised.
-    When the start ends, the watches still running are cancelled."""
+    When the start ends, the watches still running are cancelled (and have ended when this
+    returns)."""
     main = asyncio.ensure_future(start)
     tasks = [asyncio.ensure_future(w) for w in watches]
     pending = {main, *tasks}
@@ -84,6 +85,7 @@ async def run_watched(start, watches):
                     await asyncio.gather(main, return_exceptions=True)
                     raise task.exception()
     finally:
-        for task in (main, *tasks):
-            if not task.done():
-                task.cancel()
+        running = [task for task in (main, *tasks) if not task.done()]
+        for task in running:
+            task.cancel()
+        await asyncio.gather(*running, return_exceptions=True)  # nothing outlives the start
