@@ -14,7 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # any pytest import mo
 
 from waiting import wait_for  # noqa: E402
 
-from backend_support import Backend  # noqa: E402
+from backend_support import backend_for  # noqa: E402
 
 pytestmark = [pytest.mark.hub, pytest.mark.timeout(240)]
 
@@ -26,13 +26,7 @@ RESOURCES = ("pods", "persistentvolumeclaims", "events", "storageclasses", "name
 
 @pytest.fixture(params=["embedded", "real"])
 def backend(request):
-    if request.param == "embedded":
-        cluster = request.getfixturevalue("cluster")
-        b = Backend("embedded", cluster, "default", cluster.kubeconfig_path, embedded=cluster)
-    else:
-        hub_backend = request.getfixturevalue("real_hub_backend")
-        b = Backend("real", hub_backend, hub_backend.namespace, hub_backend.admin_kubeconfig_path,
-                    real_cluster=hub_backend.cluster)
+    b = backend_for(request)
     yield b
     b.close()
 
