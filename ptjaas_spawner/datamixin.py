@@ -14,7 +14,7 @@ import asyncio
 
 from tornado import web
 
-from . import audit
+from . import audit, startplan
 from .quota.mixin import QuotaExceeded
 from .snapshots.views import SnapshotViews
 
@@ -71,7 +71,7 @@ class DataAccessMixin(audit.AuditSettings, SnapshotViews):
         for status in (pod.get("status") or {}).get("containerStatuses") or []:
             if status.get("name") == "notebook" or not digest:
                 digest = status.get("imageID") or digest
-        choice = getattr(self, "_choice", None)
+        choice = getattr(self, "choice", None)
         # JupyterHub hands the spawner the request that started it: who asked
         requester = getattr(getattr(self, "handler", None), "current_user", None)
         self.audit(
@@ -83,7 +83,7 @@ class DataAccessMixin(audit.AuditSettings, SnapshotViews):
         )
 
     async def stop(self, now=False):
-        in_start = getattr(self, "_quota_in_start", False)
+        in_start = startplan.in_start()  # KubeSpawner's stop of a leftover pod, or a failed start's
         try:
             return await super().stop(now=now)
         finally:

@@ -255,13 +255,17 @@ class HomeClaims:
         ).get("items") or []
         return claim_problem(pvc, events, storage_class)
 
-    async def watch(self, name, is_done, pod_warnings, recreate, timeout, fallback_interval=10.0,
+    async def watch(self, name, pod_warnings, pod_scheduled, recreate, timeout, fallback_interval=10.0,
                     storage_class=None, known_bound=False):
-        """Watch the home claim while the server starts, without API requests while all is well.
+        """Watch the home claim while the server starts; read it only when something is wrong.
 
-        The claim is looked at only when the pod reports a new Warning event (e.g.
-        FailedScheduling: "pod has unbound immediate PersistentVolumeClaims" or
-        'persistentvolumeclaim "x" not found'), or every ``fallback_interval`` seconds:
+        Done as soon as ``pod_scheduled()``: the scheduler places a pod only once its claims
+        are bound. Nothing is read unless the pod reports a new Warning event (``pod_warnings()``
+        grows: e.g. FailedScheduling "pod has unbound immediate PersistentVolumeClaims" or
+        'persistentvolumeclaim "x" not found') and is still not scheduled ``fallback_interval``
+        seconds later (a provisioner usually binds a new claim in that time). Then the claim is
+        read, and again every ``fallback_interval`` seconds while it stays Pending (for
+        ``known_bound``, a claim a pod ran on before, only after each new warning):
 
         - gone: ``await recreate()`` (a claim deleted behind ptjaas's back), keep watching;
         - Bound: done;
@@ -269,18 +273,22 @@ class HomeClaims:
           events of a deleted claim of the same name for an hour), or no StorageClass at all:
           raise ClaimBindError with a message for the user.
 
-        With ``known_bound`` (a pod ran on this claim before) only pod warnings make it look.
-        Stops when ``is_done()`` (the start finished) or after ``timeout`` seconds.
+        Returns after ``timeout`` seconds; the start cancels it when it ends.
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         seen = 0
-        next_check = loop.time() + fallback_interval
-        while not is_done() and loop.time() < deadline:
+        look_at = None  # when to read the claim
+        while loop.time() < deadline:
+            if pod_scheduled():
+                return
             warnings_now = pod_warnings()
-            if warnings_now > seen or (loop.time() >= next_check and not known_bound):
+            if warnings_now > seen:
                 seen = warnings_now
-                next_check = loop.time() + fallback_interval
+                if look_at is None:
+                    look_at = loop.time() + fallback_interval
+            if look_at is not None and loop.time() >= look_at:
+                look_at = None if known_bound else loop.time() + fallback_interval
                 pvc = await self.read(name)
                 if pvc is None:
                     await recreate()

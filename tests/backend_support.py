@@ -139,6 +139,18 @@ class Backend:
         _wait(logged, "the audit log to catch up")
 
 
+def backend_for(request):
+    """The Backend a ``params=["embedded", "real"]`` fixture stands for: a fresh embedded cluster
+    (namespace ``default``), or a fresh namespace of the session's real control plane where the
+    hub has exactly z2jh's hub rights (skipped where its binaries are absent)."""
+    if request.param == "embedded":
+        cluster = request.getfixturevalue("cluster")
+        return Backend("embedded", cluster, "default", cluster.kubeconfig_path, embedded=cluster)
+    hub_backend = request.getfixturevalue("real_hub_backend")
+    return Backend("real", hub_backend, hub_backend.namespace, hub_backend.admin_kubeconfig_path,
+                   real_cluster=hub_backend.cluster)
+
+
 def _wait(predicate, message, timeout=30):
     from tests.waiting import wait_for
     return wait_for(predicate, timeout=timeout, message=message)

@@ -17,7 +17,7 @@ import requests
 
 from tests.waiting import wait_for
 
-from tests.backend_support import Backend
+from tests.backend_support import Backend, backend_for
 
 pytestmark = [pytest.mark.hub, pytest.mark.timeout(240)]
 
@@ -43,13 +43,7 @@ def hub_config(extra="", backend=None):
 def backend(request):
     """Each test runs on a fresh embedded cluster and in a fresh namespace of the real control
     plane (skipped where its binaries are absent), the hub with exactly z2jh's rights there."""
-    if request.param == "embedded":
-        cluster = request.getfixturevalue("cluster")
-        b = Backend("embedded", cluster, "default", cluster.kubeconfig_path, embedded=cluster)
-    else:
-        hub_backend = request.getfixturevalue("real_hub_backend")
-        b = Backend("real", hub_backend, hub_backend.namespace, hub_backend.admin_kubeconfig_path,
-                    real_cluster=hub_backend.cluster)
+    b = backend_for(request)
     yield b
     b.close()
 

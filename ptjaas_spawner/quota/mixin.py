@@ -4,8 +4,9 @@ How it holds under races: the hub is one process with one event loop. A server's
 decided and charged in one synchronous step (no ``await`` in between), so 20 simultaneous
 starts for the last 4 GPUs see each other's charges and exactly 4 pass. This happens on the
 final pod manifest (after every ``get_pod_manifest`` layer and ``modify_pod_hook``), just
-before the pod is created. The charge is released when the start fails (any exception,
-including the API server's ``403 exceeded quota``) and when the server stops.
+before the pod is created (``quota_charge_pod``, called by the spawner's start). The charge is
+released when the start fails (any exception, including the API server's ``403 exceeded
+quota``; the spawner's start calls ``quota_release``) and when the server stops.
 
 After a hub restart the ledger is rebuilt once, before the first decision, from the server pods
 KubeSpawner's pod reflector already holds (its one list and watch; the rebuild sends no request
@@ -30,6 +31,7 @@ from .budget import (
     Charge, Ledger, QuotaConfigError, QuotaPolicy, decide, decide_sizes, form_verdict, parse_budget,
     pod_amount, pod_limits, size_amount, summary,
 )
+from ..startplan import in_start
 from .metrics import charge_added, charge_removed, count_refusal
 
 POOL_ANNOTATION = "ptjaas.io/quota-pool"
@@ -274,26 +276,36 @@ class QuotaMixin(LoggingConfigurable):
         self.log.info("Quota ledger rebuilt from %d server pod(s) in %s", found, where)
 
     # ---- decisions ----
-    async def size_availability(self, sizes: dict | None = None) -> dict:
-        """``{size_key: (allowed, note)}`` for the spawn form ("2 of 4 vision GPUs free").
-        Advisory (the spawner also refuses a size it says no to, before creating anything);
-        the binding decision is made atomically at pod creation. Empty without quotas."""
-        self._quota_refusal_reasons = {}
+    async def size_decisions(self, sizes: dict) -> dict:
+        """``{size_key: Decision}`` for this user's next server, for the spawn form ("2 of 4
+        vision GPUs free", ``size_availability``) and the start's choice check. Advisory (the
+        spawner also refuses a size it says no to, before creating anything); the binding
+        decision is made atomically at pod creation. Empty without quotas."""
         if not self.quota_policy.enabled:
             return {}
         await self.quota_ready()
-        sizes = sizes if sizes is not None else getattr(self, "sizes", {}) or {}
         amounts = {}
         for key, size in sizes.items():
             try:
                 amounts[key] = size_amount(size)
             except (ValueError, TypeError):
                 continue
-        decisions = decide_sizes(
+        return decide_sizes(
             self.quota_policy, LEDGER, self.user.name, self._quota_user_groups(), amounts, self.name
         )
-        self._quota_refusal_reasons = {key: d.kind for key, d in decisions.items() if not d.allowed}
-        return {key: form_verdict(d) for key, d in decisions.items()}
+
+    async def size_availability(self, sizes: dict | None = None) -> dict:
+        """``{size_key: (allowed, note)}``: ``size_decisions`` as the form shows them."""
+        sizes = sizes if sizes is not None else getattr(self, "sizes", {}) or {}
+        return {key: form_verdict(d) for key, d in (await self.size_decisions(sizes)).items()}
+
+    @staticmethod
+    def count_choice_refusal(decisions: dict, size) -> None:
+        """A start refused because the size asked for was refused by ``decisions``: count it
+        by the quota's reason (a refusal at pod creation is counted by ``quota_reserve``)."""
+        d = decisions.get(size) if isinstance(size, str) else None
+        if d is not None and not d.allowed:
+            count_refusal(d.kind)
 
     async def quota_summary(self) -> str:
         """The user's quota in one line for the top of the form ('' without quotas)."""
@@ -321,46 +333,31 @@ class QuotaMixin(LoggingConfigurable):
     def quota_release(self):
         LEDGER.remove(self.user.name, self.name)
 
-    # ---- KubeSpawner hooks ----
-    def start(self):
-        # the size asked for, before a refused choice puts the last valid options back
-        requested = (self.user_options or {}).get("size")
-        inner = super().start()
-        return asyncio.ensure_future(self._quota_guarded_start(inner, requested))
-
-    async def _quota_guarded_start(self, inner, size=None):
-        self._quota_in_start = True
-        try:
-            return await inner
-        except BaseException as e:
-            self.quota_release()
-            if not isinstance(e, QuotaExceeded):
-                # refused earlier on the form's advisory verdict (by the spawner's choice check)
-                reason = (getattr(self, "_quota_refusal_reasons", None) or {}).get(size)
-                if reason and isinstance(e, web.HTTPError) and e.status_code == 400:
-                    count_refusal(reason)
-            raise
-        finally:
-            self._quota_in_start = False
-
-    async def _make_create_pod_request(self, pod, request_timeout):
+    # ---- the pod create (called by the spawner's start) and the stop ----
+    async def quota_charge_pod(self, pod) -> Charge | None:
         """Reserve (synchronously, idempotent across KubeSpawner's retries) on the final pod
-        manifest, then create the pod; turn the API server's quota 403 into a readable refusal."""
+        manifest (a client model), before the pod create; annotate the pod with its pool.
+        Raises QuotaExceeded. None without quotas."""
+        if not self.quota_policy.enabled:
+            return None
+        await self.quota_ready()
+        charge = self.quota_reserve(self.api.api_client.sanitize_for_serialization(pod))
+        if charge.pool:
+            pod.metadata.annotations = dict(pod.metadata.annotations or {}, **{POOL_ANNOTATION: charge.pool})
+        return charge
+
+    def quota_refusal_of(self, error):
+        """The API server's ``403 exceeded quota`` on a pod create as a readable QuotaExceeded
+        (counted); None for any other error."""
         from kubernetes_asyncio.client.rest import ApiException
 
-        if self.quota_policy.enabled:
-            await self.quota_ready()
-            charge = self.quota_reserve(self.api.api_client.sanitize_for_serialization(pod))
-            if charge.pool:
-                pod.metadata.annotations = dict(pod.metadata.annotations or {}, **{POOL_ANNOTATION: charge.pool})
-        try:
-            return await super()._make_create_pod_request(pod, request_timeout)
-        except ApiException as e:
-            body = e.body.decode("utf8", "replace") if isinstance(e.body, bytes) else str(e.body or "")
-            if e.status == 403 and "exceeded quota" in body:
-                count_refusal("resourcequota")
-                raise QuotaExceeded(resourcequota_message(body, self.namespace), "resourcequota") from None
-            raise
+        if not isinstance(error, ApiException) or error.status != 403:
+            return None
+        body = error.body.decode("utf8", "replace") if isinstance(error.body, bytes) else str(error.body or "")
+        if "exceeded quota" not in body:
+            return None
+        count_refusal("resourcequota")
+        return QuotaExceeded(resourcequota_message(body, self.namespace), "resourcequota")
 
     async def poll(self):
         # the hub polls every running server as it starts: rebuild the ledger then, so the
@@ -378,6 +375,6 @@ class QuotaMixin(LoggingConfigurable):
             return await super().stop(now=now)
         finally:
             # KubeSpawner itself calls stop() inside start to replace a leftover pod: the share
-            # of the server being started stays charged then
-            if not getattr(self, "_quota_in_start", False):
+            # of the server being started stays charged then (a failed start releases it)
+            if not in_start():
                 self.quota_release()

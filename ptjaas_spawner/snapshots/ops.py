@@ -13,6 +13,7 @@ import asyncio
 from datetime import datetime
 
 from ..objects import label_value
+from ..quantity import parse_quantity
 from . import policy
 
 _LAST_MANUAL: dict[str, datetime] = {}

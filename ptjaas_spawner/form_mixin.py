@@ -1,0 +1,147 @@
+"""``SpawnFormMixin``: the spawn form and the user's choice, for ``PtjaasSpawner``.
+
+The form is rendered by ``form.render_form`` and read by ``form.options_from_formdata`` (pure);
+the choice is resolved by ``catalog.resolve_choice`` (pure) against the quota's verdict per size
+(``QuotaMixin.size_decisions``). Without a catalog KubeSpawner's own form (its profile_list) or
+none is shown.
+"""
+
+from __future__ import annotations
+
+from kubespawner import KubeSpawner
+from tornado import web
+from traitlets import Dict
+from traitlets.config import LoggingConfigurable
+
+from . import catalog, form, teams
+from .quota.budget import form_verdict
+
+
+def refusal(e):
+    """A ChoiceError as the hub's 400, its message shown as is in the page and the API."""
+    err = web.HTTPError(400, "%s", str(e), reason="Invalid server options")
+    err.jupyterhub_message = str(e)
+    return err
+
+
+class SpawnFormMixin(LoggingConfigurable):
+    """The catalog (``images``, ``sizes``) as the user sees it and chooses from it."""
+
+    images = Dict(
+        config=True,
+        help="""The image-version catalog: image key -> image.
+
+        Each image is a dict with ``display_name``, ``description``, ``versions`` and optionally
+        ``sizes`` (list of size keys the image may run on, e.g. GPU sizes for a CUDA image),
+        ``groups`` (only members of these groups may use it) and the culling keys
+        ``cull_idle_timeout``, ``cull_max_age``, ``kernel_idle_timeout`` (seconds).
+        ``versions`` is a dict version key -> ``{image: tag or digest reference, label?, notes?,
+        default?: bool (at most one), deprecated?: message}``. Deprecated versions stay
+        selectable with their message shown; removing a version makes it unselectable.
+
+        Empty (the default): KubeSpawner's ``image`` is used and no form is shown.
+        """,
+    )
+    sizes = Dict(
+        config=True,
+        help="""CPU/GPU sizes: size key -> size.
+
+        Each size is a dict with ``display_name``, ``description?``, ``cpu_guarantee``,
+        ``cpu_limit`` (cores, e.g. 0.5 or "500m"), ``mem_guarantee``, ``mem_limit`` (Kubernetes
+        quantities, e.g. "4Gi"), ``gpu?`` (count, default 0), ``gpu_resource?`` (default
+        "nvidia.com/gpu"), ``node_selector?``, ``tolerations?``, ``groups?`` (only members of
+        these groups may pick the size) and the culling keys ``cull_idle_timeout``,
+        ``cull_max_age``, ``kernel_idle_timeout`` (seconds). The pod gets exactly these requests
+        and limits.
+
+        Empty (the default): KubeSpawner's cpu/mem settings are used unchanged.
+        """,
+    )
+
+    def effective_catalog(self):
+        """(images, sizes): the configured catalog, or a one-entry stand-in when unset."""
+        images = self.images or {
+            "default": {
+                "display_name": "Default image",
+                "versions": {"default": {"image": self._configured_image}},
+            }
+        }
+        sizes = self.sizes or {
+            "default": {
+                "display_name": "Default",
+                "cpu_guarantee": self.cpu_guarantee or 0,
+                "cpu_limit": self.cpu_limit or 0,
+                "mem_guarantee": self.mem_guarantee or 0,
+                "mem_limit": self.mem_limit or 0,
+            }
+        }
+        return images, sizes
+
+    async def quota_verdicts(self):
+        """(decisions, availability): the quota's decision per size and as the form shows it
+        (``{size: (allowed, note)}``); both empty without quotas."""
+        decisions = await self.size_decisions(self.effective_catalog()[1]) or {}
+        return decisions, {key: form_verdict(d) for key, d in decisions.items()}
+
+    def resolve_choice(self, options, availability=None):
+        """The user's options as a ``catalog.Choice``, or the hub's 400 (recorded in the audit)."""
+        images, sizes = self.effective_catalog()
+        options = teams.without_team(options)  # the team is checked by TeamsMixin
+        try:
+            return catalog.resolve_choice(
+                images, sizes, self.user_group_names(), options, last=self._last, availability=availability
+            )
+        except catalog.ChoiceError as e:
+            self.audit_choice_refused(options, availability, str(e))
+            raise refusal(e) from None
+
+    async def _render_options_form_async(self):
+        if not self.images and not self.sizes:
+            # no catalog: KubeSpawner's own form (its profile_list), or none
+            # (kubespawner 7.1.0: its options_form default, called, not overridden; no public way)
+            kube_form = KubeSpawner._options_form_default(self)
+            if callable(kube_form):
+                kube_form = await kube_form(self)
+            return kube_form
+        await self.apply_group_overrides()
+        images, sizes = self.effective_catalog()
+        _, availability = await self.quota_verdicts()
+        selected = {}
+        opts = self.user_options or {}
+        if self._form_refused is not None:  # shown again with its error: keep the user's choices
+            selected, self._form_refused = self._form_refused, None
+        elif opts and not opts.get("same_as_last"):
+            try:
+                catalog.resolve_choice(images, sizes, self.user_group_names(), teams.without_team(opts))
+                selected = opts
+            except catalog.ChoiceError:
+                selected = {}
+        return (await self.team_form_html()) + form.render_form(
+            images,
+            sizes,
+            self.user_group_names(),
+            last=self._last,
+            availability=availability,
+            selected=selected,
+            summary=await self.quota_summary(),
+        )
+
+    async def _ptjaas_options_from_form(self, formdata):
+        if not self.images and not self.sizes:
+            # KubeSpawner's profile form (kubespawner 7.1.0: options_from_form's default, called)
+            return self._options_from_form(formdata)
+        try:
+            # the team field is TeamsMixin's; every other field is the catalog form's (strict)
+            fields = {k: v for k, v in (formdata or {}).items() if k != teams.TEAM_OPTION}
+            options = self.add_team_from_form(form.options_from_formdata(fields), formdata)
+        except catalog.ChoiceError as e:
+            self._forget_new_named_server()
+            raise refusal(e) from None
+        await self.apply_group_overrides()
+        try:
+            self.resolve_choice(options, (await self.quota_verdicts())[1])  # refuse before anything
+        except web.HTTPError:
+            self._form_refused = dict(options, refused=True, choice="new")
+            self._forget_new_named_server()
+            raise
+        return options
