@@ -21,6 +21,7 @@ from traitlets.config import LoggingConfigurable
 from . import homevolume, objects
 from .eventindex import pod_events
 from .homeclaim import HomeClaims
+from .podwatch import wait_for_home_volume
 from .startplan import Home
 
 
@@ -171,6 +172,12 @@ class HomeVolumeMixin(LoggingConfigurable):
             "Home claim %s of %s was deleted outside ptjaas; creating a new, empty one", name, self._log_name
         )
         self.notes_extend([f"Your home volume {name} was missing and has been recreated (empty)."])
+
+    async def wait_for_new_home_volume(self, home: Home | None):
+        """A claim this start just made gets its volume before the pod is made (see
+        ``podwatch.wait_for_home_volume``); a known or bound claim costs nothing."""
+        if home is not None and home.created and not home.bound:
+            await wait_for_home_volume(self, HomeClaims(self), home.name, self.home_bind_timeout)
 
     async def watch_home_claim(self, home: Home):
         """Fail the start early when the home claim cannot bind; recreate it if it is gone

@@ -8,6 +8,13 @@ for ``spawner.unschedulable_timeout`` seconds, it raises StartFailed with the re
 words ("no node has a free GPU right now"); the start then deletes the pod, and the quota share
 is released with the failed start. Waiting for the home volume does not count.
 
+``wait_for_home_volume``: a home claim made by this start is given its volume before the pod is
+made. The real kube-scheduler, asked to place a pod whose claim is not bound yet, reports
+"pod has unbound immediate PersistentVolumeClaims" and may not look at the pod again for
+minutes after the claim is bound (its retry raced with its own volume cache); the start then
+hung until ``start_timeout``. This costs claim reads on a first start while its new claim is
+Pending (none on a restart).
+
 A start still not done shortly before ``start_timeout`` is failed with what the pod is waiting
 for, in plain words, instead of JupyterHub's empty "Spawn failed:" of a timeout. It runs until
 the start cancels it.
@@ -16,8 +23,35 @@ the start cancels it.
 import asyncio
 
 from .eventindex import pod_events
-from .startfailure import (StartFailed, events_of, scheduling_state, start_timeout_message, unschedulable_message,
-                           unschedulable_reason)
+from .homevolume import claim_phase
+from .startfailure import (HOME_PROVISIONING, StartFailed, events_of, scheduling_state, start_timeout_message,
+                           unschedulable_message, unschedulable_reason)
+
+# set by the PersistentVolume controller on a claim whose volume a provisioner is making now
+PROVISIONING = ("volume.kubernetes.io/storage-provisioner", "volume.beta.kubernetes.io/storage-provisioner")
+
+
+async def wait_for_home_volume(spawner, claims, name, timeout, grace=2.0):
+    """Return once the claim ``name`` (just made) is Bound, gone, or nobody is making its volume
+    (no provisioning annotation after ``grace`` seconds: a WaitForFirstConsumer class binds only
+    once a pod uses it; a claim that cannot bind is the claim watch's to report), or after
+    ``timeout`` seconds. Tells the user once that the home volume is being created."""
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    delay, told = 0.1, False
+    while loop.time() - began < timeout:
+        pvc = await claims.read(name)
+        if pvc is None or claim_phase(pvc) == "Bound":
+            break
+        provisioning = any(a in ((pvc.get("metadata") or {}).get("annotations") or {}) for a in PROVISIONING)
+        if not provisioning and loop.time() - began >= grace:
+            break
+        if provisioning and not told:
+            spawner.notes_extend([HOME_PROVISIONING])
+            told = True
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 1.0)
+    spawner.log.debug("Home claim %s: pod made after %.1f s", name, loop.time() - began)
 
 
 def _before_hub_timeout(start_timeout):

@@ -199,6 +199,7 @@ class PtjaasSpawner(DataAccessMixin, RefusedNewServerMixin, TeamsMixin, SpawnFor
         try:
             await reflectors.ensure_running(self)  # a watch that gave up during an outage restarts
             plan = self.start_plan = await self.plan_start()
+            await self.wait_for_new_home_volume(plan.home)
             url = await run_watched(super()._start(), [self.watch_home_claim(plan.home), watch_scheduling(self)])
         except asyncio.CancelledError:
             self.quota_release()
