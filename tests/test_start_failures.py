@@ -136,7 +136,7 @@ def no_default_class(backend, tmp_path):
             for name in defaults:
                 backend.storage.patch_storage_class(name, {"metadata": {"annotations": {key: "true"}}})
         return
-    from conftest import _running_cluster
+    from tests.clusterutil import running_cluster as _running_cluster
 
     with _running_cluster(tmp_path / "k8s-no-class", storage_classes=[]) as cluster:
         b = Backend("embedded", cluster, "default", cluster.kubeconfig_path, embedded=cluster)
