@@ -46,6 +46,7 @@ def target(backend, request):
 def kube(target):
     k = Kube(target)
     yield k
+    k.remove_namespaces()
     k.close()
 
 

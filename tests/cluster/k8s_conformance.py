@@ -106,14 +106,27 @@ class Kube:
         self.core = k8s.CoreV1Api(self.api)
         self.storage = k8s.StorageV1Api(self.api)
         self.custom = k8s.CustomObjectsApi(self.api)
+        self.namespaces = []
 
     def close(self):
         self.api.close()
+
+    def remove_namespaces(self):
+        """Remove what the module made: its pods at once (on the real backend the session's node
+        is shared, and a pod left running would hold its GPUs from the hub tests after it), then
+        its namespaces."""
+        for name in self.namespaces:
+            try:
+                self.core.delete_collection_namespaced_pod(name, grace_period_seconds=0)
+                self.core.delete_namespace(name)
+            except Exception:  # noqa: BLE001 - a cluster the module stopped itself, a namespace gone
+                break
 
     # --- plumbing -------------------------------------------------------------------------
     def namespace(self, prefix="t"):
         name = f"{prefix}-{uuid.uuid4().hex[:8]}"
         self.core.create_namespace({"metadata": {"name": name}})
+        self.namespaces.append(name)
         # pods can be made once the namespace's default ServiceAccount exists (a real cluster's
         # controller makes it a moment after the namespace)
         wait_for(lambda: self.core.list_namespaced_service_account(name, field_selector="metadata.name=default").items,
