@@ -17,6 +17,7 @@ import requests
 
 from tests.waiting import wait_for
 
+from tests.hubutil import server
 from tests.backend_support import Backend, backend_for
 
 pytestmark = [pytest.mark.hub, pytest.mark.timeout(240)]
@@ -46,12 +47,6 @@ def backend(request):
     b = backend_for(request)
     yield b
     b.close()
-
-
-def server(hub, user):
-    r = hub.api("GET", f"/users/{user}")
-    r.raise_for_status()
-    return r.json()["servers"].get("")
 
 
 def add_user(hub, user):

@@ -10,6 +10,7 @@ import textwrap
 
 import pytest
 
+from tests.hubutil import server
 from tests.backend_support import backend_for
 from tests.waiting import wait_for
 
@@ -28,22 +29,16 @@ def backend(request):
     b.close()
 
 
-def _server(hub, user):
-    r = hub.api("GET", f"/users/{user}")
-    r.raise_for_status()
-    return r.json()["servers"].get("")
-
-
 def _start(hub, user):
     r = hub.api("POST", f"/users/{user}/server", json={"size": "small"})
     assert r.status_code in (201, 202), r.text
-    wait_for(lambda: (_server(hub, user) or {}).get("ready"), timeout=120, message=f"{user} ready")
+    wait_for(lambda: (server(hub, user) or {}).get("ready"), timeout=120, message=f"{user} ready")
 
 
 def _stop(hub, user):
     r = hub.api("DELETE", f"/users/{user}/server")
     assert r.status_code in (202, 204), r.text
-    wait_for(lambda: _server(hub, user) is None, timeout=60, message=f"{user} stopped")
+    wait_for(lambda: server(hub, user) is None, timeout=60, message=f"{user} stopped")
 
 
 def _requests(backend):
