@@ -25,6 +25,7 @@ from .form_mixin import SpawnFormMixin
 from .home_mixin import HomeVolumeMixin
 from .newserver import RefusedNewServerMixin
 from .podwatch import watch_scheduling
+from .progress import start_progress
 from .quota import QuotaMixin
 from .sizes import spawner_settings
 from .startplan import STARTING, StartPlan, run_watched
@@ -193,6 +194,7 @@ class PtjaasSpawner(DataAccessMixin, RefusedNewServerMixin, TeamsMixin, SpawnFor
             STARTING.reset(starting)
 
     async def _start_steps(self):
+        self._notes = []  # before any await: the progress page of this start reads these
         redact.remember(self.api_token, owner=id(self))
         reflectors.Watchdog.ensure(self, self.reflector_check_interval)
         self.start_plan = plan = None
@@ -356,22 +358,10 @@ class PtjaasSpawner(DataAccessMixin, RefusedNewServerMixin, TeamsMixin, SpawnFor
             self._home = plan.home.state()
 
     async def progress(self):
-        sent = 0
-        said = set()
-        async for event in super().progress():
-            while sent < len(self._notes):
-                yield {"message": self._notes[sent]}
-                sent += 1
-            plain = startfailure.progress_message(event.get("raw_event") or {})
-            if plain:  # e.g. the scheduler's "unbound immediate PersistentVolumeClaims"
-                if plain in said or plain in self._notes:
-                    continue
-                said.add(plain)
-                event = dict(event, message=plain)
+        # Public Spawner hook; replaces KubeSpawner's (kubespawner 7.1.0), which would show the
+        # previous pod's events while the plan runs (see ``progress``)
+        async for event in start_progress(self):
             yield event
-        while sent < len(self._notes):
-            yield {"message": self._notes[sent]}
-            sent += 1
 
     async def delete_forever(self):
         self.delete_pvc = bool(self.delete_home_volume)

@@ -350,10 +350,11 @@ async def test_async_event_watch_like_kubespawner(akube, kube, ns):
 
 async def test_async_watch_timeout_ends_iteration(akube, ns):
     core = ak8s.CoreV1Api(akube)
-    rv0 = (await core.list_namespaced_config_map(ns)).metadata.resource_version
+    # the cluster's own kube-root-ca.crt may be written into a new namespace at any moment
+    rv0 = (await core.list_namespaced_config_map(ns, field_selector=OWN)).metadata.resource_version
     events = []
     async with awatch.Watch() as w:
-        async for ev in w.stream(core.list_namespaced_config_map, ns, resource_version=rv0,
+        async for ev in w.stream(core.list_namespaced_config_map, ns, resource_version=rv0, field_selector=OWN,
                                  timeout_seconds=1, _request_timeout=15):
             events.append(ev["type"])
     assert [t for t in events if t != "BOOKMARK"] == []
