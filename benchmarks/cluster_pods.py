@@ -22,8 +22,7 @@ import time
 
 from kubernetes_asyncio import client, config, watch
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from ptjaas_sandbox.cluster import EmbeddedCluster, NodeSpec  # noqa: E402
+from ptjaas_sandbox.cluster import EmbeddedCluster, NodeSpec
 
 LISTENER = ("import socket,signal,sys;signal.signal(signal.SIGTERM,lambda *a:sys.exit(0));"
             "s=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1);"

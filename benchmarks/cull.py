@@ -17,7 +17,6 @@ import argparse
 import asyncio
 import json
 import logging
-import os
 import random
 import subprocess
 import sys
@@ -26,7 +25,6 @@ from datetime import datetime, timedelta, timezone
 
 import requests
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 TOKEN = "bench-token"
 SIZES = {"cpu": {"cull_idle_timeout": 4 * 3600}, "gpu": {"gpu": 1, "cull_idle_timeout": 1800}}

@@ -14,15 +14,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import sys
 import time
 from types import SimpleNamespace
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-
-from ptjaas_spawner.quota.budget import Charge, size_amount  # noqa: E402
-from ptjaas_spawner.quota.mixin import LEDGER, QuotaMixin, rebuild_ledger  # noqa: E402
+from ptjaas_spawner.quota.budget import size_amount
+from ptjaas_spawner.quota.ledger import Charge
+from ptjaas_spawner.quota.mixin import LEDGER, QuotaMixin, rebuild_ledger
 
 POOLS = ["vision", "nlp", "robotics", "genomics"]
 SIZE = {"cpu_guarantee": "1", "mem_guarantee": "4Gi", "gpu": 1}
@@ -60,6 +57,7 @@ def spawner(groups, n_servers):
     )
     sp.user = SimpleNamespace(name="me", groups=[SimpleNamespace(name=g) for g in groups])
     sp.name = "second"
+    sp.namespace = "jhub"  # KubeSpawner's trait, read by the charge
     return sp
 
 

@@ -40,14 +40,13 @@ from concurrent.futures import ThreadPoolExecutor
 import requests
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, ".."))
-sys.path.insert(0, os.path.join(HERE, "..", "tests"))
+sys.path.insert(0, os.path.join(HERE, ".."))  # the test helpers (tests/ is not installed)
 
 from ptjaas_sandbox.cluster import EmbeddedCluster, NodeSpec  # noqa: E402
 from ptjaas_sandbox.cluster.resources import BY_PLURAL  # noqa: E402
 
-from hubutil import Hub  # noqa: E402
-from waiting import wait_for  # noqa: E402
+from tests.hubutil import Hub  # noqa: E402
+from tests.waiting import wait_for  # noqa: E402
 
 VARIANTS = {
     "kubespawner": """

@@ -7,7 +7,6 @@ import secrets
 import signal
 import subprocess
 import sys
-import time
 
 import requests
 

@@ -2,7 +2,6 @@
 start-up checks, every message naming the values path, exit status 0/1."""
 
 import copy
-import os
 import shutil
 import subprocess
 import sys

@@ -166,7 +166,7 @@ def test_demo_runs_the_production_values_keeps_files_across_its_restart_and_stop
         assert 'id="ptjaas-usage-link"' not in s.get(f"{demo.url}/hub/home", timeout=30).text
         admin = demo.login("admin")
         home = admin.get(f"{demo.url}/hub/home", timeout=30).text
-        assert f'id="ptjaas-usage-link" href="/hub/ptjaas/usage"' in home
+        assert 'id="ptjaas-usage-link" href="/hub/ptjaas/usage"' in home
         usage = admin.get(f"{demo.url}/hub/ptjaas/usage", timeout=30)
         assert usage.status_code == 200 and "Server quotas and usage" in usage.text and "alice" in usage.text
     finally:

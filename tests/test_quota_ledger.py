@@ -8,7 +8,8 @@ import random
 import pytest
 
 from ptjaas_spawner.quota import metrics
-from ptjaas_spawner.quota.budget import ZERO, Amount, Charge, Ledger, QuotaPolicy, decide
+from ptjaas_spawner.quota.budget import ZERO, Amount, Ledger, QuotaPolicy, decide
+from ptjaas_spawner.quota.ledger import Charge
 from ptjaas_spawner.quota.mixin import rebuild_ledger
 
 USERS = ["ann", "bob", "cy"]

@@ -327,7 +327,6 @@ def test_snapshots_off_without_a_snapshot_class(module_cluster, hub_factory, tmp
 
 
 def run_scheduler_once(hub):
-    import os
     import subprocess
 
     svc = json.loads((hub.tmp / "snapshots-once.json").read_text())

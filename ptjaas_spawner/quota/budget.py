@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..quantity import format_quantity, parse_bytes, parse_cpu
-from .ledger import RESOURCES, ZERO, Amount, Charge, Ledger
+from .ledger import RESOURCES, ZERO, Amount, Ledger
 
 NOUN = {"gpus": "GPUs", "cpu": "CPU cores", "memory": "memory", "servers": "servers"}
 

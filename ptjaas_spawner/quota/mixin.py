@@ -28,10 +28,11 @@ from traitlets import Bool, Dict, TraitError, observe, validate
 from traitlets.config import LoggingConfigurable
 
 from .budget import (
-    Charge, Ledger, QuotaConfigError, QuotaPolicy, decide, decide_sizes, form_verdict, parse_budget,
+    Ledger, QuotaConfigError, QuotaPolicy, decide, decide_sizes, form_verdict, parse_budget,
     pod_amount, pod_limits, size_amount, summary,
 )
 from ..startplan import in_start
+from .ledger import Charge
 from .metrics import charge_added, charge_removed, count_refusal
 
 POOL_ANNOTATION = "ptjaas.io/quota-pool"

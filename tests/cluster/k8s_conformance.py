@@ -13,7 +13,7 @@ import requests
 from kubernetes import client as k8s
 from kubernetes.client.rest import ApiException
 
-from tests.waiting import async_wait_for, wait_for
+from tests.waiting import wait_for
 
 PY = "python"  # the node agent puts this machine's Python environment on PATH
 # ConfigMaps a cluster puts in every namespace (kube-root-ca.crt everywhere; OpenShift's fork of
