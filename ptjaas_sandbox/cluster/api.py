@@ -2,7 +2,6 @@
 ``/_ptjaas/`` control endpoints (fault injection, request counts, compaction)."""
 
 import asyncio
-import copy
 import json
 import time
 from collections import Counter
@@ -15,6 +14,7 @@ from .patch import apply_patch
 from .kubeclient import SYSTEM_AGENT
 from .resources import BY_PATH, RESOURCE_TYPES, groups
 from .selectors import fields_match, labels_match, parse_field_selector, parse_label_selector
+from .objcopy import clone
 
 K8S_VERSION = {"major": "1", "minor": "31", "gitVersion": "v1.31.0+ptjaas", "gitCommit": "ptjaas",
                "gitTreeState": "clean", "buildDate": "2026-01-01T00:00:00Z", "goVersion": "go1.22.0",
@@ -298,7 +298,7 @@ class ResourceHandler(BaseHandler):
         else:   # the patched object is what gets decoded (and checked) by the real server
             old = self.cluster.store.get(rtype, namespace, name)
             if old is not None:
-                patched = apply_patch(copy.deepcopy(old), body, content_type)
+                patched = apply_patch(clone(old), body, content_type)
                 try:
                     self.validate_fields(rtype, patched)
                 except errors.ApiError as e:

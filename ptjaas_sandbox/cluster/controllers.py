@@ -2,7 +2,6 @@
 termination (snapshots: the snapshotter, an API client). They react to the objects that changed
 and converge (events are written by eventrecorder.py)."""
 
-import copy
 import logging
 from decimal import Decimal
 
@@ -12,6 +11,7 @@ from .registry import QUOTA_KINDS
 from .resources import BY_KEY, BY_PLURAL
 from .eventrecorder import SCHEDULER
 from .store import now_iso
+from .objcopy import clone
 
 log = logging.getLogger("ptjaas.cluster")
 T = BY_PLURAL
@@ -216,7 +216,7 @@ class Controllers:
         annotations = pvc["metadata"].get("annotations") or {}
         if annotations.get("volume.kubernetes.io/storage-provisioner") == cls["provisioner"]:
             return
-        new = copy.deepcopy(pvc)
+        new = clone(pvc)
         new["metadata"].setdefault("annotations", {}).update({
             "volume.kubernetes.io/storage-provisioner": cls["provisioner"],
             "volume.beta.kubernetes.io/storage-provisioner": cls["provisioner"]})
@@ -229,13 +229,13 @@ class Controllers:
                          "the provisioner is running and correctly registered.")
 
     def _bind(self, pvc, pv):
-        pv = copy.deepcopy(pv)
+        pv = clone(pv)
         pv["metadata"].setdefault("finalizers", [])
         if "kubernetes.io/pv-protection" not in pv["metadata"]["finalizers"]:
             pv["metadata"]["finalizers"].append("kubernetes.io/pv-protection")
         pv["status"] = {"phase": "Bound"}
         self.store.update(T["persistentvolumes"], pv)
-        new = copy.deepcopy(pvc)
+        new = clone(pvc)
         new["spec"]["volumeName"] = pv["metadata"]["name"]
         if new["spec"].get("storageClassName") is None:
             new["spec"]["storageClassName"] = pv["spec"].get("storageClassName")
@@ -258,7 +258,7 @@ class Controllers:
             finalizers = [f for f in meta.get("finalizers", []) if f != "kubernetes.io/pvc-protection"]
             if finalizers:
                 if finalizers != meta.get("finalizers"):
-                    new = copy.deepcopy(pvc)
+                    new = clone(pvc)
                     new["metadata"]["finalizers"] = finalizers
                     self.store.update(T["persistentvolumeclaims"], new)
                 continue
@@ -273,7 +273,7 @@ class Controllers:
                 continue
             finalizers = [f for f in meta.get("finalizers", []) if f != "kubernetes.io/pv-protection"]
             if finalizers != meta.get("finalizers", []):
-                new = copy.deepcopy(pv)
+                new = clone(pv)
                 new["metadata"]["finalizers"] = finalizers
                 self.store.update(T["persistentvolumes"], new)
             if not finalizers:
@@ -284,7 +284,7 @@ class Controllers:
         pv = self.store.get(T["persistentvolumes"], "", pvc["spec"].get("volumeName") or "")
         if pv is None:
             return
-        new = copy.deepcopy(pv)
+        new = clone(pv)
         new["status"] = {"phase": "Released"}
         self.store.update(T["persistentvolumes"], new)
 
@@ -362,7 +362,7 @@ class Controllers:
         if self.unschedulable_reported.get(pod["metadata"]["uid"]) != message:
             self.unschedulable_reported[pod["metadata"]["uid"]] = message
             self.events.record(pod, "Warning", "FailedScheduling", message, SCHEDULER)
-            new = copy.deepcopy(pod)
+            new = clone(pod)
             new["status"]["conditions"] = [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
                                             "message": message, "lastProbeTime": None,
                                             "lastTransitionTime": now_iso()}]
@@ -383,12 +383,12 @@ class Controllers:
                 unbound = True
                 annotations = pvc["metadata"].get("annotations") or {}
                 if annotations.get("volume.kubernetes.io/selected-node") != node_name:
-                    new = copy.deepcopy(pvc)
+                    new = clone(pvc)
                     new["metadata"].setdefault("annotations", {})["volume.kubernetes.io/selected-node"] = node_name
                     self.store.update(T["persistentvolumeclaims"], new)
         if unbound:   # the pod is bound once its claims are (the next pass)
             return None
-        new = copy.deepcopy(pod)
+        new = clone(pod)
         new["spec"]["nodeName"] = node_name
         new["status"]["conditions"] = [{"type": "PodScheduled", "status": "True", "lastProbeTime": None,
                                         "lastTransitionTime": now_iso()}]
@@ -407,7 +407,7 @@ class Controllers:
             used = admission.format_used(admission.quota_used(quota, self.registry._objects_for_quota(namespace)))
             hard = dict((quota.get("spec") or {}).get("hard") or {})
             if quota.get("status") != {"hard": hard, "used": used}:
-                new = copy.deepcopy(quota)
+                new = clone(quota)
                 new["status"] = {"hard": hard, "used": used}
                 self.store.update(T["resourcequotas"], new)
 

@@ -2,12 +2,12 @@
 of (object, reason, message) counted on the event already there (found through the store's
 index of events by the object they are about, not by a scan)."""
 
-import copy
 import secrets
 import socket
 
 from .resources import BY_PLURAL
 from .store import now_iso, now_micro
+from .objcopy import clone
 
 T = BY_PLURAL
 SCHEDULER = "default-scheduler"
@@ -22,7 +22,7 @@ class EventRecorder:
         namespace = meta.get("namespace") or "default"
         for ev in self.store.by("involved", meta.get("uid")) if meta.get("uid") else ():
             if ev["metadata"].get("namespace") == namespace and ev.get("reason") == reason and ev.get("message") == message:
-                new = copy.deepcopy(ev)
+                new = clone(ev)
                 if ev.get("eventTime"):   # an events.k8s.io event repeats as a series
                     new["series"] = {"count": (ev.get("series") or {}).get("count", 1) + 1, "lastObservedTime": now_micro()}
                 else:

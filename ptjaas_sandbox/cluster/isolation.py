@@ -134,7 +134,8 @@ class NodeIsolation:
                 "no_new_privs": identity.no_new_privs, "namespaces": self.namespaces,
                 "pid_namespace": not host_pid,
                 "mounts": [list(m) for m in mounts] if self.namespaces else [],
-                "runtime": sorted({os.path.realpath(sys.prefix), os.path.realpath(sys.base_prefix)})}
+                "runtime": sorted({os.path.realpath(sys.prefix), os.path.realpath(sys.base_prefix)}),
+                "parent": os.getpid()}
         return [sys.executable, "-I", podexec.__file__, json.dumps(spec)], "/"
 
 

@@ -6,12 +6,12 @@ what changed, and rewriting everything is amortised over as many changes as ther
 Both files hold every Secret and the API token: they are 0600 from their first byte.
 """
 
-import copy
 import json
 import logging
 import os
 
 from .auth import write_private
+from .objcopy import clone
 
 log = logging.getLogger("ptjaas.cluster")
 MIN_JOURNAL_BYTES = 1 << 20   # compact no sooner than this
@@ -72,7 +72,7 @@ class Journal:
         os.fchmod(self._fd, 0o600)
         self.snapshot_bytes = len(text)
         self.journal_bytes = 0
-        self.last_extra = copy.deepcopy(extra)
+        self.last_extra = clone(extra)
 
     def append(self, rv, puts, deletes, extra):
         """Write one batch; True when the journal is due to be folded into a new snapshot."""
@@ -83,7 +83,7 @@ class Journal:
             line["del"] = deletes
         if extra != self.last_extra:
             line["extra"] = _diff(self.last_extra, extra)
-            self.last_extra = copy.deepcopy(extra)
+            self.last_extra = clone(extra)
         if len(line) == 1:
             return False
         data = (json.dumps(line) + "\n").encode()

@@ -11,7 +11,6 @@ directory ``/home/jovyan``), and commands run with this machine's Python environ
 """
 
 import asyncio
-import copy
 import logging
 import os
 import socket
@@ -25,6 +24,7 @@ from .podruntime import PodRuntime
 from ptjaas_spawner.quantity import parse_quantity
 from .resources import BY_PLURAL
 from .store import now_iso, now_micro
+from .objcopy import clone
 
 log = logging.getLogger("ptjaas.cluster")
 T = BY_PLURAL
@@ -102,7 +102,7 @@ class Kubelet:
     async def _report_status(self, manifest, node):
         """Patch the node's status: its conditions as this agent sees them (Ready), heartbeat now,
         transition times kept where a condition did not change (``node`` is the Node as it is)."""
-        status = copy.deepcopy(manifest["status"])
+        status = clone(manifest["status"])
         if self.log_endpoint:
             status["daemonEndpoints"] = {"kubeletEndpoint": {"Port": self.log_endpoint[2]}}
         current = {c.get("type"): c for c in ((node or {}).get("status") or {}).get("conditions") or []}

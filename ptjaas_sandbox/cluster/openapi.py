@@ -7,7 +7,6 @@ Types Kubernetes does not define itself (the VolumeSnapshot CRDs) are published 
 a structural schema is: an object whose fields are not pruned.
 """
 
-import copy
 import functools
 import hashlib
 import importlib.util
@@ -15,6 +14,7 @@ import json
 import os
 
 from .resources import RESOURCE_TYPES
+from .objcopy import clone
 
 META = "io.k8s.apimachinery.pkg.apis.meta.v1"
 _BASE_TYPES = (f"{META}.Status", f"{META}.DeleteOptions", f"{META}.Patch", f"{META}.APIResourceList",
@@ -52,6 +52,17 @@ def _definition_name(defs, rtype):
             if (gvk.get("group", ""), gvk["version"], gvk["kind"]) == (rtype.group, rtype.version, rtype.kind):
                 return name
     return None
+
+
+@functools.lru_cache(maxsize=None)
+def _definition_name_of(minor, group, version, kind):
+    """``_definition_name`` once per type (a scan of every definition, at each write)."""
+    return _definition_name(definitions(minor), _GVK(group, version, kind))
+
+
+class _GVK:
+    def __init__(self, group, version, kind):
+        self.group, self.version, self.kind = group, version, kind
 
 
 def _crd_name(rtype, list_kind=False):
@@ -301,7 +312,7 @@ def unknown_fields(minor, rtype, obj, prune=False, patch=False):
     them (what the real server's decoder drops); ``patch``: ``obj`` is a strategic merge patch,
     whose ``$`` directives are not fields."""
     defs = definitions(minor)
-    name = _definition_name(defs, rtype)
+    name = _definition_name_of(minor, rtype.group, rtype.version, rtype.kind)
     schema = defs[name] if name is not None else crd_schemas().get(rtype.plural)
     if schema is None:
         return []
@@ -349,4 +360,4 @@ def _walk(defs, schema, value, path, found, prune=False, patch=False):
 
 
 def copy_of(doc):
-    return copy.deepcopy(doc)
+    return clone(doc)

@@ -1,8 +1,8 @@
 """JSON patch (RFC 6902), JSON merge patch (RFC 7386) and Kubernetes strategic merge patch. Pure."""
 
-import copy
 
 from . import errors
+from .objcopy import clone
 
 # list fields that strategic merge patch merges by a key, as Kubernetes' struct tags declare
 MERGE_KEYS = {
@@ -16,8 +16,8 @@ MERGE_KEYS = {
 
 def merge_patch(target, patch):
     if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
-    result = copy.deepcopy(target) if isinstance(target, dict) else {}   # copied once, then merged into
+        return clone(patch)
+    result = clone(target) if isinstance(target, dict) else {}   # copied once, then merged into
     _merge_into(result, patch)
     return result
 
@@ -31,15 +31,15 @@ def _merge_into(result, patch):
                 result[key] = {}
             _merge_into(result[key], value)
         else:
-            result[key] = copy.deepcopy(value)
+            result[key] = clone(value)
 
 
 def strategic_merge_patch(target, patch):
     if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
-    result = copy.deepcopy(target) if isinstance(target, dict) else {}
+        return clone(patch)
+    result = clone(target) if isinstance(target, dict) else {}
     if patch.get("$patch") == "replace":
-        return {k: copy.deepcopy(v) for k, v in patch.items() if k != "$patch"}
+        return {k: clone(v) for k, v in patch.items() if k != "$patch"}
     for key, value in patch.items():
         if key.startswith("$"):
             continue
@@ -50,7 +50,7 @@ def strategic_merge_patch(target, patch):
         elif isinstance(value, dict):
             result[key] = strategic_merge_patch(result.get(key), value)
         else:
-            result[key] = copy.deepcopy(value)
+            result[key] = clone(value)
     return result
 
 
@@ -62,9 +62,9 @@ def _merge_list(current, patch, merge_key):
         out = list(current)
         for item in patch:
             if item not in out:
-                out.append(copy.deepcopy(item))
+                out.append(clone(item))
         return out
-    out = [copy.deepcopy(item) for item in current]
+    out = [clone(item) for item in current]
     for item in patch:
         if not isinstance(item, dict) or merge_key not in item:
             raise errors.bad_request(f"map: {item!r} does not contain declared merge key: {merge_key}")
@@ -73,7 +73,7 @@ def _merge_list(current, patch, merge_key):
             if index is not None:
                 out.pop(index)
         elif index is None:
-            out.append({k: v for k, v in copy.deepcopy(item).items() if k != "$patch"})
+            out.append({k: v for k, v in clone(item).items() if k != "$patch"})
         else:
             out[index] = strategic_merge_patch(out[index], item)
     return out
@@ -104,7 +104,7 @@ def _walk(doc, parts, path):
 def json_patch(target, operations):
     if not isinstance(operations, list):
         raise errors.bad_request("json patch must be a list of operations")
-    doc = copy.deepcopy(target)
+    doc = clone(target)
     for op in operations:
         if not isinstance(op, dict) or "op" not in op or "path" not in op:
             raise errors.bad_request(f"invalid json patch operation {op!r}")
@@ -118,17 +118,17 @@ def json_patch(target, operations):
             continue
         if kind in ("move", "copy"):
             source = _pointer(op.get("from", ""))
-            value = copy.deepcopy(_walk(doc, source, op.get("from")))
+            value = clone(_walk(doc, source, op.get("from")))
             if kind == "move":
                 doc = _remove(doc, source, op.get("from"))
             doc = _add(doc, parts, value, path)
         elif kind == "add":
-            doc = _add(doc, parts, copy.deepcopy(op["value"]), path)
+            doc = _add(doc, parts, clone(op["value"]), path)
         elif kind == "remove":
             doc = _remove(doc, parts, path)
         elif kind == "replace":
             doc = _remove(doc, parts, path)
-            doc = _add(doc, parts, copy.deepcopy(op["value"]), path)
+            doc = _add(doc, parts, clone(op["value"]), path)
         else:
             raise errors.bad_request(f"unknown json patch operation {kind!r}")
     return doc

@@ -3,7 +3,6 @@ restartPolicy, readiness probes, status reports through the node agent's API cli
 
 import asyncio
 import base64
-import copy
 import logging
 import os
 import re
@@ -17,6 +16,7 @@ from .kubeclient import ApiError
 from .resources import BY_PLURAL
 from .snapshotdata import lock_read_only, unlock
 from .store import now_iso
+from .objcopy import clone
 
 log = logging.getLogger("ptjaas.cluster")
 T = BY_PLURAL
@@ -60,8 +60,8 @@ class PodRuntime:
         if pod is None:
             return None
         if self.status is None:
-            self.status = copy.deepcopy(pod.get("status") or {})
-        before = copy.deepcopy(self.status)
+            self.status = clone(pod.get("status") or {})
+        before = clone(self.status)
         mutate(self.status)
         if self.status != before:
             self._dirty = True
@@ -75,7 +75,7 @@ class PodRuntime:
         while self._dirty and not self.shutdown:
             self._dirty = False
             try:
-                await self.kubelet.client.patch(self.path + "/status", {"status": copy.deepcopy(self.status)})
+                await self.kubelet.client.patch(self.path + "/status", {"status": clone(self.status)})
                 delay = 0.1
             except (ApiError, OSError) as e:
                 if getattr(e, "code", None) == 404 or self.kubelet.client.closing:
@@ -206,9 +206,11 @@ class PodRuntime:
         logfile = open(current, "ab")
         try:
             argv, cwd = self.kubelet.isolation.command(argv, cwd, *launch)
+            # as root podexec sets the parent-death signal itself: no preexec_fn, so Python vforks
+            preexec = None if self.kubelet.isolation.root else _die_with_parent
             proc = await asyncio.create_subprocess_exec(*argv, env=env, cwd=cwd, stdin=asyncio.subprocess.DEVNULL,
                                                         stdout=logfile, stderr=asyncio.subprocess.STDOUT,
-                                                        start_new_session=True, preexec_fn=_die_with_parent)
+                                                        start_new_session=True, preexec_fn=preexec)
         except OSError as e:
             logfile.close()
             message = (f'failed to create containerd task: failed to create shim task: OCI runtime create failed: '

@@ -5,7 +5,6 @@ controller's write looks to a watcher exactly like a client's.
 """
 
 import base64
-import copy
 import json
 import random
 from datetime import datetime, timedelta, timezone
@@ -16,6 +15,7 @@ from ptjaas_spawner.quantity import parse_quantity
 from .resources import BY_KEY, BY_PLURAL
 from .selectors import fields_match, labels_match, parse_field_selector, parse_label_selector
 from .store import now_iso
+from .objcopy import clone
 
 _GENERATE_CHARS = "bcdfghjklmnpqrstvwxz2456789"
 QUOTA_KINDS = ("pods", "persistentvolumeclaims", "services", "secrets", "configmaps")
@@ -82,7 +82,7 @@ class Registry:
             meta["continue"] = next_token
             meta["remainingItemCount"] = remaining
         return {"kind": f"{rtype.kind}List", "apiVersion": rtype.api_version, "metadata": meta,
-                "items": copy.deepcopy(items)}
+                "items": clone(items)}
 
     def _candidates(self, rtype, namespace, labels):
         """The objects a label selector can match, through the label index when it names a value."""
@@ -132,7 +132,7 @@ class Registry:
     def create(self, rtype, namespace, body):
         if not isinstance(body, dict):
             raise errors.bad_request("the body of the request must be a JSON object")
-        obj = copy.deepcopy(body)
+        obj = clone(body)
         meta = obj.setdefault("metadata", {})
         if rtype.namespaced:
             if meta.get("namespace") and meta["namespace"] != namespace:
@@ -192,7 +192,7 @@ class Registry:
         rv = meta.get("resourceVersion")
         if rv and rv != old["metadata"]["resourceVersion"]:
             raise errors.conflict(rtype.plural, name, rtype.group)
-        return self._write(rtype, namespace, name, old, copy.deepcopy(body), subresource)
+        return self._write(rtype, namespace, name, old, clone(body), subresource)
 
     def patch(self, rtype, namespace, name, patch, content_type, subresource=None):
         old = self.store.get(rtype, namespace, name)
@@ -217,13 +217,13 @@ class Registry:
             else:
                 meta.pop(field, None)
         if subresource == "status":
-            merged = copy.deepcopy(old)
+            merged = clone(old)
             merged["status"] = new.get("status", {})
             merged["metadata"]["labels"] = meta.get("labels", old["metadata"].get("labels"))
             merged["metadata"]["annotations"] = meta.get("annotations", old["metadata"].get("annotations"))
             new = merged
         elif "status" in old and "status" in rtype.subresources:
-            new["status"] = copy.deepcopy(old["status"])
+            new["status"] = clone(old["status"])
         elif "status" in rtype.subresources and rtype.group == "snapshot.storage.k8s.io":
             new.pop("status", None)   # a CRD with the status subresource: status is written there only
         if rtype.plural == "secrets":
@@ -278,7 +278,7 @@ class Registry:
                 self._check_expandable(old)
         elif rtype.plural == "pods":
             def strip(spec):
-                spec = copy.deepcopy(spec or {})
+                spec = clone(spec or {})
                 for c in spec.get("containers", []) + spec.get("initContainers", []):
                     c.pop("image", None)
                 spec.pop("activeDeadlineSeconds", None)
@@ -314,7 +314,7 @@ class Registry:
         if pre.get("resourceVersion") and pre["resourceVersion"] != obj["metadata"]["resourceVersion"]:
             raise errors.conflict(rtype.plural, name, rtype.group, "Precondition failed: resourceVersion in precondition does not match")
         policy = options.get("propagationPolicy") or ("Orphan" if options.get("orphanDependents") else "Background")
-        obj = copy.deepcopy(obj)
+        obj = clone(obj)
         meta = obj["metadata"]
         if policy == "Orphan":
             meta.setdefault("annotations", {})["ptjaas.io/orphan-dependents"] = "true"
@@ -406,7 +406,7 @@ class Registry:
                 if (owner["metadata"]["uid"] != ref.get("uid") or "foregroundDeletion" not in finalizers
                         or self._dependents(ref.get("uid"))):
                     continue
-                new = copy.deepcopy(owner)
+                new = clone(owner)
                 new["metadata"]["finalizers"] = [f for f in finalizers if f != "foregroundDeletion"]
                 self.store.update(_t(key), new)
                 if not new["metadata"]["finalizers"]:
@@ -423,7 +423,7 @@ class Registry:
             refs = obj["metadata"].get("ownerReferences") or []
             rtype = _t(key)
             if orphan:
-                new = copy.deepcopy(obj)
+                new = clone(obj)
                 new["metadata"]["ownerReferences"] = [r for r in refs if r.get("uid") != uid]
                 self.store.update(rtype, new)
             elif len(refs) == 1 or all(self._owner_gone(r, ns) for r in refs if r.get("uid") != uid):
@@ -451,7 +451,7 @@ class Registry:
 
     # --- convenience for controllers ---------------------------------------------------
     def set_status(self, rtype, obj, status):
-        new = copy.deepcopy(obj)
+        new = clone(obj)
         new["status"] = status
         return self.store.update(rtype, new)
 

@@ -9,7 +9,6 @@ Events expire ``event_ttl`` seconds after their last write (kube-apiserver's ``-
 1 h by default); what changed is persisted incrementally (journal.py).
 """
 
-import copy
 import time
 import uuid
 from collections import OrderedDict, deque
@@ -18,6 +17,7 @@ from datetime import datetime, timezone
 from . import errors
 from .journal import Journal
 from .resources import BY_KEY
+from .objcopy import clone
 
 EVENT_LOG_SIZE = 20000
 EVENT_TTL = 3600.0   # seconds, as kube-apiserver's --event-ttl default
@@ -185,13 +185,13 @@ class Store:
         old = self._drop(key)
         if old is None:
             return None
-        gone = copy.deepcopy(old)
+        gone = clone(old)
         gone["metadata"]["resourceVersion"] = self._bump()
         self._announce("DELETED", rtype, gone, old)
         return gone
 
     def _announce(self, event_type, rtype, obj, old):
-        snapshot = copy.deepcopy(obj)
+        snapshot = clone(obj)
         rv = int(snapshot["metadata"]["resourceVersion"])
         entry = (rv, rtype.key, event_type, snapshot, old)
         if len(self.log) == self.log.maxlen:
