@@ -265,5 +265,18 @@ def test_limitrange_defaults_and_caps_containers(kube, ns):
     assert body["message"] == 'pods "big" is forbidden: maximum nvidia.com/gpu usage per Container is 2, but limit is 3'
     kube.core.patch_namespaced_limit_range("caps", ns, {"spec": {"limits": [
         {"type": "Container", "max": {"nvidia.com/gpu": "2"}, "default": {"nvidia.com/gpu": "0"}}]}})
-    res = kube.create_pod(ns, sleeper("zero")).spec.containers[0].resources
+    # kube-apiserver's LimitRanger reads LimitRanges from its informer: a pod made just after the
+    # patch may still get the old default (one that did is deleted at once: it holds 2 GPUs)
+    attempts = []
+
+    def zero_default():
+        name = f"zero-{len(attempts)}"
+        attempts.append(kube.create_pod(ns, sleeper(name)).spec.containers[0].resources)
+        if attempts[-1].limits != {"nvidia.com/gpu": "0"}:
+            kube.core.delete_namespaced_pod(name, ns, grace_period_seconds=0)
+            return False
+        return True
+
+    wait_for(zero_default, timeout=30, interval=0.5, message="the patched LimitRange's default on a new pod")
+    res = attempts[-1]
     assert res.limits == {"nvidia.com/gpu": "0"} and res.requests == {"nvidia.com/gpu": "0"}
