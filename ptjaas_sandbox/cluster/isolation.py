@@ -136,7 +136,8 @@ class NodeIsolation:
                 "mounts": [list(m) for m in mounts] if self.namespaces else [],
                 "runtime": sorted({os.path.realpath(sys.prefix), os.path.realpath(sys.base_prefix)}),
                 "parent": os.getpid()}
-        return [sys.executable, "-I", podexec.__file__, json.dumps(spec)], "/"
+        # -S: podexec needs the standard library only (no site: ~10 ms less per container)
+        return [sys.executable, "-I", "-S", podexec.__file__, json.dumps(spec)], "/"
 
 
 def _user_name():

@@ -17,6 +17,7 @@ from .resources import BY_PLURAL
 from .snapshotdata import lock_read_only, unlock
 from .store import now_iso
 from .objcopy import clone
+from .processes import start_process
 
 log = logging.getLogger("ptjaas.cluster")
 T = BY_PLURAL
@@ -208,9 +209,7 @@ class PodRuntime:
             argv, cwd = self.kubelet.isolation.command(argv, cwd, *launch)
             # as root podexec sets the parent-death signal itself: no preexec_fn, so Python vforks
             preexec = None if self.kubelet.isolation.root else _die_with_parent
-            proc = await asyncio.create_subprocess_exec(*argv, env=env, cwd=cwd, stdin=asyncio.subprocess.DEVNULL,
-                                                        stdout=logfile, stderr=asyncio.subprocess.STDOUT,
-                                                        start_new_session=True, preexec_fn=preexec)
+            proc = await start_process(argv, env=env, cwd=cwd, stdout=logfile, preexec_fn=preexec)
         except OSError as e:
             logfile.close()
             message = (f'failed to create containerd task: failed to create shim task: OCI runtime create failed: '
@@ -533,7 +532,7 @@ def _signal(proc, sig):
 
 
 def _die_with_parent():
-    """Pods die with the cluster's thread if it goes away without a clean stop."""
+    """Pods die with the node agent's process if it goes away without a clean stop."""
     try:
         import ctypes
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)   # PR_SET_PDEATHSIG
