@@ -1,14 +1,21 @@
-"""Keep KubeSpawner's pod and event reflectors alive across API server outages.
+"""Keep KubeSpawner's pod and event reflectors alive across API server outages of any length.
 
 KubeSpawner's reflectors retry a failing watch with exponential backoff and give up for good
 after about 50 seconds of errors (``Watching resources never recovered, giving up``): with
 namespaced reflectors nothing restarts them, and every later start waits ``start_timeout`` for
-a pod the hub no longer sees. Here:
+a pod the hub no longer sees. Worse, restarting one while the API server is still down (KubeSpawner's
+``_start_reflector(replace=True)``) puts a new reflector that holds *no* pods in the shared registry
+before its first list fails, and KubeSpawner's ``poll`` reads "no pod" as "server stopped": the hub
+would mark every running server stopped and remove its route while its pod runs on. Here:
 
+- ``keep_last_good(registry, key, previous)`` (called by the spawner when a reflector start
+  fails) puts the reflector that held the last good list back: a server is only ever declared
+  stopped on evidence, a list or watch that succeeded;
 - ``ensure_running(spawner)`` (called at each start) restarts a stopped reflector; while the API
   server is unreachable it raises ``StartFailed`` with a readable message at once;
-- ``Watchdog`` (one per hub process) checks every ``interval`` seconds and restarts stopped
-  reflectors, so polls and stops see the cluster again soon after an outage ends;
+- ``Watchdog`` (one per hub process) restarts stopped reflectors in *every* namespace ptjaas
+  watches (the hub's and each team's), each namespace with its own backoff, so polls and stops
+  see the cluster again soon after an outage ends;
 - ``is_unreachable(exc)`` tells connection failures (refused, reset, read timeouts, 502/503/504)
   from other errors.
 """
@@ -60,14 +67,31 @@ def _reflectors(spawner):
     return found
 
 
+def keep_last_good(registry: dict, key, previous) -> None:
+    """After a failed reflector start under ``key``: put ``previous`` (the reflector that held
+    the last good list, stopped or not) back in KubeSpawner's shared ``registry``, or forget the
+    failed one when there was none (the next poll or start lists again)."""
+    failed = registry.get(key)
+    if failed is None or failed is previous:
+        return
+    future = getattr(failed, "first_load_future", None)
+    if future is not None and future.done() and not future.cancelled():
+        future.exception()  # retrieved: its failure was logged and raised already
+    if previous is not None:
+        registry[key] = previous
+    else:
+        registry.pop(key, None)
+
+
 async def restart_stopped(spawner, log=None) -> list:
     """Restart the stopped reflectors of the spawner's namespace; the kinds restarted.
 
     A reflector that was never started is left to KubeSpawner. Raises what the restart raised
-    (the new reflector then counts as stopped, and the next call tries again)."""
+    (the stopped reflector stays in place, holding its last good list, and the next call tries
+    again)."""
     log = log or spawner.log
     restarted = []
-    async with _restart_lock():  # the watchdog and starts never restart the same watch twice
+    async with _restart_lock(spawner.namespace):  # the watchdog and starts never restart one watch twice
         for kind, _, start in _reflectors(spawner):
             reflector = dict((k, r) for k, r, _ in _reflectors(spawner))[kind]
             if reflector is None or not stopped(reflector):
@@ -82,59 +106,96 @@ async def restart_stopped(spawner, log=None) -> list:
 _LOCKS = {}
 
 
-def _restart_lock():
-    loop = asyncio.get_running_loop()
-    lock = _LOCKS.get(loop)
+def _restart_lock(namespace):
+    key = (asyncio.get_running_loop(), namespace)
+    lock = _LOCKS.get(key)
     if lock is None:
-        lock = _LOCKS[loop] = asyncio.Lock()
+        lock = _LOCKS[key] = asyncio.Lock()
     return lock
 
 
 async def ensure_running(spawner):
     """Before a start: restart stopped reflectors; fail fast and readably if the API is down."""
     try:
-        await restart_stopped(spawner)
+        restarted = await restart_stopped(spawner)
     except Exception as e:
         if is_unreachable(e):
             spawner.log.error("Start of %s refused: Kubernetes API unreachable (%s)", spawner._log_name, e)
             raise StartFailed(API_UNREACHABLE, 503) from None
         raise
+    if restarted:
+        await spawner.watches_restarted(restarted)
 
 
 class Watchdog:
-    """One background task per hub process restarting stopped reflectors."""
+    """One background task per hub process restarting stopped reflectors, in every namespace a
+    spawner of this hub has used (registered at each start and poll), each namespace with its
+    own backoff: ``interval`` seconds while its watches run, doubling up to ``MAX_BACKOFF``
+    while their restart keeps failing."""
+
+    MAX_BACKOFF = 30.0
 
     _task = None
-    _spawner = None
+    _interval = None
+    _namespaces: dict = {}  # namespace -> _Watched
 
     @classmethod
     def ensure(cls, spawner, interval):
         if interval <= 0:
             return
-        cls._spawner = spawner  # a spawner of this hub: the restarted reflectors' parent
+        watched = cls._namespaces.get(spawner.namespace)
+        if watched is None:
+            cls._namespaces[spawner.namespace] = _Watched(spawner)
+        else:
+            watched.spawner = spawner  # a spawner of this hub there: the restarted reflectors' parent
+        cls._interval = interval
         if cls._task is None or cls._task.done():
-            cls._task = asyncio.ensure_future(cls._run(interval))
+            cls._task = asyncio.ensure_future(cls._run())
 
     @classmethod
-    async def _run(cls, interval):
-        failing = False
+    def namespaces(cls) -> list:
+        return sorted(cls._namespaces)
+
+    @classmethod
+    async def _run(cls):
         while True:
-            await asyncio.sleep(interval)
-            spawner = cls._spawner
-            if spawner is None:
-                continue
-            try:
-                await restart_stopped(spawner)
-                if failing:
-                    spawner.log.info("Kubernetes API reachable again")
-                failing = False
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:
-                if not failing:
-                    spawner.log.warning("Restarting the Kubernetes watches failed (retrying every %ss): %s",
-                                        interval, e)
-                failing = True
+            await asyncio.sleep(cls._interval)
+            now = asyncio.get_running_loop().time()
+            due = [w for w in cls._namespaces.values() if w.next_try <= now]
+            await asyncio.gather(*(w.check(cls._interval, cls.MAX_BACKOFF) for w in due))
+
+
+class _Watched:
+    """One namespace's watches, as the watchdog checks them."""
+
+    def __init__(self, spawner):
+        self.spawner = spawner
+        self.namespace = spawner.namespace
+        self.failures = 0
+        self.next_try = 0.0
+
+    async def check(self, interval, max_backoff):
+        spawner = self.spawner
+        if spawner.namespace != self.namespace:
+            return  # that spawner moved to another team's namespace: the next start or poll here registers one
+        try:
+            restarted = await restart_stopped(spawner)
+            if restarted:
+                await spawner.watches_restarted(restarted)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            self.failures += 1
+            delay = min(interval * 2 ** (self.failures - 1), max(interval, max_backoff))
+            self.next_try = asyncio.get_running_loop().time() + delay
+            if self.failures == 1:
+                spawner.log.warning("Restarting the Kubernetes watches of namespace %s failed (retrying, "
+                                    "backing off up to %.0f s): %s", spawner.namespace, max_backoff, e)
+            return
+        if self.failures:
+            spawner.log.info("Kubernetes API reachable again from namespace %s: its watches run", spawner.namespace)
+        self.failures = 0
+        self.next_try = 0.0
 
 
 def delete_pod_later(spawner, interval=5.0, give_up_after=3600.0):

@@ -8,7 +8,8 @@ start plan (choice, team namespace, home claim), then KubeSpawner's start beside
 the home claim and the scheduling, then clean up or remember.
 
 Private KubeSpawner members overridden (each says which versions it was checked against and
-which public hook would replace it): ``_start`` and ``_make_create_pod_request``.
+which public hook would replace it): ``_start``, ``_make_create_pod_request`` and
+``_start_reflector``.
 """
 
 import asyncio
@@ -188,9 +189,11 @@ class PtjaasSpawner(DataAccessMixin, RefusedNewServerMixin, TeamsMixin, SpawnFor
         # public hook run before and beside KubeSpawner's start (or by overriding the public
         # start() if progress() followed JupyterHub's own spawn future).
         starting = STARTING.set(True)  # KubeSpawner's stop() of a leftover pod is no stop
+        self.quota_start_began()  # a pod list without this server's pod says nothing of it yet
         try:
             return await self._start_steps()
         finally:
+            self.quota_start_ended()
             STARTING.reset(starting)
 
     async def _start_steps(self):
@@ -224,6 +227,21 @@ class PtjaasSpawner(DataAccessMixin, RefusedNewServerMixin, TeamsMixin, SpawnFor
         options stay the server's defaults)."""
         self._notes = []
         self.take_snapshot_request()  # the 'snapshots' option: opened read-only at this start
+        placement = self.team_placement()
+        try:
+            plan = await self._plan_choice_and_home()
+        except BaseException:
+            if not self._home.get("claim"):
+                self.restore_team_placement(placement)  # no home was made: nothing is placed
+            raise
+        try:
+            await self.snapshot_views_prepare()
+        except BaseException:
+            await self.delete_home_of_failed_start(plan.home, pod_sent=False)
+            raise
+        return plan
+
+    async def _plan_choice_and_home(self) -> StartPlan:
         try:
             await self.place_in_team_namespace()  # the team's namespace (TeamsMixin)
         except web.HTTPError:
@@ -245,11 +263,6 @@ class PtjaasSpawner(DataAccessMixin, RefusedNewServerMixin, TeamsMixin, SpawnFor
                 raise
             self._apply_choice(plan.choice)
         plan.home = await self.ensure_home_claim()
-        try:
-            await self.snapshot_views_prepare()
-        except BaseException:
-            await self.delete_home_of_failed_start(plan.home, pod_sent=False)
-            raise
         return plan
 
     def _apply_choice(self, choice):
@@ -356,6 +369,49 @@ class PtjaasSpawner(DataAccessMixin, RefusedNewServerMixin, TeamsMixin, SpawnFor
         if plan.home is not None and self._home.get("claim") == plan.home.name and pod:
             plan.home.bound = True  # a running pod mounts it: later starts need not read it
             self._home = plan.home.state()
+
+    # ---- the watches: a server is declared stopped only on evidence --------------------------
+
+    async def poll(self):
+        """KubeSpawner's poll, except while the Kubernetes API server cannot be reached and no
+        list of this namespace's pods has succeeded yet (a hub restarted during an outage): the
+        server is then taken as running, its last known state. A reflector that gave up keeps
+        its last good list (``_start_reflector``), so an outage of any length marks no server
+        stopped; a pod deleted meanwhile is noticed once a list succeeds again."""
+        reflectors.Watchdog.ensure(self, self.reflector_check_interval)  # this namespace's watches
+        try:
+            await self._start_watching_pods()
+        except Exception as e:
+            if not reflectors.is_unreachable(e):
+                raise
+            self.log.warning("Polling %s: Kubernetes API unreachable (%s); taken as running until a list "
+                             "of its pods succeeds", self._log_name, e)
+            return None
+        return await super().poll()
+
+    async def _start_reflector(self, kind, reflector_class, replace=False, **kwargs):
+        # Private override, checked against kubespawner 7.1.0 (with jupyterhub 6.1 and 5.5):
+        # KubeSpawner registers the new reflector in the class-level ``reflectors`` before its
+        # first list; when that list fails (API server down) the registry would hold a reflector
+        # with no pods and poll() would report every server there stopped. Put the reflector
+        # with the last good list back instead. Would be replaced upstream by registering the
+        # new reflector only once its first list succeeded (docs/upstream.md).
+        key = self._get_reflector_key(kind)
+        previous = self.__class__.reflectors.get(key)
+        try:
+            return await super()._start_reflector(kind, reflector_class, replace=replace, **kwargs)
+        except BaseException:
+            reflectors.keep_last_good(self.__class__.reflectors, key, previous)
+            raise
+
+    async def watches_restarted(self, kinds):
+        """Called once stopped watches of this spawner's namespace run again (``kinds``): the
+        quota usage there is re-derived from the pod list that just succeeded."""
+        if "pods" in kinds:
+            try:
+                await self.quota_reconcile()
+            except Exception as e:
+                self.log.warning("Re-deriving quota usage in namespace %s failed: %s", self.namespace, e)
 
     async def progress(self):
         # Public Spawner hook; replaces KubeSpawner's (kubespawner 7.1.0), which would show the

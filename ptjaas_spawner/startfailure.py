@@ -199,7 +199,7 @@ def unschedulable_reason(message: str) -> str:
 
 def unschedulable_message(reason: str, waited: float) -> str:
     return (
-        f"Your server cannot start: {reason} (the cluster could not place it for {int(waited)} s). "
+        f"Your server cannot start: {reason} (the cluster could not place it for about {round(waited)} s). "
         f"Nothing is left running and your quota share is free again. Try again later, or "
         f"choose another size."
     )

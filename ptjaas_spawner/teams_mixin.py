@@ -62,7 +62,7 @@ class TeamsMixin(LoggingConfigurable):
         ours = {}
         if self._team:
             ours["team"] = self._team
-        if self._home_namespace:
+        if self._home_known():
             ours["home_namespace"] = self._home_namespace
         if ours:
             state[STATE_KEY] = ours
@@ -78,6 +78,23 @@ class TeamsMixin(LoggingConfigurable):
             self._home_namespace = state.get("namespace") or self.namespace
 
     # ---- the team of a start -----------------------------------------------------------
+
+    _PLACEMENT = ("_team", "_home_namespace", "_team_options", "_home", "_pvc_exists", "pvc_name", "namespace",
+                  "dns_name")
+
+    def _home_known(self) -> bool:
+        """Is a home claim known to live in ``_home_namespace``? (A placement whose start made no
+        home, or whose new home was deleted by its failed start, is no placement.)"""
+        return bool(self._home_namespace and (self._home.get("claim") or self._pvc_exists))
+
+    def team_placement(self) -> dict:
+        """What ``place_in_team_namespace`` may change, to put back when a start is refused
+        before its home claim exists (a refused start saves no placement)."""
+        return {name: getattr(self, name) for name in self._PLACEMENT}
+
+    def restore_team_placement(self, placement: dict):
+        for name, value in placement.items():
+            setattr(self, name, value)
 
     def team_map(self) -> dict:
         return teams.expand_team_namespaces(self.team_namespaces)
@@ -128,6 +145,8 @@ class TeamsMixin(LoggingConfigurable):
         if not self.team_namespaces:
             return
         team = self.resolve_user_team(self.user_options or {})
+        if not self._home_known():
+            self._home_namespace = None  # no home anywhere yet: it is made in the team's namespace
         names = self._home_claim_names()
         if self._home_namespace is None and team.namespace != self.hub_namespace:
             name, _ = await self._claim_in(self.hub_namespace, names)

@@ -1,15 +1,22 @@
-"""Issue 10, bug 1: the hub keeps working after an API server outage long enough for
-KubeSpawner's pod and event watches to give up (about 50 s of failed retries).
+"""Issues 10 and 19: an API server outage long enough for KubeSpawner's pod and event watches
+to give up (about 50 s of failed retries) stops no running server, in any namespace.
 
-The embedded cluster is stopped and started again on the same port and state directory (its
-objects and volumes kept), as a control-plane restart does; on the real backend the
-kube-apiserver of a control plane of this module's own is killed and started again (the
-session's, shared by the other real-backend tests, is never disturbed), and the node agent is
-checked to recover as a kubelet does. While it is down a start fails at
-once with a readable message; once it is back a start works without restarting the hub, and no
-failed start leaves a pod behind.
+On the embedded cluster the API server's port goes away (connections refused, watches cut)
+while its node agent and pods run on, as a control-plane outage leaves a kubelet; on the real
+backend the kube-apiserver of a control plane of this module's own is killed and started again
+(the session's, shared by the other real-backend tests, is never disturbed), and the node agent
+is checked to recover as a kubelet does. Through the outage every running server, in the hub's
+namespace and in a team's, stays reachable through the proxy and none is marked stopped; a
+start fails at once with a readable message. Once the API is back every namespace's watch is
+restarted, a pod deleted during the outage is noticed, the quota usage equals the pods that
+exist, and a start works without restarting the hub.
 """
 
+import base64
+import json
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 import uuid
@@ -17,8 +24,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
+import requests
+import yaml
 
+from ptjaas_spawner.teammanifests import Site, team_objects
 
+from tests.hubutil import server, usage
 from tests.waiting import wait_for
 
 from tests.backend_support import Backend, started_real_cluster
@@ -30,25 +41,44 @@ ROOT = Path(__file__).resolve().parent.parent
 GAVE_UP = "Watching resources never recovered, giving up"
 
 
+TEAMS = {"vision": "outage-team-{group}"}
+TEAM_NS = "outage-team-vision"
+GROUPS = {"vision": {"users": ["carol"]}}
+
+
+def team_values():
+    from tests.test_start_failures import SIZES
+
+    return {"hub": {"config": {"PtjaasSpawner": {"team_namespaces": TEAMS, "sizes": SIZES}}}}
+
+
 class EmbeddedOutage:
-    """An embedded cluster stopped and started again on the same port and state directory."""
+    """The embedded API server's port gone (connections refused, watches cut) while its node
+    agent and pods run on, then back on the same port with every object kept."""
 
     def __init__(self, state_dir):
         from ptjaas_sandbox.cluster import EmbeddedCluster
 
-        self.state_dir = state_dir
         self.current = EmbeddedCluster(state_dir=state_dir).start_in_thread()
-        self.port = self.current.port
         self.backend = Backend("embedded", self.current, "default", self.current.kubeconfig_path,
                                embedded=self.current)
 
+    def make_team_namespace(self):
+        """What ``ptjaas team-manifests`` prints for team vision, applied."""
+        import kubernetes
+
+        for _, _, objects in team_objects(team_values(), Site(hub_namespace=self.backend.namespace)):
+            for obj in objects:
+                kubernetes.utils.create_from_dict(self.backend.api_client, obj)
+
     def stop_api(self):
-        self.current.stop_thread()
+        self.current.stop_api()
 
     def start_api(self):
-        from ptjaas_sandbox.cluster import EmbeddedCluster
+        self.current.start_api()
 
-        self.current = EmbeddedCluster(state_dir=self.state_dir, port=self.port).start_in_thread()
+    def delete_pod_during_outage(self, namespace, name):
+        self.current.remove_pod(namespace, name)
 
     def close(self):
         self.backend.close()
@@ -68,8 +98,29 @@ class RealOutage:
         self.backend = Backend("real", hub_backend, hub_backend.namespace, hub_backend.admin_kubeconfig_path,
                                real_cluster=cluster)
 
+    def make_team_namespace(self):
+        """What an admin runs: ``ptjaas team-manifests -f values.yaml | kubectl apply -f -``."""
+        values = Path(self.backend.target.cluster.state_dir) / f"teams-{self.backend.namespace}.yaml"
+        values.write_text(yaml.safe_dump(team_values()))
+        manifests = subprocess.run(
+            [sys.executable, "-m", "ptjaas_spawner.cli", "team-manifests", "-f", str(values),
+             "--hub-namespace", self.backend.namespace, "--release", "hub", "--service-account", "hub"],
+            check=True, capture_output=True, text=True, timeout=60).stdout
+        applied = subprocess.run(["kubectl", "--kubeconfig", str(self.backend.target.admin_kubeconfig_path), "apply",
+                                  "-f", "-"], input=manifests, capture_output=True, text=True, timeout=120)
+        assert applied.returncode == 0, applied.stderr
+        wait_for(lambda: self.backend.core.list_namespaced_service_account(TEAM_NS).items,
+                 message="the team namespace's default ServiceAccount")
+
     def stop_api(self):
         self.plane.stop_apiserver()
+
+    def delete_pod_during_outage(self, namespace, name):
+        """Remove the pod's object from etcd (which keeps running) while kube-apiserver is down."""
+        key = base64.b64encode(f"/registry/pods/{namespace}/{name}".encode()).decode()
+        r = requests.post(f"{self.plane.etcd_url}/v3/kv/deleterange", json={"key": key}, timeout=30)
+        r.raise_for_status()
+        assert r.json().get("deleted") == "1", r.text
 
     def start_api(self):
         if "kube-apiserver" not in self.plane.procs:
@@ -173,18 +224,42 @@ def pod_ready(pod):
     return any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
 
 
-def test_hub_recovers_after_an_api_server_outage(outage, hub_factory):
+def reachable(hub, user, token):
+    """The user's server answers through the proxy (its route is there, the hub sends it on)."""
+    r = requests.get(f"{hub.url}/user/{user}/api/status", headers={"Authorization": f"token {token}"},
+                     allow_redirects=False, timeout=30)
+    return r.status_code == 200
+
+
+def restart_failures(hub, namespace):
+    return hub.logs().count(f"Reflector with key ('pods', '{namespace}') failed to start")
+
+
+def test_an_outage_stops_no_running_server_in_any_namespace(outage, hub_factory):
+    """Issue 19: alice (the hub's namespace) and carol (team vision's namespace) run through an
+    outage longer than the watches' give-up, the hub polling every second and its watchdog
+    retrying every namespace's watches; erin's pod is deleted during the outage."""
     backend = outage.backend
+    outage.make_team_namespace()
+    hub_ns = backend.namespace
     # the real kube-scheduler's own watches take a minute or two to recover after the outage
-    extra = "c.PtjaasSpawner.reflector_check_interval = 1\n" + ("c.PtjaasSpawner.start_timeout = 300\n"
-                                                                if backend.real else "")
-    hub = hub_factory(hub_config(extra, backend), cluster=backend.target)
+    extra = f"""
+        c.JupyterHub.load_groups = {json.dumps(GROUPS)}
+        c.JupyterHub.extra_handlers = __import__("ptjaas_spawner.quota.handlers", fromlist=["x"]).usage_handlers
+        c.PtjaasSpawner.team_namespaces = {json.dumps(TEAMS)}
+        c.PtjaasSpawner.quota_default = {{"servers": 2}}
+        c.PtjaasSpawner.reflector_check_interval = 1
+        c.Spawner.poll_interval = 1
+        """ + ("c.PtjaasSpawner.start_timeout = 300\n" if backend.real else "")
+    hub = hub_factory(hub_config(textwrap.dedent(extra), backend), cluster=backend.target)
     try:
-        add_user(hub, "alice")
-        add_user(hub, "bob")
-        for user in ("alice", "bob"):
+        tokens = {}
+        for user in ("alice", "carol", "erin", "bob"):
+            add_user(hub, user)
             ready, message, _, _, _ = start_outcome(hub, user, {"size": "small"}, timeout=120)
             assert ready, message
+            tokens[user] = hub.api("POST", f"/users/{user}/tokens", json={"note": "outage"}).json()["token"]
+        assert backend.core.read_namespaced_pod("jupyter-carol", TEAM_NS).status.phase == "Running"
         # bob's home exists before the outage: after a kube-apiserver restart the real
         # kube-scheduler v1.36 did not place a pod with a *new* volume within 5 minutes (its
         # volume cache kept answering 'persistentvolume "pvc-..." not found'), a cluster-side lag
@@ -193,9 +268,15 @@ def test_hub_recovers_after_an_api_server_outage(outage, hub_factory):
         wait_for(lambda: "jupyter-bob" not in backend.pods(), timeout=60, message="bob stopped")
 
         outage.stop_api()  # the API server is gone
-        # KubeSpawner's pod and event watches give up (it never restarts them itself)
-        wait_for(lambda: hub.logs().count(GAVE_UP) >= 2, timeout=150, interval=0.5,
-                 message="both watches to give up")
+        # KubeSpawner's pod and event watches of both namespaces give up (it never restarts them)
+        wait_for(lambda: hub.logs().count(GAVE_UP) >= 4, timeout=150, interval=0.5,
+                 message="the pod and event watches of both namespaces to give up")
+        outage.delete_pod_during_outage(hub_ns, "jupyter-erin")
+        # the watchdog tries to restart the watches of both namespaces and fails, again and again,
+        # while the hub polls every server every second: what used to mark them all stopped
+        for ns in (hub_ns, TEAM_NS):
+            wait_for(lambda: restart_failures(hub, ns) >= 3, timeout=120, interval=0.5,
+                     message=f"three failed restarts of the pods watch of namespace {ns}")
 
         # a start while the API is unreachable fails at once, in words a user understands
         ready, message, _, seconds, status = start_outcome(hub, "bob", {"size": "small"}, timeout=30)
@@ -203,12 +284,32 @@ def test_hub_recovers_after_an_api_server_outage(outage, hub_factory):
         assert "API server cannot be reached" in message and "try again" in message, message
         assert seconds < 20, seconds
 
+        # no running server was marked stopped; alice's and carol's answer through the proxy
+        for user in ("alice", "carol", "erin"):
+            assert (server(hub, user) or {}).get("ready"), f"{user}'s server was marked stopped during the outage"
+        for user in ("alice", "carol"):
+            assert reachable(hub, user, tokens[user]), f"{user}'s server is not reachable during the outage"
+        assert "server stopped" not in hub.logs()
+
         outage.start_api()
+        # every namespace's watch is restarted; the pod deleted during the outage is noticed
+        for ns in (hub_ns, TEAM_NS):
+            wait_for(lambda: f"Restarted the pods watch of namespace {ns}" in hub.logs(), timeout=120, interval=0.5,
+                     message=f"the pods watch of namespace {ns} restarted")
+        wait_for(lambda: server(hub, "erin") is None, timeout=60, interval=0.5,
+                 message="erin's server, whose pod was deleted during the outage, seen stopped")
+        for user in ("alice", "carol"):
+            assert (server(hub, user) or {}).get("ready"), f"{user}'s server was marked stopped after the outage"
+            assert reachable(hub, user, tokens[user]), f"{user}'s server is not reachable after the outage"
+
         # the same hub, without a restart: a new start works
         ready, message, progress, seconds, _ = start_outcome(hub, "bob", {"size": "small"}, timeout=300)
         assert ready, (message, progress)
-        assert "Restarted the pods watch" in hub.logs()
         wait_for(lambda: backend.pods() == ["jupyter-alice", "jupyter-bob"], timeout=60,
                  message="only the running servers' pods")
+        # the quota usage is the pods that exist, in each namespace
+        namespaces = usage(hub)["namespaces"]
+        assert {ns: (row["servers"], tuple(row["users"])) for ns, row in namespaces.items()} == {
+            hub_ns: (2, ("alice", "bob")), TEAM_NS: (1, ("carol",))}
     finally:
         hub.stop()

@@ -8,7 +8,7 @@ import pytest
 from ptjaas_spawner import redact
 from ptjaas_spawner.startfailure import (
     HOME_PROVISIONING, claim_problem, events_of, progress_message, scheduling_state, start_timeout_message,
-    unschedulable_reason)
+    unschedulable_message, unschedulable_reason)
 
 CLAIM = {"metadata": {"name": "claim-erin", "uid": "new-uid", "creationTimestamp": "2026-01-01T10:00:00Z"},
          "spec": {}}
@@ -131,3 +131,11 @@ def test_api_unreachable_is_told_from_other_failures():
     assert not is_unreachable(TimeoutError("pod default/jupyter-x did not start in 300 seconds!"))
     assert not is_unreachable(ApiException(status=403, reason="Forbidden"))
     assert not is_unreachable(web.HTTPError(403, "quota"))
+
+
+def test_the_unschedulable_message_says_about_how_long_it_waited():
+    """Issue 19: a 30 s fail-fast ends 30.5-30.7 s after the pod was made: 'about 31 s', not a
+    precise-sounding '30 s'."""
+    text = unschedulable_message("no node has a free GPU right now", 30.6)
+    assert "(the cluster could not place it for about 31 s)" in text
+    assert "your quota share is free again" in text

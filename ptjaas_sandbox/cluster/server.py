@@ -171,10 +171,9 @@ class EmbeddedCluster:
             for cls in classes:
                 self.registry.create(T["storageclasses"], "", cls)
         self._ca_pem, cert_file, key_file = pki.ensure(self.state_dir, self.host)
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        context.load_cert_chain(cert_file, key_file)
-        self._server = HTTPServer(make_app(self), idle_connection_timeout=3600, ssl_options=context)
-        self._server.listen(self.port, self.host)
+        self._ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self._ssl_context.load_cert_chain(cert_file, key_file)
+        self._listen()
         self.write_kubeconfig(self.kubeconfig_path)
         self._saver = asyncio.ensure_future(self._save_loop())
         self.controllers.kick()
@@ -186,6 +185,30 @@ class EmbeddedCluster:
         await self.snapshotter.start()
         log.info("embedded Kubernetes API at %s (state in %s)", self.url, self.state_dir)
         return self
+
+    def _listen(self):
+        self._server = HTTPServer(make_app(self), idle_connection_timeout=3600, ssl_options=self._ssl_context)
+        self._server.listen(self.port, self.host)
+
+    async def api_down(self):
+        """The API server goes away, as in a control-plane outage: its port stops answering
+        (connections refused) and every open connection, watches included, is cut. The node
+        agent and its pods run on, as a kubelet's do, and retry until ``api_up``."""
+        if self._server is None:
+            return
+        server, self._server = self._server, None
+        server.stop()
+        for handler in list(self.open_watches):
+            try:
+                handler.request.connection.stream.close()
+            except Exception:
+                pass
+        await server.close_all_connections()
+
+    async def api_up(self):
+        """The API server answers again on the same port, with every object kept."""
+        if self._server is None:
+            self._listen()
 
     def add_node(self, node):
         node = node if isinstance(node, dict) else node.manifest()
@@ -286,6 +309,18 @@ class EmbeddedCluster:
         return asyncio.run_coroutine_threadsafe(wrapper(), self.loop).result(30)
 
     # --- test controls ---------------------------------------------------------------------
+    def stop_api(self):
+        """``api_down`` from another thread (tests: an API server outage, pods running on)."""
+        asyncio.run_coroutine_threadsafe(self.api_down(), self.loop).result(30)
+
+    def start_api(self):
+        asyncio.run_coroutine_threadsafe(self.api_up(), self.loop).result(30)
+
+    def remove_pod(self, namespace, name):
+        """Remove a pod from the store at once, as a force delete does, whether or not the API
+        server answers (tests: a pod deleted during an outage)."""
+        return self.call(self.registry.delete, T["pods"], namespace, name, {"gracePeriodSeconds": 0})
+
     def inject_fault(self, verb=None, resource=None, name=None, namespace=None, status=None, latency=0,
                      times=None, cut_watch=False, message=None):
         def add():

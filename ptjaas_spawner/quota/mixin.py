@@ -43,6 +43,9 @@ VERSION_LABEL = "ptjaas.io/version"
 # process-wide (the hub): one ledger (the gauges follow it), rebuilt once per pod reflector
 LEDGER = Ledger(on_add=charge_added, on_remove=charge_removed)
 _REBUILDS: dict = {}
+# (user, server name) of the starts in flight: charged before their pod exists, so a pod list
+# that misses their pod says nothing about them
+_STARTING: set = set()
 
 REBUILD_SLICE = 0.02  # seconds of rebuild work between two yields to the event loop
 
@@ -134,6 +137,20 @@ async def rebuild_ledger(ledger: Ledger, current_pods, log=None, slice_seconds=R
             await asyncio.sleep(0)
             deadline = time.monotonic() + slice_seconds
     return added
+
+
+def gone_charges(ledger: Ledger, namespace: str, pods: dict, starting=frozenset()) -> list:
+    """The charges of servers in ``namespace`` whose pod is not in ``pods`` (``{"ns/name": pod
+    JSON}``, a list or watch of the pods there that succeeded), leaving out the servers in
+    ``starting``: their pods have been deleted, whether or not the hub has seen their stop."""
+    present = set()
+    for pod in pods.values():
+        meta = (pod or {}).get("metadata") or {}
+        ann = meta.get("annotations") or {}
+        if meta.get("namespace") == namespace and ann.get("hub.jupyter.org/username"):
+            present.add((ann["hub.jupyter.org/username"], ann.get("hub.jupyter.org/servername", "")))
+    return [c for key, c in ledger.charges.items()
+            if c.namespace == namespace and key not in present and key not in starting]
 
 
 @functools.lru_cache(maxsize=None)
@@ -275,6 +292,31 @@ class QuotaMixin(LoggingConfigurable):
         found = await rebuild_ledger(LEDGER, lambda: reflector.pods, self.log)
         where = "all namespaces" if key is None else f"namespace {key}"
         self.log.info("Quota ledger rebuilt from %d server pod(s) in %s", found, where)
+
+    async def quota_reconcile(self):
+        """Usage re-derived from the pods of this spawner's namespace once its pod watch was
+        restarted (after an API server outage): the charges of servers whose pod is gone are
+        released (a later stop releases nothing twice) and live server pods the ledger misses are
+        charged. Nothing without quotas."""
+        if not self.quota_policy.enabled:
+            return
+        reflector = self.pod_reflector
+        if reflector is None or not reflector.first_load_future.done() or reflector.first_load_future.exception():
+            return
+        released = 0
+        for charge in gone_charges(LEDGER, self.namespace, reflector.pods, _STARTING):
+            if LEDGER.remove(charge.user, charge.server) is not None:
+                released += 1
+        added = await rebuild_ledger(LEDGER, lambda: reflector.pods, self.log)
+        if released or added:
+            self.log.info("Quota usage in namespace %s re-derived from its pods: %d share(s) released, %d charged",
+                          self.namespace, released, added)
+
+    def quota_start_began(self):
+        _STARTING.add((self.user.name, self.name))
+
+    def quota_start_ended(self):
+        _STARTING.discard((self.user.name, self.name))
 
     # ---- decisions ----
     async def size_decisions(self, sizes: dict) -> dict:
