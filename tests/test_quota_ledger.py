@@ -10,7 +10,7 @@ import pytest
 from ptjaas_spawner.quota import metrics
 from ptjaas_spawner.quota.budget import ZERO, Amount, Ledger, QuotaPolicy, decide
 from ptjaas_spawner.quota.ledger import Charge
-from ptjaas_spawner.quota.mixin import rebuild_ledger
+from ptjaas_spawner.quota.mixin import gone_charges, rebuild_ledger
 
 USERS = ["ann", "bob", "cy"]
 SERVERS = ["", "a", "b"]
@@ -232,3 +232,39 @@ async def test_rebuild_charges_live_server_pods_in_slices(caplog):
     assert ledger.get("gus", "") is held
     assert len(ticks) >= len(pods) - 1  # it yielded to the event loop after each slice
     assert "pod default/bad not counted" in caplog.text and "'lots'" in caplog.text
+
+
+def _server_pod(namespace, user, server=""):
+    name = f"jupyter-{user}" + (f"--{server}" if server else "")
+    return {f"{namespace}/{name}": {"metadata": {"namespace": namespace, "name": name, "annotations": {
+        "hub.jupyter.org/username": user, "hub.jupyter.org/servername": server}}}}
+
+
+@pytest.mark.parametrize("order", ["stop first", "pod deletion first"])
+def test_a_stopped_servers_share_is_released_exactly_once(order):
+    """Issue 19: after an outage the usage is re-derived from the pod list that succeeded
+    (``gone_charges``), and the hub also stops the server: whichever comes first releases the
+    share, the other releases nothing, and the gauges count it once."""
+    removed = []
+    ledger = Ledger(on_remove=removed.append)
+    ledger.add(Charge("alice", "", Amount(1, 1.0, 2**30), "vision", namespace="team-vision"))
+    ledger.add(Charge("bob", "", Amount(0, 1.0, 2**30), None, namespace="hub"))
+    pods_after = {**_server_pod("hub", "bob")}  # alice's pod was deleted during the outage
+    if order == "stop first":
+        ledger.remove("alice", "")
+    for charge in gone_charges(ledger, "team-vision", pods_after):
+        ledger.remove(charge.user, charge.server)
+    if order == "pod deletion first":
+        assert ledger.remove("alice", "") is None
+    assert [c.user for c in removed] == ["alice"]
+    assert ledger.pool_usage("vision") == ZERO and len(ledger) == 1
+
+
+def test_gone_charges_are_those_of_one_namespace_whose_pod_is_missing_and_not_starting():
+    ledger = Ledger()
+    for user, ns in (("ann", "hub"), ("bob", "hub"), ("cy", "hub"), ("dee", "team")):
+        ledger.add(Charge(user, "", Amount(0, 0.1, 0), None, namespace=ns))
+    ledger.add(Charge("ann", "second", Amount(0, 0.1, 0), None, namespace="hub"))
+    pods = {**_server_pod("hub", "ann"), **_server_pod("team", "bob")}  # bob's pod is in another namespace
+    gone = gone_charges(ledger, "hub", pods, starting={("cy", "")})  # cy's pod is not made yet
+    assert sorted((c.user, c.server) for c in gone) == [("ann", "second"), ("bob", "")]

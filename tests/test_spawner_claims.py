@@ -171,3 +171,29 @@ async def test_home_is_deleted_only_when_the_admin_asked(module_cluster, monkeyp
     s.load_state({"ptjaas": {"home": {"claim": "claim-kim", "size": "10Gi"}}})
     await s.delete_forever()
     wait_for(lambda: "claim-kim" not in claim_names(kube), timeout=30, message="claim deleted")
+
+
+async def test_a_refused_start_saves_no_team_placement(module_cluster, monkeypatch):
+    """Issue 19: dave's start, refused before he joined team vision, saved the hub's namespace
+    as where his home lives, and his first start in the team then made his home there. A
+    refused start saves no placement; a user with no home anywhere gets it in the team's
+    namespace."""
+    from tornado import web
+
+    from tests.test_start_failures import IMAGES, SIZES
+
+    teams = {"vision": "jhub-team-{group}"}
+    dave = make_spawner(module_cluster, monkeypatch, "dave", team_namespaces=teams, images=IMAGES, sizes=SIZES)
+    dave.user_options = {"size": "enormous"}
+    with pytest.raises(web.HTTPError):
+        await dave.plan_start()
+    state = dave.get_state()
+    assert "ptjaas_team" not in state and "home" not in state.get("ptjaas", {}), state
+    assert dave.namespace == "default"
+
+    # the hub restarts (the state comes from its database); dave has joined vision meanwhile
+    dave = make_spawner(module_cluster, monkeypatch, "dave", groups=["vision"], team_namespaces=teams,
+                        images=IMAGES, sizes=SIZES)
+    dave.load_state(state)
+    await dave.place_in_team_namespace()
+    assert dave.namespace == "jhub-team-vision"
