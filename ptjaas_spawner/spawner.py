@@ -71,6 +71,13 @@ class PtjaasSpawner(DataAccessMixin, RefusedNewServerMixin, TeamsMixin, SpawnFor
     def _default_pvc_name_template(self):
         return "claim-{username}"
 
+    @default("cmd")
+    def _default_cmd(self):
+        # z2jh's default (singleuser.cmd): with KubeSpawner's None (the image's CMD) the arguments
+        # ptjaas adds, a size's kernel culling, would be dropped ("Ignoring arguments when using
+        # implicit command from image") under a plain `jupyterhub -f`
+        return ["jupyterhub-singleuser"]
+
     @default("uid")
     def _default_uid(self):
         return 1000
