@@ -68,9 +68,11 @@ def _reflectors(spawner):
 
 
 def keep_last_good(registry: dict, key, previous) -> None:
-    """After a failed reflector start under ``key``: put ``previous`` (the reflector that held
-    the last good list, stopped or not) back in KubeSpawner's shared ``registry``, or forget the
-    failed one when there was none (the next poll or start lists again)."""
+    """After a reflector start under ``key`` that made a new reflector failed: put ``previous``
+    (the reflector that held the last good list, stopped or not) back in KubeSpawner's shared
+    ``registry``, or forget the failed one when there was none (the next poll or start lists
+    again). Only the call that made the new reflector may call this: a call that merely waited
+    for it would take the failed one for the last good one."""
     failed = registry.get(key)
     if failed is None or failed is previous:
         return

@@ -408,7 +408,9 @@ class PtjaasSpawner(DataAccessMixin, RefusedNewServerMixin, TeamsMixin, SpawnFor
         try:
             return await super()._start_reflector(kind, reflector_class, replace=replace, **kwargs)
         except BaseException:
-            reflectors.keep_last_good(self.__class__.reflectors, key, previous)
+            if replace or previous is None:  # this call made the reflector that failed
+                reflectors.keep_last_good(self.__class__.reflectors, key, previous)
+            # else: it waited for another call's new reflector, which that call puts back
             raise
 
     async def watches_restarted(self, kinds):

@@ -313,3 +313,45 @@ def test_an_outage_stops_no_running_server_in_any_namespace(outage, hub_factory)
             hub_ns: (2, ("alice", "bob")), TEAM_NS: (1, ("carol",))}
     finally:
         hub.stop()
+
+
+async def test_a_failed_watch_restart_keeps_the_last_good_pod_list(cluster, monkeypatch):
+    """Issue 19: while the API server is down, a watch restart (the watchdog's) and a poll that
+    waits for it both fail; the pod list the hub then reads is still the last good one, so the
+    running server is not taken for stopped. (On the real kube-apiserver the same race came
+    from its first answers after a restart, 403s until its RBAC caches were filled: a poll that
+    had waited for the failed restart put the failed, empty reflector back.)"""
+    import asyncio
+
+    from tests.test_spawner_claims import make_spawner
+
+    kube = Backend("embedded", cluster, "default", cluster.kubeconfig_path, embedded=cluster)
+    try:
+        kube.core.create_namespaced_pod("default", {
+            "metadata": {"name": "jupyter-rita", "labels": {"component": "singleuser-server"}},
+            "spec": {"containers": [{"name": "notebook", "image": "python:3.12",
+                                     "command": ["python", "-c", "import time; time.sleep(600)"]}]}})
+        wait_for(lambda: kube.core.read_namespaced_pod("jupyter-rita", "default").status.phase == "Running",
+                 timeout=60, message="rita's pod running")
+    finally:
+        kube.close()
+    spawner = make_spawner(cluster, monkeypatch, "rita")
+    await spawner._start_watching_pods()
+    last_good = spawner.pod_reflector
+    assert "default/jupyter-rita" in last_good.pods
+    last_good.watch_task.cancel()  # it gave up, as after a minute of outage
+
+    cluster.stop_api()
+    try:
+        # the restart runs first, registers its new reflector and lists; the poll's call then
+        # waits for that reflector (it fails only if it did: the old one would be returned)
+        results = await asyncio.gather(spawner._start_watching_pods(replace=True), spawner._start_watching_pods(),
+                                       return_exceptions=True)
+        assert all(isinstance(r, Exception) for r in results), results
+        assert spawner.pod_reflector is last_good
+        assert await spawner.poll() is None
+    finally:
+        cluster.start_api()
+    await spawner._start_watching_pods(replace=True)  # the API is back: a new list replaces it
+    assert spawner.pod_reflector is not last_good and "default/jupyter-rita" in spawner.pod_reflector.pods
+    await type(spawner)._stop_all_reflectors()
