@@ -59,6 +59,16 @@ def stopped(reflector) -> bool:
     return task is None or task.done()
 
 
+def watching(reflector) -> bool:
+    """A reflector whose first list succeeded and whose watch still runs: what it holds is
+    evidence of what the cluster has (a reflector that gave up holds its last good list, one
+    whose list failed holds nothing)."""
+    if reflector is None or stopped(reflector):
+        return False
+    future = reflector.first_load_future
+    return future.done() and not future.cancelled() and future.exception() is None
+
+
 def _reflectors(spawner):
     """(kind, reflector, restart coroutine function) for the reflectors this spawner uses."""
     found = [("pods", spawner.pod_reflector, spawner._start_watching_pods)]

@@ -394,7 +394,14 @@ class PtjaasSpawner(DataAccessMixin, RefusedNewServerMixin, TeamsMixin, SpawnFor
             self.log.warning("Polling %s: Kubernetes API unreachable (%s); taken as running until a list "
                              "of its pods succeeds", self._log_name, e)
             return None
-        return await super().poll()
+        status = await super().poll()
+        if status is not None and not reflectors.watching(self.pod_reflector):
+            # what KubeSpawner read comes from no list or watch that is running now (a watch that
+            # gave up, or a restart whose list failed): no evidence that the server stopped
+            self.log.warning("Polling %s: the pods watch of namespace %s is down; taken as running until it "
+                             "runs again", self._log_name, self.namespace)
+            return None
+        return status
 
     async def _start_reflector(self, kind, reflector_class, replace=False, **kwargs):
         # Private override, checked against kubespawner 7.1.0 (with jupyterhub 6.1 and 5.5):

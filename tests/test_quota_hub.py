@@ -121,6 +121,8 @@ def test_twenty_starts_for_four_gpus_exactly_four_succeed(hub, kube):
             if server(hub, u):
                 stop(hub, u)
     assert usage(hub)["groups"]["vision"]["used"]["gpus"] == 0
+    # the usage report reads the quota settings alone: no warning about the hub's other settings
+    assert "not recognized by" not in hub.logs()
 
 
 def test_named_servers_count_and_stop_frees(hub):

@@ -25,7 +25,7 @@ import time
 
 from tornado import web
 from traitlets import Bool, Dict, TraitError, observe, validate
-from traitlets.config import LoggingConfigurable
+from traitlets.config import Config, LoggingConfigurable
 
 from .budget import (
     Ledger, QuotaConfigError, QuotaPolicy, decide, decide_sizes, form_verdict, parse_budget,
@@ -232,7 +232,17 @@ class QuotaMixin(LoggingConfigurable):
         """The policy every spawner of this class has under the hub's ``config``, without making
         a spawner (the usage pages): traitlets resolves the quota settings from this class's
         config sections (``c.PtjaasSpawner``, ``c.KubeSpawner``, ...) as it does for a spawner."""
-        return _quota_settings_class(cls)(config=config).quota_policy
+        probe = _quota_settings_class(cls)
+        # only the quota settings: the probe class would warn of every other key of the sections
+        # ("Config option `image` not recognized by ...QuotaSettings") at each usage page load
+        names = set(QuotaMixin.class_own_traits(config=True))
+        quota_config = Config()
+        for section in probe.section_names():
+            if section in config:
+                for name, value in config[section].items():
+                    if name in names:
+                        quota_config[section][name] = value
+        return probe(config=quota_config).quota_policy
 
     def _quota_user_groups(self) -> list:
         return sorted(g.name for g in (getattr(self.user, "groups", None) or []))
