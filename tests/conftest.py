@@ -137,3 +137,63 @@ def _real_backend_class():
 
 def RealBackendForTests(*args, **kwargs):  # noqa: N802 (a class, made on first use)
     return _real_backend_class()(*args, **kwargs)
+
+
+# ---- no process the tests started outlives the session ------------------------------------------
+
+_SESSION_MARK = "PTJAAS_TEST_SESSION"
+
+
+def pytest_sessionstart(session):
+    """Every process the tests start (hubs, proxies, culler services, control planes) inherits
+    this mark in its environment, so the session's end can find what was left running."""
+    import uuid
+
+    os.environ[_SESSION_MARK] = uuid.uuid4().hex
+
+
+def _marked_processes(mark):
+    found = []
+    me = os.getpid()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == me:
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                if f"{_SESSION_MARK}={mark}".encode() not in f.read().split(b"\0"):
+                    continue
+            with open(f"/proc/{entry}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                    continue
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                found.append((int(entry), f.read().replace(b"\0", b" ").decode(errors="replace").strip()))
+        except OSError:
+            continue
+    return found
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Fail the run if a process the tests started is still alive once every fixture has
+    stopped what it started (after a short grace for processes on their way out); kill it."""
+    import signal
+    import time
+
+    mark = os.environ.get(_SESSION_MARK)
+    if not mark or not os.path.isdir("/proc"):
+        return
+    deadline = time.monotonic() + 10
+    left = _marked_processes(mark)
+    while left and time.monotonic() < deadline:
+        time.sleep(0.2)  # a grace for processes stopping: not a synchronisation of the tests
+        left = _marked_processes(mark)
+    if not left:
+        return
+    lines = "\n".join(f"  pid {pid}: {cmd[:200]}" for pid, cmd in left)
+    sys.stderr.write(f"\n{len(left)} process(es) started by the tests outlived the session (killed now):\n{lines}\n")
+    for pid, _ in left:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    if session.exitstatus == 0:
+        session.exitstatus = 1

@@ -83,8 +83,22 @@ class Hub:
             os.killpg(self.proc.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
+        self._stop_orphaned_proxy()
         if not self._log.closed:
             self._log.close()
+
+    def _stop_orphaned_proxy(self):
+        """JupyterHub 6 starts configurable-http-proxy in a session of its own: a hub killed with
+        SIGKILL leaves it running, outside the hub's process group. Its pid file names it."""
+        try:
+            with open(os.path.join(self.workdir, "proxy.pid")) as f:  # local_hub_config's pid_file
+                pid = int(f.read().strip())
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if b"configurable-http-proxy" not in f.read():
+                    return
+            os.kill(pid, signal.SIGKILL)
+        except (OSError, ValueError):
+            pass
 
     def restart(self, config_text=None):
         self.stop()

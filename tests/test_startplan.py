@@ -14,16 +14,17 @@ class Refused(Exception):
 
 
 async def test_a_failing_watch_ends_the_start_with_its_reason():
-    unwound = asyncio.Event()
+    unwound, started, never = asyncio.Event(), asyncio.Event(), asyncio.Event()
 
     async def start():
+        started.set()
         try:
-            await asyncio.sleep(30)
+            await never.wait()  # a start that would not end by itself
         finally:
             unwound.set()
 
     async def watch():
-        await asyncio.sleep(0.01)
+        await started.wait()
         raise Refused("no node has a free GPU right now")
 
     with pytest.raises(Refused, match="free GPU"):
@@ -32,18 +33,21 @@ async def test_a_failing_watch_ends_the_start_with_its_reason():
 
 
 async def test_the_end_of_the_start_stops_the_watches_and_a_quiet_watch_changes_nothing():
-    stopped = asyncio.Event()
+    stopped, watching, quiet_done, never = asyncio.Event(), asyncio.Event(), asyncio.Event(), asyncio.Event()
 
     async def start():
-        await asyncio.sleep(0.05)
+        await watching.wait()  # both watches run (and the quiet one ended) before the start ends
+        await quiet_done.wait()
         return "http://pod:8888"
 
     async def done_watch():
+        quiet_done.set()
         return None
 
     async def endless_watch():
+        watching.set()
         try:
-            await asyncio.sleep(30)
+            await never.wait()
         finally:
             stopped.set()
 
@@ -54,17 +58,21 @@ async def test_the_end_of_the_start_stops_the_watches_and_a_quiet_watch_changes_
 async def test_in_start_holds_only_in_the_starts_task():
     seen = {}
 
+    inside, looked = asyncio.Event(), asyncio.Event()
+
     async def start():
         token = STARTING.set(True)
         try:
             seen["start"] = in_start()
-            await asyncio.sleep(0.01)
+            inside.set()
+            await looked.wait()  # the hub's stop looks while the start is still inside
         finally:
             STARTING.reset(token)
 
     async def hub_stop():
-        await asyncio.sleep(0.005)
+        await inside.wait()
         seen["stop"] = in_start()
+        looked.set()
 
     await asyncio.gather(asyncio.ensure_future(start()), asyncio.ensure_future(hub_stop()))
     assert seen == {"start": True, "stop": False} and not in_start()

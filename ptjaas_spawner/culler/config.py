@@ -23,7 +23,7 @@ from traitlets.config import LazyConfigValue
 
 from ..settings_schema import CULLER, Z2JH_CULL, keys, options
 from .options import command_line
-from .policy import PolicyError, extract_policy
+from .policy import DEFAULT_TIMEOUT, PolicyError, extract_policy
 
 SERVICE_NAME = "ptjaas-culler"
 #: the smallest scopes that work: list users, see activity + server models (incl. user_options),
@@ -72,7 +72,7 @@ def culler_from_values(get) -> dict | None:
 
 
 #: what the hub-managed culler gets where the hub config says nothing (z2jh's chart default)
-HUB_DEFAULTS = {"timeout": 3600}
+HUB_DEFAULTS = {"timeout": DEFAULT_TIMEOUT}
 
 
 def service_config(

@@ -15,7 +15,7 @@ from textwrap import dedent
 from traitlets import Bool, Callable, Float, Int, List, TraitError, Unicode, Union, default
 from traitlets.config import Configurable
 
-from .policy import PolicyError
+from .policy import DEFAULT_TIMEOUT, PolicyError
 
 POLICY_ENV = "PTJAAS_CULL_POLICY"
 
@@ -28,7 +28,7 @@ class CullerOptions(Configurable):
         os.environ.get("JUPYTERHUB_API_URL", ""),
         help="The JupyterHub API URL (default: $JUPYTERHUB_API_URL, set by the hub for managed services).",
     ).tag(config=True)
-    timeout = Int(600, min=0, help=dedent("""
+    timeout = Int(DEFAULT_TIMEOUT, min=0, help=dedent("""
         Global idle timeout (seconds): servers whose size and image set no `cull_idle_timeout`
         are culled after this long without activity (z2jh `cull.timeout`). 0 = no global idle culling.
         """).strip()).tag(config=True)

@@ -99,11 +99,16 @@ def _combine(*values: int | None) -> int | None:
     return min(positive) if positive else 0
 
 
+#: the idle timeout (seconds) of servers whose size and image set none: z2jh's ``cull.timeout``
+#: default, the one default of the culler's command line, its hub service and its policy
+DEFAULT_TIMEOUT = 3600
+
+
 @dataclass(frozen=True)
 class CullPolicy:
     """Everything a culling decision depends on (plain data, JSON round-trippable)."""
 
-    timeout: int = 600  # global idle timeout (jupyterhub-idle-culler --timeout)
+    timeout: int = DEFAULT_TIMEOUT  # global idle timeout (--timeout)
     max_age: int = 0  # global max age (--max-age), 0 = none
     sizes: Mapping[str, Mapping] = field(default_factory=dict)
     images: Mapping[str, Mapping] = field(default_factory=dict)
