@@ -29,6 +29,24 @@ def _bounded(value):
     return shown(value)
 
 
+def stop_requester() -> str | None:
+    """Who asked the hub to stop the server being stopped now (the user, an admin, the culler's
+    service), None when no request did (the hub shutting down, a server that died).
+
+    JupyterHub hands a spawner no handler for a stop. Checked against jupyterhub 6.1 and 5.5:
+    ``BaseHandler.stop_single_user`` runs the stop in a task of its own whose coroutine (its inner
+    ``stop()``) holds the request's handler as ``self``. Would be replaced by a handler passed to
+    the stop (JupyterHub passes one to a start)."""
+    from tornado.web import RequestHandler
+
+    task = asyncio.current_task()
+    frame = getattr(task.get_coro(), "cr_frame", None) if task is not None else None
+    handler = frame.f_locals.get("self") if frame is not None else None
+    if not isinstance(handler, RequestHandler):
+        return None
+    return getattr(getattr(handler, "current_user", None), "name", None)
+
+
 class DataAccessMixin(audit.AuditSettings, SnapshotViews):
     """Audit record + snapshot views for a KubeSpawner subclass."""
 
@@ -39,10 +57,9 @@ class DataAccessMixin(audit.AuditSettings, SnapshotViews):
         verdict = (availability or {}).get(size) if isinstance(size, str) else None
         quota = verdict is not None and not verdict[0]
         asked = options if isinstance(options, dict) else {}
-        self.audit("refused-quota" if quota else "refused-option", server=self.name,
-                   options={k: _bounded(asked[k]) for k in ("image", "version", "size", "team", "snapshots")
-                            if k in asked},
-                   message=message)
+        self.audit_refused("refused-quota" if quota else "refused-option", message, server=self.name,
+                           options={k: _bounded(asked[k]) for k in ("image", "version", "size", "team", "snapshots")
+                                    if k in asked})
 
     def start(self):
         inner = super().start()
@@ -52,7 +69,7 @@ class DataAccessMixin(audit.AuditSettings, SnapshotViews):
         try:
             url = await inner
         except QuotaExceeded as e:
-            self.audit("refused-quota", server=self.name, message=getattr(e, "jupyterhub_message", str(e)))
+            self.audit_refused("refused-quota", getattr(e, "jupyterhub_message", str(e)), server=self.name)
             raise
         except web.HTTPError:
             raise  # option refusals are recorded where they are decided
@@ -88,5 +105,5 @@ class DataAccessMixin(audit.AuditSettings, SnapshotViews):
             return await super().stop(now=now)
         finally:
             if not in_start:
-                self.audit("server-stop", server=self.name)
+                self.audit("server-stop", server=self.name, by=stop_requester())
                 await self.snapshot_views_cleanup()

@@ -18,7 +18,7 @@ from kubespawner import KubeSpawner
 from tornado import web
 from traitlets import Float, TraitError, default, validate
 
-from . import configcheck, homevolume, objects, redact, reflectors, startfailure
+from . import configcheck, homevolume, objects, redact, reflectors, startfailure, startplan
 from .culler.policy import kernel_culling_args
 from .datamixin import DataAccessMixin
 from .form_mixin import SpawnFormMixin
@@ -362,6 +362,13 @@ class PtjaasSpawner(DataAccessMixin, RefusedNewServerMixin, TeamsMixin, SpawnFor
         # previous pod's events while the plan runs (see ``progress``)
         async for event in start_progress(self):
             yield event
+
+    async def stop(self, now=False):
+        try:
+            return await super().stop(now=now)
+        finally:
+            if not startplan.in_start():  # JupyterHub revokes the server's token at a stop
+                redact.forget(id(self))
 
     async def delete_forever(self):
         self.delete_pvc = bool(self.delete_home_volume)
