@@ -122,8 +122,8 @@ class SnapshotAPIHandler(APIHandler):
             raise web.HTTPError(404, "No such user")
         return user
 
-    def _refused(self, e: policy.SnapshotRefused, user, asked=None):
-        hubrequests.record(self, "refused-snapshot", user, str(e), snapshot=_asked(asked))
+    def _refused(self, e: policy.SnapshotRefused, user, asked=None, reason=None):
+        hubrequests.record(self, "refused-snapshot", user, str(e), snapshot=_asked(asked), reason=reason)
         self.set_status(e.status)
         self.set_header("Content-Type", "application/json")
         self.write(json.dumps({"status": e.status, "message": str(e)}))
@@ -159,7 +159,7 @@ class SnapshotAPIHandler(APIHandler):
                 result = {"started": True}
                 self.set_status(202)
         except policy.SnapshotRefused as e:
-            return self._refused(e, user.name, asked)
+            return self._refused(e, user.name, asked, reason="manual" if action is None else None)
         self.set_header("Content-Type", "application/json")
         self.write(json.dumps(result))
 
@@ -211,11 +211,12 @@ class SnapshotPageHandler(BaseHandler):
                 await start_with_views(self, user, self.get_arguments("snapshot"), by)
                 return self.redirect(self.hub.base_url + "spawn-pending/" + user.escaped_name)
             else:
-                raise web.HTTPError(400, "Unknown action")
+                hubrequests.refuse(self, 400, "refused-request", user.name, "Unknown action: choose take, open or restore.")
         except policy.SnapshotRefused as e:
             message = str(e)
             hubrequests.record(self, "refused-snapshot", user.name, message,
-                               snapshot=_asked(restore or self.get_arguments("snapshot") or None))
+                               snapshot=_asked(restore or self.get_arguments("snapshot") or None),
+                               reason="manual" if action == "take" and not restore else None)
         query = {"message": message}
         if user.name != self.current_user.name:
             query["user"] = user.name
