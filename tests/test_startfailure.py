@@ -131,3 +131,22 @@ def test_api_unreachable_is_told_from_other_failures():
     assert not is_unreachable(TimeoutError("pod default/jupyter-x did not start in 300 seconds!"))
     assert not is_unreachable(ApiException(status=403, reason="Forbidden"))
     assert not is_unreachable(web.HTTPError(403, "quota"))
+
+
+def test_redact_forgets_a_stopped_servers_token_and_remembers_a_bounded_number():
+    redact.remember("stopped-server-token-0123456789", owner="spawner-a")
+    assert redact.redact("x stopped-server-token-0123456789") == f"x {redact.MASK}"
+    redact.forget("spawner-a")  # PtjaasSpawner.stop: JupyterHub revoked the token
+    assert "stopped-server-token-0123456789" in redact.redact("x stopped-server-token-0123456789")
+    before = redact.remembered()
+    try:
+        for i in range(redact.MAX_KNOWN + 50):
+            redact.remember(f"many-starts-token-{i:08d}", owner=("many", i))
+        assert redact.remembered() == redact.MAX_KNOWN  # bounded, however many servers start
+        assert "many-starts-token-00000000" in redact.redact("many-starts-token-00000000")  # the oldest went first
+        newest = f"many-starts-token-{redact.MAX_KNOWN + 49:08d}"
+        assert redact.redact(newest) == redact.MASK
+    finally:
+        for i in range(redact.MAX_KNOWN + 50):
+            redact.forget(("many", i))
+    assert redact.remembered() <= before
