@@ -440,8 +440,9 @@ class OpenAPIHandler(BaseHandler):
             if path == "v2":
                 accept = self.request.headers.get("Accept", "")
                 if openapiproto.wants_protobuf(accept):   # kubectl validating a kind: List
-                    return self._send(openapiproto.v2_protobuf(openapi.v2_document(K8S_MINOR)),
-                                      media=openapiproto.CONTENT_TYPE)
+                    doc = openapi.v2_document(K8S_MINOR)   # the same Etag as the JSON, as kube-apiserver's
+                    return self._send(openapiproto.v2_protobuf(doc), media=openapiproto.CONTENT_TYPE,
+                                      tag=openapi.etag(doc))
                 if accept and "json" not in accept and "*/*" not in accept:
                     raise errors.ApiError(406, "NotAcceptable", "only the following media types are accepted: "
                                           "application/json, " + ", ".join(openapiproto.MEDIA_TYPES))
@@ -455,9 +456,9 @@ class OpenAPIHandler(BaseHandler):
             raise errors.ApiError(404, "NotFound", "the server could not find the requested resource")
         self._send(body, immutable=bool(self.get_query_argument("hash", "")))
 
-    def _send(self, body, immutable=False, media="application/json"):
+    def _send(self, body, immutable=False, media="application/json", tag=None):
         self.set_header("Content-Type", media)
-        self.set_header("Etag", '"' + openapi.etag(body) + '"')
+        self.set_header("Etag", '"' + (tag or openapi.etag(body)) + '"')
         if immutable:
             self.set_header("Cache-Control", "public, immutable")
         self.finish(body)
