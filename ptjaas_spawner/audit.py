@@ -14,7 +14,7 @@ Fields of a line (absent when they do not apply):
   be the user's), ``refused-access`` (a token without the right on that user or page),
   ``refused-request`` (a request body or query with an unknown key or an oversized value);
 - ``user``: whose data (the JupyterHub user name); ``by``: who asked (a user, an admin, a
-  service such as ``ptjaas-snapshots``; absent when the hub does not know, e.g. a server start);
+  service such as ``ptjaas-snapshots``; absent when no request asked, e.g. a stop at hub shutdown);
 - ``server``: the server name ("" = the default server);
 - ``image``, ``version``, ``image_ref``, ``image_digest``, ``size``: what a server ran;
 - ``volumes``: every volume a server mounted,

@@ -5,8 +5,8 @@ REST (the user's own token, or an admin's / a service's with the scope on that u
 - ``GET  /hub/api/ptjaas/snapshots/<user>`` (scope ``read:servers``): ``{"user", "enabled",
   "why", "storage_class", "snapshot_class", "snapshots": [{"name", "time", "reason", "size",
   "ready", "claim", "error", "by"}]}``, newest first;
-- ``POST /hub/api/ptjaas/snapshots/<user>`` (scope ``servers``): take one now (rate-limited:
-  429 with the seconds left);
+- ``POST /hub/api/ptjaas/snapshots/<user>`` (scope ``servers``, no body or ``{}``): take one now
+  (rate-limited: 429 with the seconds left);
 - ``POST /hub/api/ptjaas/snapshots/<user>/open`` ``{"snapshots": [names]}`` (``servers``):
   start the user's server with those snapshots mounted read-only under ``~/snapshots/<time>``
   (same image and size as last time). The server option ``snapshots`` of
