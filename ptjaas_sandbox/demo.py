@@ -67,13 +67,27 @@ def is_loopback(ip):
         return False
 
 
-def remote_warning(ip, port, oidc):
+def servers_run_as(euid=None):
+    """Who the demo's notebook servers run as, in words (true as root and not)."""
+    euid = os.geteuid() if euid is None else euid
+    if euid == 0:
+        return ("Notebook servers run on this machine as processes of uid 1000 (the images' jovyan user, "
+                "or the user a pod's securityContext names), not in containers.")
+    import pwd
+    try:
+        name = pwd.getpwuid(euid).pw_name
+    except KeyError:
+        name = f"uid {euid}"
+    return f"Notebook servers run on this machine as processes of this machine's user {name}, with its rights."
+
+
+def remote_warning(ip, port, oidc, euid=None):
     login = ("the local OpenID Connect provider's users (alice, bob, admin) share the password "
              f"{DEMO_PASSWORD!r}" if oidc else
              f"the development login lets ANYONE in with any username and the shared password {DEMO_PASSWORD!r}, "
              f"and '{DEMO_ADMIN}' is an admin")
     return (f"WARNING: ptjaas demo listens on {ip}:{port}, reachable from other machines: {login}. "
-            "Notebook servers run as this machine's user. The demo is not a shared hub.")
+            f"{servers_run_as(euid)} The demo is not a shared hub.")
 
 
 def demo_values(*, values_files, port, ip, hub_port, proxy_api_port, extra=None):
@@ -90,10 +104,33 @@ def demo_values(*, values_files, port, ip, hub_port, proxy_api_port, extra=None)
 
 
 def write_demo_hub(hub_dir, values, extra_config_files=()):
-    """The hub's config directory under the state dir; returns the config file's path."""
-    os.makedirs(hub_dir, exist_ok=True)
-    return z2jhhub.write_z2jh_hub(hub_dir, values, fragments_dir(), extra_config_files=extra_config_files,
-                                  crypt_key=crypt_key(hub_dir))
+    """The hub's config directory under the state dir; returns the config file's path. The
+    directory is the hub's alone (0700), its files 0600, the database included (made empty
+    before the hub opens it: SQLite keeps a file's mode)."""
+    private_dir(hub_dir)
+    config = z2jhhub.write_z2jh_hub(hub_dir, values, fragments_dir(), extra_config_files=extra_config_files,
+                                    crypt_key=crypt_key(hub_dir))
+    private_dir(os.path.join(hub_dir, "secret"))
+    private_file(os.path.join(hub_dir, "jupyterhub.sqlite"))
+    for name in ("jupyterhub_config.py", "z2jh.py", "ports.json", "jupyterhub_cookie_secret"):
+        if os.path.exists(os.path.join(hub_dir, name)):
+            os.chmod(os.path.join(hub_dir, name), 0o600)
+    return config
+
+
+def private_dir(path):
+    """``path`` made if missing, 0700 (this user's alone)."""
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    os.chmod(path, 0o700)
+
+
+def private_file(path):
+    """``path`` made (empty) if missing, 0600 (this user's alone)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
 
 
 def crypt_key(hub_dir):
@@ -116,6 +153,7 @@ def stable_ports(data_dir):
             return json.load(f)
     except (FileNotFoundError, ValueError):
         ports = {"hub": free_port(), "proxy_api": free_port()}
-        with open(path, "w") as f:
+        private_dir(data_dir)
+        with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
             json.dump(ports, f)
         return ports

@@ -9,15 +9,19 @@ Fields of a line (absent when they do not apply):
 
 - ``time``: when (UTC, ISO 8601, microseconds); ``action``: what happened, one of
   ``server-start``, ``server-stop``, ``server-cull`` (written by the culler), ``snapshot-take``, ``snapshot-open``, ``snapshot-restore``,
-  ``refused-quota``, ``refused-option``, ``refused-snapshot``;
+  and the refusals (see ``refusal``): ``refused-quota``, ``refused-option`` (a server option,
+  a form field or a team), ``refused-snapshot``, ``refused-claim`` (a home claim not proven to
+  be the user's), ``refused-access`` (a token without the right on that user or page),
+  ``refused-request`` (a request body or query with an unknown key or an oversized value);
 - ``user``: whose data (the JupyterHub user name); ``by``: who asked (a user, an admin, a
-  service such as ``ptjaas-snapshots``; absent when the hub does not know, e.g. a server start);
+  service such as ``ptjaas-snapshots``; absent when no request asked, e.g. a stop at hub shutdown);
 - ``server``: the server name ("" = the default server);
 - ``image``, ``version``, ``image_ref``, ``image_digest``, ``size``: what a server ran;
 - ``volumes``: every volume a server mounted,
   ``[{"kind": "home"|"shared"|"snapshot", "claim", "mount_path", "access": "read-write"|"read-only"}]``;
 - ``snapshot``, ``claim``, ``reason``, ``previous_claim``: for snapshot actions;
-- ``message``: what a refused user was told; ``options``: what a refused request asked for;
+- ``message``: what a refused user was told (why); ``options``: what a refused start asked for;
+  ``request``: the refused request (method and path) where a hub page or API refused it;
 - ``kind``, ``stopped``: for a cull (idle or max-age; whether the hub confirmed the stop).
 
 No secret ever goes in: entries are built from plain fields, keys that look like credentials
@@ -37,9 +41,12 @@ from typing import Iterable
 from traitlets import Unicode
 from traitlets.config import LoggingConfigurable
 
+REFUSALS = (
+    "refused-quota", "refused-option", "refused-snapshot", "refused-claim", "refused-access", "refused-request",
+)
 ACTIONS = (
     "server-start", "server-stop", "server-cull", "snapshot-take", "snapshot-open", "snapshot-restore",
-    "refused-quota", "refused-option", "refused-snapshot",
+    *REFUSALS,
 )
 _SECRET_KEY = re.compile(r"token|secret|passw|authori[sz]ation|cookie|credential|private[_-]?key|api[_-]?key", re.I)
 _MAX_TEXT = 1000
@@ -73,6 +80,28 @@ def entry(action: str, user: str, **fields) -> dict:
     out = {"time": now_iso(), "action": action, "user": user}
     out.update({k: v for k, v in fields.items() if v is not None})
     return clean(out)
+
+
+def refusal(action: str, user: str | None, by: str | None, message: str, **fields) -> dict:
+    """One refusal record (pure): who asked (``by``), whose data (``user``; '' when the request
+    was about no one user), what was refused (``action`` and the fields: ``request``, ``options``,
+    ``snapshot``, ``claim``, ...) and why (``message``, what the refused party was told)."""
+    if action not in REFUSALS:
+        raise ValueError(f"unknown refusal {action!r}")
+    return entry(action, user if user is not None else "", by=by, message=message, **fields)
+
+
+def record_refusal(path: str, hub_log: logging.Logger | None, action: str, user: str | None, by: str | None,
+                   message: str, **fields) -> dict:
+    """The one way a refusal is written, wherever it is decided (spawner, hub pages, API):
+    one line in the record (``write``). Never raises: a failing record is logged as an error."""
+    try:
+        record = refusal(action, user, by, message, **fields)
+        write(path, record, hub_log)
+        return record
+    except Exception as e:  # noqa: BLE001 - the record must not turn a refusal into a 500
+        (hub_log or log).error("Could not write the audit record (%s): %s", path, e)
+        return {}
 
 
 def write(path: str, record: dict, hub_log: logging.Logger | None = None) -> None:
@@ -179,3 +208,16 @@ class AuditSettings(LoggingConfigurable):
         except Exception as e:  # noqa: BLE001 - the record must not break a start or a stop
             self.log.error("Could not write the audit record (%s): %s", self.audit_log_file, e)
             return {}
+
+    def audit_refused(self, action: str, message: str, user: str | None = None, by: str | None = None,
+                      **fields) -> dict:
+        """Record one refusal of a request about this spawner's user (``record_refusal``);
+        ``by`` defaults to whoever made the hub request being answered (``audit_requester``)."""
+        return record_refusal(self.audit_log_file, self.log, action, user if user is not None else self.user.name,
+                              by if by is not None else self.audit_requester(), message, **fields)
+
+    def audit_requester(self) -> str | None:
+        """Who made the hub request this spawner is answering (JupyterHub hands a spawner the
+        handler of its start and of its spawn form), None if not known."""
+        requester = getattr(getattr(self, "handler", None), "current_user", None)
+        return getattr(requester, "name", None)

@@ -11,13 +11,13 @@ with 400 naming it. The file is ``c.PtjaasSpawner.audit_log_file``.
 from __future__ import annotations
 
 import json
-import os
 
 from jupyterhub.apihandlers.base import APIHandler
 from jupyterhub.handlers.base import BaseHandler
 from tornado import web
 
-from . import audit
+from . import audit, hubrequests
+from .hubrequests import audit_path
 
 PAGE = """{% extends "page.html" %}
 {% block main %}
@@ -46,19 +46,11 @@ PAGE = """{% extends "page.html" %}
 LIMIT = 500
 
 
-def audit_path(handler) -> str:
-    cfg = handler.settings.get("config") or {}
-    for section in ("PtjaasSpawner", "AuditSettings"):
-        if section in cfg and "audit_log_file" in cfg[section]:
-            path = cfg[section]["audit_log_file"]
-            break
-    else:
-        path = audit.AuditSettings.audit_log_file.default_value
-    return os.path.abspath(path) if path else ""
-
-
 def _filters(handler) -> dict:
-    raw = {k: handler.get_argument(k, "")[:100] for k in ("user", "since", "until", "action")}
+    problem = hubrequests.query_problem("audit", handler.request.query_arguments)
+    if problem:
+        raise ValueError(problem)
+    raw = {k: handler.get_argument(k, "") for k in ("user", "since", "until", "action")}
     if raw["action"] and raw["action"] not in audit.ACTIONS:
         raise ValueError(f"action must be one of {', '.join(audit.ACTIONS)}")
     return raw
@@ -77,12 +69,14 @@ def _details(record) -> str:
 
 class AuditAPIHandler(APIHandler):
     def get(self):
-        if not self.current_user or "admin:users" not in self.expanded_scopes:
+        if not self.current_user:
             raise web.HTTPError(403, "Only administrators may read the audit record")
+        if "admin:users" not in self.expanded_scopes:
+            hubrequests.refuse(self, 403, "refused-access", "", "Only administrators may read the audit record")
         try:
             records = _records(self, _filters(self))
         except ValueError as e:
-            raise web.HTTPError(400, "%s", str(e)) from None
+            hubrequests.refuse(self, 400, "refused-request", "", str(e))
         self.set_header("Content-Type", "application/json")
         self.write(json.dumps({"records": records, "limit": LIMIT}))
 
@@ -91,7 +85,7 @@ class AuditPageHandler(BaseHandler):
     @web.authenticated
     async def get(self):
         if "admin:users" not in self.expanded_scopes:
-            raise web.HTTPError(403, "Only administrators may read the audit record")
+            hubrequests.refuse(self, 403, "refused-access", "", "Only administrators may read the audit record")
         error, records, raw = "", [], {}
         try:
             raw = _filters(self)

@@ -29,8 +29,40 @@ def _bounded(value):
     return shown(value)
 
 
+def _handler_of(task):
+    from tornado.web import RequestHandler
+
+    frame = getattr(task.get_coro(), "cr_frame", None)
+    handler = frame.f_locals.get("self") if frame is not None else None
+    return handler if isinstance(handler, RequestHandler) else None
+
+
+def task_requester() -> str | None:
+    """Who made the hub request the running task answers (a user, an admin, a service such as
+    the culler), None when no request did (the hub shutting down, a server that died).
+
+    JupyterHub hands a spawner no handler for a stop, nor for its form's post (a refused start
+    replaces the spawner). Checked against jupyterhub 6.1 and 5.5 with tornado 6: a request runs
+    in a task whose coroutine is tornado's ``RequestHandler._execute`` (the form's options are
+    read in a task it waits for: ``maybe_future``), and ``BaseHandler.stop_single_user`` runs
+    the stop in a task of its own whose coroutine (its inner ``stop()``) holds the request's
+    handler as ``self``. Would be replaced by a handler passed to every spawner call (JupyterHub
+    passes one to a start)."""
+    task = asyncio.current_task()
+    if task is None:
+        return None
+    handler = _handler_of(task)
+    if handler is None:  # a task a request's task waits for
+        waiting = [t for t in asyncio.all_tasks() if getattr(t, "_fut_waiter", None) is task]
+        handler = _handler_of(waiting[0]) if waiting else None
+    return getattr(getattr(handler, "current_user", None), "name", None)
+
+
 class DataAccessMixin(audit.AuditSettings, SnapshotViews):
     """Audit record + snapshot views for a KubeSpawner subclass."""
+
+    def audit_requester(self):
+        return task_requester() or super().audit_requester()
 
     def audit_choice_refused(self, options, availability, message):
         """The user's options were refused (form or API): a quota verdict or a forged/invalid
@@ -39,10 +71,9 @@ class DataAccessMixin(audit.AuditSettings, SnapshotViews):
         verdict = (availability or {}).get(size) if isinstance(size, str) else None
         quota = verdict is not None and not verdict[0]
         asked = options if isinstance(options, dict) else {}
-        self.audit("refused-quota" if quota else "refused-option", server=self.name,
-                   options={k: _bounded(asked[k]) for k in ("image", "version", "size", "team", "snapshots")
-                            if k in asked},
-                   message=message)
+        self.audit_refused("refused-quota" if quota else "refused-option", message, server=self.name,
+                           options={k: _bounded(asked[k]) for k in ("image", "version", "size", "team", "snapshots")
+                                    if k in asked})
 
     def start(self):
         inner = super().start()
@@ -52,7 +83,7 @@ class DataAccessMixin(audit.AuditSettings, SnapshotViews):
         try:
             url = await inner
         except QuotaExceeded as e:
-            self.audit("refused-quota", server=self.name, message=getattr(e, "jupyterhub_message", str(e)))
+            self.audit_refused("refused-quota", getattr(e, "jupyterhub_message", str(e)), server=self.name)
             raise
         except web.HTTPError:
             raise  # option refusals are recorded where they are decided
@@ -88,5 +119,5 @@ class DataAccessMixin(audit.AuditSettings, SnapshotViews):
             return await super().stop(now=now)
         finally:
             if not in_start:
-                self.audit("server-stop", server=self.name)
+                self.audit("server-stop", server=self.name, by=task_requester())
                 await self.snapshot_views_cleanup()

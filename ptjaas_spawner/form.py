@@ -274,15 +274,35 @@ SCRIPT = """<script>
 </script>"""
 
 
-def options_from_formdata(formdata) -> dict:
+CHOICES = ("last", "new")
+
+
+def posted_summary(formdata) -> dict:
+    """What a refused form post asked for, for the audit record: the first value of each field
+    but ``_xsrf`` (at most 20 fields; the record bounds the values)."""
+    out = {}
+    for name, values in list((formdata or {}).items())[:20]:
+        if name != "_xsrf":
+            out[str(name)[:100]] = (values or [None])[0] if isinstance(values, list) else values
+    return out
+
+
+def options_from_formdata(formdata, offered_images=None) -> dict:
     """Form data (dict of lists of strings) -> user_options. Strict about field names (an
-    unknown field is refused); values are checked later, in ``catalog.resolve_choice``."""
+    unknown field is refused, as is a version field of an image not in ``offered_images``, the
+    images the form offers the user, when given) and about ``choice`` (``last`` or ``new``);
+    the other values are checked later, in ``catalog.resolve_choice``."""
     names = list(formdata or {})
     unknown = [n for n in names if n not in FORM_FIELDS and not n.startswith(VERSION_FIELD)]
     if unknown:
         raise ChoiceError(f"Unknown form field(s): {', '.join(shown(n) for n in unknown[:5])}.")
     if len(names) > MAX_FORM_FIELDS:
         raise ChoiceError(f"Too many form fields ({len(names)}).")
+    if offered_images is not None:
+        foreign = [n for n in names if n.startswith(VERSION_FIELD) and n[len(VERSION_FIELD):] not in offered_images]
+        if foreign:
+            raise ChoiceError(
+                f"Form field {shown(foreign[0])} is the version of an image that is not available to you.")
 
     def first(name):
         values = formdata.get(name) or [None]
@@ -302,7 +322,10 @@ def options_from_formdata(formdata) -> dict:
     size = first("size")
     if size is not None:
         options["size"] = size
-    if first("choice") == "last":
+    choice = first("choice")
+    if choice is not None and choice not in CHOICES:
+        raise ChoiceError(f"Form field 'choice' must be 'last' or 'new', not {shown(choice)}.")
+    if choice == "last":
         shown_values = [first(f) for f in SHOWN_FIELDS]
         if all(v is None for v in shown_values):
             # no record of what the page showed: the fields must agree with last time

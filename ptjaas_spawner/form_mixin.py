@@ -86,7 +86,9 @@ class SpawnFormMixin(LoggingConfigurable):
     def resolve_choice(self, options, availability=None):
         """The user's options as a ``catalog.Choice``, or the hub's 400 (recorded in the audit)."""
         images, sizes = self.effective_catalog()
-        options = teams.without_team(options)  # the team is checked by TeamsMixin
+        if self.team_namespaces:
+            options = teams.without_team(options)  # the team is checked by TeamsMixin
+        # without team namespaces a 'team' key is an unknown option like any other (refused)
         try:
             return catalog.resolve_choice(
                 images, sizes, self.user_group_names(), options, last=self._last, availability=availability
@@ -130,14 +132,24 @@ class SpawnFormMixin(LoggingConfigurable):
         if not self.images and not self.sizes:
             # KubeSpawner's profile form (kubespawner 7.1.0: options_from_form's default, called)
             return self._options_from_form(formdata)
+        await self.apply_group_overrides()
         try:
-            # the team field is TeamsMixin's; every other field is the catalog form's (strict)
-            fields = {k: v for k, v in (formdata or {}).items() if k != teams.TEAM_OPTION}
-            options = self.add_team_from_form(form.options_from_formdata(fields), formdata)
+            # the team field is TeamsMixin's (when team namespaces are on); every other field is
+            # the catalog form's (strict: a version field only for an image the user may use)
+            teams_on = bool(self.team_namespaces)
+            fields = {k: v for k, v in (formdata or {}).items() if k != teams.TEAM_OPTION or not teams_on}
+            images, sizes = self.effective_catalog()
+            offered = catalog.visible_images(images, sizes, self.user_group_names())
+            options = form.options_from_formdata(fields, offered)
         except catalog.ChoiceError as e:
+            self.audit_refused("refused-option", str(e), server=self.name, options=form.posted_summary(formdata))
             self._forget_new_named_server()
             raise refusal(e) from None
-        await self.apply_group_overrides()
+        try:
+            options = self.add_team_from_form(options, formdata)
+        except web.HTTPError:
+            self._forget_new_named_server()
+            raise
         try:
             self.resolve_choice(options, (await self.quota_verdicts())[1])  # refuse before anything
         except web.HTTPError:

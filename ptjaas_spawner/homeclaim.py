@@ -133,6 +133,10 @@ class HomeClaims:
     def refuse(self, name, username, evidence):
         user_msg, admin_msg = owner_refusal(name, username, evidence)
         self.log.warning("%s", admin_msg)
+        record = getattr(self.spawner, "audit_refused", None)
+        if record is not None:  # the spawner's audit record (a tool's HomeClaims has none)
+            record("refused-claim", user_msg, user=username, server=getattr(self.spawner, "name", None),
+                   claim=name, reason=str(evidence))
         raise ClaimOwnerError(user_msg)
 
     async def create(self, manifest):

@@ -9,7 +9,9 @@ KubeSpawner logs the whole pod when its creation fails (``Failed for {...}``), w
   (``{'name': 'X', 'value': '...'}``, ``"X": "..."``, ``X=...``);
 - ``Authorization: token/bearer/basic ...`` headers and ``token=...`` query parameters;
 - any exact secret value registered with ``remember`` (each spawner registers its API token
-  while it starts, whatever shape it is logged in).
+  while it starts, whatever shape it is logged in, and ``forget``s it when its server stops:
+  JupyterHub revokes the token then). At most ``MAX_KNOWN`` values are kept, the oldest
+  forgotten first, so memory stays bounded however many servers start.
 
 ``install(logger)`` attaches the filter to the handlers of that logger and of the root logger
 (a filter on a logger would not see records of its child loggers), idempotently.
@@ -18,6 +20,7 @@ KubeSpawner logs the whole pod when its creation fails (``Failed for {...}``), w
 import logging
 import re
 import threading
+from collections import OrderedDict
 
 MASK = "[redacted]"
 _SECRET_NAME = r"[A-Za-z0-9_.-]*(?:TOKEN|SECRET|PASSWORD|PASSWD|API_KEY|APIKEY|PRIVATE_KEY|CLIENT_KEY)[A-Za-z0-9_.-]*"
@@ -36,22 +39,35 @@ _PATTERNS = [
                re.I),
 ]
 
+MAX_KNOWN = 10_000  # secrets remembered at once (a hub's running servers, with room to spare)
 _lock = threading.Lock()
-_known = {}  # owner -> secret value
+_known = OrderedDict()  # owner -> secret value, oldest first
 
 
 def remember(secret, owner=None):
     """Redact this exact value wherever it appears. An ``owner`` (e.g. a spawner) holds one
-    secret at a time: its next one replaces it (a revoked token may stay masked meanwhile)."""
+    secret at a time: its next one replaces it (a revoked token may stay masked meanwhile).
+    Beyond ``MAX_KNOWN`` values the oldest is forgotten."""
     if not secret or len(str(secret)) < 8:
         return
+    key = owner if owner is not None else str(secret)
     with _lock:
-        _known[owner if owner is not None else str(secret)] = str(secret)
+        _known.pop(key, None)
+        _known[key] = str(secret)
+        while len(_known) > MAX_KNOWN:
+            _known.popitem(last=False)
 
 
 def forget(owner):
+    """Stop masking ``owner``'s secret (its server stopped: the token is revoked)."""
     with _lock:
         _known.pop(owner, None)
+
+
+def remembered() -> int:
+    """How many secrets are remembered now."""
+    with _lock:
+        return len(_known)
 
 
 def redact(text: str) -> str:

@@ -29,7 +29,7 @@ from .podwatch import watch_scheduling
 from .progress import start_progress
 from .quota import QuotaMixin
 from .sizes import spawner_settings
-from .startplan import STARTING, StartPlan, run_watched
+from .startplan import STARTING, StartPlan, in_start, run_watched
 from .teams_mixin import TeamsMixin
 
 STATE_KEY = "ptjaas"
@@ -434,6 +434,13 @@ class PtjaasSpawner(DataAccessMixin, RefusedNewServerMixin, TeamsMixin, SpawnFor
         # previous pod's events while the plan runs (see ``progress``)
         async for event in start_progress(self):
             yield event
+
+    async def stop(self, now=False):
+        try:
+            return await super().stop(now=now)
+        finally:
+            if not in_start():  # JupyterHub revokes the server's token at a stop
+                redact.forget(id(self))
 
     async def delete_forever(self):
         self.delete_pvc = bool(self.delete_home_volume)

@@ -29,6 +29,7 @@ TEAM_LABEL = "ptjaas.io/team"
 
 _NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _MAX_SHOWN = 64
+MAX_TEAM_LENGTH = 256  # as every server option (catalog.MAX_OPTION_LENGTH)
 
 
 class TeamConfigError(ConfigError):
@@ -130,6 +131,9 @@ def resolve_team(namespaces: dict, user_groups, requested, hub_namespace: str, l
     if requested is not None:
         if not isinstance(requested, str):
             raise TeamChoiceError(f"Server option 'team' must be a string, not {_show(requested)}.")
+        if len(requested) > MAX_TEAM_LENGTH:
+            raise TeamChoiceError(f"Server option 'team' is too long ({len(requested)} characters, at most "
+                                  f"{MAX_TEAM_LENGTH}): {_show(requested)}.")
         if requested not in teams:
             if teams:
                 raise TeamChoiceError(

@@ -56,6 +56,19 @@ class TeamsMixin(LoggingConfigurable):
         self._team = None  # the team of the last start (state)
         self._home_namespace = None  # where the remembered home claim lives (state)
         self._team_options = {}
+        self._forget_saved_team()
+
+    def _forget_saved_team(self):
+        """Without team namespaces a ``team`` option is unknown (refused): one the hub saved as
+        the server's options while teams were on is dropped, so an option-less start (which
+        JupyterHub gives the saved ones) still starts."""
+        orm_spawner = getattr(self, "orm_spawner", None)
+        saved = getattr(orm_spawner, "user_options", None)
+        if self.team_namespaces or not isinstance(saved, dict) or teams.TEAM_OPTION not in saved:
+            return
+        orm_spawner.user_options = teams.without_team(saved)
+        if isinstance(self.user_options, dict):
+            self.user_options = teams.without_team(self.user_options)
 
     def get_state(self):
         state = super().get_state()
@@ -109,6 +122,8 @@ class TeamsMixin(LoggingConfigurable):
                 self.team_map(), self._team_groups(), teams.team_from_options(options), self.hub_namespace, self._team
             )
         except teams.TeamChoiceError as e:
+            self.audit_refused("refused-option", str(e), server=self.name,
+                               options={teams.TEAM_OPTION: teams.team_from_options(options)})
             err = web.HTTPError(400, "%s", str(e), reason="Invalid server options")
             err.jupyterhub_message = str(e)
             raise err from None

@@ -76,6 +76,8 @@ def _spawner(cls, ns, username, state=None, **config):
     c = Config()
     section = getattr(c, cls.__name__)
     section.namespace = ns
+    if hasattr(cls, "audit_log_file"):
+        section.audit_log_file = ""  # the record (a refused claim is on it) to the log only: no file in the checkout
     for key, value in config.items():
         setattr(section, key, value)
     orm_spawner = SimpleNamespace(name="", user_options={}, server=None, state=None)

@@ -69,3 +69,25 @@ def test_a_mistake_in_the_admin_config_file_stops_the_hub_naming_the_setting(tmp
                                           ("0.0.0.0", False), ("10.1.2.3", False), ("::", False)])
 def test_loopback_addresses(ip, loopback):
     assert demo.is_loopback(ip) is loopback
+
+
+def test_the_demo_hubs_files_are_its_own(tmp_path):
+    """The hub's database, config and ports are 0600 in a 0700 folder (issue 20), as the rest."""
+    hub = tmp_path / "hub"
+    demo.stable_ports(str(hub))
+    values = demo.demo_values(values_files=demo.default_values_files(), port=8000, ip="127.0.0.1",
+                              hub_port=8081, proxy_api_port=8001)
+    demo.write_demo_hub(str(hub), values)
+    modes = {p.name: oct(p.stat().st_mode & 0o777) for p in hub.iterdir()}
+    assert modes.pop("secret") == oct(0o700) and oct(hub.stat().st_mode & 0o777) == oct(0o700)
+    assert set(modes) >= {"jupyterhub.sqlite", "jupyterhub_config.py", "ports.json", "auth-state-key"}
+    assert set(modes.values()) == {oct(0o600)}, modes
+
+
+@pytest.mark.parametrize("euid,says", [
+    (0, "as processes of uid 1000 (the images' jovyan user"),
+    (os.geteuid() or 65534, "as processes of this machine's user"),
+])
+def test_the_remote_warning_says_who_servers_run_as(euid, says):
+    text = demo.remote_warning("0.0.0.0", 8000, False, euid=euid)
+    assert says in text and "The demo is not a shared hub." in text

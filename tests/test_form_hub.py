@@ -79,6 +79,10 @@ def test_options_are_strict_and_bounded(hub):
     hub.api("POST", "/users", json={"usernames": ["mia"]})
     r = start(hub, "mia", {"image": "python", "size": "small", "profile": "big"})
     assert r.status_code == 400 and "Unknown server option(s): 'profile'" in r.json()["message"]
+    # without team namespaces 'team' is an unknown option, whatever its length (issue 20)
+    for team in ("vision", "v" * 5000):
+        r = start(hub, "mia", {"image": "python", "size": "small", "team": team})
+        assert r.status_code == 400 and "Unknown server option(s): 'team'" in r.json()["message"], r.text[:300]
 
     before = len(hub.logs())
     huge = "<img src=x onerror=alert(1)>" + "A" * 5_000_000

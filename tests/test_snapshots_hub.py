@@ -274,7 +274,13 @@ def test_nobody_reaches_another_users_snapshots(hub, core, alice_snapshot):
     # an admin may list alice's
     assert name in [x["name"] for x in snaps_api(hub, "alice", None).json()["snapshots"]]
     refused = [e for e in audit_lines(hub) if e["action"] == "refused-snapshot" and e["user"] == "bob"]
-    assert refused and all(e.get("snapshot") in (name, None) for e in refused)
+    # each refusal on record with the name asked for (issue 20: restore of a name not yours too)
+    assert refused and all(e.get("snapshot") in (name, "../claim-alice", None) for e in refused)
+    asked = [(e.get("request"), e.get("snapshot")) for e in refused]
+    assert ("POST /hub/api/ptjaas/snapshots/bob/restore", name) in asked
+    assert ("POST /hub/api/ptjaas/snapshots/bob/restore", "../claim-alice") in asked
+    access = [e for e in audit_lines(hub) if e["action"] == "refused-access" and e["by"] == "bob"]
+    assert {e["user"] for e in access} == {"alice"} and len(access) == 5, access
 
 
 def test_home_page_lists_snapshots_and_admin_audit_page(hub, alice_snapshot):

@@ -139,3 +139,22 @@ def test_the_unschedulable_message_says_about_how_long_it_waited():
     text = unschedulable_message("no node has a free GPU right now", 30.6)
     assert "(the cluster could not place it for about 31 s)" in text
     assert "your quota share is free again" in text
+
+
+def test_redact_forgets_a_stopped_servers_token_and_remembers_a_bounded_number():
+    redact.remember("stopped-server-token-0123456789", owner="spawner-a")
+    assert redact.redact("x stopped-server-token-0123456789") == f"x {redact.MASK}"
+    redact.forget("spawner-a")  # PtjaasSpawner.stop: JupyterHub revoked the token
+    assert "stopped-server-token-0123456789" in redact.redact("x stopped-server-token-0123456789")
+    before = redact.remembered()
+    try:
+        for i in range(redact.MAX_KNOWN + 50):
+            redact.remember(f"many-starts-token-{i:08d}", owner=("many", i))
+        assert redact.remembered() == redact.MAX_KNOWN  # bounded, however many servers start
+        assert "many-starts-token-00000000" in redact.redact("many-starts-token-00000000")  # the oldest went first
+        newest = f"many-starts-token-{redact.MAX_KNOWN + 49:08d}"
+        assert redact.redact(newest) == redact.MASK
+    finally:
+        for i in range(redact.MAX_KNOWN + 50):
+            redact.forget(("many", i))
+    assert redact.remembered() <= before

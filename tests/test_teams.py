@@ -81,7 +81,7 @@ def test_a_member_of_two_teams_chooses_and_otherwise_keeps_the_last():
     (["nlp"], "vision", "You are not a member of team 'vision'. Your teams: nlp."),
     (["staff"], "vision", "nor of any team"),
     (["vision"], ["vision"], "must be a string"),
-    (["vision"], "x" * 5000, "You are not a member of team 'xxx"),
+    (["vision"], "x" * 5000, "Server option 'team' is too long (5000 characters, at most 256): 'xxx"),
 ])
 def test_a_forged_team_is_refused_clearly(groups, requested, expected):
     with pytest.raises(TeamChoiceError) as e:

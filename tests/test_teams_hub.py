@@ -207,7 +207,7 @@ def test_a_forged_team_is_a_400_and_creates_nothing(hub, kube):
     for user, team, words in [
         ("vic", "nlp", "You are not a member of team 'nlp'. Your teams: vision."),
         ("nobody", "vision", "You are not a member of team 'vision', nor of any team"),
-        ("vic", "<script>" * 100, "You are not a member of team"),
+        ("vic", "<script>" * 100, "Server option 'team' is too long (800 characters, at most 256)"),
         ("vic", ["vision"], "Server option 'team' must be a string"),
     ]:
         r = start(hub, user, {"image": "python", "size": "small", "team": team})

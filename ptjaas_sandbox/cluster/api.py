@@ -9,7 +9,7 @@ from collections import Counter
 from tornado import web
 from tornado.iostream import StreamClosedError
 
-from . import auth, errors, negotiation, openapi, podlogs, tables
+from . import auth, errors, negotiation, openapi, openapiproto, podlogs, tables
 from .patch import apply_patch
 from .kubeclient import SYSTEM_AGENT
 from .resources import BY_PATH, RESOURCE_TYPES, groups
@@ -439,8 +439,13 @@ class OpenAPIHandler(BaseHandler):
         try:
             if path == "v2":
                 accept = self.request.headers.get("Accept", "")
+                if openapiproto.wants_protobuf(accept):   # kubectl validating a kind: List
+                    doc = openapi.v2_document(K8S_MINOR)   # the same Etag as the JSON, as kube-apiserver's
+                    return self._send(openapiproto.v2_protobuf(doc), media=openapiproto.CONTENT_TYPE,
+                                      tag=openapi.etag(doc))
                 if accept and "json" not in accept and "*/*" not in accept:
-                    raise errors.ApiError(406, "NotAcceptable", "only the following media types are accepted: application/json")
+                    raise errors.ApiError(406, "NotAcceptable", "only the following media types are accepted: "
+                                          "application/json, " + ", ".join(openapiproto.MEDIA_TYPES))
                 return self._send(openapi.v2_document(K8S_MINOR))
             if path in ("v3", "v3/"):
                 return self.write_json(openapi.v3_index(K8S_MINOR))
@@ -451,9 +456,9 @@ class OpenAPIHandler(BaseHandler):
             raise errors.ApiError(404, "NotFound", "the server could not find the requested resource")
         self._send(body, immutable=bool(self.get_query_argument("hash", "")))
 
-    def _send(self, body, immutable=False):
-        self.set_header("Content-Type", "application/json")
-        self.set_header("Etag", '"' + openapi.etag(body) + '"')
+    def _send(self, body, immutable=False, media="application/json", tag=None):
+        self.set_header("Content-Type", media)
+        self.set_header("Etag", '"' + (tag or openapi.etag(body)) + '"')
         if immutable:
             self.set_header("Cache-Control", "public, immutable")
         self.finish(body)

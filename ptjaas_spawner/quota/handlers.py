@@ -20,6 +20,7 @@ from jupyterhub.apihandlers.base import APIHandler
 from jupyterhub.handlers.base import BaseHandler
 from tornado import web
 
+from .. import hubrequests
 from ..sizes import resources_text
 from .budget import QuotaPolicy, fmt, usage_report
 from .mixin import LEDGER, QuotaMixin
@@ -104,7 +105,8 @@ class UsageAPIHandler(APIHandler):
         if not self.current_user:
             raise web.HTTPError(403, "Authentication required")
         if not _is_admin(self):
-            raise web.HTTPError(403, "Only administrators may read the usage of all users")
+            hubrequests.refuse(self, 403, "refused-access", "", "Only administrators may read the usage of all users")
+        hubrequests.check_query(self, "usage", "")
         self.set_header("Content-Type", "application/json")
         self.write(json.dumps(_report(self)))
 
@@ -113,7 +115,7 @@ class UsagePageHandler(BaseHandler):
     @web.authenticated
     async def get(self):
         if not _is_admin(self):
-            raise web.HTTPError(403, "Only administrators may see the usage of all users")
+            hubrequests.refuse(self, 403, "refused-access", "", "Only administrators may see the usage of all users")
         env = self.settings["jinja2_env"]
         ns = dict(self.template_namespace, report=_report(self), f=fmt, res=resources_text)
         ns["xsrf_token"] = self.xsrf_token.decode("ascii")

@@ -5,8 +5,8 @@ REST (the user's own token, or an admin's / a service's with the scope on that u
 - ``GET  /hub/api/ptjaas/snapshots/<user>`` (scope ``read:servers``): ``{"user", "enabled",
   "why", "storage_class", "snapshot_class", "snapshots": [{"name", "time", "reason", "size",
   "ready", "claim", "error", "by"}]}``, newest first;
-- ``POST /hub/api/ptjaas/snapshots/<user>`` (scope ``servers``): take one now (rate-limited:
-  429 with the seconds left);
+- ``POST /hub/api/ptjaas/snapshots/<user>`` (scope ``servers``, no body or ``{}``): take one now
+  (rate-limited: 429 with the seconds left);
 - ``POST /hub/api/ptjaas/snapshots/<user>/open`` ``{"snapshots": [names]}`` (``servers``):
   start the user's server with those snapshots mounted read-only under ``~/snapshots/<time>``
   (same image and size as last time). The server option ``snapshots`` of
@@ -16,7 +16,10 @@ REST (the user's own token, or an admin's / a service's with the scope on that u
 
 Page: ``/hub/ptjaas/snapshots`` (``?user=`` for admins), also shown on the hub home page when
 ``c.JupyterHub.template_paths`` includes ``TEMPLATE_DIR`` (``ptjaas_spawner.pages.install``).
-A name is only ever looked up among that user's own snapshots.
+A name is only ever looked up among that user's own snapshots. Bodies and query arguments are
+strict and bounded (``hubrequests``); every refusal is on the audit record: a snapshot refused
+(``refused-snapshot``, with the name asked for), a bad body (``refused-request``), a token
+without the right on that user (``refused-access``).
 """
 
 from __future__ import annotations
@@ -26,9 +29,10 @@ import os
 
 from jupyterhub.apihandlers.base import APIHandler
 from jupyterhub.handlers.base import BaseHandler
-from jupyterhub.scopes import needs_scope
 from tornado import web
 
+from .. import hubrequests
+from ..hubrequests import audited_scope
 from . import ops, policy
 
 TEMPLATE_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "templates")
@@ -98,24 +102,17 @@ async def start_with_views(handler, user, names, by):
         raise policy.SnapshotRefused("Your server is running: stop it, then open snapshots at the next start.", 409)
     items = await spawner.snapshot_kube().list_snapshots()
     for name in names:  # refuse early, with the reason (the start checks again)
-        try:
-            policy.find_own(items, user.name, name)
-        except policy.SnapshotRefused as e:
-            spawner.audit("refused-snapshot", user=user.name, by=by, snapshot=name, message=str(e))
-            raise
+        policy.find_own(items, user.name, name)
     spawner._snapshot_request_pending = {"names": names, "by": by}
     options = {"same_as_last": True} if getattr(spawner, "_last", None) and spawner.images else {}
     await handler.spawn_single_user(user, "", options)
 
 
-def _json_body(handler) -> dict:
-    try:
-        body = json.loads(handler.request.body or b"{}")
-    except ValueError:
-        raise web.HTTPError(400, "The request body must be JSON") from None
-    if not isinstance(body, dict):
-        raise web.HTTPError(400, "The request body must be a JSON object")
-    return body
+def _asked(names) -> str | None:
+    """The snapshot name(s) a refused request asked for, as the record keeps them."""
+    if isinstance(names, (list, tuple)):
+        names = ", ".join(str(n) for n in names[:policy.MAX_OPEN])
+    return names if isinstance(names, str) else None
 
 
 class SnapshotAPIHandler(APIHandler):
@@ -125,13 +122,15 @@ class SnapshotAPIHandler(APIHandler):
             raise web.HTTPError(404, "No such user")
         return user
 
-    def _refused(self, e: policy.SnapshotRefused):
+    def _refused(self, e: policy.SnapshotRefused, user, asked=None, reason=None):
+        hubrequests.record(self, "refused-snapshot", user, str(e), snapshot=_asked(asked), reason=reason)
         self.set_status(e.status)
         self.set_header("Content-Type", "application/json")
         self.write(json.dumps({"status": e.status, "message": str(e)}))
 
-    @needs_scope("read:servers")
+    @audited_scope("read:servers")
     async def get(self, user_name):
+        hubrequests.check_query(self, "snapshot-list", user_name)
         user = self._user(user_name)
         spawner = _spawner(self, user)
         status = await ops.home_status(spawner)
@@ -139,27 +138,28 @@ class SnapshotAPIHandler(APIHandler):
         self.set_header("Content-Type", "application/json")
         self.write(json.dumps(dict(status, user=user.name, snapshots=snaps)))
 
-    @needs_scope("servers")
+    @audited_scope("servers")
     async def post(self, user_name, action=None):
+        body = hubrequests.json_body(self, f"snapshot-{action or 'take'}", user_name)
+        hubrequests.check_query(self, "snapshot-list", user_name)
         user = self._user(user_name)
         spawner = _spawner(self, user)
         by = _actor(self)
+        asked = body.get("snapshot") or body.get("snapshots")
         try:
             if action is None:
                 result = await ops.take(spawner, by)
                 self.set_status(201)
             elif action == "restore":
-                result = await ops.restore(spawner, _json_body(self).get("snapshot"), by,
+                result = await ops.restore(spawner, body["snapshot"], by,
                                            limited="admin:users" not in self.expanded_scopes)
                 self.set_status(200)
-            elif action == "open":
-                await start_with_views(self, user, _json_body(self).get("snapshots"), by)
+            else:
+                await start_with_views(self, user, body["snapshots"], by)
                 result = {"started": True}
                 self.set_status(202)
-            else:
-                raise web.HTTPError(404)
         except policy.SnapshotRefused as e:
-            return self._refused(e)
+            return self._refused(e, user.name, asked, reason="manual" if action is None else None)
         self.set_header("Content-Type", "application/json")
         self.write(json.dumps(result))
 
@@ -169,7 +169,7 @@ class SnapshotPageHandler(BaseHandler):
         cur = self.current_user
         name = self.get_argument("user", "") or cur.name
         if name != cur.name and not cur.admin:
-            raise web.HTTPError(403, "You may only see your own snapshots")
+            hubrequests.refuse(self, 403, "refused-access", name[:100], "You may only see your own snapshots")
         user = self.find_user(name)
         if user is None:
             raise web.HTTPError(404, "No such user")
@@ -211,9 +211,12 @@ class SnapshotPageHandler(BaseHandler):
                 await start_with_views(self, user, self.get_arguments("snapshot"), by)
                 return self.redirect(self.hub.base_url + "spawn-pending/" + user.escaped_name)
             else:
-                raise web.HTTPError(400, "Unknown action")
+                hubrequests.refuse(self, 400, "refused-request", user.name, "Unknown action: choose take, open or restore.")
         except policy.SnapshotRefused as e:
             message = str(e)
+            hubrequests.record(self, "refused-snapshot", user.name, message,
+                               snapshot=_asked(restore or self.get_arguments("snapshot") or None),
+                               reason="manual" if action == "take" and not restore else None)
         query = {"message": message}
         if user.name != self.current_user.name:
             query["user"] = user.name

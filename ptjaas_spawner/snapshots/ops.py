@@ -1,6 +1,7 @@
 """What the hub does with a user's snapshots (for the page and the REST API): status, list,
 take one now (rate-limited), restore the whole home. Each works on the user's spawner (its
-settings, its Kubernetes client, its home claim) and records an audit line.
+settings, its Kubernetes client, its home claim) and records an audit line; a refusal
+(``policy.SnapshotRefused``) is recorded by the page or API that answers it.
 
 Restore is never destructive: the current home is snapshotted first, the new home claim is made
 from the chosen snapshot, the old claim is kept and annotated with when, by whom and why it
@@ -56,9 +57,7 @@ async def take(spawner, by: str, reason: str = "manual", status: dict | None = N
     when = policy.now()
     if reason == "manual":
         wait = policy.rate_limited(_LAST_MANUAL.get(user), when, spawner.snapshot_min_interval)
-        if wait:
-            spawner.audit("refused-snapshot", user=user, by=by, reason=reason,
-                          message=f"rate limited ({wait:.0f}s left)")
+        if wait:  # recorded by the page / API that refuses it
             raise policy.SnapshotRefused(
                 f"A snapshot of this home was taken less than {spawner.snapshot_min_interval:.0f}s ago; "
                 f"try again in {wait:.0f}s.", 429)
@@ -91,8 +90,7 @@ async def restore(spawner, name, by: str, limited: bool = True) -> dict:
             raise policy.SnapshotRefused(status["why"], 409)
         when = policy.now()
         wait = policy.rate_limited(_LAST_RESTORE.get(user), when, spawner.snapshot_min_interval) if limited else 0
-        if wait:
-            spawner.audit("refused-snapshot", user=user, by=by, snapshot=name, message=f"restore rate limited ({wait:.0f}s left)")
+        if wait:  # recorded by the page / API that refuses it
             raise policy.SnapshotRefused(f"Your home was restored less than {spawner.snapshot_min_interval:.0f}s ago; "
                                          f"try again in {wait:.0f}s (or ask an administrator).", 429)
         _LAST_RESTORE[user] = when

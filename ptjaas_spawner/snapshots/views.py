@@ -109,7 +109,7 @@ class SnapshotViews(LoggingConfigurable):
         try:
             self._snapshot_request = policy.requested_views(requested)
         except policy.SnapshotRefused as e:
-            self.audit("refused-snapshot", server=self.name, message=str(e))
+            self.audit_refused("refused-snapshot", str(e), server=self.name, options={OPTION: _shown(requested)})
             raise _http(400, str(e)) from None
 
     async def snapshot_views_prepare(self):
@@ -129,7 +129,7 @@ class SnapshotViews(LoggingConfigurable):
             try:
                 snap = policy.find_own(items, self.user.name, name)
             except policy.SnapshotRefused as e:
-                self.audit("refused-snapshot", server=self.name, snapshot=name, by=pending.get("by"), message=str(e))
+                self.audit_refused("refused-snapshot", str(e), by=pending.get("by"), server=self.name, snapshot=name)
                 raise _http(e.status if e.status != 409 else 400, str(e)) from None
             views.append(snap)
         self._snapshot_views = []
@@ -258,6 +258,13 @@ def _commit(orm_obj):
     session = object_session(orm_obj)
     if session is not None:
         session.commit()
+
+
+def _shown(value):
+    """A posted ``snapshots`` option as the record keeps it (bounded, never echoed whole)."""
+    from ..catalog import shown
+
+    return value if isinstance(value, str) and len(value) <= 253 else shown(value)
 
 
 def _http(status, message):

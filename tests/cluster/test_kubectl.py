@@ -298,3 +298,18 @@ def test_get_watch_prints_rows_as_pods_change(kubectl, kns, module_cluster, tmp_
                 break
     finally:
         watch.kill()
+
+
+def test_apply_a_list_as_kubectl_get_writes_it(kubectl, kns, tmp_path):
+    """A ``kind: List`` (what ``kubectl get -o json`` writes): kubectl validates it against the
+    OpenAPI v2 document in protobuf, which the server serves as kube-apiserver does."""
+    items = [{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": f"listed-{i}"}, "data": {"i": str(i)}}
+             for i in (1, 2)]
+    path = tmp_path / "list.json"
+    path.write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": items}))
+    out = kubectl("apply", "-n", kns, "-f", str(path)).stdout
+    assert "configmap/listed-1 created" in out and "configmap/listed-2 created" in out, out
+    items[1]["bogus"] = 1
+    path.write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": items}))
+    proc = kubectl("apply", "-n", kns, "--validate=strict", "-f", str(path), check=False)
+    assert proc.returncode != 0 and 'unknown field "bogus"' in proc.stderr, proc.stderr
