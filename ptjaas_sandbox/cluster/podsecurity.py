@@ -1,0 +1,238 @@
+"""Pod Security Admission, as kube-apiserver enforces it (pure).
+
+A namespace labelled ``pod-security.kubernetes.io/enforce: baseline|restricted`` (with
+``pod-security.kubernetes.io/enforce-version``: ``latest`` or ``v1.N``) refuses a new pod that
+breaks the Pod Security Standards of that level, with the real server's message:
+``pods "x" is forbidden: violates PodSecurity "baseline:latest": hostPath volumes (volume "h"), ...``.
+Checks run in the real admission plugin's order (the baseline checks, then at ``restricted`` the
+restricted ones, a restricted check replacing its baseline twin); each reason is followed by its
+detail in parentheses, and reasons are joined by ", ". ``privileged`` (or no label) admits anything.
+Not checked (nothing here can use them): AppArmor, SELinux, procMount, sysctls, Windows host
+processes, host probes.
+"""
+
+import re
+
+ENFORCE = "pod-security.kubernetes.io/enforce"
+ENFORCE_VERSION = "pod-security.kubernetes.io/enforce-version"
+LEVELS = ("privileged", "baseline", "restricted")
+VERSION = re.compile(r"^(latest|v1\.(0|[1-9][0-9]{0,3}))$")
+
+# capabilities the baseline level lets a container add (as the standard lists them)
+BASELINE_CAPABILITIES = {"AUDIT_WRITE", "CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "MKNOD",
+                         "NET_BIND_SERVICE", "SETFCAP", "SETGID", "SETPCAP", "SETUID", "SYS_CHROOT"}
+RESTRICTED_VOLUME_TYPES = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim",
+                           "projected", "secret", "image"}
+VOLUME_TYPES = ("hostPath", "gcePersistentDisk", "awsElasticBlockStore", "gitRepo", "nfs", "iscsi", "glusterfs",
+                "rbd", "flexVolume", "cinder", "cephfs", "flocker", "fc", "azureFile", "vsphereVolume", "quobyte",
+                "azureDisk", "portworxVolume", "photonPersistentDisk", "scaleIO", "storageos")
+
+
+def policy(namespace):
+    """The enforced "level:version" of a namespace (None where anything goes), as the admission
+    plugin reads its labels (an unknown level is enforced as restricted, an unknown version as latest)."""
+    labels = ((namespace or {}).get("metadata") or {}).get("labels") or {}
+    level = labels.get(ENFORCE)
+    if level is None or level == "privileged":
+        return None
+    if level not in LEVELS:
+        level = "restricted"
+    version = labels.get(ENFORCE_VERSION, "latest")
+    return f"{level}:{version if VERSION.match(str(version)) else 'latest'}"
+
+
+def violations(level, pod):
+    """The reasons (with details) ``pod`` breaks ``level`` ("baseline" or "restricted"), in order."""
+    spec = pod.get("spec") or {}
+    checks = list(_BASELINE)
+    if level == "restricted":
+        checks = [c for c in checks if c not in (_capabilities_baseline, _seccomp_baseline)] + _RESTRICTED
+    found = []
+    for check in checks:
+        result = check(spec)
+        if result:
+            found.append(result)
+    return found
+
+
+def message(enforced, pod):
+    """The refusal's message (after ``pods "x" is forbidden: ``), or None when the pod is admitted."""
+    found = violations(enforced.split(":")[0], pod)
+    if not found:
+        return None
+    return f'violates PodSecurity "{enforced}": ' + ", ".join(f"{reason} ({detail})" for reason, detail in found)
+
+
+# --- helpers --------------------------------------------------------------------------------
+def _containers(spec):
+    return [c for kind in ("initContainers", "containers", "ephemeralContainers") for c in spec.get(kind) or []]
+
+
+def _sc(obj):
+    return obj.get("securityContext") or {}
+
+
+def _plural(singular, plural, n):
+    return singular if n == 1 else plural
+
+
+def _quote(items):
+    return ", ".join(f'"{i}"' for i in items)
+
+
+def _containers_phrase(names):
+    return f"{_plural('container', 'containers', len(names))} {_quote(names)}"
+
+
+# --- baseline -------------------------------------------------------------------------------
+def _capabilities_baseline(spec):
+    names, caps = [], []
+    for c in _containers(spec):
+        bad = [str(a) for a in (_sc(c).get("capabilities") or {}).get("add") or [] if a not in BASELINE_CAPABILITIES]
+        if bad:
+            names.append(c.get("name"))
+            caps += [a for a in bad if a not in caps]
+    if names:
+        return ("non-default capabilities",
+                f"{_containers_phrase(names)} must not include {_quote(sorted(caps))} in securityContext.capabilities.add")
+    return None
+
+
+def _host_namespaces(spec):
+    used = [f"{key}=true" for key in ("hostNetwork", "hostPID", "hostIPC") if spec.get(key)]
+    return ("host namespaces", ", ".join(used)) if used else None
+
+
+def _host_path_volumes(spec):
+    names = [v.get("name") for v in spec.get("volumes") or [] if "hostPath" in v]
+    return ("hostPath volumes", f"{_plural('volume', 'volumes', len(names))} {_quote(names)}") if names else None
+
+
+def _host_ports(spec):
+    names, ports = [], []
+    for c in _containers(spec):
+        used = [str(p["hostPort"]) for p in c.get("ports") or [] if p.get("hostPort")]
+        if used:
+            names.append(c.get("name"))
+            ports += used
+    if names:
+        return ("hostPort", f"{_containers_phrase(names)} {_plural('uses', 'use', len(names))} "
+                            f"{_plural('hostPort', 'hostPorts', len(ports))} {', '.join(ports)}")
+    return None
+
+
+def _privileged(spec):
+    names = [c.get("name") for c in _containers(spec) if _sc(c).get("privileged")]
+    if names:
+        return ("privileged", f"{_containers_phrase(names)} must not set securityContext.privileged=true")
+    return None
+
+
+def _seccomp_baseline(spec):
+    bad = []
+    if (_sc(spec).get("seccompProfile") or {}).get("type") == "Unconfined":
+        bad.append("pod")
+    names = [c.get("name") for c in _containers(spec) if (_sc(c).get("seccompProfile") or {}).get("type") == "Unconfined"]
+    if names:
+        bad.append(_containers_phrase(names))
+    if bad:
+        return ("seccompProfile", f'{" and ".join(bad)} must not set securityContext.seccompProfile.type to "Unconfined"')
+    return None
+
+
+_BASELINE = [_capabilities_baseline, _host_namespaces, _host_path_volumes, _host_ports, _privileged, _seccomp_baseline]
+
+
+# --- restricted -----------------------------------------------------------------------------
+def _allow_privilege_escalation(spec):
+    names = [c.get("name") for c in _containers(spec) if _sc(c).get("allowPrivilegeEscalation") is not False]
+    if names:
+        return ("allowPrivilegeEscalation != false",
+                f"{_containers_phrase(names)} must set securityContext.allowPrivilegeEscalation=false")
+    return None
+
+
+def _capabilities_restricted(spec):
+    no_drop, adds, added = [], [], []
+    for c in _containers(spec):
+        caps = _sc(c).get("capabilities") or {}
+        if "ALL" not in (caps.get("drop") or []):
+            no_drop.append(c.get("name"))
+        bad = [str(a) for a in caps.get("add") or [] if a != "NET_BIND_SERVICE"]
+        if bad:
+            adds.append(c.get("name"))
+            added += [a for a in bad if a not in added]
+    parts = []
+    if no_drop:
+        parts.append(f'{_containers_phrase(no_drop)} must set securityContext.capabilities.drop=["ALL"]')
+    if adds:
+        parts.append(f"{_containers_phrase(adds)} must not include {_quote(sorted(added))} in securityContext.capabilities.add")
+    return ("unrestricted capabilities", "; ".join(parts)) if parts else None
+
+
+def _restricted_volumes(spec):
+    names, types = [], []
+    for v in spec.get("volumes") or []:
+        kind = next((t for t in VOLUME_TYPES if t in v), None) or next(
+            (k for k in v if k != "name" and k not in RESTRICTED_VOLUME_TYPES), None)
+        if kind:
+            names.append(v.get("name"))
+            types += [kind] if kind not in types else []
+    if names:
+        return ("restricted volume types", f"{_plural('volume', 'volumes', len(names))} {_quote(names)} "
+                f"{_plural('uses', 'use', len(names))} {_plural('restricted volume type', 'restricted volume types', len(types))} "
+                f"{_quote(types)}")
+    return None
+
+
+def _explicit_or_implicit(spec, key, bad_value, good_value, what):
+    """The shape runAsNonRoot and seccompProfile share: set badly (pod, containers), or left unset
+    by containers the pod level does not cover."""
+    def value(sc):
+        v = sc.get(key)
+        return (v or {}).get("type") if key == "seccompProfile" else v
+    pod_value = value(_sc(spec))
+    parts, explicit, implicit = [], [], []
+    if pod_value == bad_value:
+        parts.append(f"pod must not set securityContext.{what}")
+    for c in _containers(spec):
+        v = value(_sc(c))
+        if v == bad_value:
+            explicit.append(c.get("name"))
+        elif v is None or (key == "seccompProfile" and v not in good_value):
+            if pod_value is None or (key == "seccompProfile" and pod_value not in good_value):
+                implicit.append(c.get("name")) if v is None else explicit.append(c.get("name"))
+    return parts, explicit, implicit
+
+
+def _run_as_non_root(spec):
+    parts, explicit, implicit = _explicit_or_implicit(spec, "runAsNonRoot", False, True, "runAsNonRoot=false")
+    if explicit:
+        parts.append(f"{_containers_phrase(explicit)} must not set securityContext.runAsNonRoot=false")
+    if implicit:
+        parts.append(f"pod or {_containers_phrase(implicit)} must set securityContext.runAsNonRoot=true")
+    return ("runAsNonRoot != true", "; ".join(parts)) if parts else None
+
+
+def _run_as_user(spec):
+    parts = ["pod must not set runAsUser=0"] if _sc(spec).get("runAsUser") == 0 else []
+    names = [c.get("name") for c in _containers(spec) if _sc(c).get("runAsUser") == 0]
+    if names:
+        parts.append(f"{_containers_phrase(names)} must not set runAsUser=0")
+    return ("runAsUser=0", "; ".join(parts)) if parts else None
+
+
+def _seccomp_restricted(spec):
+    good = ("RuntimeDefault", "Localhost")
+    parts, explicit, implicit = _explicit_or_implicit(spec, "seccompProfile", "Unconfined", good,
+                                                      'seccompProfile.type to "Unconfined"')
+    if explicit:
+        parts.append(f'{_containers_phrase(explicit)} must not set securityContext.seccompProfile.type to "Unconfined"')
+    if implicit:
+        parts.append(f'pod or {_containers_phrase(implicit)} must set securityContext.seccompProfile.type to '
+                     f'"RuntimeDefault" or "Localhost"')
+    return ("seccompProfile", "; ".join(parts)) if parts else None
+
+
+_RESTRICTED = [_allow_privilege_escalation, _capabilities_restricted, _restricted_volumes, _run_as_non_root,
+               _run_as_user, _seccomp_restricted]
