@@ -162,6 +162,23 @@ class NodeIsolation:
             os.chown(path, uid, gid)
         os.chmod(path, 0o2770 if fs_group else 0o700)
 
+    def own_claim(self, path, pod, volumes_dir):
+        """A claim's volume goes to the pod's user only where it is one the provisioner made (under
+        ``volumes_dir``: never a hostPath PersistentVolume an admin pointed elsewhere, as a kubelet
+        never changes a hostPath's owner) and it is new (root's) or already that user's: the first
+        pod to use a claim owns it; a pod of another uid mounts it as it is, closed to it."""
+        if not self.root:
+            return
+        real, base = os.path.realpath(path), os.path.realpath(volumes_dir)
+        if not real.startswith(base + os.sep):
+            return
+        uid = volume_owner(pod)[0]
+        if os.stat(real).st_uid in (0, uid):
+            self.own_volume(real, pod)
+        else:
+            log.info("volume %s stays with uid %d: pod %s/%s runs as uid %d", real, os.stat(real).st_uid,
+                     pod["metadata"].get("namespace"), pod["metadata"].get("name"), uid)
+
     def traversable(self, *dirs):
         """Without namespaces, the pods' users must reach their volumes through these directories."""
         if self.root and not self.namespaces:

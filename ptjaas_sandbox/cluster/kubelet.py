@@ -42,7 +42,7 @@ class Kubelet:
         self.client = client
         self.state_dir = state_dir
         self.pods_dir = os.path.join(state_dir, "pods")
-        volumes_dir = volumes_dir or os.path.join(state_dir, "volumes")   # where the provisioner's volumes are
+        volumes_dir = self.volumes_dir = volumes_dir or os.path.join(state_dir, "volumes")   # the provisioner's volumes
         for d in (self.pods_dir, volumes_dir):
             os.makedirs(d, exist_ok=True)
         # who containers run as and what they see (isolation.py); mount_namespaces None: where the machine allows

@@ -304,7 +304,7 @@ class PodRuntime:
                 locked = volume["persistentVolumeClaim"].get("readOnly") and claim["spec"].get("accessModes") == ["ReadOnlyMany"]
                 if locked:
                     unlock(path)   # locked again below, after the pod's user is given the volume
-                self.kubelet.isolation.own_volume(path, pod)
+                self.kubelet.isolation.own_claim(path, pod, self.kubelet.volumes_dir)
                 if locked:
                     lock_read_only(path)   # a volume only ever mounted read-only: nothing in a pod can write it
             elif volume.get("hostPath"):

@@ -141,3 +141,42 @@ def test_restricted_refuses_a_root_pod_and_admits_one_made_as_ptjaas_makes_them(
                                                             "capabilities": {"drop": ["ALL"]}}
     kube.create_pod(ns, hardened)
     kube.wait_phase(ns, "hardened", "Succeeded")
+
+
+# --- whose volume ---------------------------------------------------------------------------
+
+def home_claim(kube, ns, name, **spec):
+    kube.core.create_namespaced_persistent_volume_claim(ns, {"metadata": {"name": name}, "spec": {
+        "accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}, **spec}})
+    return {"name": "home", "persistentVolumeClaim": {"claimName": name}}
+
+
+def run_as(kube, ns, name, uid, volume, script="open('/home/jovyan/f', 'w').write('x')"):
+    pod = py_pod(name, script, volumes=[volume], mounts=[{"name": "home", "mountPath": "/home/jovyan"}])
+    pod["spec"]["securityContext"] = {"runAsUser": uid}
+    kube.create_pod(ns, pod)
+    return kube.wait_pod(ns, name, lambda p: p.status.phase in ("Succeeded", "Failed"), message="finished")
+
+
+@needs_namespaces
+def test_a_claim_stays_with_its_first_user_and_a_host_path_volume_is_never_given_away(kube, ns, tmp_path):
+    vol = home_claim(kube, ns, "first")
+    assert run_as(kube, ns, "owner", 1000, vol).status.phase == "Succeeded"
+    path = kube.core.read_persistent_volume(
+        kube.core.read_namespaced_persistent_volume_claim("first", ns).spec.volume_name).spec.host_path.path
+    assert run_as(kube, ns, "taker", 2000, vol).status.phase == "Failed"   # another uid: not given to it
+    assert os.stat(path).st_uid == 1000 and os.stat(os.path.join(path, "f")).st_uid == 1000
+    host = tmp_path / "admins"          # a PersistentVolume an admin made on a directory of this machine
+    host.mkdir()
+    pv = f"admins-{ns}"
+    static = home_claim(kube, ns, "static", volumeName=pv, storageClassName="")
+    uid = kube.core.read_namespaced_persistent_volume_claim("static", ns).metadata.uid
+    kube.core.create_persistent_volume({"metadata": {"name": pv}, "spec": {
+        "capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"], "storageClassName": "",
+        "hostPath": {"path": str(host)}, "persistentVolumeReclaimPolicy": "Retain",
+        "claimRef": {"namespace": ns, "name": "static", "uid": uid}}})
+    try:
+        run_as(kube, ns, "static-user", 1000, static, script="print(1)")
+        assert os.stat(host).st_uid == 0
+    finally:
+        kube.core.delete_persistent_volume(pv)
