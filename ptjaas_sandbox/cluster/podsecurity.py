@@ -2,7 +2,8 @@
 
 A namespace labelled ``pod-security.kubernetes.io/enforce: baseline|restricted`` (with
 ``pod-security.kubernetes.io/enforce-version``: ``latest`` or ``v1.N``) refuses a new pod that
-breaks the Pod Security Standards of that level, with the real server's message:
+breaks the Pod Security Standards of that level (``warn``: admits it with a ``Warning`` header;
+a bad label value is a 422 on the namespace), with the real server's message:
 ``pods "x" is forbidden: violates PodSecurity "baseline:latest": hostPath volumes (volume "h"), ...``.
 Checks run in the real admission plugin's order (the baseline checks, then at ``restricted`` the
 restricted ones, a restricted check replacing its baseline twin); each reason is followed by its
@@ -13,8 +14,8 @@ processes, host probes.
 
 import re
 
-ENFORCE = "pod-security.kubernetes.io/enforce"
-ENFORCE_VERSION = "pod-security.kubernetes.io/enforce-version"
+PREFIX = "pod-security.kubernetes.io/"
+MODES = ("enforce", "audit", "warn")
 LEVELS = ("privileged", "baseline", "restricted")
 VERSION = re.compile(r"^(latest|v1\.(0|[1-9][0-9]{0,3}))$")
 
@@ -28,17 +29,31 @@ VOLUME_TYPES = ("hostPath", "gcePersistentDisk", "awsElasticBlockStore", "gitRep
                 "azureDisk", "portworxVolume", "photonPersistentDisk", "scaleIO", "storageos")
 
 
-def policy(namespace):
-    """The enforced "level:version" of a namespace (None where anything goes), as the admission
-    plugin reads its labels (an unknown level is enforced as restricted, an unknown version as latest)."""
+def policy(namespace, mode="enforce"):
+    """The "level:version" a namespace's labels ask for in ``mode`` (enforce, warn), None where
+    anything goes (no label, or privileged); as the admission plugin reads them."""
     labels = ((namespace or {}).get("metadata") or {}).get("labels") or {}
-    level = labels.get(ENFORCE)
+    level = labels.get(f"{PREFIX}{mode}")
     if level is None or level == "privileged":
         return None
-    if level not in LEVELS:
+    if level not in LEVELS:   # refused when the namespace was written; enforced as the strictest
         level = "restricted"
-    version = labels.get(ENFORCE_VERSION, "latest")
+    version = labels.get(f"{PREFIX}{mode}-version", "latest")
     return f"{level}:{version if VERSION.match(str(version)) else 'latest'}"
+
+
+def label_causes(labels):
+    """[(field, message)] for namespace labels the admission plugin refuses (a 422 Invalid)."""
+    causes = []
+    for mode in MODES:
+        key = f"{PREFIX}{mode}"
+        if key in (labels or {}) and labels[key] not in LEVELS:
+            causes.append((f"metadata.labels[{key}]",
+                           f'Invalid value: "{labels[key]}": must be one of privileged, baseline, restricted'))
+        if f"{key}-version" in (labels or {}) and not VERSION.match(str(labels[f"{key}-version"])):
+            causes.append((f"metadata.labels[{key}-version]",
+                           f'Invalid value: "{labels[key + "-version"]}": must be "latest" or "v1.x"'))
+    return causes
 
 
 def violations(level, pod):
@@ -46,7 +61,9 @@ def violations(level, pod):
     spec = pod.get("spec") or {}
     checks = list(_BASELINE)
     if level == "restricted":
-        checks = [c for c in checks if c not in (_capabilities_baseline, _seccomp_baseline)] + _RESTRICTED
+        # a restricted check replaces its baseline twin
+        checks = [c for c in checks if c not in (_capabilities_baseline, _host_path_volumes, _seccomp_baseline)]
+        checks += _RESTRICTED
     found = []
     for check in checks:
         result = check(spec)
@@ -55,12 +72,13 @@ def violations(level, pod):
     return found
 
 
-def message(enforced, pod):
-    """The refusal's message (after ``pods "x" is forbidden: ``), or None when the pod is admitted."""
-    found = violations(enforced.split(":")[0], pod)
+def message(level_version, pod, prefix="violates"):
+    """The refusal's message (after ``pods "x" is forbidden: ``), or None when the pod is admitted;
+    with ``prefix="would violate"``, the warning of a ``warn`` label."""
+    found = violations(level_version.split(":")[0], pod)
     if not found:
         return None
-    return f'violates PodSecurity "{enforced}": ' + ", ".join(f"{reason} ({detail})" for reason, detail in found)
+    return f'{prefix} PodSecurity "{level_version}": ' + ", ".join(f"{reason} ({detail})" for reason, detail in found)
 
 
 # --- helpers --------------------------------------------------------------------------------

@@ -134,6 +134,12 @@ def test_restricted_refuses_a_root_pod_and_admits_one_made_as_ptjaas_makes_them(
         'container "main" must set securityContext.runAsNonRoot=true), runAsUser=0 (pod must not set runAsUser=0), '
         'seccompProfile (pod or container "main" must set securityContext.seccompProfile.type to "RuntimeDefault" '
         'or "Localhost")')
+    hosts = py_pod("hosts", "print(1)", volumes=[{"name": n, "hostPath": {"path": "/"}} for n in ("a", "b")])
+    hosts["spec"]["securityContext"] = {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
+    hosts["spec"]["containers"][0]["securityContext"] = {"allowPrivilegeEscalation": False,
+                                                         "capabilities": {"drop": ["ALL"]}}
+    assert refusal(kube, ns, hosts) == ('pods "hosts" is forbidden: violates PodSecurity "restricted:latest": '
+                                       'restricted volume types (volumes "a", "b" use restricted volume type "hostPath")')
     hardened = py_pod("hardened", "print(1)")   # ptjaas_spawner's pod defaults
     hardened["spec"]["securityContext"] = {"runAsUser": 1000, "runAsNonRoot": True,
                                            "seccompProfile": {"type": "RuntimeDefault"}}
@@ -141,6 +147,23 @@ def test_restricted_refuses_a_root_pod_and_admits_one_made_as_ptjaas_makes_them(
                                                             "capabilities": {"drop": ["ALL"]}}
     kube.create_pod(ns, hardened)
     kube.wait_phase(ns, "hardened", "Succeeded")
+
+
+def test_a_bad_pod_security_label_is_refused_and_warn_only_warns(kube):
+    bad = kube.raw("POST", "/api/v1/namespaces", json={"metadata": {"name": "psa-bad", "labels": {
+        "pod-security.kubernetes.io/enforce": "strict", "pod-security.kubernetes.io/warn-version": "v9"}}})
+    assert bad.status_code == 422, bad.text
+    assert bad.json()["message"] == (
+        'Namespace "psa-bad" is invalid: [metadata.labels[pod-security.kubernetes.io/enforce]: Invalid value: '
+        '"strict": must be one of privileged, baseline, restricted, metadata.labels[pod-security.kubernetes.io/'
+        'warn-version]: Invalid value: "v9": must be "latest" or "v1.x"]')
+    ns = kube.namespace("warn")
+    kube.core.patch_namespace(ns, {"metadata": {"labels": {"pod-security.kubernetes.io/warn": "baseline"}}})
+    made = kube.raw("POST", f"/api/v1/namespaces/{ns}/pods",
+                    json=py_pod("h", "print(1)", volumes=[{"name": "h", "hostPath": {"path": "/tmp"}}]))
+    assert made.status_code == 201
+    assert made.headers["Warning"] == ('299 - "would violate PodSecurity \\"baseline:latest\\": '
+                                       'hostPath volumes (volume \\"h\\")"')
 
 
 # --- whose volume ---------------------------------------------------------------------------
