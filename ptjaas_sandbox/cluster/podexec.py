@@ -181,11 +181,14 @@ def _make_target(source_is_dir, target):
 def _open_sources(mounts, private):
     """Each volume's source held open (it may sit under a directory a private tmpfs is about to
     cover, e.g. a state directory in /tmp), and its mount target made on the machine's filesystem
-    while that is still writable (a target under a private directory is made in the tmpfs later)."""
+    while that is still writable (a target under a private directory or another volume is made
+    there later)."""
     opened = []
     for source, target, read_only in mounts:
         is_dir = os.path.isdir(source)
-        if not _under(target, private):
+        # one inside another volume (~/snapshots/x in the home) is made in that volume, once it is there
+        inside = [t for _, t, _ in mounts if t != target and _under(target, [t])]
+        if not _under(target, private) and not inside:
             _make_target(is_dir, target)
         opened.append((_clone_tree(source), is_dir, target, read_only))
     return opened
