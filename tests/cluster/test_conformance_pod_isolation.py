@@ -52,18 +52,18 @@ def test_a_pod_cannot_see_another_pods_private_files_and_the_machine_is_read_onl
                      timeout=20, message="alice's pod left its files")
     assert len(paths) == 3
     scratch = [{"name": "scratch", "emptyDir": {}}, {"name": "inner", "emptyDir": {}}]
-    pod = py_pod("looker", LOOK, json.dumps(paths), "/etc", "/usr", os.getcwd(), "/scratch", "/scratch/inner", "/tmp",
-                 volumes=scratch, mounts=[{"name": "scratch", "mountPath": "/scratch"},
-                                          {"name": "inner", "mountPath": "/scratch/inner"}])
+    pod = py_pod("looker", LOOK, json.dumps(paths), "/etc", "/usr", os.getcwd(), "/home/jovyan",
+                 "/home/jovyan/inner", "/tmp", volumes=scratch, mounts=[{"name": "scratch", "mountPath": "/home/jovyan"},
+                                          {"name": "inner", "mountPath": "/home/jovyan/inner"}])
     kube.create_pod(bob, pod)
     kube.wait_phase(bob, "looker", "Succeeded")
     found = last_json(kube, bob, "looker")
     assert found["seen"] == [] and found["read"] == {p: "FileNotFoundError" for p in paths}, found
     assert found["wrote"] == {"/etc": "Read-only file system", "/usr": "Read-only file system",
-                              os.getcwd(): "Read-only file system", "/scratch": "ok", "/scratch/inner": "ok",
+                              os.getcwd(): "Read-only file system", "/home/jovyan": "ok", "/home/jovyan/inner": "ok",
                               "/tmp": "ok"}, found
     assert not os.path.exists(os.path.join(os.getcwd(), "hostile"))
-    assert not os.path.exists("/scratch/inner")   # a mount inside a volume is made in that volume
+    assert not os.path.exists("/home/jovyan/inner")   # a mount inside a volume is made in that volume
 
 
 @needs_namespaces
