@@ -70,8 +70,9 @@ DEMO_POD_SECURITY = {"pod-security.kubernetes.io/enforce": "baseline",
 
 def enforce_demo_pod_security(cluster, namespace):
     """The user pods' namespace enforces Pod Security at ``baseline`` (no hostPath, privileged or
-    host-namespace pods), as a production namespace should: ptjaas's own pods meet ``restricted``,
-    the home-migration copy pods ``baseline``."""
+    host-namespace pods), as a production namespace should: ptjaas's notebook pods meet it (the
+    demo's values turn z2jh's root NET_ADMIN cloud-metadata init container off), the
+    home-migration copy pods too."""
     from .cluster import errors
     from .cluster.resources import BY_PLURAL
 
