@@ -188,7 +188,7 @@ def _open_sources(mounts, private):
         is_dir = os.path.isdir(source)
         # one inside another volume (~/snapshots/x in the home) is made in that volume, once it is there
         inside = [t for _, t, _ in mounts if t != target and _under(target, [t])]
-        if not _under(target, private) and not inside:
+        if not _under(os.path.realpath(target), private) and not inside:   # /var/run/x is /run/x
             _make_target(is_dir, target)
         opened.append((_clone_tree(source), is_dir, target, read_only))
     return opened
@@ -210,7 +210,7 @@ def _clone_tree(source):
 def _mount_attr(path, read_only, recursive):
     """Make the mount at ``path`` read-only or writable (with ``recursive``: every mount under it
     too), leaving its other flags alone. False where the kernel (before 5.12) cannot."""
-    fd = os.open(path, os.O_PATH | os.O_DIRECTORY if os.path.isdir(path) else os.O_PATH)
+    fd = os.open(path, (os.O_PATH | os.O_DIRECTORY) if os.path.isdir(path) else os.O_PATH)
     attr = ctypes.create_string_buffer(32)        # struct mount_attr {u64 set, clr, propagation, userns_fd}
     ctypes.memmove(ctypes.byref(attr, 0 if read_only else 8), MOUNT_ATTR_RDONLY.to_bytes(8, "little"), 8)
     flags = (AT_RECURSIVE if recursive else 0) | 0x1000   # AT_EMPTY_PATH
