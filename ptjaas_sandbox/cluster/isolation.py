@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 from . import podexec
 from .containers import ContainerError
+from ptjaas_spawner.quantity import QuantityError, parse_quantity
 
 log = logging.getLogger("ptjaas.cluster")
 
@@ -79,7 +80,6 @@ def private_dirs(container):
     """[(path, tmpfs size in bytes or None)] (pure): each a tmpfs of the container's own. A tmpfs
     is memory, so one is no larger than the container's memory limit where it has one (its
     ``ephemeral-storage`` limit where that is smaller); /dev/shm is 64 MiB, as a runtime gives."""
-    from ptjaas_spawner.quantity import QuantityError, parse_quantity
     limits = (container.get("resources") or {}).get("limits") or {}
     sizes = []
     for key in ("memory", "ephemeral-storage"):

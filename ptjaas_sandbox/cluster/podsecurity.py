@@ -22,6 +22,7 @@ VERSION = re.compile(r"^(latest|v1\.(0|[1-9][0-9]{0,3}))$")
 # capabilities the baseline level lets a container add (as the standard lists them)
 BASELINE_CAPABILITIES = {"AUDIT_WRITE", "CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "MKNOD",
                          "NET_BIND_SERVICE", "SETFCAP", "SETGID", "SETPCAP", "SETUID", "SYS_CHROOT"}
+GOOD_SECCOMP = ("RuntimeDefault", "Localhost")
 RESTRICTED_VOLUME_TYPES = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim",
                            "projected", "secret", "image"}
 VOLUME_TYPES = ("hostPath", "gcePersistentDisk", "awsElasticBlockStore", "gitRepo", "nfs", "iscsi", "glusterfs",
@@ -127,15 +128,15 @@ def _host_path_volumes(spec):
 
 
 def _host_ports(spec):
-    names, ports = [], []
+    names, ports = [], set()
     for c in _containers(spec):
-        used = [str(p["hostPort"]) for p in c.get("ports") or [] if p.get("hostPort")]
+        used = {str(p["hostPort"]) for p in c.get("ports") or [] if p.get("hostPort")}
         if used:
             names.append(c.get("name"))
-            ports += used
+            ports |= used
     if names:
         return ("hostPort", f"{_containers_phrase(names)} {_plural('uses', 'use', len(names))} "
-                            f"{_plural('hostPort', 'hostPorts', len(ports))} {', '.join(ports)}")
+                            f"{_plural('hostPort', 'hostPorts', len(ports))} {', '.join(sorted(ports))}")
     return None
 
 
@@ -189,67 +190,69 @@ def _capabilities_restricted(spec):
 
 
 def _restricted_volumes(spec):
-    names, types = [], []
+    names, types = [], set()
     for v in spec.get("volumes") or []:
-        kind = next((t for t in VOLUME_TYPES if t in v), None) or next(
-            (k for k in v if k != "name" and k not in RESTRICTED_VOLUME_TYPES), None)
-        if kind:
-            names.append(v.get("name"))
-            types += [kind] if kind not in types else []
+        if any(k in v for k in RESTRICTED_VOLUME_TYPES):
+            continue
+        names.append(v.get("name"))
+        types.add(next((t for t in VOLUME_TYPES if t in v), "unknown"))
     if names:
         return ("restricted volume types", f"{_plural('volume', 'volumes', len(names))} {_quote(names)} "
                 f"{_plural('uses', 'use', len(names))} {_plural('restricted volume type', 'restricted volume types', len(types))} "
-                f"{_quote(types)}")
+                f"{_quote(sorted(types))}")
     return None
 
 
-def _explicit_or_implicit(spec, key, bad_value, good_value, what):
-    """The shape runAsNonRoot and seccompProfile share: set badly (pod, containers), or left unset
-    by containers the pod level does not cover."""
-    def value(sc):
-        v = sc.get(key)
-        return (v or {}).get("type") if key == "seccompProfile" else v
-    pod_value = value(_sc(spec))
-    parts, explicit, implicit = [], [], []
-    if pod_value == bad_value:
-        parts.append(f"pod must not set securityContext.{what}")
+def _explicit_then_implicit(spec, bad, good, reason, must_not, must):
+    """The shape runAsNonRoot and seccompProfile share: the pod and the containers that set a bad
+    value ("pod and container "c" must not ..."), else the containers that set nothing where the
+    pod level does not cover them ("pod or container "c" must ...")."""
+    setters, bad_values = [], set()
+    pod_value = bad(_sc(spec))
+    if pod_value is not None:
+        setters.append("pod")
+        bad_values.add(pod_value)
+    pod_good = good(_sc(spec))
+    explicit, implicit = [], []
     for c in _containers(spec):
-        v = value(_sc(c))
-        if v == bad_value:
+        value = bad(_sc(c))
+        if value is not None:
             explicit.append(c.get("name"))
-        elif v is None or (key == "seccompProfile" and v not in good_value):
-            if pod_value is None or (key == "seccompProfile" and pod_value not in good_value):
-                implicit.append(c.get("name")) if v is None else explicit.append(c.get("name"))
-    return parts, explicit, implicit
+            bad_values.add(value)
+        elif not good(_sc(c)) and not pod_good:
+            implicit.append(c.get("name"))
+    if explicit:
+        setters.append(_containers_phrase(explicit))
+    if setters:
+        return (reason, f"{' and '.join(setters)} {must_not(sorted(bad_values))}")
+    if implicit:
+        return (reason, f"pod or {_containers_phrase(implicit)} {must}")
+    return None
 
 
 def _run_as_non_root(spec):
-    parts, explicit, implicit = _explicit_or_implicit(spec, "runAsNonRoot", False, True, "runAsNonRoot=false")
-    if explicit:
-        parts.append(f"{_containers_phrase(explicit)} must not set securityContext.runAsNonRoot=false")
-    if implicit:
-        parts.append(f"pod or {_containers_phrase(implicit)} must set securityContext.runAsNonRoot=true")
-    return ("runAsNonRoot != true", "; ".join(parts)) if parts else None
+    return _explicit_then_implicit(
+        spec, lambda sc: False if sc.get("runAsNonRoot") is False else None, lambda sc: sc.get("runAsNonRoot") is True,
+        "runAsNonRoot != true", lambda _: "must not set securityContext.runAsNonRoot=false",
+        "must set securityContext.runAsNonRoot=true")
 
 
 def _run_as_user(spec):
-    parts = ["pod must not set runAsUser=0"] if _sc(spec).get("runAsUser") == 0 else []
+    setters = ["pod"] if _sc(spec).get("runAsUser") == 0 else []
     names = [c.get("name") for c in _containers(spec) if _sc(c).get("runAsUser") == 0]
     if names:
-        parts.append(f"{_containers_phrase(names)} must not set runAsUser=0")
-    return ("runAsUser=0", "; ".join(parts)) if parts else None
+        setters.append(_containers_phrase(names))
+    return ("runAsUser=0", f"{' and '.join(setters)} must not set runAsUser=0") if setters else None
 
 
 def _seccomp_restricted(spec):
-    good = ("RuntimeDefault", "Localhost")
-    parts, explicit, implicit = _explicit_or_implicit(spec, "seccompProfile", "Unconfined", good,
-                                                      'seccompProfile.type to "Unconfined"')
-    if explicit:
-        parts.append(f'{_containers_phrase(explicit)} must not set securityContext.seccompProfile.type to "Unconfined"')
-    if implicit:
-        parts.append(f'pod or {_containers_phrase(implicit)} must set securityContext.seccompProfile.type to '
-                     f'"RuntimeDefault" or "Localhost"')
-    return ("seccompProfile", "; ".join(parts)) if parts else None
+    def kind(sc):
+        return (sc.get("seccompProfile") or {}).get("type") if sc.get("seccompProfile") is not None else None
+    return _explicit_then_implicit(
+        spec, lambda sc: kind(sc) if sc.get("seccompProfile") is not None and kind(sc) not in GOOD_SECCOMP else None,
+        lambda sc: kind(sc) in GOOD_SECCOMP, "seccompProfile",
+        lambda values: f"must not set securityContext.seccompProfile.type to {_quote(values)}",
+        'must set securityContext.seccompProfile.type to "RuntimeDefault" or "Localhost"')
 
 
 _RESTRICTED = [_allow_privilege_escalation, _capabilities_restricted, _restricted_volumes, _run_as_non_root,

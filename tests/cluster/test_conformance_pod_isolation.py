@@ -143,6 +143,21 @@ def test_restricted_refuses_a_root_pod_and_admits_one_made_as_ptjaas_makes_them(
                                                          "capabilities": {"drop": ["ALL"]}}
     assert refusal(kube, ns, hosts) == ('pods "hosts" is forbidden: violates PodSecurity "restricted:latest": '
                                        'restricted volume types (volumes "a", "b" use restricted volume type "hostPath")')
+    mixed = py_pod("mixed", "print(1)", volumes=[{"name": "n", "nfs": {"server": "nfs.example", "path": "/"}},
+                                               {"name": "h", "hostPath": {"path": "/"}}])
+    mixed["spec"]["securityContext"] = {"runAsNonRoot": False, "seccompProfile": {"type": "Unconfined"}}
+    mixed["spec"]["initContainers"] = [dict(mixed["spec"]["containers"][0], name="setup", securityContext={
+        "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}, "runAsNonRoot": False, "runAsUser": 0})]
+    mixed["spec"]["containers"][0]["securityContext"] = {"allowPrivilegeEscalation": False, "capabilities": {
+        "drop": ["ALL"], "add": ["NET_BIND_SERVICE", "CHOWN"]}}
+    mixed["spec"]["containers"][0]["ports"] = [{"containerPort": 90, "hostPort": 90}, {"containerPort": 8080, "hostPort": 8080}]
+    assert refusal(kube, ns, mixed) == (
+        'pods "mixed" is forbidden: violates PodSecurity "restricted:latest": hostPort (container "main" uses '
+        'hostPorts 8080, 90), unrestricted capabilities (container "main" must not '
+        'include "CHOWN" in securityContext.capabilities.add), restricted volume types (volumes "n", "h" use '
+        'restricted volume types "hostPath", "nfs"), runAsNonRoot != true (pod and container "setup" must not set '
+        'securityContext.runAsNonRoot=false), runAsUser=0 (container "setup" must not set runAsUser=0), '
+        'seccompProfile (pod must not set securityContext.seccompProfile.type to "Unconfined")')
     hardened = py_pod("hardened", "print(1)")   # ptjaas_spawner's pod defaults
     hardened["spec"]["securityContext"] = {"runAsUser": 1000, "runAsNonRoot": True,
                                            "seccompProfile": {"type": "RuntimeDefault"}}
