@@ -64,6 +64,30 @@ def _label_demo_node(cluster):
         pass
 
 
+DEMO_POD_SECURITY = {"pod-security.kubernetes.io/enforce": "baseline",
+                     "pod-security.kubernetes.io/enforce-version": "latest"}
+
+
+def enforce_demo_pod_security(cluster, namespace):
+    """The user pods' namespace enforces Pod Security at ``baseline`` (no hostPath, privileged or
+    host-namespace pods), as a production namespace should: ptjaas's notebook pods meet it (the
+    demo's values turn z2jh's root NET_ADMIN cloud-metadata init container off), the
+    home-migration copy pods too."""
+    from .cluster import errors
+    from .cluster.resources import BY_PLURAL
+
+    def label():
+        try:
+            cluster.registry.patch(BY_PLURAL["namespaces"], "", namespace, {"metadata": {"labels": DEMO_POD_SECURITY}},
+                                   "application/merge-patch+json")
+        except errors.ApiError as e:
+            if e.code != 404:
+                raise
+            cluster.registry.create(BY_PLURAL["namespaces"], "", {"metadata": {"name": namespace,
+                                                                              "labels": dict(DEMO_POD_SECURITY)}})
+    cluster.call(label)
+
+
 def cmd_demo(args):
     from .demo import (DEMO_ADMIN, DEMO_PASSWORD, DemoError, default_values_files, demo_overlay_file,
                        demo_values, is_loopback, load_values, remote_warning, stable_ports, write_demo_hub)
@@ -116,6 +140,7 @@ def cmd_demo(args):
                                   nodes=[NodeSpec(labels=dict(DEMO_NODE_LABELS))])
         cluster.start_in_thread()
         _label_demo_node(cluster)
+        enforce_demo_pod_security(cluster, args.namespace)
         ensure_demo_snapshot_class(cluster)
         kubeconfig = cluster.kubeconfig_path
         env["KUBECONFIG"] = kubeconfig

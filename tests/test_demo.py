@@ -3,6 +3,7 @@ a server, saves a file, and finds it again after the demo itself restarts on the
 Ctrl-C stops everything within seconds; the site's values files shape what the demo serves; an
 idle GPU server is culled while a CPU server keeps running."""
 
+import json
 import os
 import re
 import signal
@@ -10,6 +11,7 @@ import subprocess
 import sys
 import time
 
+import kubernetes
 import pytest
 import requests
 import yaml
@@ -146,6 +148,14 @@ def test_demo_runs_the_production_values_keeps_files_across_its_restart_and_stop
         assert "Starting managed service ptjaas-culler" in out
         kubeconfig = re.search(r"kubeconfig:\s+(\S+)", out).group(1)
         assert os.path.isfile(kubeconfig)
+        # the user pods' namespace enforces Pod Security baseline: a hostPath pod is refused there
+        core = kubernetes.client.CoreV1Api(kubernetes.config.new_client_from_config(config_file=kubeconfig))
+        with pytest.raises(kubernetes.client.ApiException) as refused:
+            core.create_namespaced_pod("default", {"metadata": {"name": "peek"}, "spec": {
+                "volumes": [{"name": "root", "hostPath": {"path": "/"}}],
+                "containers": [{"name": "c", "image": "python:3.11", "volumeMounts": [{"name": "root", "mountPath": "/h"}]}]}})
+        assert refused.value.status == 403 and json.loads(refused.value.body)["message"] == (
+            'pods "peek" is forbidden: violates PodSecurity "baseline:latest": hostPath volumes (volume "root")')
 
         s = demo.login("alice")
         form = s.get(f"{demo.url}/hub/spawn", timeout=30).text

@@ -1,7 +1,8 @@
 """Notebook servers cannot reach each other's data or the service's: through a real hub, real
 jupyterhub-singleuser servers (ptjaas spawner, uid 1000 as in z2jh), code run in alice's notebook
 cannot read bob's home, the hub database, the cluster's state or kubeconfig, nor see bob's
-processes. The cluster and the hub live in a world-traversable directory here (as the demo's
+processes; bob's server cannot see the 0600 files alice left in /tmp, /dev/shm and /run (each
+pod has its own), and finds the machine's files read-only outside its home and those. The cluster and the hub live in a world-traversable directory here (as the demo's
 ``.ptjaas`` in a checkout does), so what protects them is ptjaas itself, not the test's tmp dir."""
 
 import asyncio
@@ -20,9 +21,12 @@ from tornado.websocket import websocket_connect
 
 from tests.hubutil import Hub
 from ptjaas_sandbox.cluster import EmbeddedCluster  # noqa: E402
+from ptjaas_sandbox.cluster.podexec import namespaces_work
 
 pytestmark = [pytest.mark.hub, pytest.mark.timeout(240),
-              pytest.mark.skipif(os.geteuid() != 0, reason="notebooks run as their own user only when the node agent is root")]
+              pytest.mark.skipif(os.geteuid() != 0, reason="notebooks run as their own user only when the node agent is root"),
+              pytest.mark.skipif(os.geteuid() == 0 and not namespaces_work(),
+                                 reason="no mount namespaces here (unshare refused): pods are not isolated")]
 
 CONFIG = """
 c.PtjaasSpawner.images = {"python": {"display_name": "Python", "versions": {"1": {"image": "example.org/python:1", "default": True}}}}
@@ -47,6 +51,39 @@ for pid in [p for p in os.listdir('/proc') if p.isdigit()]:
     except OSError:
         pass
 print(json.dumps({'files': out, 'users': sorted(users), 'uid': os.getuid(), 'cwd': os.getcwd()}))
+"""
+
+
+# run in alice's notebook: a 0600 file of hers in each directory a pod has of its own
+DROP = """
+import json, os, tempfile
+paths = []
+for d in ('/tmp', '/dev/shm', '/run'):
+    fd, path = tempfile.mkstemp(prefix='alice-', dir=d)
+    os.write(fd, b'alice only'); os.close(fd)
+    paths.append(path)
+print(json.dumps(paths))
+"""
+# run in bob's: look for them, and try writing where a container cannot
+FIND = """
+import json, os
+wanted = %s
+seen = [os.path.join(d, n) for d in ('/tmp', '/dev/shm', '/run') for n in os.listdir(d) if n.startswith('alice-')]
+read = {}
+for p in wanted:
+    try:
+        read[p] = open(p).read()
+    except OSError as e:
+        read[p] = type(e).__name__
+wrote = {}
+for d in ('/etc', '/usr', %r, '/home/jovyan', '/tmp'):
+    try:
+        with open(os.path.join(d, 'bob-was-here'), 'w'):
+            pass
+        wrote[d] = 'ok'
+    except OSError:
+        wrote[d] = 'OSError'
+print(json.dumps({'seen': seen, 'read': read, 'wrote': wrote}))
 """
 
 
@@ -123,6 +160,15 @@ async def test_a_notebook_cannot_read_another_users_home_the_hub_db_or_the_clust
         mine = await run_in_notebook(hub, "alice", tokens["alice"],
                                      "open('/home/jovyan/mine.txt', 'w').write('ok'); print(sorted(__import__('os').listdir('.')))")
         assert "mine.txt" in mine and "diary.txt" not in mine
+        # alice's 0600 files in /tmp, /dev/shm and /run are hers alone: bob's server does not see them
+        dropped = json.loads((await run_in_notebook(hub, "alice", tokens["alice"], DROP)).strip())
+        assert len(dropped) == 3 and all(os.path.basename(p).startswith("alice-") for p in dropped), dropped
+        found = json.loads((await run_in_notebook(hub, "bob", tokens["bob"],
+                                                  FIND % (json.dumps(dropped), str(open_base)))).strip())
+        assert found["seen"] == [] and found["read"] == {p: "FileNotFoundError" for p in dropped}, found
+        # and the machine's files are read-only to a notebook, its home and private directories excepted
+        assert found["wrote"] == {"/etc": "OSError", "/usr": "OSError", str(open_base): "OSError",
+                                  "/home/jovyan": "ok", "/tmp": "ok"}, found["wrote"]
     finally:
         hub.stop()
         cluster.stop_thread()

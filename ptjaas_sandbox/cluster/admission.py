@@ -4,7 +4,7 @@ import base64
 import re
 from decimal import Decimal
 
-from . import errors, snapshotschema
+from . import errors, podsecurity, snapshotschema
 from ptjaas_spawner.quantity import QuantityError, format_quantity, parse_quantity
 
 DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -158,7 +158,11 @@ def _check_storageclass(obj):
     return [] if obj.get("provisioner") else [("provisioner", "Required value")]
 
 
-_CHECKS = {"pods": _check_pod, "persistentvolumeclaims": _check_pvc, "resourcequotas": _check_quota,
+def _check_namespace(obj):
+    return podsecurity.label_causes((obj.get("metadata") or {}).get("labels"))
+
+
+_CHECKS = {"namespaces": _check_namespace, "pods": _check_pod, "persistentvolumeclaims": _check_pvc, "resourcequotas": _check_quota,
            "secrets": _check_secret, "storageclasses": _check_storageclass, **snapshotschema.CHECKS}
 
 

@@ -9,10 +9,10 @@ from collections import Counter
 from tornado import web
 from tornado.iostream import StreamClosedError
 
-from . import auth, errors, negotiation, openapi, openapiproto, podlogs, tables
+from . import auth, errors, negotiation, openapi, openapiproto, podlogs, podsecurity, tables
 from .patch import apply_patch
 from .kubeclient import SYSTEM_AGENT
-from .resources import BY_PATH, RESOURCE_TYPES, groups
+from .resources import BY_PATH, BY_PLURAL, RESOURCE_TYPES, groups
 from .selectors import fields_match, labels_match, parse_field_selector, parse_label_selector
 from .objcopy import clone
 
@@ -248,6 +248,14 @@ class ResourceHandler(BaseHandler):
             escaped = warning.replace("\\", "\\\\").replace('"', '\\"')
             self.add_header("Warning", f'299 - "{escaped}"')   # RFC 7234 warn-text, as the real server quotes it
 
+    def warn_pod_security(self, namespace, pod):
+        """A namespace's ``pod-security.kubernetes.io/warn`` level: a pod admitted that breaks it
+        gets the real server's warning."""
+        level = podsecurity.policy(self.cluster.store.get(BY_PLURAL["namespaces"], "", namespace), "warn")
+        text = level and podsecurity.message(level, pod, prefix="would violate")
+        if text:
+            self.add_header("Warning", '299 - "{}"'.format(text.replace("\\", "\\\\").replace('"', '\\"')))
+
     async def post(self, *args):
         rtype, namespace, name, sub = self.route
         body = self.decoded_body()
@@ -255,6 +263,8 @@ class ResourceHandler(BaseHandler):
             self.validate_fields(rtype, body)
             negotiation.prune(rtype, body, K8S_MINOR)   # what the real server's decoder drops
             obj = self.cluster.registry.create(rtype, namespace, body)
+            if rtype.plural == "pods":
+                self.warn_pod_security(namespace, obj)
             return self.write_json(obj, 201)
         if sub == "binding" and rtype.plural == "pods":
             pod = self.cluster.registry.get(rtype, namespace, name)

@@ -8,8 +8,14 @@ and closed to everyone else. Where the machine allows it (root with CAP_SYS_ADMI
 gets private mount and PID namespaces: volumes are bind-mounted at their real mountPath
 (``podexec``), so nothing is rewritten and other pods' files and processes are out of sight.
 
-When not root, containers run as this user with mountPaths rewritten to local directories, as
-before; that is said once in the log.
+With namespaces a container sees what a container runtime shows it: the machine's filesystem
+read-only but for its volumes, a private tmpfs on /tmp, /var/tmp, /dev/shm and /run (``private_dirs``),
+private PID and IPC namespaces; and it keeps the capabilities a runtime gives (containerd's
+default set, ``securityContext.capabilities`` add/drop applied, all when ``privileged``), which
+matters for a container running as root: ``drop: [ALL]`` leaves it none.
+
+When not root, or without mount namespaces, containers share this machine's /tmp, /dev/shm and
+filesystem with each other: the node agent says once, in plain words, that pods are not isolated.
 """
 
 import json
@@ -20,6 +26,7 @@ from dataclasses import dataclass
 
 from . import podexec
 from .containers import ContainerError
+from ptjaas_spawner.quantity import QuantityError, parse_quantity
 
 log = logging.getLogger("ptjaas.cluster")
 
@@ -28,12 +35,61 @@ DEFAULT_UID = 1000
 DEFAULT_GID = 100
 
 
+# containerd's (and CRI-O's) default capabilities for a container (numbers from linux/capability.h)
+CAPABILITY_NUMBERS = {
+    "CHOWN": 0, "DAC_OVERRIDE": 1, "DAC_READ_SEARCH": 2, "FOWNER": 3, "FSETID": 4, "KILL": 5, "SETGID": 6,
+    "SETUID": 7, "SETPCAP": 8, "LINUX_IMMUTABLE": 9, "NET_BIND_SERVICE": 10, "NET_BROADCAST": 11,
+    "NET_ADMIN": 12, "NET_RAW": 13, "IPC_LOCK": 14, "IPC_OWNER": 15, "SYS_MODULE": 16, "SYS_RAWIO": 17,
+    "SYS_CHROOT": 18, "SYS_PTRACE": 19, "SYS_PACCT": 20, "SYS_ADMIN": 21, "SYS_BOOT": 22, "SYS_NICE": 23,
+    "SYS_RESOURCE": 24, "SYS_TIME": 25, "SYS_TTY_CONFIG": 26, "MKNOD": 27, "LEASE": 28, "AUDIT_WRITE": 29,
+    "AUDIT_CONTROL": 30, "SETFCAP": 31, "MAC_OVERRIDE": 32, "MAC_ADMIN": 33, "SYSLOG": 34, "WAKE_ALARM": 35,
+    "BLOCK_SUSPEND": 36, "AUDIT_READ": 37, "PERFMON": 38, "BPF": 39, "CHECKPOINT_RESTORE": 40}
+DEFAULT_CAPABILITIES = ("CHOWN", "DAC_OVERRIDE", "FSETID", "FOWNER", "MKNOD", "NET_RAW", "SETGID", "SETUID",
+                        "SETFCAP", "SETPCAP", "NET_BIND_SERVICE", "SYS_CHROOT", "KILL", "AUDIT_WRITE")
+# what a container runtime gives each container of its own; /dev/shm at its default size
+PRIVATE_DIRS = ("/tmp", "/var/tmp", "/dev/shm", "/run")
+DEFAULT_SHM_BYTES = 64 * 1024 * 1024
+
+
 @dataclass(frozen=True)
 class Identity:
     uid: int
     gid: int
     groups: tuple
     no_new_privs: bool
+    capabilities: tuple = None   # capability numbers it keeps; None: all (privileged)
+
+
+def capabilities(container):
+    """The capability numbers a container keeps (pure): the runtime's default set with its
+    ``securityContext.capabilities`` dropped and added; None (all) when ``privileged``."""
+    sc = container.get("securityContext") or {}
+    if sc.get("privileged"):
+        return None
+    caps = sc.get("capabilities") or {}
+
+    def names(key):
+        return {str(n).upper().removeprefix("CAP_") for n in caps.get(key) or []}
+    dropped, added = names("drop"), names("add")
+    kept = set() if "ALL" in dropped else set(DEFAULT_CAPABILITIES) - dropped
+    kept |= set(CAPABILITY_NUMBERS) if "ALL" in added else added
+    return tuple(sorted(CAPABILITY_NUMBERS[n] for n in kept if n in CAPABILITY_NUMBERS))
+
+
+def private_dirs(container):
+    """[(path, tmpfs size in bytes or None)] (pure): each a tmpfs of the container's own. A tmpfs
+    is memory, so one is no larger than the container's memory limit where it has one (its
+    ``ephemeral-storage`` limit where that is smaller); /dev/shm is 64 MiB, as a runtime gives."""
+    limits = (container.get("resources") or {}).get("limits") or {}
+    sizes = []
+    for key in ("memory", "ephemeral-storage"):
+        try:
+            sizes.append(int(parse_quantity(limits[key])))
+        except (KeyError, QuantityError, ValueError):
+            pass
+    cap = min(sizes) if sizes else None
+    return [(path, min(DEFAULT_SHM_BYTES, cap or DEFAULT_SHM_BYTES) if path == "/dev/shm" else cap)
+            for path in PRIVATE_DIRS]
 
 
 def identity(pod, container):
@@ -57,7 +113,7 @@ def identity(pod, container):
     for g in ([pod_sc.get("fsGroup")] if pod_sc.get("fsGroup") is not None else []) + list(pod_sc.get("supplementalGroups") or []):
         if int(g) not in groups and int(g) != gid:
             groups.append(int(g))
-    return Identity(uid, gid, tuple(groups), sc.get("allowPrivilegeEscalation") is False)
+    return Identity(uid, gid, tuple(groups), sc.get("allowPrivilegeEscalation") is False, capabilities(container))
 
 
 def volume_owner(pod):
@@ -80,12 +136,13 @@ class NodeIsolation:
         else:
             self.namespaces = self.root and podexec.namespaces_work()
         if not self.root:
-            log.warning("the node agent is not root: pods run as %s (uid %d), whatever their securityContext "
-                        "says, and can read each other's volumes", _user_name(), os.geteuid())
+            log.warning("pods are not isolated from each other: the node agent is not root, so pods run as %s "
+                        "(uid %d) whatever their securityContext says, share this machine's /tmp, /dev/shm and "
+                        "files, and can read each other's volumes", _user_name(), os.geteuid())
         elif not self.namespaces:
-            log.warning("no mount namespaces for pods (switched off, or no CAP_SYS_ADMIN here): pods run as their "
-                        "securityContext user, with mountPaths rewritten to local paths and volumes reachable "
-                        "through the state directory by other pods of the same uid")
+            log.warning("pods are not isolated from each other: no mount namespaces here (switched off, or no "
+                        "CAP_SYS_ADMIN), so pods share this machine's /tmp, /dev/shm and files, with mountPaths "
+                        "rewritten to local paths and volumes reachable by other pods of the same uid")
 
     @property
     def rewrite_paths(self):
@@ -105,6 +162,23 @@ class NodeIsolation:
             os.chown(path, uid, gid)
         os.chmod(path, 0o2770 if fs_group else 0o700)
 
+    def own_claim(self, path, pod, volumes_dir):
+        """A claim's volume goes to the pod's user only where it is one the provisioner made (under
+        ``volumes_dir``: never a hostPath PersistentVolume an admin pointed elsewhere, as a kubelet
+        never changes a hostPath's owner) and it is new (root's) or already that user's: the first
+        pod to use a claim owns it; a pod of another uid mounts it as it is, closed to it."""
+        if not self.root:
+            return
+        real, base = os.path.realpath(path), os.path.realpath(volumes_dir)
+        if not real.startswith(base + os.sep):
+            return
+        uid = volume_owner(pod)[0]
+        if os.stat(real).st_uid in (0, uid):
+            self.own_volume(real, pod)
+        else:
+            log.info("volume %s stays with uid %d: pod %s/%s runs as uid %d", real, os.stat(real).st_uid,
+                     pod["metadata"].get("namespace"), pod["metadata"].get("name"), uid)
+
     def traversable(self, *dirs):
         """Without namespaces, the pods' users must reach their volumes through these directories."""
         if self.root and not self.namespaces:
@@ -115,10 +189,16 @@ class NodeIsolation:
                 log.warning("pods cannot reach their volumes: %s is closed to their users; put the cluster's "
                             "state directory where other users may pass through", blocker)
 
-    def command(self, argv, cwd, identity, mounts, host_pid=False):
+    @property
+    def isolated(self):
+        """Whether pods are kept apart as by a container runtime (own /tmp, read-only root...)."""
+        return self.namespaces
+
+    def command(self, argv, cwd, identity, mounts, host_pid=False, private=(), host_ipc=False):
         """The argv (and cwd) that starts a container: through ``podexec`` when root, else as is.
-        ``mounts`` is [(local source, mountPath, read_only)], used with namespaces only;
-        ``host_pid`` (the pod's ``hostPID``) keeps the machine's PID namespace."""
+        ``mounts`` is [(local source, mountPath, read_only)], ``private`` [(path, size)] (see
+        ``private_dirs``), both used with namespaces only; ``host_pid``/``host_ipc`` (the pod's
+        ``hostPID``/``hostIPC``) keep the machine's PID/IPC namespace."""
         if not self.root:
             return argv, cwd
         if not os.path.isfile(argv[0]):
@@ -132,7 +212,9 @@ class NodeIsolation:
                                               f"environment {runtime} ({blocker} is closed to it)", argv[0])
         spec = {"argv": argv, "cwd": cwd, "uid": identity.uid, "gid": identity.gid, "groups": list(identity.groups),
                 "no_new_privs": identity.no_new_privs, "namespaces": self.namespaces,
-                "pid_namespace": not host_pid,
+                "capabilities": None if identity.capabilities is None else list(identity.capabilities),
+                "pid_namespace": not host_pid, "ipc_namespace": not host_ipc, "read_only_root": True,
+                "private_dirs": [list(d) for d in private] if self.namespaces else [],
                 "mounts": [list(m) for m in mounts] if self.namespaces else [],
                 "runtime": sorted({os.path.realpath(sys.prefix), os.path.realpath(sys.base_prefix)}),
                 "parent": os.getpid()}

@@ -3,8 +3,9 @@ API client of the API server (embedded or real) like a kubelet.
 
 Each pod gets its own loopback address (127.100.x.y), reported as ``status.podIP``; ``0.0.0.0`` in
 env and args is rewritten to it, so many pods can listen on port 8888 at once. Containers run as
-their securityContext, in private mount and PID namespaces where the machine allows it, with their
-volumes at their real mountPath (isolation.py); otherwise paths under a mountPath are rewritten to
+their securityContext, in private mount, PID and IPC namespaces where the machine allows it (the
+machine's files read-only, a private /tmp, /var/tmp, /dev/shm and /run), with their volumes at their
+real mountPath (isolation.py); otherwise paths under a mountPath are rewritten to
 local directories in env, args and workingDir.
 Images are not pulled: they are taken to be Jupyter Docker Stacks-like (HOME and working
 directory ``/home/jovyan``), and commands run with this machine's Python environment on PATH.
@@ -42,7 +43,7 @@ class Kubelet:
         self.client = client
         self.state_dir = state_dir
         self.pods_dir = os.path.join(state_dir, "pods")
-        volumes_dir = volumes_dir or os.path.join(state_dir, "volumes")   # where the provisioner's volumes are
+        volumes_dir = self.volumes_dir = volumes_dir or os.path.join(state_dir, "volumes")   # the provisioner's volumes
         for d in (self.pods_dir, volumes_dir):
             os.makedirs(d, exist_ok=True)
         # who containers run as and what they see (isolation.py); mount_namespaces None: where the machine allows

@@ -11,7 +11,7 @@ import signal
 import sys
 
 from .containers import ContainerError, image_default_command, image_id, resolve_env, _expand, _which
-from .isolation import identity
+from .isolation import identity, private_dirs
 from .kubeclient import ApiError
 from .resources import BY_PLURAL
 from .snapshotdata import lock_read_only, unlock
@@ -304,7 +304,7 @@ class PodRuntime:
                 locked = volume["persistentVolumeClaim"].get("readOnly") and claim["spec"].get("accessModes") == ["ReadOnlyMany"]
                 if locked:
                     unlock(path)   # locked again below, after the pod's user is given the volume
-                self.kubelet.isolation.own_volume(path, pod)
+                self.kubelet.isolation.own_claim(path, pod, self.kubelet.volumes_dir)
                 if locked:
                     lock_read_only(path)   # a volume only ever mounted read-only: nothing in a pod can write it
             elif volume.get("hostPath"):
@@ -405,6 +405,7 @@ class PodRuntime:
                 with open(os.path.join(node_config, "jupyter_server_config.json"), "w") as f:
                     f.write('{"ServerApp": {"allow_root": true}}\n')
             final["JUPYTER_CONFIG_PATH"] = ":".join(p for p in (final.get("JUPYTER_CONFIG_PATH"), node_config) if p)
+            extra_mounts.append((node_config, node_config, True))   # seen even where a private /tmp covers it
         if gpus:
             final["CUDA_VISIBLE_DEVICES"] = final["NVIDIA_VISIBLE_DEVICES"] = ",".join(str(d) for d in gpus)
         argv = [rewrite(_expand(a, env_map)) for a in (container.get("command") or []) + (container.get("args") or [])]
@@ -414,7 +415,9 @@ class PodRuntime:
             resolved = argv[0]
         volumes = [(local, mount_path, read_only[mount_path]) for mount_path, local in table] + extra_mounts
         volumes.sort(key=lambda m: len(m[1]))   # parents before what is mounted inside them
-        return [resolved] + argv[1:], final, cwd, (who, volumes, bool(pod["spec"].get("hostPID")))
+        spec = pod["spec"]
+        return [resolved] + argv[1:], final, cwd, (who, volumes, bool(spec.get("hostPID")), private_dirs(container),
+                                                   bool(spec.get("hostIPC")))
 
     # --- termination ---------------------------------------------------------------------
     def terminate(self, grace, remove=True):

@@ -9,7 +9,7 @@ import json
 import random
 from datetime import datetime, timedelta, timezone
 
-from . import admission, errors, snapshotschema
+from . import admission, errors, podsecurity, snapshotschema
 from .patch import apply_patch
 from ptjaas_spawner.quantity import parse_quantity
 from .resources import BY_KEY, BY_PLURAL
@@ -157,6 +157,10 @@ class Registry:
             raise errors.already_exists(rtype.plural, meta["name"], rtype.group)
         if rtype.plural == "pods":
             admission.admit_limit_ranges(obj, self.store.list(_t("limitranges"), namespace))
+            enforced = podsecurity.policy(self.store.get(_t("namespaces"), "", namespace))
+            refusal = enforced and podsecurity.message(enforced, obj)
+            if refusal:   # the PodSecurity admission plugin, after LimitRanger, before ResourceQuota
+                raise errors.forbidden("pods", meta["name"], refusal)
         self._admit_quota(rtype, namespace, obj)
         if rtype.plural == "services":
             self._allocate_cluster_ip(obj)

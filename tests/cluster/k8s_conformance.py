@@ -6,6 +6,7 @@ Status-body checks and polling helpers (deadlines, never sleeps).
 
 import json
 import sys
+import tempfile
 import uuid
 
 import kubernetes
@@ -59,10 +60,15 @@ def py_container(script, *args, name="main", env=None, ports=None, mounts=None,
 def py_pod(name, script, *args, restart="Never", labels=None, volumes=None, grace=None,
            node_selector=None, host_access=False, **container_kw):
     """A pod manifest running `python -c script args...`. ``host_access``: the test reads the
-    pod's files and process ids on this machine (root, hostPID), as a node-level debug pod would."""
+    pod's files and process ids on this machine (root, hostPID, this machine's temporary directory
+    as a hostPath volume at its own path), as a node-level debug pod would."""
     spec = {"restartPolicy": restart, "containers": [py_container(script, *args, **container_kw)]}
+    volumes = list(volumes or [])
     if host_access:
         spec.update(hostPID=True, securityContext={"runAsUser": 0})
+        volumes.append({"name": "host-tmp", "hostPath": {"path": tempfile.gettempdir()}})
+        spec["containers"][0].setdefault("volumeMounts", []).append(
+            {"name": "host-tmp", "mountPath": tempfile.gettempdir()})
     if volumes:
         spec["volumes"] = volumes
     if grace is not None:

@@ -126,9 +126,10 @@ def test_volume_is_at_its_mount_path_and_home_is_the_working_dir(kube, ns):
     assert who["cwd"] == who["home"] == "/home/jovyan"
 
 
-def test_without_mount_namespaces_pods_still_run_as_their_user_or_fail_clearly():
+def test_without_mount_namespaces_pods_still_run_as_their_user_or_fail_clearly(caplog):
     """A root node agent that may not create namespaces (e.g. a container without CAP_SYS_ADMIN)
-    rewrites paths; the pod's user must then reach this machine's Python environment itself."""
+    rewrites paths; the pod's user must then reach this machine's Python environment itself. The
+    log says once, in plain words, that pods are not isolated."""
     import sys
 
     from ptjaas_sandbox.cluster import EmbeddedCluster
@@ -144,6 +145,8 @@ def test_without_mount_namespaces_pods_still_run_as_their_user_or_fail_clearly()
     kube = Kube(cluster)
     try:
         assert cluster.kubelet.isolation.rewrite_paths
+        said = [r.getMessage() for r in caplog.records if "pods are not isolated" in r.getMessage()]
+        assert len(said) == 1 and "share this machine's /tmp, /dev/shm and files" in said[0], said
         ns = kube.namespace()
         blocked = any(_blocker(os.path.realpath(p), 1000, {100}) for p in (sys.prefix, sys.base_prefix))
         kube.create_pod(ns, py_pod("plain", WHO))
