@@ -56,6 +56,7 @@ class TeamsMixin(LoggingConfigurable):
         self._team = None  # the team of the last start (state)
         self._home_namespace = None  # where the remembered home claim lives (state)
         self._team_options = {}
+        self._started_team = None  # the team of the start under way (what a refusal names)
         self._forget_saved_team()
 
     def _forget_saved_team(self):
@@ -92,8 +93,8 @@ class TeamsMixin(LoggingConfigurable):
 
     # ---- the team of a start -----------------------------------------------------------
 
-    _PLACEMENT = ("_team", "_home_namespace", "_team_options", "_home", "_pvc_exists", "pvc_name", "namespace",
-                  "dns_name")
+    # the namespace the start tried is not put back (a refusal names it); the next start places anew
+    _PLACEMENT = ("_team", "_home_namespace", "_team_options", "_home", "_pvc_exists", "pvc_name")
 
     def _home_known(self) -> bool:
         """Is a home claim known to live in ``_home_namespace``? (A placement whose start made no
@@ -179,7 +180,7 @@ class TeamsMixin(LoggingConfigurable):
         place = teams.placement(team, self.hub_namespace, self._home_namespace, migrated)
         if place.note:
             self.notes_extend([place.note])
-        self._team = team.group
+        self._team = self._started_team = team.group  # (_started_team: what a refusal names, kept or not)
         if team.group is not None:
             self._team_options = {teams.TEAM_OPTION: team.group}
         if place.namespace != self._home_namespace:
@@ -271,8 +272,8 @@ class TeamsMixin(LoggingConfigurable):
             self.log.error(
                 "Team namespace %s (team %s) cannot be used by the hub (%s): create it and the hub's Role there "
                 "with `ptjaas team-manifests ... | kubectl apply -f -` (docs/teams.md)",
-                ns, self._team, "it does not exist" if missing else "forbidden")
-            message = (f"Team {self._team!r}'s namespace {ns!r} is not ready for servers yet, so your "
+                ns, self._started_team, "it does not exist" if missing else "forbidden")
+            message = (f"Team {self._started_team!r}'s namespace {ns!r} is not ready for servers yet, so your "
                        "server was not started. Ask your administrator to set it up (ptjaas team-manifests).")
             err = web.HTTPError(503, "%s", message, reason="Team namespace not ready")
             err.jupyterhub_message = message

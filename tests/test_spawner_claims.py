@@ -33,6 +33,11 @@ def make_spawner(module_cluster, monkeypatch, username, servername="", groups=()
     import kubernetes_asyncio.config.kube_config as kc
 
     monkeypatch.setattr(kc, "KUBE_CONFIG_DEFAULT_LOCATION", str(module_cluster.kubeconfig_path))
+    # KubeSpawner loads the client configuration once per process: not across clusters (another
+    # module's tests may have loaded another cluster's)
+    from kubespawner.clients import load_config
+
+    load_config.cache_clear()
     c = Config()
     c.PtjaasSpawner.namespace = "default"
     c.PtjaasSpawner.audit_log_file = ""  # the record to the log only: never a file in the checkout
