@@ -114,6 +114,18 @@ def shared_dir():
     return path
 
 
+@pytest.fixture(scope="session")
+def helm():
+    """The real helm (``./dev setup`` unpacks it into node_modules/.bin); tests needing it skip
+    where it is absent."""
+    import shutil
+
+    path = shutil.which("helm") or str(ROOT / "node_modules" / ".bin" / "helm")
+    if not os.path.exists(path):
+        pytest.skip("helm is not installed (./dev setup installs it)")
+    return path
+
+
 def _real_backend_class():
     from ptjaas_sandbox.hubrights import HubBackend
 

@@ -11,13 +11,11 @@ member's ``gpu-1`` server.
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
-import pytest
 import yaml
 
 from ptjaas_sandbox.charthub import write_chart_hub
@@ -64,14 +62,6 @@ KUBECONFIG = textwrap.dedent("""
     contexts: [{name: none, context: {cluster: none, user: none, namespace: ptjaas}}]
     current-context: none
 """)
-
-
-@pytest.fixture(scope="module")
-def helm():
-    path = shutil.which("helm") or str(ROOT / "node_modules" / ".bin" / "helm")
-    if not os.path.exists(path):
-        pytest.skip("helm is not installed (./dev setup installs it)")
-    return path
 
 
 def notebook_container(config_path, env, tmp_path):

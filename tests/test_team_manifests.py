@@ -7,7 +7,6 @@ The z2jh reference is the chart itself (../shared/charts/jupyterhub) rendered by
 
 import copy
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -50,14 +49,6 @@ def chart_dir():
     if not (chart / "Chart.yaml").exists():
         pytest.skip(f"z2jh chart not found at {chart} (set PTJAAS_SHARED_DIR)")
     return chart
-
-
-@pytest.fixture(scope="module")
-def helm():
-    path = shutil.which("helm") or str(PROJECT / "node_modules" / ".bin" / "helm")
-    if not os.path.exists(path):
-        pytest.skip("helm is not installed (./dev setup installs it)")
-    return path
 
 
 def helm_template(helm, chart, values_files, show_only, namespace="ptjaas"):
