@@ -30,6 +30,7 @@ from .quota import QuotaMixin
 from .sizes import spawner_settings
 from .startplan import STARTING, StartPlan, run_watched
 from .teams_mixin import TeamsMixin
+from .watches import WatchesMixin
 
 STATE_KEY = "ptjaas"
 # the settings check_config cross-checks, in configcheck.check_all's order (the start-up check
@@ -45,7 +46,7 @@ def _applied_in_load_user_options(spawner, user_options):
 
 
 class PtjaasSpawner(DataAccessMixin, RefusedNewServerMixin, TeamsMixin, SpawnFormMixin, HomeVolumeMixin, QuotaMixin,
-                    KubeSpawner):
+                    WatchesMixin, KubeSpawner):
     """KubeSpawner with ptjaas home volumes, an image-version catalog and CPU/GPU sizes."""
 
     unschedulable_timeout = Float(

@@ -1,0 +1,193 @@
+"""Watches that wake the starts they concern: the home claims, their events, the pods' events.
+
+KubeSpawner's reflectors (``kubespawner.reflector.ResourceReflector``: list, then watch; one per
+kind and namespace, shared by all spawners in ``KubeSpawner.reflectors``) keep a dict of objects
+but tell nobody when it changes, so a start that waits for something had to poll. Here the same
+reflectors (subclassed, their list-and-watch loop unchanged) keep their dict in a
+``WatchedDict`` that wakes whoever waits for the changed key (``Wakeups``):
+
+- ``ClaimReflector``: the namespace's claims labelled ``component=singleuser-storage`` (every
+  home claim ptjaas or KubeSpawner made); a first start learns that its new claim is bound from
+  it, with no read;
+- ``ClaimEventReflector``: the events about claims (the provisioner's ``ProvisioningFailed``): a
+  claim that cannot bind fails the start with those events, still with no read;
+- ``PodEventReflector``: KubeSpawner's event reflector (events about pods), waking the start of
+  the pod an event is about (``podwatch.watch_scheduling``) instead of a timer.
+
+``WatchesMixin`` (on the spawner) starts them in the spawner's namespace, as KubeSpawner starts
+its own (``_start_reflector``): ``_start_watching_claims(replace=False)`` and
+``_start_watching_claim_events(replace=False)`` are what a watchdog calls with ``replace=True``
+to restart them after an outage (``reflectors.restart_stopped`` does).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from kubespawner.reflector import ResourceReflector
+from kubespawner.spawner import EventReflector
+from traitlets import default, validate
+
+CLAIM_LABELS = {"component": "singleuser-storage"}
+CLAIMS = "persistentvolumeclaims"
+CLAIM_EVENTS = "claim-events"
+
+
+class Wakeups:
+    """Futures waiting for a key to change; ``wake(key)`` resolves that key's."""
+
+    def __init__(self):
+        self._waiting = {}
+
+    async def wait(self, key, timeout):
+        """Return when ``key`` changes (True) or after ``timeout`` seconds (False)."""
+        if timeout is not None and timeout <= 0:
+            return False
+        future = asyncio.get_running_loop().create_future()
+        waiting = self._waiting.setdefault(key, set())
+        waiting.add(future)
+        try:
+            done, _ = await asyncio.wait((future,), timeout=timeout)
+            return bool(done)
+        finally:
+            waiting.discard(future)
+            if not waiting and self._waiting.get(key) is waiting:
+                del self._waiting[key]
+
+    def wake(self, key):
+        for future in self._waiting.pop(key, ()):
+            if not future.done():
+                future.set_result(None)
+
+    def wake_all(self):
+        for key in list(self._waiting):
+            self.wake(key)
+
+
+class WatchedDict(dict):
+    """A reflector's ``resources``: the reflector's loop sets and pops items; each change
+    calls ``on_change(key, value or None)``."""
+
+    __slots__ = ("on_change",)
+
+    def __setitem__(self, key, value):
+        super().__setitem__(key, value)
+        self.on_change(key, value)
+
+    def __delitem__(self, key):
+        value = self[key]
+        super().__delitem__(key)
+        self.on_change(key, value)
+
+    def pop(self, key, *default):
+        value = super().pop(key, *default)
+        self.on_change(key, value)
+        return value
+
+
+class WakingReflector(ResourceReflector):
+    """A KubeSpawner reflector that wakes the waiters of what changed (``wake_key``)."""
+
+    @property
+    def wakeups(self):
+        w = self.__dict__.get("_wakeups")
+        if w is None:
+            w = self.__dict__["_wakeups"] = Wakeups()
+        return w
+
+    def wake_key(self, key, value):
+        return key
+
+    def _changed(self, key, value):
+        if value is not None:
+            self.wakeups.wake(self.wake_key(key, value))
+
+    @validate("resources")
+    def _watched_resources(self, proposal):
+        # a new list (first list, relist after a restart or an outage) may change anything
+        resources = WatchedDict(proposal["value"])
+        resources.on_change = self._changed
+        self.wakeups.wake_all()
+        return resources
+
+    def waiting_for(self, key, timeout):
+        return self.wakeups.wait(key, timeout)
+
+    @property
+    def running(self):
+        task = getattr(self, "watch_task", None)
+        return task is not None and not task.done()
+
+
+def involved_key(key, event):
+    """(namespace, kind, name) of the object an event is about."""
+    io = event.get("involvedObject") or event.get("regarding") or {}
+    namespace = io.get("namespace") or (event.get("metadata") or {}).get("namespace") or key.split("/", 1)[0]
+    return namespace, io.get("kind"), io.get("name")
+
+
+class ClaimReflector(WakingReflector):
+    kind = CLAIMS
+
+    @default("list_method_name")
+    def _list_method(self):
+        if self.omit_namespace:
+            return "list_persistent_volume_claim_for_all_namespaces"
+        return "list_namespaced_persistent_volume_claim"
+
+
+class ClaimEventReflector(WakingReflector):
+    kind = "events"
+
+    def wake_key(self, key, value):
+        return involved_key(key, value)
+
+
+class PodEventReflector(WakingReflector, EventReflector):
+    """KubeSpawner's ``EventReflector`` (same ``events`` property), waking per pod."""
+
+    def wake_key(self, key, value):
+        return involved_key(key, value)
+
+
+class WatchesMixin:
+    """For ``PtjaasSpawner`` (a KubeSpawner): the claim watches, and a waking event watch."""
+
+    def _reflector(self, kind):
+        return self.__class__.reflectors.get(self._get_reflector_key(kind))
+
+    @property
+    def claim_reflector(self):
+        return self._reflector(CLAIMS)
+
+    @property
+    def claim_event_reflector(self):
+        return self._reflector(CLAIM_EVENTS)
+
+    async def _start_watching_claims(self, replace=False):
+        """Start (or, with ``replace``, restart) the home-claim watch of this namespace."""
+        return await self._start_reflector(
+            kind=CLAIMS, reflector_class=ClaimReflector, labels=dict(CLAIM_LABELS),
+            omit_namespace=self.enable_user_namespaces, replace=replace)
+
+    async def _start_watching_claim_events(self, replace=False):
+        """Start (or restart) the watch of this namespace's claim events."""
+        return await self._start_reflector(
+            kind=CLAIM_EVENTS, reflector_class=ClaimEventReflector,
+            fields={"involvedObject.kind": "PersistentVolumeClaim"},
+            omit_namespace=self.enable_user_namespaces, replace=replace)
+
+    async def start_claim_watches(self):
+        """Both claim watches of this namespace, started once (later calls return at once)."""
+        claims, events = self.claim_reflector, self.claim_event_reflector
+        if claims is not None and events is not None and claims.first_load_future.done() \
+                and events.first_load_future.done():
+            return claims, events
+        return await asyncio.gather(self._start_watching_claims(), self._start_watching_claim_events())
+
+    async def _start_watching_events(self, replace=False):
+        # KubeSpawner's (kubespawner 7.1.0), with PodEventReflector: the same events, and
+        # the start of the pod an event is about is woken (podwatch.watch_scheduling)
+        return await self._start_reflector(
+            kind="events", reflector_class=PodEventReflector, fields={"involvedObject.kind": "Pod"},
+            omit_namespace=self.enable_user_namespaces, replace=replace)
