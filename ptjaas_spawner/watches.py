@@ -70,7 +70,22 @@ class Wakeups:
             self.wake(key)
 
 
-class WatchedDict(dict):
+class ListedDict(dict):
+    """A reflector's ``resources``, equal only to itself: traitlets compares the old and the new
+    value of a trait at each assignment, which for a relist of thousands of unchanged objects is
+    a deep comparison of all of them in one event-loop callback (nobody observes the trait)."""
+
+    __slots__ = ()
+    __hash__ = None
+
+    def __eq__(self, other):
+        return self is other
+
+    def __ne__(self, other):
+        return self is not other
+
+
+class WatchedDict(ListedDict):
     """A reflector's ``resources``: the reflector's loop sets and pops items; each change
     calls ``on_change(key, value or None)``."""
 
@@ -110,7 +125,7 @@ class PagedListMixin:
         if not self.omit_namespace:
             kwargs["namespace"] = self.namespace
         list_method = getattr(self.api, self.list_method_name)
-        resources = {}
+        resources = ListedDict()
         while True:
             response = await list_method(**kwargs)
             body = await response.read()
