@@ -49,6 +49,7 @@ async def wait_for_home_volume(spawner, claims, events, name, uid, timeout, grac
     deadline = began + timeout
     key = f"{spawner.namespace}/{name}"
     told, first_seen, seen_warnings = False, None, 0
+    why = "the claim watch is not running" if not claims.running else "timed out"
     while claims.running and loop.time() < deadline:
         pvc = claims.resources.get(key)
         if pvc is not None and uid and (pvc.get("metadata") or {}).get("uid") != uid:
@@ -56,11 +57,13 @@ async def wait_for_home_volume(spawner, claims, events, name, uid, timeout, grac
         wake_at = deadline
         if pvc is None:
             if first_seen is not None:
+                why = "deleted"
                 break  # deleted since: the start's claim watch recreates it
         else:
             if first_seen is None:
                 first_seen = loop.time()
             if claim_phase(pvc) == "Bound":
+                why = "bound"
                 break
             provisioning = any(a in ((pvc.get("metadata") or {}).get("annotations") or {}) for a in PROVISIONING)
             if provisioning and not told:
@@ -68,6 +71,7 @@ async def wait_for_home_volume(spawner, claims, events, name, uid, timeout, grac
                 told = True
             if not provisioning:
                 if loop.time() - first_seen >= grace:
+                    why = "nobody provisions it"
                     break
                 wake_at = min(wake_at, first_seen + grace)
             mine = [e for e in events_about(events, spawner.namespace, "PersistentVolumeClaim", name)
@@ -77,17 +81,17 @@ async def wait_for_home_volume(spawner, claims, events, name, uid, timeout, grac
                 problem = claim_problem(pvc, mine, storage_class)
                 if problem:
                     raise ClaimBindError(problem)
-        claim_wait = asyncio.ensure_future(claims.waiting_for(key, wake_at - loop.time()))
-        waits = [claim_wait]
+        # registered before the loop runs anything else: no change is missed
+        waits = [(claims.wakeups, key)]
         if events is not None:
-            waits.append(asyncio.ensure_future(
-                events.waiting_for((spawner.namespace, "PersistentVolumeClaim", name), wake_at - loop.time())))
+            waits.append((events.wakeups, (spawner.namespace, "PersistentVolumeClaim", name)))
+        futures = [wakeups.future(k) for wakeups, k in waits]
         try:
-            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(futures, timeout=max(0.0, wake_at - loop.time()), return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for w in waits:
-                w.cancel()
-    spawner.log.debug("Home claim %s: pod made after %.1f s", name, loop.time() - began)
+            for (wakeups, k), future in zip(waits, futures):
+                wakeups.discard(k, future)
+    spawner.log.debug("Home claim %s (%s): pod made after %.1f s", name, why, loop.time() - began)
 
 
 def _before_hub_timeout(start_timeout):

@@ -45,20 +45,30 @@ class Wakeups:
     def __init__(self):
         self._waiting = {}
 
+    def future(self, key):
+        """A future resolved at the next change of ``key``, registered at once (a change
+        between this call and the await is not missed); ``discard`` it after the wait."""
+        future = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault(key, set()).add(future)
+        return future
+
+    def discard(self, key, future):
+        waiting = self._waiting.get(key)
+        if waiting is not None:
+            waiting.discard(future)
+            if not waiting:
+                del self._waiting[key]
+
     async def wait(self, key, timeout):
         """Return when ``key`` changes (True) or after ``timeout`` seconds (False)."""
         if timeout is not None and timeout <= 0:
             return False
-        future = asyncio.get_running_loop().create_future()
-        waiting = self._waiting.setdefault(key, set())
-        waiting.add(future)
+        future = self.future(key)
         try:
             done, _ = await asyncio.wait((future,), timeout=timeout)
             return bool(done)
         finally:
-            waiting.discard(future)
-            if not waiting and self._waiting.get(key) is waiting:
-                del self._waiting[key]
+            self.discard(key, future)
 
     def wake(self, key):
         for future in self._waiting.pop(key, ()):

@@ -90,5 +90,5 @@ def test_first_start_and_restart_make_only_kubespawners_requests(backend, hub_fa
         provisioner.bind_delay = 0.0
     assert ready, (message, progress)
     assert slow == {"create persistentvolumeclaims": 1, "create pods": 1}, slow
-    assert HOME_PROVISIONING in progress, progress
+    assert HOME_PROVISIONING in progress, (progress, [line for line in hub.logs().splitlines() if "claim-gita" in line])
     assert seconds >= 2, seconds
