@@ -22,6 +22,7 @@ ledger rebuild, which works in 20 ms slices: ``benchmarks/quota.py``) is not in 
 
 import argparse
 import asyncio
+import gc
 import os
 import shutil
 import statistics
@@ -88,10 +89,20 @@ class LagProbe:
 
     def __enter__(self):
         self._task = asyncio.ensure_future(self._run())
+        self.longest_gc, self._gc_began = 0.0, None
+        gc.callbacks.append(self._gc)
         return self
 
     def __exit__(self, *exc):
         self._task.cancel()
+        gc.callbacks.remove(self._gc)
+
+    def _gc(self, phase, info):
+        """The longest pause of Python's cyclic garbage collector meanwhile (part of a block)."""
+        if phase == "start":
+            self._gc_began = time.thread_time()
+        elif self._gc_began is not None:
+            self.longest_gc = max(self.longest_gc, time.thread_time() - self._gc_began)
 
 
 def start_cluster(state_dir, n):
@@ -134,7 +145,7 @@ async def measure(reflector_class, **kwargs):
         await asyncio.sleep(0.05)
     objects = len(reflector.resources)
     await reflector.stop()
-    return probe.longest, probe.longest_cpu, took, objects
+    return probe.longest, probe.longest_cpu, took, objects, probe.longest_gc
 
 
 async def main():
@@ -173,14 +184,16 @@ async def main():
           f"event loop; {args.repeat} runs each, alternating; {os.cpu_count()} cores, load average "
           f"{load_before[0]:.1f} before, {load_after[0]:.1f} after")
     print(f"{'reflector':28s} {'objects':>8s} {'longest block, wall ms':>24s} {'longest block, CPU ms':>24s} "
-          f"{'first list s':>13s}   (median (min-max))")
+          f"{'first list s':>13s} {'longest GC pause ms':>20s}   (median (min-max))")
     for name, runs in results.items():
         cells = []
         for i in (0, 1):
             ms = [r[i] * 1000 for r in runs]
             cells.append(f"{statistics.median(ms):.0f} ({min(ms):.0f}-{max(ms):.0f})")
         took = statistics.median(r[2] for r in runs)
-        print(f"{name:28s} {runs[0][3]:8d} {cells[0]:>24s} {cells[1]:>24s} {took:13.2f}")
+        gcs = [r[4] * 1000 for r in runs]
+        print(f"{name:28s} {runs[0][3]:8d} {cells[0]:>24s} {cells[1]:>24s} {took:13.2f} "
+              f"{statistics.median(gcs):10.0f} ({min(gcs):.0f}-{max(gcs):.0f})")
 
 
 if __name__ == "__main__":

@@ -8,7 +8,9 @@ start plan (choice, team namespace, home claim), then KubeSpawner's start beside
 the home claim and the scheduling, then clean up or remember.
 
 Private KubeSpawner members overridden (each says which versions it was checked against and
-which public hook would replace it): ``_start`` and ``_make_create_pod_request``.
+which public hook would replace it): ``_start`` and ``_make_create_pod_request``; in
+``watches`` (the reflectors): ``_start_watching_pods``, ``_start_watching_events`` and
+``ResourceReflector._list_and_update`` (see docs/performance.md, "A hub restart").
 """
 
 import asyncio
