@@ -15,6 +15,7 @@ loopback address), so what is measured is the cluster: API server, scheduler, no
 import argparse
 import asyncio
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -107,7 +108,9 @@ async def run(api, pods, concurrency, namespace="default"):
 
 
 def measure(pods, concurrency, no_namespaces, profile=False):
-    cluster = EmbeddedCluster(state_dir=tempfile.mkdtemp(prefix="ptjaas-bench-"),
+    load_before = os.getloadavg()
+    state_dir = tempfile.mkdtemp(prefix="ptjaas-bench-")
+    cluster = EmbeddedCluster(state_dir=state_dir,
                               nodes=[NodeSpec(cpu="64", memory="256Gi", pods=1000)],
                               mount_namespaces=False if no_namespaces else None)
     cluster.start_in_thread()
@@ -135,8 +138,10 @@ def measure(pods, concurrency, no_namespaces, profile=False):
     finally:
         stats = cluster.request_stats()
         cluster.stop_thread()
+        shutil.rmtree(state_dir, ignore_errors=True)
     return {"pods": pods, "wall": wall, "to_ready": to_ready, "to_gone": to_gone, "requests": stats.get("total"),
-            "cluster_cpu": cluster_cpu, "cpu": time.process_time() - cpu0}
+            "cluster_cpu": cluster_cpu, "cpu": time.process_time() - cpu0, "load_before": load_before,
+            "load_after": os.getloadavg()}
 
 
 def main():
@@ -154,7 +159,7 @@ def main():
         r = measure(pods, args.concurrency, args.no_namespaces, args.profile)
         results.append(r)
         print(f"embedded cluster: {pods} pods, concurrency {args.concurrency}, {os.cpu_count()} cores "
-              f"(load average before: {os.getloadavg()[0]:.1f})")
+              f"(load average before: {r['load_before'][0]:.1f}, after: {r['load_after'][0]:.1f})")
         print(f"  full cycle (create -> Running, port answering -> delete -> gone): {r['wall']:.1f} s wall, "
               f"{pods / r['wall']:.1f} pods/s")
         for label, values in (("create -> ready", r["to_ready"]), ("delete -> gone", r["to_gone"])):

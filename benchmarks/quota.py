@@ -156,7 +156,18 @@ async def main(argv=None):
                 fill(n)
             print(f"{n:>8} {len(groups):>5} {decision:12.3f} {refusal:11.3f} {form:8.3f} {rebuild}")
     LEDGER.clear()
-    print("without quotas: no ledger is kept, no rebuild runs, size_availability returns {} at once")
+    off = QuotaMixin(quota_default={}, quota_groups={}, quota_rebuild_from_cluster=False)
+    off.user = SimpleNamespace(name="me", groups=[])
+    off.name, off.namespace = "second", "jhub"
+    assert not off.quota_policy.enabled
+
+    def off_reserve_release():
+        assert off.quota_reserve(pod) is None
+        off.quota_release()
+
+    decision = per_call(off_reserve_release)
+    form = await per_call_async(lambda: off.size_availability(sizes))
+    print(f"{'off':>8} {'-':>5} {decision:12.3f} {'-':>11} {form:8.3f}   (quotas off: no ledger, no rebuild)")
 
 
 if __name__ == "__main__":

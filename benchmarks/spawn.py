@@ -4,9 +4,19 @@ server running) it prints the Kubernetes API requests by verb, the hub's CPU tim
 API server's CPU time, and the starts the hub lost.
 
     ./dev run python benchmarks/spawn.py --users 8
-    ./dev run python benchmarks/spawn.py --users 64 --steady 0            # the 3 s API timeout question
-    ./dev run python benchmarks/spawn.py --users 1000 --server light --steady 30
+    ./dev run python benchmarks/spawn.py --users 200 --bind-delay 2 --steady 0   # issue 21's run
+    ./dev run python benchmarks/spawn.py --users 64 --steady 0 --runs 1   # the 3 s API timeout question
     ./dev run python benchmarks/spawn.py --users 10 --backend real
+
+Each spawner runs ``--runs`` times (3 by default), alternating which goes first, each run on a
+fresh cluster and hub; the tables print the median and the spread (min-max) over the runs. The
+phases are first start, stop, restart, stop, and a steady period (``--steady``). ptjaas runs with
+the production values (``helm-values/values.yaml`` + ``values-gpu.yaml`` + ``values-teams.yaml``,
+loaded through ``jupyterhub_config.d/`` as z2jh's hub loads them, with the demo overlay's local
+settings): quotas, teams, snapshots, the audit record and the culler on; ``--bare-ptjaas`` runs
+it with only a catalog instead. Both spawners get the same ``concurrent_spawn_limit`` (the
+production values' 20 unless ``--spawn-limit``). ``--bind-delay S`` makes the embedded (or the
+real cluster's) volume provisioner take S seconds per new claim, as a CSI driver does.
 
 How "at once" is real: the hub runs with ``slow_spawn_timeout = 0``, so each ``POST /users/{name}/server``
 answers 202 as soon as the spawn is started (otherwise it blocks up to 10 s and a loop of POSTs starts
@@ -31,6 +41,8 @@ pods' own processes are not in it).
 import argparse
 import json
 import os
+import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -241,26 +253,54 @@ def hub_log_counts(hub):
             "start_timeout reached": text.count("failed to start in")}
 
 
+PRODUCTION_VALUES = ("values.yaml", "values-gpu.yaml", "values-teams.yaml")
+
+
+def production_hub(hub, args):
+    """Rewrite ``hub``'s config as z2jh's hub with the production values (``PRODUCTION_VALUES``,
+    then the demo overlay's local settings) and the fragments; the benchmark's own settings
+    (ports, an admin token, the light server) go in a config file run after the fragments."""
+    from ptjaas_sandbox import demo, z2jhhub
+
+    values = demo.demo_values(values_files=[os.path.join(demo.values_dir(), f) for f in PRODUCTION_VALUES],
+                              port=hub.port, ip="127.0.0.1", hub_port=hub.hub_port,
+                              proxy_api_port=hub.proxy_api_port)
+    extra = os.path.join(hub.workdir, "bench_config.py")
+    with open(extra, "w") as f:
+        f.write(f"c.JupyterHub.services.append({{'name': 'bench-admin', 'api_token': {hub.token!r}}})\n"
+                "c.JupyterHub.load_roles.append({'name': 'admin', 'services': ['bench-admin']})\n"
+                "c.JupyterHub.tornado_settings = {'slow_spawn_timeout': 0}\n"
+                "c.JupyterHub.log_level = 'INFO'\n"
+                f"c.JupyterHub.concurrent_spawn_limit = {args.spawn_limit}\n"
+                "c.PtjaasSpawner.start_timeout = 120\n"
+                + (LIGHT_CONFIG.replace("c.KubeSpawner.cmd", "c.PtjaasSpawner.cmd") if args.server == "light" else ""))
+    z2jhhub.write_z2jh_hub(hub.workdir, values, demo.fragments_dir(), extra_config_files=[extra])
+
+
 def run_variant(name, config, args, workdir, real=None):
     n = args.users
     if real is not None:
         from ptjaas_sandbox.hubrights import HubBackend
         from ptjaas_sandbox.realkube import shared_dir
-        cluster = HubBackend(real, f"bench-{name}", shared_dir() / "charts" / "jupyterhub")
+        cluster = HubBackend(real, f"bench-{name}-{uuid.uuid4().hex[:6]}", shared_dir() / "charts" / "jupyterhub")
         counter = AuditCounter(cluster)
         api_pid = real.plane.procs["kube-apiserver"].pid
         api_cpu = lambda: proc_cpu_seconds(api_pid)  # noqa: E731
+        real.provisioner.bind_delay = args.bind_delay
     else:
-        cluster = counter = EmbeddedCluster(state_dir=os.path.join(workdir, name, "k8s"),
+        cluster = counter = EmbeddedCluster(state_dir=os.path.join(workdir, name, "k8s"), bind_delay=args.bind_delay,
                                             nodes=[NodeSpec(cpu="1000", memory="4000Gi", pods=max(500, 2 * n))])
         cluster.start_in_thread()
         tid = cluster._thread.native_id
         api_cpu = lambda: proc_cpu_seconds(os.getpid(), tid)  # noqa: E731
     extra = ("\nc.JupyterHub.log_level = 'INFO'\nc.JupyterHub.tornado_settings = {'slow_spawn_timeout': 0}\n"
-             + (f"c.JupyterHub.concurrent_spawn_limit = {args.spawn_limit}\n" if args.spawn_limit is not None else "")
+             + f"c.JupyterHub.concurrent_spawn_limit = {args.spawn_limit}\n"
              + (LIGHT_CONFIG if args.server == "light" else ""))
-    hub = Hub(os.path.join(workdir, name, "hub"), config, cluster=cluster, start_timeout=120)
+    hub = Hub(os.path.join(workdir, name, "hub"), config, cluster=cluster, start_timeout=120,
+              env={"POD_NAMESPACE": getattr(cluster, "namespace", "default")})
     hub.set_config(config + extra)
+    if name == "ptjaas" and not args.bare_ptjaas:
+        production_hub(hub, args)
     hub.start()
     meters = Meters(hub, counter, api_cpu)
     users = [f"user{i}" for i in range(n)]
@@ -270,47 +310,63 @@ def run_variant(name, config, args, workdir, real=None):
         meters.begin()
         ready, failed, refused = start_all(hub, users, args.timeout)
         phases["first start"] = meters.end(ready=ready, failed=failed, refused=refused, **hub_log_counts(hub))
-        if args.restart:
-            stop_all(hub, users)
-            wait_for(lambda: not pods_left(cluster), timeout=300, interval=1, message="every pod to be gone")
-            meters.begin()
-            ready, failed, refused = start_all(hub, users, args.timeout)
-            phases["restart"] = meters.end(ready=ready, failed=failed, refused=refused)
         if args.steady:
             meters.begin()
             time.sleep(args.steady)   # a benchmark's measured period, not synchronisation
             phases[f"steady {args.steady:.0f} s"] = meters.end(ready=count(hub, "active"), failed=0, refused=0)
+        meters.begin()
         stop_all(hub, users)
+        wait_for(lambda: not pods_left(cluster), timeout=300, interval=1, message="every pod to be gone")
+        phases["stop"] = meters.end(ready=0, failed=0, refused=0)
+        if args.restart:
+            meters.begin()
+            ready, failed, refused = start_all(hub, users, args.timeout)
+            phases["restart"] = meters.end(ready=ready, failed=failed, refused=refused)
+            stop_all(hub, users)
     finally:
         hub.stop()
         if real is None:
             cluster.stop_thread()
+            shutil.rmtree(os.path.join(workdir, name, "k8s"), ignore_errors=True)
     return phases
 
 
+def _spread(values, fmt):
+    """median (min-max) of one figure over the runs."""
+    values = sorted(values)
+    med = statistics.median(values)
+    if len(values) == 1 or values[0] == values[-1]:
+        return fmt(med)
+    return f"{fmt(med)} ({fmt(values[0])}-{fmt(values[-1])})"
+
+
 def report(results, n):
+    """``results``: {variant: [phases of run 1, run 2, ...]}; prints median (min-max) per figure."""
     names = list(results)
-    phases = [p for p in results[names[0]]]
-    width = 16
+    phases = list(results[names[0]][0])
+    width = 26
     print(f"{'':34s}" + "".join(f"{name:>{width}s}" for name in names))
     for phase in phases:
         print(f"--- {phase} ---")
-        rows = [("servers ready", lambda r: f"{r['ready']}/{n}"),
-                ("starts failed", lambda r: str(r["failed"])),
-                ("wall s", lambda r: f"{r['wall']:.1f}"),
-                ("429 answers (spawn limit)", lambda r: str(r["refused"])),
-                ("API requests per user", lambda r: f"{r['requests'] / n:.2f}")]
-        verbs = sorted({v for name in names for v in results[name][phase]["verbs"]})
-        rows += [(f"  {verb} per user", (lambda v: lambda r: f"{r['verbs'].get(v, 0) / n:.2f}")(verb)) for verb in verbs]
-        rows += [("hub CPU s", lambda r: f"{r['hub_cpu']:.1f}"),
-                 ("hub CPU ms per user", lambda r: f"{r['hub_cpu'] / n * 1000:.0f}"),
-                 ("hub RSS MiB (end)", lambda r: f"{r['hub_rss']:.0f}"),
-                 ("API server CPU s", lambda r: f"{r['api_cpu']:.1f}")]
-        if "pod create attempts" in results[names[0]][phase]:
-            rows += [(key, (lambda k: lambda r: str(r.get(k, "")))(key))
-                     for key in ("pod create attempts", "gave up creating (API timeouts)", "start_timeout reached")]
-        for label, fmt in rows:
-            print(f"{label:34s}" + "".join(f"{fmt(results[name][phase]):>{width}s}" for name in names))
+
+        def row(label, get, fmt):
+            cells = [_spread([get(run[phase]) for run in results[name]], fmt) for name in names]
+            print(f"{label:34s}" + "".join(f"{c:>{width}s}" for c in cells))
+
+        row("servers ready", lambda r: r["ready"], lambda v: f"{v:.0f}/{n}")
+        row("starts failed", lambda r: r["failed"], lambda v: f"{v:.0f}")
+        row("wall s", lambda r: r["wall"], lambda v: f"{v:.1f}")
+        row("429 answers (spawn limit)", lambda r: r["refused"], lambda v: f"{v:.0f}")
+        row("API requests per user", lambda r: r["requests"] / n, lambda v: f"{v:.2f}")
+        verbs = sorted({v for name in names for run in results[name] for v in run[phase]["verbs"]})
+        for verb in verbs:
+            row(f"  {verb} per user", (lambda v: lambda r: r["verbs"].get(v, 0) / n)(verb), lambda v: f"{v:.2f}")
+        row("hub CPU ms per user", lambda r: r["hub_cpu"] / n * 1000, lambda v: f"{v:.0f}")
+        row("hub RSS MiB (end)", lambda r: r["hub_rss"], lambda v: f"{v:.0f}")
+        row("API server CPU s", lambda r: r["api_cpu"], lambda v: f"{v:.1f}")
+        if "pod create attempts" in results[names[0]][0][phase]:
+            for key in ("pod create attempts", "gave up creating (API timeouts)", "start_timeout reached"):
+                row(key, (lambda k: lambda r: r.get(k, 0))(key), lambda v: f"{v:.0f}")
 
 
 def main():
@@ -321,9 +377,15 @@ def main():
                              "or the benchmark-only light stand-in (default above)")
     parser.add_argument("--steady", type=float, default=60, help="seconds of the steady phase (0: none)")
     parser.add_argument("--no-restart", dest="restart", action="store_false", help="skip the restart phase")
-    parser.add_argument("--spawn-limit", type=int, default=None,
-                        help="c.JupyterHub.concurrent_spawn_limit (default: JupyterHub's own, 100; "
-                             "z2jh's values default to 64, helm-values/values.yaml to 20)")
+    parser.add_argument("--spawn-limit", type=int, default=20,
+                        help="c.JupyterHub.concurrent_spawn_limit of both hubs (default: helm-values/values.yaml's "
+                             "20; JupyterHub's own default is 100, z2jh's 64)")
+    parser.add_argument("--runs", type=int, default=3, help="runs of each spawner, alternating the order")
+    parser.add_argument("--bind-delay", type=float, default=0.0,
+                        help="seconds the volume provisioner takes per new claim (a CSI driver: a few)")
+    parser.add_argument("--bare-ptjaas", action="store_true",
+                        help="ptjaas with only a catalog (quotas, teams, snapshots, audit, culler off), "
+                             "instead of the production values")
     parser.add_argument("--timeout", type=float, default=900, help="seconds to wait for the starts of one phase")
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
     parser.add_argument("--backend", choices=("embedded", "real"), default="embedded",
@@ -337,16 +399,25 @@ def main():
         from ptjaas_sandbox.cluster.server import NodeSpec as Node
         from ptjaas_sandbox.realkube import RealCluster
         real = RealCluster(os.path.join(workdir, "realkube"), nodes=[Node(cpu="64", memory="256Gi", pods=500)]).start()
-    load = os.getloadavg()[0]
+    load_before = os.getloadavg()
+    results = {name: [] for name in args.variants}
     try:
-        results = {name: run_variant(name, VARIANTS[name], args, workdir, real) for name in args.variants}
+        for run in range(args.runs):
+            order = args.variants if run % 2 == 0 else list(reversed(args.variants))
+            for name in order:
+                print(f"run {run + 1}/{args.runs}: {name} (load average {os.getloadavg()[0]:.1f})", flush=True)
+                results[name].append(run_variant(name, VARIANTS[name], args, os.path.join(workdir, f"run{run}"), real))
     finally:
         if real is not None:
             real.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+    load_after = os.getloadavg()
     where = "a real kube-apiserver (audit log)" if real is not None else "the embedded cluster"
+    ptjaas = "a catalog only" if args.bare_ptjaas else "the production values (" + " + ".join(PRODUCTION_VALUES) + ")"
     print(f"{args.users} users starting at once through a real hub on {where}; {args.server} single-user servers; "
-          f"concurrent_spawn_limit {args.spawn_limit if args.spawn_limit is not None else 'default (100)'}; "
-          f"{os.cpu_count()} cores, load average {load:.1f} at the start")
+          f"concurrent_spawn_limit {args.spawn_limit}; bind delay {args.bind_delay:g} s; ptjaas with {ptjaas}; "
+          f"{args.runs} runs each, alternating, median (min-max); {os.cpu_count()} cores, load average "
+          f"{load_before[0]:.1f} before, {load_after[0]:.1f} after")
     report(results, args.users)
 
 

@@ -4,6 +4,7 @@ They are added to the ``ptjaas`` command through the ``ptjaas.commands`` entry p
 ``ptjaas_spawner.cli``), so the production package never imports the sandbox.
 """
 
+import argparse
 import asyncio
 import os
 import shutil
@@ -22,7 +23,8 @@ def cmd_cluster(args):
 
     state_dir = os.path.abspath(args.state_dir or os.path.join(_default_state_dir(), "cluster"))
     nodes = load_node_specs(args.nodes) if args.nodes else None
-    cluster = EmbeddedCluster(state_dir=state_dir, port=args.port, nodes=nodes, event_ttl=args.event_ttl)
+    cluster = EmbeddedCluster(state_dir=state_dir, port=args.port, nodes=nodes, event_ttl=args.event_ttl,
+                              bind_delay=args.bind_delay)
 
     async def main():
         await cluster.start()
@@ -244,6 +246,16 @@ def start_demo_oidc(state_dir, hub_url, site_values):
     return idp, extra
 
 
+def _bind_delay(text):
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 600:
+        raise argparse.ArgumentTypeError("--bind-delay must be a number of seconds from 0 to 600")
+    return value
+
+
 def add_cluster_command(sub):
     p = sub.add_parser("cluster", help="run the embedded Kubernetes in the foreground")
     p.add_argument("--kubeconfig", help="also write the kubeconfig here (default: STATE_DIR/kubeconfig)")
@@ -252,6 +264,9 @@ def add_cluster_command(sub):
     p.add_argument("--nodes", help='virtual nodes as JSON, e.g. \'[{"name": "gpu-1", "cpu": "32", "gpus": 8}]\'')
     p.add_argument("--event-ttl", type=float, default=3600,
                    help="seconds an event is kept after its last update, as kube-apiserver's --event-ttl (default 3600)")
+    p.add_argument("--bind-delay", type=_bind_delay, default=0.0, metavar="SECONDS",
+                   help="seconds the volume provisioner takes to make a new claim's volume, as a real CSI "
+                        "driver (default 0: at once)")
     p.set_defaults(func=cmd_cluster)
 
 

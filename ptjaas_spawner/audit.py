@@ -104,16 +104,33 @@ def record_refusal(path: str, hub_log: logging.Logger | None, action: str, user:
         return {}
 
 
+_RESOLVED: dict = {}  # path as configured -> absolute path whose directory exists
+
+
+def _resolved(path: str) -> str:
+    """``path`` made absolute, its directory made, once per path (each line is then one append;
+    a relative path is resolved at its first record, as the hub's working directory is then)."""
+    absolute = _RESOLVED.get(path)
+    if absolute is None:
+        absolute = os.path.abspath(path)
+        os.makedirs(os.path.dirname(absolute), exist_ok=True)
+        _RESOLVED[path] = absolute
+    return absolute
+
+
 def write(path: str, record: dict, hub_log: logging.Logger | None = None) -> None:
     """Append ``record`` to ``path`` (created 0600 if missing; '' = no file) and log it."""
     line = json.dumps(record, sort_keys=True, separators=(",", ":"))
     (hub_log or log).info("audit: %s", line)
     if not path:
         return
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
     with _lock:
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT
+        try:
+            fd = os.open(_resolved(path), flags, 0o600)
+        except FileNotFoundError:  # its directory was removed since the first record: made again
+            _RESOLVED.pop(path, None)
+            fd = os.open(_resolved(path), flags, 0o600)
         try:
             os.write(fd, (line + "\n").encode())
         finally:

@@ -76,24 +76,29 @@ class DataAccessMixin(audit.AuditSettings, SnapshotViews):
                                     if k in asked})
 
     def start(self):
+        # who, read once as the start begins (JupyterHub hands the spawner the request that
+        # started it): the record is made from what the start holds, with no database load
+        requester = getattr(getattr(self, "handler", None), "current_user", None)
+        who = (self.user.name, getattr(requester, "name", None))
         inner = super().start()
-        return asyncio.ensure_future(self._audited_start(inner))
+        return asyncio.ensure_future(self._audited_start(inner, who))
 
-    async def _audited_start(self, inner):
+    async def _audited_start(self, inner, who=(None, None)):
         try:
             url = await inner
         except QuotaExceeded as e:
-            self.audit_refused("refused-quota", getattr(e, "jupyterhub_message", str(e)), server=self.name)
+            self.audit_refused("refused-quota", getattr(e, "jupyterhub_message", str(e)), user=who[0],
+                               by=who[1] or None, server=self.name)
             raise
         except web.HTTPError:
             raise  # option refusals are recorded where they are decided
         except BaseException:
             await self.snapshot_views_cleanup()
             raise
-        self._audit_started()
+        self._audit_started(*who)
         return url
 
-    def _audit_started(self):
+    def _audit_started(self, user=None, by=None):
         pod = {}
         reflector = getattr(self, "pod_reflector", None)
         if reflector is not None:
@@ -103,10 +108,8 @@ class DataAccessMixin(audit.AuditSettings, SnapshotViews):
             if status.get("name") == "notebook" or not digest:
                 digest = status.get("imageID") or digest
         choice = getattr(self, "choice", None)
-        # JupyterHub hands the spawner the request that started it: who asked
-        requester = getattr(getattr(self, "handler", None), "current_user", None)
         self.audit(
-            "server-start", server=self.name, by=getattr(requester, "name", None),
+            "server-start", user, server=self.name, by=by,
             image=choice.image if choice else None, version=choice.version if choice else None,
             image_ref=choice.image_ref if choice else self.image, image_digest=digest or None,
             size=choice.size if choice else None,

@@ -26,7 +26,8 @@ from .startplan import Home
 
 
 class HomeVolumeMixin(LoggingConfigurable):
-    """For ``PtjaasSpawner`` (a KubeSpawner: ``pvc_name``, ``_pvc_exists``, ``api``)."""
+    """For ``PtjaasSpawner`` (a KubeSpawner: ``pvc_name``, ``_pvc_exists``, ``api``; and
+    ``watches.WatchesMixin``: ``start_claim_watches``)."""
 
     home_volume_storage_class = Unicode(
         None,
@@ -175,9 +176,20 @@ class HomeVolumeMixin(LoggingConfigurable):
 
     async def wait_for_new_home_volume(self, home: Home | None):
         """A claim this start just made gets its volume before the pod is made (see
-        ``podwatch.wait_for_home_volume``); a known or bound claim costs nothing."""
+        ``podwatch.wait_for_home_volume``), learnt from the namespace's claim watches (no
+        request once they run); a known or bound claim costs nothing."""
         if home is not None and home.created and not home.bound:
-            await wait_for_home_volume(self, HomeClaims(self), home.name, self.home_bind_timeout)
+            try:
+                claims, events = await self.start_claim_watches()
+            except Exception as e:
+                from .reflectors import is_unreachable
+                if is_unreachable(e):
+                    raise
+                self.log.warning("Cannot watch home claims in %s (%s): making the pod of %s without waiting "
+                                 "for its volume", self.namespace, e, self._log_name)
+                return
+            await wait_for_home_volume(self, claims, events, home.name, home.created_uid, self.home_bind_timeout,
+                                       storage_class=self.home_volume_storage_class)
 
     async def watch_home_claim(self, home: Home):
         """Fail the start early when the home claim cannot bind; recreate it if it is gone

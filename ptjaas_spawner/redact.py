@@ -40,6 +40,9 @@ _PATTERNS = [
 ]
 
 MAX_KNOWN = 10_000  # secrets remembered at once (a hub's running servers, with room to spare)
+# a record that matches none of these words cannot match a pattern above: it skips them
+_ANY_SECRET_WORD = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|API_?KEY|PRIVATE_KEY|CLIENT_KEY|authorization", re.I)
+
 _lock = threading.Lock()
 _known = OrderedDict()  # owner -> secret value, oldest first
 
@@ -74,10 +77,11 @@ def redact(text: str) -> str:
     """``text`` with every secret replaced by ``[redacted]``."""
     if not text:
         return text
-    for pattern in _PATTERNS:
-        text = pattern.sub(lambda m: f"{m.group('head')}{m.group('q')}{MASK}{m.group('q')}", text)
+    if _ANY_SECRET_WORD.search(text):
+        for pattern in _PATTERNS:
+            text = pattern.sub(lambda m: f"{m.group('head')}{m.group('q')}{MASK}{m.group('q')}", text)
     with _lock:
-        known = list(_known.values())
+        known = tuple(_known.values())
     for secret in known:
         if secret in text:
             text = text.replace(secret, MASK)

@@ -74,6 +74,9 @@ def _reflectors(spawner):
     found = [("pods", spawner.pod_reflector, spawner._start_watching_pods)]
     if spawner.events_enabled:
         found.append(("events", spawner.event_reflector, spawner._start_watching_events))
+    if getattr(spawner, "claim_reflector", None) is not None:  # watches.WatchesMixin, once a first start made them
+        found.append(("claims", spawner.claim_reflector, spawner._start_watching_claims))
+        found.append(("claim events", spawner.claim_event_reflector, spawner._start_watching_claim_events))
     return found
 
 

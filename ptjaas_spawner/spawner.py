@@ -9,7 +9,8 @@ the home claim and the scheduling, then clean up or remember.
 
 Private KubeSpawner members overridden (each says which versions it was checked against and
 which public hook would replace it): ``_start``, ``_make_create_pod_request`` and
-``_start_reflector``.
+``_start_reflector``; in ``watches`` (the reflectors): ``_start_watching_pods``,
+``_start_watching_events`` and ``ResourceReflector._list_and_update`` (docs/upstream.md).
 """
 
 import asyncio
@@ -31,6 +32,7 @@ from .quota import QuotaMixin
 from .sizes import spawner_settings
 from .startplan import STARTING, StartPlan, in_start, run_watched
 from .teams_mixin import TeamsMixin
+from .watches import WatchesMixin
 
 STATE_KEY = "ptjaas"
 # the settings check_config cross-checks, in configcheck.check_all's order (the start-up check
@@ -46,7 +48,7 @@ def _applied_in_load_user_options(spawner, user_options):
 
 
 class PtjaasSpawner(DataAccessMixin, RefusedNewServerMixin, TeamsMixin, SpawnFormMixin, HomeVolumeMixin, QuotaMixin,
-                    KubeSpawner):
+                    WatchesMixin, KubeSpawner):
     """KubeSpawner with ptjaas home volumes, an image-version catalog and CPU/GPU sizes."""
 
     unschedulable_timeout = Float(

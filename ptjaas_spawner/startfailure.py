@@ -12,6 +12,7 @@ read as the real control plane writes them. Pure (plain dicts in, strings out).
   being provisioned (a first start), and the user is told that instead.
 """
 
+import functools
 import re
 from datetime import datetime, timezone
 
@@ -38,9 +39,15 @@ class StartFailed(web.HTTPError):
 
 def parse_time(value):
     """A Kubernetes timestamp (``2026-01-02T03:04:05Z``, with or without fractions) as an aware
-    datetime; None when absent or unreadable."""
+    datetime; None when absent or unreadable. Each text is parsed once (the same events and
+    objects are looked at again while a start runs)."""
     if not value or not isinstance(value, str):
         return None
+    return _parse_time(value)
+
+
+@functools.lru_cache(maxsize=8192)
+def _parse_time(value):
     text = value.strip().replace("Z", "+00:00")
     m = re.match(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?([+-]\d\d:\d\d)?$", text)
     if not m:

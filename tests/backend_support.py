@@ -78,6 +78,10 @@ class Backend:
         _wait(lambda: name not in [q.metadata.name for q in self.core.list_namespaced_resource_quota(self.namespace).items],
               f"quota {name} deleted")
 
+    def provisioner(self):
+        """The volume provisioner serving this backend's StorageClass (``bind_delay`` may be set)."""
+        return (self.embedded or self.real_cluster).provisioner
+
     def node_name(self):
         return self.core.list_node().items[0].metadata.name
 

@@ -288,6 +288,15 @@ def test_demo_refuses_a_missing_values_file(tmp_path):
     assert not os.path.exists(tmp_path / "cluster")   # nothing started
 
 
+@pytest.mark.parametrize("delay", ["-1", "nan", "soon", "601"])
+def test_cluster_refuses_a_bad_bind_delay(tmp_path, delay):
+    proc = subprocess.run([sys.executable, "-m", "ptjaas_spawner.cli", "cluster", "--state-dir", str(tmp_path / "k8s"),
+                           "--bind-delay", delay], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert "--bind-delay must be a number of seconds from 0 to 600" in proc.stderr, proc.stderr
+    assert not os.path.exists(tmp_path / "k8s")   # nothing started
+
+
 def test_demo_refuses_values_the_hub_would_refuse_before_starting_anything(tmp_path):
     site = tmp_path / "my-site.yaml"
     site.write_text(yaml.safe_dump({"hub": {"config": {"PtjaasSpawner": {"sizes": {"small": {"gpu": -1}}}}}}))

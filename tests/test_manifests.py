@@ -141,6 +141,9 @@ API_CALL = re.compile(
     r"\.(create|read|list|patch|replace|delete|delete_collection)_(namespaced_)?"
     r"([a-z_]+?)(_for_all_namespaces)?(?:_with_http_info)?\("
 )
+# (its all-namespaces method serves only c.KubeSpawner.enable_user_namespaces, where the site
+# grants the hub a ClusterRole, as for KubeSpawner's own pod and event watches)
+REFLECTOR_LIST = re.compile(r"[\"'](list)_(namespaced_)([a-z_]+?)()[\"']")
 KIND_RESOURCES = {
     "pod": ("", "pods"),
     "pod_log": ("", "pods/log"),
@@ -179,7 +182,14 @@ def kubernetes_calls():
             continue
         text = path.read_text()
         watches = "Watch(" in text or "watch=True" in text
-        for m in API_CALL.finditer(text):
+        calls = list(API_CALL.finditer(text))
+        # a KubeSpawner reflector (ptjaas_spawner/watches.py) names its list method as a string
+        # and lists, then watches, with it
+        reflects = "ResourceReflector" in text
+        if reflects:
+            calls += list(REFLECTOR_LIST.finditer(text))
+            watches = True
+        for m in calls:
             action, namespaced, kind, all_ns = m.groups()
             method = f"{action}_{namespaced or ''}{kind}{all_ns or ''}"
             if not any(hasattr(cls, method) for cls in classes):
@@ -247,6 +257,7 @@ def rbac_grants():
 def test_every_kubernetes_call_ptjaas_makes_is_allowed():
     needed = kubernetes_calls()
     assert ("", "persistentvolumeclaims", "patch", "namespace") in needed, "the scan finds ptjaas's calls"
+    assert ("", "persistentvolumeclaims", "watch", "namespace") in needed, "the scan finds the claim watch"
     hub_ns, cluster, teams = rbac_grants()
     assert teams, "the team-namespace example binds the hub"
     missing = []

@@ -259,9 +259,14 @@ def test_restart_of_a_bound_home_does_not_read_the_claim(backend, hub_factory):
     start does not read the claim, even while the pod waits with warnings."""
     label = f"ptjaas.io/ready-{backend.namespace}"
     sizes = dict(SIZES, picky=dict(SIZES["small"], display_name="Picky", node_selector={label: "yes"}))
+    # the namespace's watches do not relist during the test (their time-based relists, per
+    # namespace and not per start, would mix in)
     hub = hub_factory(textwrap.dedent(f"""
         c.PtjaasSpawner.images = {json.dumps(IMAGES)}
         c.PtjaasSpawner.sizes = {json.dumps(sizes)}
+        c.ResourceReflector.restart_seconds = 3600
+        c.ResourceReflector.timeout_seconds = 3600
+        c.ResourceReflector.request_timeout = 3600
         """) + backend.hub_config(), cluster=backend.target)
     add_user(hub, "rita")
     ready, message, _, _, _ = start_outcome(hub, "rita", {"size": "small"}, timeout=120)

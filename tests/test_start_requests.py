@@ -1,16 +1,18 @@
-"""Kubernetes API requests per start are exactly KubeSpawner's (issue 16 point 1): a first start
-creates the home claim and the pod, a restart creates the pod, and neither lists anything
-(no event list); the only reads are of a first start's new claim while it is Pending: the pod
-is made once its volume is bound, as the real kube-scheduler may leave a pod whose immediate
-claim was unbound for minutes (podwatch.wait_for_home_volume). Counted by the embedded API server, and by
-the real kube-apiserver's audit log."""
+"""Kubernetes API requests per start are exactly KubeSpawner's (issues 16 and 21): a first start
+creates the home claim and the pod, a restart creates the pod, and neither reads nor lists
+anything, however long the provisioner takes to bind the new claim: the pod is made once its
+volume is bound (the real kube-scheduler may leave a pod whose immediate claim was unbound for
+minutes), learnt from the namespace's claim watch (podwatch.wait_for_home_volume), not from reads.
+Counted by the embedded API server, and by the real kube-apiserver's audit log."""
 
 import json
 import textwrap
 
 import pytest
 
+from ptjaas_spawner.startfailure import HOME_PROVISIONING
 from tests.hubutil import server
+from tests.test_start_failures import start_outcome
 from tests.backend_support import backend_for
 from tests.waiting import wait_for
 
@@ -50,7 +52,7 @@ def _requests(backend):
 
 
 def test_first_start_and_restart_make_only_kubespawners_requests(backend, hub_factory):
-    # the watches of KubeSpawner's reflectors are not restarted during the test (their time-based
+    # the watches of the reflectors are not restarted during the test (their time-based
     # relists would mix in); everything else the hub sends is counted
     hub = hub_factory(textwrap.dedent(f"""
         c.PtjaasSpawner.images = {json.dumps(IMAGES)}
@@ -58,11 +60,12 @@ def test_first_start_and_restart_make_only_kubespawners_requests(backend, hub_fa
         c.ResourceReflector.restart_seconds = 3600
         c.ResourceReflector.timeout_seconds = 3600
         c.ResourceReflector.request_timeout = 3600
+        c.JupyterHub.tornado_settings = {{"slow_spawn_timeout": 0}}
         """) + backend.hub_config(), cluster=backend.target)
-    for user in ("warm", "fiona"):
+    for user in ("warm", "fiona", "gita"):
         r = hub.api("POST", f"/users/{user}")
         assert r.status_code in (201, 409), r.text
-    _start(hub, "warm")  # the hub's first start starts the event watch: not counted
+    _start(hub, "warm")  # the hub's first start starts the watches: not counted
 
     backend.count_requests()
     _start(hub, "fiona")
@@ -73,7 +76,19 @@ def test_first_start_and_restart_make_only_kubespawners_requests(backend, hub_fa
     _start(hub, "fiona")
     restart = _requests(backend)
 
-    claim_reads = first.pop("get persistentvolumeclaims", 0)
     assert first == {"create persistentvolumeclaims": 1, "create pods": 1}, first
-    assert claim_reads <= 12, claim_reads  # polled at 0.1 s doubling to 1 s while Pending
     assert restart == {"create pods": 1}, restart
+
+    # a provisioner that takes 2 s, as a CSI driver: the pod waits for the volume, no read
+    provisioner = backend.provisioner()
+    provisioner.bind_delay = 2.0
+    try:
+        backend.count_requests()
+        ready, message, progress, seconds, _ = start_outcome(hub, "gita", {"size": "small"}, timeout=120)
+        slow = _requests(backend)
+    finally:
+        provisioner.bind_delay = 0.0
+    assert ready, (message, progress)
+    assert slow == {"create persistentvolumeclaims": 1, "create pods": 1}, slow
+    assert HOME_PROVISIONING in progress, (progress, [line for line in hub.logs().splitlines() if "claim-gita" in line])
+    assert seconds >= 2, seconds

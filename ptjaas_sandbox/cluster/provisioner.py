@@ -8,7 +8,9 @@ pre-bound through ``claimRef``, and the PV controller binds the two. A released 
 capacity is expanded. A class parameter ``ptjaas.io/fail: MESSAGE`` makes provisioning fail with
 that message (tests of a broken storage backend); ``ptjaas.io/provision-delay: SECONDS`` makes
 it provision that long after it first saw the claim (a real provisioner takes a while: tests see
-the Pending claim and the scheduler's "unbound immediate PersistentVolumeClaims").
+the Pending claim and the scheduler's "unbound immediate PersistentVolumeClaims"). ``bind_delay``
+(``ptjaas cluster --bind-delay``) is that delay for every class without the parameter, as a real
+CSI driver's: a volume is made seconds after its claim.
 """
 
 import asyncio
@@ -29,8 +31,9 @@ DELAY_PARAMETER = "ptjaas.io/provision-delay"
 
 
 class Provisioner:
-    def __init__(self, client, volumes_dir, name=PROVISIONER, snapshots_dir=None):
+    def __init__(self, client, volumes_dir, name=PROVISIONER, snapshots_dir=None, bind_delay=0.0):
         self.client = client
+        self.bind_delay = float(bind_delay or 0)   # seconds, for classes without DELAY_PARAMETER
         self.volumes_dir = volumes_dir
         self.snapshots_dir = snapshots_dir   # where the snapshotter keeps snapshot data (restores)
         self.name = name
@@ -136,7 +139,7 @@ class Provisioner:
             return
         if cls.get("volumeBindingMode") == "WaitForFirstConsumer" and not (meta.get("annotations") or {}).get(SELECTED_NODE):
             return
-        delay = float((cls.get("parameters") or {}).get(DELAY_PARAMETER) or 0)
+        delay = float((cls.get("parameters") or {}).get(DELAY_PARAMETER) or self.bind_delay)
         if delay > 0:
             loop = asyncio.get_running_loop()
             first = self.first_seen.setdefault(meta["uid"], loop.time())

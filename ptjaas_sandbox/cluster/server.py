@@ -94,11 +94,13 @@ class EmbeddedCluster:
     cluster started again on the same directory finds everything as it was, restarting the
     pods that were running. ``nodes`` and ``storage_classes`` seed a new cluster. Events are
     removed ``event_ttl`` seconds after their last write (kube-apiserver's ``--event-ttl``, 1 h).
+    ``bind_delay``: seconds the volume provisioner takes to make a new claim's volume (0: at
+    once; a real CSI driver takes a few).
     """
 
     def __init__(self, state_dir=None, port=0, host="127.0.0.1", nodes=None, storage_classes=None,
                  namespaces=("default", "kube-system", "kube-public"), persist=True, mount_namespaces=None,
-                 event_ttl=EVENT_TTL):
+                 event_ttl=EVENT_TTL, bind_delay=0.0):
         self.state_dir = os.path.abspath(state_dir or tempfile.mkdtemp(prefix="ptjaas-cluster-"))
         private_dir(self.state_dir)   # objects, tokens, volumes and logs: the cluster owner's alone
         self.volumes_dir = os.path.join(self.state_dir, "volumes")
@@ -110,6 +112,7 @@ class EmbeddedCluster:
         self.host = host
         self.port = port or free_port(host)
         self.persist = persist
+        self.bind_delay = float(bind_delay or 0)
         self.mount_namespaces = mount_namespaces   # None: use them where the machine allows (root, CAP_SYS_ADMIN)
         self.token = None
         self._ca_pem = None
@@ -178,7 +181,8 @@ class EmbeddedCluster:
         self._saver = asyncio.ensure_future(self._save_loop())
         self.controllers.kick()
         self.kubelet.client = KubeClient(self.url, ca_file=self.ca_file, token=self.token, user_agent=SYSTEM_AGENT)
-        self.provisioner = Provisioner(self.kubelet.client, self.volumes_dir, snapshots_dir=self.snapshots_dir)
+        self.provisioner = Provisioner(self.kubelet.client, self.volumes_dir, snapshots_dir=self.snapshots_dir,
+                                       bind_delay=self.bind_delay)
         self.snapshotter = Snapshotter(self.kubelet.client, self.snapshots_dir)
         await self.kubelet.start()
         await self.provisioner.start()
