@@ -8,9 +8,10 @@ start plan (choice, team namespace, home claim), then KubeSpawner's start beside
 the home claim and the scheduling, then clean up or remember.
 
 Private KubeSpawner members overridden (each says which versions it was checked against and
-which public hook would replace it): ``_start``, ``_make_create_pod_request`` and
-``_start_reflector``; in ``watches`` (the reflectors): ``_start_watching_pods``,
-``_start_watching_events`` and ``ResourceReflector._list_and_update`` (docs/upstream.md).
+which public hook would replace it): ``_start`` and ``_make_create_pod_request``; in
+``watches`` (the reflectors, and ``poll`` through an outage): ``_start_reflector``,
+``_start_watching_pods``, ``_start_watching_events`` and ``ResourceReflector._list_and_update``
+(docs/upstream.md).
 """
 
 import asyncio
@@ -378,58 +379,6 @@ class PtjaasSpawner(DataAccessMixin, RefusedNewServerMixin, TeamsMixin, SpawnFor
         if plan.home is not None and self._home.get("claim") == plan.home.name and pod:
             plan.home.bound = True  # a running pod mounts it: later starts need not read it
             self._home = plan.home.state()
-
-    # ---- the watches: a server is declared stopped only on evidence --------------------------
-
-    async def poll(self):
-        """KubeSpawner's poll, except while the Kubernetes API server cannot be reached and no
-        list of this namespace's pods has succeeded yet (a hub restarted during an outage): the
-        server is then taken as running, its last known state. A reflector that gave up keeps
-        its last good list (``_start_reflector``), so an outage of any length marks no server
-        stopped; a pod deleted meanwhile is noticed once a list succeeds again."""
-        reflectors.Watchdog.ensure(self, self.reflector_check_interval)  # this namespace's watches
-        try:
-            await self._start_watching_pods()
-        except Exception as e:
-            if not reflectors.is_unreachable(e):
-                raise
-            self.log.warning("Polling %s: Kubernetes API unreachable (%s); taken as running until a list "
-                             "of its pods succeeds", self._log_name, e)
-            return None
-        status = await super().poll()
-        if status is not None and not reflectors.watching(self.pod_reflector):
-            # what KubeSpawner read comes from no list or watch that is running now (a watch that
-            # gave up, or a restart whose list failed): no evidence that the server stopped
-            self.log.warning("Polling %s: the pods watch of namespace %s is down; taken as running until it "
-                             "runs again", self._log_name, self.namespace)
-            return None
-        return status
-
-    async def _start_reflector(self, kind, reflector_class, replace=False, **kwargs):
-        # Private override, checked against kubespawner 7.1.0 (with jupyterhub 6.1 and 5.5):
-        # KubeSpawner registers the new reflector in the class-level ``reflectors`` before its
-        # first list; when that list fails (API server down) the registry would hold a reflector
-        # with no pods and poll() would report every server there stopped. Put the reflector
-        # with the last good list back instead. Would be replaced upstream by registering the
-        # new reflector only once its first list succeeded (docs/upstream.md).
-        key = self._get_reflector_key(kind)
-        previous = self.__class__.reflectors.get(key)
-        try:
-            return await super()._start_reflector(kind, reflector_class, replace=replace, **kwargs)
-        except BaseException:
-            if replace or previous is None:  # this call made the reflector that failed
-                reflectors.keep_last_good(self.__class__.reflectors, key, previous)
-            # else: it waited for another call's new reflector, which that call puts back
-            raise
-
-    async def watches_restarted(self, kinds):
-        """Called once stopped watches of this spawner's namespace run again (``kinds``): the
-        quota usage there is re-derived from the pod list that just succeeded."""
-        if "pods" in kinds:
-            try:
-                await self.quota_reconcile()
-            except Exception as e:
-                self.log.warning("Re-deriving quota usage in namespace %s failed: %s", self.namespace, e)
 
     async def progress(self):
         # Public Spawner hook; replaces KubeSpawner's (kubespawner 7.1.0), which would show the

@@ -34,6 +34,8 @@ from kubespawner.reflector import ResourceReflector
 from kubespawner.spawner import EventReflector, PodReflector
 from traitlets import default, validate
 
+from . import reflectors
+
 CLAIM_LABELS = {"component": "singleuser-storage"}
 CLAIMS = "persistentvolumeclaims"
 CLAIM_EVENTS = "claim-events"
@@ -229,7 +231,10 @@ class PagedPodReflector(PagedListMixin, PodReflector):
 
 
 class WatchesMixin:
-    """For ``PtjaasSpawner`` (a KubeSpawner): the claim watches, and a waking event watch."""
+    """For ``PtjaasSpawner`` (a KubeSpawner): the claim watches, a waking event watch, paged
+    lists, and what keeps the watches and ``poll`` right through an API server outage (the
+    last good list kept, a server declared stopped only on a watch that runs, ``reflectors``'
+    watchdog registered for every namespace polled)."""
 
     def _reflector(self, kind):
         return self.__class__.reflectors.get(self._get_reflector_key(kind))
@@ -277,3 +282,55 @@ class WatchesMixin:
         return await self._start_reflector(
             kind="events", reflector_class=PodEventReflector, fields={"involvedObject.kind": "Pod"},
             omit_namespace=self.enable_user_namespaces, replace=replace)
+
+    # ---- a server is declared stopped only on evidence (issue 19) ----------------------------
+
+    async def poll(self):
+        """KubeSpawner's poll, except while the Kubernetes API server cannot be reached and no
+        list of this namespace's pods has succeeded yet (a hub restarted during an outage): the
+        server is then taken as running, its last known state. A reflector that gave up keeps
+        its last good list (``_start_reflector``), so an outage of any length marks no server
+        stopped; a pod deleted meanwhile is noticed once a list succeeds again."""
+        reflectors.Watchdog.ensure(self, self.reflector_check_interval)  # this namespace's watches
+        try:
+            await self._start_watching_pods()
+        except Exception as e:
+            if not reflectors.is_unreachable(e):
+                raise
+            self.log.warning("Polling %s: Kubernetes API unreachable (%s); taken as running until a list "
+                             "of its pods succeeds", self._log_name, e)
+            return None
+        status = await super().poll()
+        if status is not None and not reflectors.watching(self.pod_reflector):
+            # what KubeSpawner read comes from no list or watch that is running now (a watch that
+            # gave up, or a restart whose list failed): no evidence that the server stopped
+            self.log.warning("Polling %s: the pods watch of namespace %s is down; taken as running until it "
+                             "runs again", self._log_name, self.namespace)
+            return None
+        return status
+
+    async def _start_reflector(self, kind, reflector_class, replace=False, **kwargs):
+        # Private override, checked against kubespawner 7.1.0 (with jupyterhub 6.1 and 5.5):
+        # KubeSpawner registers the new reflector in the class-level ``reflectors`` before its
+        # first list; when that list fails (API server down) the registry would hold a reflector
+        # with no pods and poll() would report every server there stopped. Put the reflector
+        # with the last good list back instead. Would be replaced upstream by registering the
+        # new reflector only once its first list succeeded (docs/upstream.md).
+        key = self._get_reflector_key(kind)
+        previous = self.__class__.reflectors.get(key)
+        try:
+            return await super()._start_reflector(kind, reflector_class, replace=replace, **kwargs)
+        except BaseException:
+            if replace or previous is None:  # this call made the reflector that failed
+                reflectors.keep_last_good(self.__class__.reflectors, key, previous)
+            # else: it waited for another call's new reflector, which that call puts back
+            raise
+
+    async def watches_restarted(self, kinds):
+        """Called once stopped watches of this spawner's namespace run again (``kinds``): the
+        quota usage there is re-derived from the pod list that just succeeded."""
+        if "pods" in kinds:
+            try:
+                await self.quota_reconcile()
+            except Exception as e:
+                self.log.warning("Re-deriving quota usage in namespace %s failed: %s", self.namespace, e)
