@@ -50,6 +50,10 @@ QUERIES = {
     "usage": {},
     "audit": {"user": MAX_QUERY_VALUE, "since": MAX_QUERY_VALUE, "until": MAX_QUERY_VALUE, "action": MAX_QUERY_VALUE},
 }
+# form posts of the hub pages: field -> longest value; and the fields a form may repeat, how often
+FORMS = {
+    "snapshot-page": ({"action": 20, "restore": 253, "snapshot": 253}, {"snapshot": MAX_OPEN}),
+}
 _VALIDATORS = {name: Draft202012Validator(schema) for name, schema in BODIES.items()}
 _TYPE_WORDS = {"string": "a string", "array": "a list", "object": "an object", "integer": "a whole number",
                "boolean": "true or false", "number": "a number"}
@@ -96,19 +100,30 @@ def body_problem(name: str, body) -> str:
 
 def query_problem(name: str, arguments: dict) -> str:
     """'' if the query ``arguments`` ({name: [values]}) fit ``QUERIES[name]``, else why not (pure)."""
-    allowed = QUERIES[name]
+    return _arguments_problem("Query argument", QUERIES[name], {}, arguments)
+
+
+def form_problem(name: str, arguments: dict) -> str:
+    """'' if a page's form post ``arguments`` ({name: [values]}) fit ``FORMS[name]``, else why not
+    (pure)."""
+    allowed, repeats = FORMS[name]
+    return _arguments_problem("Form field", allowed, repeats, arguments)
+
+
+def _arguments_problem(what: str, allowed: dict, repeats: dict, arguments: dict) -> str:
     unknown = [k for k in arguments if k not in allowed and k not in HUB_QUERY]
     if unknown:
         known = ", ".join(sorted(allowed)) or "none"
-        return f"Unknown query argument(s): {_names(unknown)}. Known: {known}."
+        return f"Unknown {what.lower()}(s): {_names(unknown)}. Known: {known}."
     for key, values in arguments.items():
         if key in HUB_QUERY:
             continue
-        if len(values) > 1:
-            return f"Query argument {shown(key)} is given {len(values)} times, at most once."
+        most = repeats.get(key, 1)
+        if len(values) > most:
+            return f"{what} {shown(key)} is given {len(values)} times, at most {'once' if most == 1 else most}."
         for value in values:
             if len(value) > allowed[key]:
-                return (f"Query argument {shown(key)} is too long ({len(value)} characters, at most "
+                return (f"{what} {shown(key)} is too long ({len(value)} characters, at most "
                         f"{allowed[key]}): {shown(value.decode('utf-8', 'replace') if isinstance(value, bytes) else value)}.")
     return ""
 
@@ -165,6 +180,13 @@ def json_body(handler, name: str, user: str | None) -> dict:
 def check_query(handler, name: str, user: str | None) -> None:
     """Refuse (recorded 400) query arguments ``QUERIES[name]`` does not list, or too long."""
     problem = query_problem(name, handler.request.query_arguments)
+    if problem:
+        refuse(handler, 400, "refused-request", user, problem)
+
+
+def check_form(handler, name: str, user: str | None) -> None:
+    """Refuse (recorded 400) form fields ``FORMS[name]`` does not list, repeated or too long."""
+    problem = form_problem(name, handler.request.body_arguments)
     if problem:
         refuse(handler, 400, "refused-request", user, problem)
 

@@ -70,6 +70,13 @@ def form_post(hub, user, data):
     return s.post(f"{hub.url}/hub/spawn/{user}", data=dict(data, _xsrf=s.cookies.get("_xsrf") or ""), timeout=60)
 
 
+def snapshot_page_post(hub, user, data):
+    s = hub.session(user)
+    s.get(f"{hub.url}/hub/ptjaas/snapshots", timeout=60)
+    return s.post(f"{hub.url}/hub/ptjaas/snapshots", data=dict(data, _xsrf=s.cookies.get("_xsrf") or ""),
+                  allow_redirects=False, timeout=60)
+
+
 def bare_claim(module_cluster, name):
     """A claim at a home-claim name that nothing proves to be its user's (no ptjaas annotation)."""
     import kubernetes
@@ -131,6 +138,11 @@ REFUSALS = [
      (403, 404), {"action": "refused-access", "user": "bob", "by": "ann"}, ""),
     ("snapshot page: another user's", lambda h: h.session("ann").get(f"{h.url}/hub/ptjaas/snapshots?user=bob", timeout=60),
      403, {"action": "refused-access", "user": "bob", "by": "ann"}, "You may only see your own snapshots"),
+    ("snapshot page: unknown form field", lambda h: snapshot_page_post(h, "ann", {"action": "take", "image": "x"}),
+     400, {"action": "refused-request", "user": "ann", "by": "ann"}, "Unknown form field(s): 'image'"),
+    ("snapshot page: oversized form field",
+     lambda h: snapshot_page_post(h, "ann", {"restore": "s" * 5000}),
+     400, {"action": "refused-request", "user": "ann", "by": "ann"}, "Form field 'restore' is too long"),
     ("usage: not an admin", lambda h: api(h, "ann", "GET", "/ptjaas/usage"),
      403, {"action": "refused-access", "user": "", "by": "ann"}, "Only administrators"),
     ("audit record: not an admin", lambda h: api(h, "ann", "GET", "/ptjaas/audit"),

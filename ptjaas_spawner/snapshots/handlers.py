@@ -195,6 +195,7 @@ class SnapshotPageHandler(BaseHandler):
         from urllib.parse import urlencode
 
         user = self._target()
+        hubrequests.check_form(self, "snapshot-page", user.name)
         spawner = _spawner(self, user)
         by = self.current_user.name
         action = self.get_argument("action", "")
