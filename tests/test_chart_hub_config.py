@@ -21,6 +21,7 @@ import yaml
 from ptjaas_sandbox.charthub import write_chart_hub
 from ptjaas_spawner.helmvalues import deep_merge
 from ptjaas_sandbox.z2jhhub import write_z2jh_hub
+from tests.test_config_fragments import KUBECONFIG_TEXT  # a kubeconfig nothing contacts
 
 ROOT = Path(__file__).resolve().parent.parent
 VALUES = [ROOT / "helm-values" / "values.yaml", ROOT / "helm-values" / "values-gpu.yaml"]
@@ -54,20 +55,12 @@ POD_OF_A_GPU_SERVER = textwrap.dedent("""
     asyncio.run(main())
 """)
 
-KUBECONFIG = textwrap.dedent("""
-    apiVersion: v1
-    kind: Config
-    clusters: [{name: none, cluster: {server: "https://127.0.0.1:9"}}]
-    users: [{name: none, user: {token: none}}]
-    contexts: [{name: none, context: {cluster: none, user: none, namespace: ptjaas}}]
-    current-context: none
-""")
 
 
 def notebook_container(config_path, env, tmp_path):
     """The notebook container (command, args) of vera's gpu-1 pod under ``config_path``."""
     kubeconfig = tmp_path / "kubeconfig"  # nothing is requested: KubeSpawner only loads it
-    kubeconfig.write_text(KUBECONFIG)
+    kubeconfig.write_text(KUBECONFIG_TEXT)
     env = dict(os.environ, KUBECONFIG=str(kubeconfig), **env)
     out = subprocess.run([sys.executable, "-c", POD_OF_A_GPU_SERVER, str(config_path)], env=env,
                          capture_output=True, text=True, timeout=120)
