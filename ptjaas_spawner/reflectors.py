@@ -115,6 +115,8 @@ async def restart_stopped(spawner, log=None) -> list:
             await start(replace=True)
             log.info("Restarted the %s watch of namespace %s", kind, spawner.namespace)
             restarted.append(kind)
+    if restarted:
+        await spawner.watches_restarted(restarted)  # e.g. the quota usage re-derived from the new list
     return restarted
 
 
@@ -132,14 +134,12 @@ def _restart_lock(namespace):
 async def ensure_running(spawner):
     """Before a start: restart stopped reflectors; fail fast and readably if the API is down."""
     try:
-        restarted = await restart_stopped(spawner)
+        await restart_stopped(spawner)
     except Exception as e:
         if is_unreachable(e):
             spawner.log.error("Start of %s refused: Kubernetes API unreachable (%s)", spawner._log_name, e)
             raise StartFailed(API_UNREACHABLE, 503) from None
         raise
-    if restarted:
-        await spawner.watches_restarted(restarted)
 
 
 class Watchdog:
@@ -168,10 +168,6 @@ class Watchdog:
             cls._task = asyncio.ensure_future(cls._run())
 
     @classmethod
-    def namespaces(cls) -> list:
-        return sorted(cls._namespaces)
-
-    @classmethod
     async def _run(cls):
         while True:
             await asyncio.sleep(cls._interval)
@@ -194,9 +190,7 @@ class _Watched:
         if spawner.namespace != self.namespace:
             return  # that spawner moved to another team's namespace: the next start or poll here registers one
         try:
-            restarted = await restart_stopped(spawner)
-            if restarted:
-                await spawner.watches_restarted(restarted)
+            await restart_stopped(spawner)
         except asyncio.CancelledError:
             raise
         except Exception as e:
