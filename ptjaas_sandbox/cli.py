@@ -24,7 +24,7 @@ def cmd_cluster(args):
     state_dir = os.path.abspath(args.state_dir or os.path.join(_default_state_dir(), "cluster"))
     nodes = load_node_specs(args.nodes) if args.nodes else None
     cluster = EmbeddedCluster(state_dir=state_dir, port=args.port, nodes=nodes, event_ttl=args.event_ttl,
-                              bind_delay=args.bind_delay)
+                              bind_delay=args.bind_delay, images=args.images)
 
     async def main():
         await cluster.start()
@@ -267,6 +267,9 @@ def add_cluster_command(sub):
     p.add_argument("--bind-delay", type=_bind_delay, default=0.0, metavar="SECONDS",
                    help="seconds the volume provisioner takes to make a new claim's volume, as a real CSI "
                         "driver (default 0: at once)")
+    p.add_argument("--images", nargs="+", metavar="PATTERN",
+                   help="the images the node can pull, as glob patterns (e.g. 'quay.io/jupyter/*'); any other "
+                        "fails as a kubelet's pull does (ErrImagePull, ImagePullBackOff). Default: every image")
     p.set_defaults(func=cmd_cluster)
 
 

@@ -45,7 +45,7 @@ REFUSALS = (
     "refused-quota", "refused-option", "refused-snapshot", "refused-claim", "refused-access", "refused-request",
 )
 ACTIONS = (
-    "server-start", "server-stop", "server-cull", "snapshot-take", "snapshot-open", "snapshot-restore",
+    "server-start", "server-start-failed", "server-stop", "server-cull", "snapshot-take", "snapshot-open", "snapshot-restore",
     *REFUSALS,
 )
 _SECRET_KEY = re.compile(r"token|secret|passw|authori[sz]ation|cookie|credential|private[_-]?key|api[_-]?key", re.I)

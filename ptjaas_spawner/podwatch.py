@@ -1,4 +1,5 @@
-"""Fail a start fast when no node can take the pod, or readably when it runs out of time.
+"""Fail a start fast when no node can take the pod or its image cannot run, or readably when
+it runs out of time.
 
 While a server starts, ``watch_scheduling`` looks at the pod and its events as KubeSpawner's
 reflectors already hold them, when a new event about the pod arrives (no timer; no API requests; z2jh's hub Role may read events but not nodes;
@@ -6,7 +7,11 @@ the pod's events come from ``eventindex``, not a scan of the namespace's events)
 When the scheduler keeps reporting ``FailedScheduling`` for this pod (matched by the pod's uid)
 for ``spawner.unschedulable_timeout`` seconds, it raises StartFailed with the reason in plain
 words ("no node has a free GPU right now"); the start then deletes the pod, and the quota share
-is released with the failed start. Waiting for the home volume does not count.
+is released with the failed start. Waiting for the home volume does not count. Likewise, at
+once, when the pod's image cannot be pulled (not found, refused, not a valid name; a pull that
+may be passing gets the kubelet's second try) or its server keeps exiting (``CrashLoopBackOff``):
+``startfailure.container_problem`` (kubespawner#795: KubeSpawner waits for ``start_timeout``),
+on the audit record as ``server-start-failed``.
 
 ``wait_for_home_volume``: a home claim made by this start is given its volume before the pod is
 made. The real kube-scheduler, asked to place a pod whose claim is not bound yet, reports
@@ -24,8 +29,8 @@ import asyncio
 
 from .eventindex import events_about, pod_events
 from .homevolume import claim_phase
-from .startfailure import (HOME_PROVISIONING, StartFailed, claim_problem, events_of, scheduling_state,
-                           start_timeout_message, unschedulable_message, unschedulable_reason)
+from .startfailure import (HOME_PROVISIONING, StartFailed, claim_problem, container_problem, events_of,
+                           scheduling_state, start_timeout_message, unschedulable_message, unschedulable_reason)
 
 # set by the PersistentVolume controller on a claim whose volume a provisioner is making now
 PROVISIONING = ("volume.kubernetes.io/storage-provisioner", "volume.beta.kubernetes.io/storage-provisioner")
@@ -115,6 +120,11 @@ async def _next_change(spawner, wake_at, interval, longest=5.0):
     await reflector.waiting_for((spawner.namespace, "Pod", spawner.pod_name), left)
 
 
+def _image(pod):
+    containers = ((pod or {}).get("spec") or {}).get("containers") or [{}]
+    return containers[0].get("image") or ""
+
+
 async def watch_scheduling(spawner, interval=0.25):
     timeout = spawner.unschedulable_timeout
     loop = asyncio.get_running_loop()
@@ -134,11 +144,18 @@ async def watch_scheduling(spawner, interval=0.25):
             reflector = spawner.pod_reflector
             pod = reflector.pods.get(f"{spawner.namespace}/{spawner.pod_name}") if reflector else None
             gone = not pod or pod.get("metadata", {}).get("deletionTimestamp")
-            state, message = (("pending", "") if gone
-                              else scheduling_state(events_of(pod, pod_events(spawner), kind="Pod"), pod))
+            mine = () if gone else events_of(pod, pod_events(spawner), kind="Pod")
+            state, message = ("pending", "") if gone else scheduling_state(mine, pod)
+            problem = None if gone else container_problem(pod, mine)
         except Exception:
             spawner.log.exception("Watching the scheduling of %s failed", spawner.pod_name)
             return
+        if problem is not None:
+            kind, words = problem
+            spawner.log.warning("Giving up on the start of %s: %s", spawner._log_name, words)
+            spawner.audit("server-start-failed", reason="image-pull" if kind == "image" else "crash-loop",
+                          image=_image(pod), message=words)
+            raise StartFailed(words)
         now = loop.time()
         if give_up_at is not None and now >= give_up_at:
             spawner.log.warning("Giving up on the start of %s after %.0f s (pod %s: %s %s)", spawner._log_name,

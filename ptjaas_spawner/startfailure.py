@@ -260,3 +260,91 @@ API_UNREACHABLE = (
     "The cluster's API server cannot be reached right now, so your server was not started "
     "(nothing was created). Please try again in a few minutes."
 )
+
+
+# ---- the containers (issue 25: fail fast, free the share) ---------------------------------
+
+# a kubelet's waiting reasons for an image it cannot have: ErrImagePull at each failed pull,
+# ImagePullBackOff between two, InvalidImageName for a reference that does not parse,
+# ErrImageNeverPull for imagePullPolicy Never and no image on the node
+IMAGE_WAITING = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull")
+
+# what a pull failure's message says, in plain words (first match wins); a pull failure that says
+# none of these may be passing (a registry hiccup): the start fails at the kubelet's back-off,
+# after its second failed pull, not at the first
+_PULL_WORDS = (
+    (("not found", "manifest unknown", "notfound", "name unknown"), "not found"),
+    (("unauthorized", "authorization failed", "access denied", "denied", "forbidden", "authentication required",
+      "no basic auth credentials"), "the registry refused access (the cluster has no credentials for it)"),
+    (("invalid reference format", "couldn't parse image", "invalid image name"), "it is not a valid image name"),
+    (("no such host", "dial tcp", "i/o timeout", "connection refused", "tls handshake timeout",
+      "server misbehaving"), "the registry could not be reached"),
+)
+
+
+def _pull_words(message):
+    text = (message or "").lower()
+    for words, plain in _PULL_WORDS:
+        if any(w in text for w in words):
+            return plain
+    return ""
+
+
+def _statuses(pod):
+    status = (pod or {}).get("status") or {}
+    return list(status.get("initContainerStatuses") or ()) + list(status.get("containerStatuses") or ())
+
+
+def _spec_image(pod, name):
+    spec = (pod or {}).get("spec") or {}
+    for c in list(spec.get("initContainers") or ()) + list(spec.get("containers") or ()):
+        if c.get("name") == name:
+            return c.get("image") or ""
+    return ""
+
+
+def _last_pull_failure(events, image):
+    """The message of the latest ``Failed to pull image "<image>"`` event ('' if none)."""
+    text = ""
+    for ev in events or ():
+        message = ev.get("message") or ev.get("note") or ""
+        if ev.get("reason") == "Failed" and message.startswith(f'Failed to pull image "{image}"'):
+            text = message
+    return text
+
+
+def container_problem(pod, events=()):
+    """Why the pod's containers cannot run, as ``(kind, message for the user)``, or None while
+    nothing is known to be wrong. ``kind`` is ``image`` (the image cannot be pulled: not found,
+    refused, unreachable, not a valid name) or ``crash`` (the server keeps exiting: the kubelet
+    reports ``CrashLoopBackOff``). ``events``: the pod's (``events_of``), where the kubelet says
+    why a pull failed (``ImagePullBackOff``'s own message does not). A first failed pull that
+    may be passing (no known reason, or a registry not reached) is given the kubelet's next try."""
+    for cs in _statuses(pod):
+        waiting = (cs.get("state") or {}).get("waiting") or {}
+        reason, message = waiting.get("reason") or "", waiting.get("message") or ""
+        image = _spec_image(pod, cs.get("name")) or cs.get("image") or "?"
+        if reason in IMAGE_WAITING:
+            why = _pull_words(message) or _pull_words(_last_pull_failure(events, image))
+            if reason == "InvalidImageName":
+                why = why or "it is not a valid image name"
+            elif reason == "ErrImageNeverPull":
+                why = why or "it is not on the node and may not be pulled (imagePullPolicy: Never)"
+            elif reason == "ErrImagePull" and why in ("", "the registry could not be reached"):
+                continue  # the kubelet tries again; a second failure is ImagePullBackOff
+            return "image", (
+                f"Your server cannot start: the image {image} could not be pulled: "
+                f"{why or 'the pull kept failing'}. Nothing is left running and your quota share is free "
+                f"again. Choose another version, or tell an administrator.")
+        if reason == "CrashLoopBackOff":
+            last = ((cs.get("lastState") or {}).get("terminated")) or {}
+            code = last.get("exitCode")
+            restarts = cs.get("restartCount") or 0
+            times = f"{restarts} time" + ("" if restarts == 1 else "s")
+            exited = f"exit code {code}" if code is not None else "it exited"
+            return "crash", (
+                f"Your server cannot start: it keeps exiting as soon as it starts ({exited}, restarted "
+                f"{times}); the image {image} may be broken or not meant for this hub. Nothing is left "
+                f"running and your quota share is free again. Choose another version, or tell an "
+                f"administrator (the server's log: kubectl logs --previous).")
+    return None

@@ -18,6 +18,7 @@ import socket
 import time
 
 from . import admission, errors
+from .images import ImageRegistry
 from .isolation import NodeIsolation
 from .kubeclient import ApiError, EventSink, stop_tasks
 from .nodeserver import serve_logs, stop_logs
@@ -39,7 +40,8 @@ class Kubelet:
     """A node agent, a plain API client: it watches the pods bound to its nodes, runs them, and
     reports their status and events over the API (embedded server or real kube-apiserver alike)."""
 
-    def __init__(self, client, state_dir, nodes=(), log_endpoint=None, mount_namespaces=None, volumes_dir=None):
+    def __init__(self, client, state_dir, nodes=(), log_endpoint=None, mount_namespaces=None, volumes_dir=None,
+                 images=None):
         self.client = client
         self.state_dir = state_dir
         self.pods_dir = os.path.join(state_dir, "pods")
@@ -49,6 +51,7 @@ class Kubelet:
         # who containers run as and what they see (isolation.py); mount_namespaces None: where the machine allows
         self.isolation = NodeIsolation(mount_namespaces)
         self.isolation.traversable(state_dir, self.pods_dir, volumes_dir)
+        self.images = ImageRegistry(images)   # what can be pulled (images.py); None: every image
         self.node_specs = list(nodes)   # registered at start (the embedded cluster seeds its own)
         self.log_endpoint = log_endpoint   # (cert file, key file, port): serve /containerLogs over HTTPS
         self._log_server = None

@@ -136,6 +136,46 @@ class PodRuntime:
         except Exception:
             log.exception("pod %s/%s failed in the node agent", self.namespace, self.name)
 
+    async def _pull(self, container, restarts, init):
+        """Until the image can be "pulled" (``kubelet.images``), report it as a kubelet does:
+        ``ErrImagePull`` with the registry's answer, then ``ImagePullBackOff`` for a back-off of
+        10 s doubling to 300 s (``InvalidImageName`` for a reference that does not parse).
+        True if the pod was deleted meanwhile."""
+        image, backoff = container["image"], 10.0
+        while True:
+            problem = self.kubelet.images.problem(image)
+            if problem is None:
+                return False
+            reason, message = problem
+            if reason == "InvalidImageName":
+                self._event("Warning", "InspectFailed", message)
+                self._event("Warning", "Failed", "Error: InvalidImageName")
+                self._set_container(container, {"waiting": {"reason": reason, "message": message}},
+                                    ready=False, restarts=restarts, init=init)
+            else:
+                self._event("Normal", "Pulling", f'Pulling image "{image}"')
+                self._event("Warning", "Failed", f'Failed to pull image "{image}": {message}')
+                self._event("Warning", "Failed", "Error: ErrImagePull")
+                self._set_container(container, {"waiting": {"reason": "ErrImagePull", "message": message}},
+                                    ready=False, restarts=restarts, init=init)
+                if await self._killed_within(1.0):
+                    return True
+                self._event("Normal", "BackOff", f'Back-off pulling image "{image}"')
+                self._event("Warning", "Failed", "Error: ImagePullBackOff")
+                self._set_container(container, {"waiting": {"reason": "ImagePullBackOff",
+                                                            "message": f'Back-off pulling image "{image}"'}},
+                                    ready=False, restarts=restarts, init=init)
+            if await self._killed_within(backoff):
+                return True
+            backoff = min(backoff * 2, 300.0)
+
+    async def _killed_within(self, seconds):
+        try:
+            await asyncio.wait_for(self.kill_event.wait(), timeout=seconds)
+            return True
+        except asyncio.TimeoutError:
+            return False
+
     def _finish_failed_init(self, container, code):
         def failed(status):
             status["phase"] = "Failed" if self.pod()["spec"].get("restartPolicy") == "Never" else "Pending"
@@ -199,6 +239,8 @@ class PodRuntime:
                     return 1
                 except asyncio.TimeoutError:
                     backoff = min(backoff * 2, 5)
+        if await self._pull(container, restarts, init):
+            return 1   # the pod was deleted while its image could not be pulled
         self._event("Normal", "Pulled", f'Container image "{container["image"]}" already present on machine')
         os.makedirs(os.path.join(self.dir, "logs"), exist_ok=True)
         current = os.path.join(self.dir, "logs", f"{name}.log")
