@@ -10,7 +10,8 @@ import textwrap
 import kubernetes
 import pytest
 
-from ptjaas_sandbox.cluster.images import ImageRegistry, normalized
+from ptjaas_sandbox.cluster.images import ImageRegistry
+from ptjaas_spawner.imageref import normalized
 from ptjaas_spawner.startfailure import container_problem
 
 from tests.hubutil import server, stop
