@@ -12,12 +12,14 @@ or raises ``ChoiceError`` with a message meant for the user.
 
 from dataclasses import asdict, dataclass, field
 
+from . import customimages
+from .interfaces import interface_of
 from .settings_schema import IMAGE, VERSION, keys
 from .sizes import allowed_sizes, groups_allow
 
 IMAGE_KEYS = keys(IMAGE)
 VERSION_KEYS = keys(VERSION)
-OPTION_KEYS = frozenset({"image", "version", "size", "same_as_last"})
+OPTION_KEYS = frozenset({"image", "version", "size", "same_as_last", "custom_image"})
 
 
 class ChoiceError(ValueError):
@@ -32,11 +34,19 @@ class Choice:
     image_ref: str
     deprecated: str = ""
     notes: list = field(default_factory=list)
+    interface: str = ""      # what it opens ("VS Code"; '' : the hub's default_url)
+    default_url: str = ""    # where the server opens ('' : the hub's default_url)
+    launchers: list = field(default_factory=list)
+    pull_secret: str = ""    # a custom image's pull Secret
+
+    @property
+    def custom(self) -> bool:
+        return self.image == customimages.CUSTOM
 
     def as_state(self) -> dict:
         d = asdict(self)
-        d.pop("notes")
-        d.pop("deprecated")
+        for derived in ("notes", "deprecated", "interface", "default_url", "launchers", "pull_secret"):
+            d.pop(derived)
         return d
 
 
@@ -108,9 +118,13 @@ def _check_options(options) -> dict:
         if len(unknown) > 5:
             names += f" and {len(unknown) - 5} more"
         raise ChoiceError(
-            f"Unknown server option(s): {names}. Known options: image, version, size, same_as_last."
+            f"Unknown server option(s): {names}. Known options: image, version, size, same_as_last, custom_image."
         )
-    for key in ("image", "version", "size"):
+    if options.get("custom_image") is not None and (options.get("image") is not None or options.get("version") is not None
+                                                    or options.get("same_as_last")):
+        raise ChoiceError("Choose either an image of your own (custom_image) or an image and version from the "
+                          "list, not both.")
+    for key in ("image", "version", "size", "custom_image"):
         value = options.get(key)
         if value is None:
             continue
@@ -127,7 +141,34 @@ def _check_options(options) -> dict:
     return options
 
 
-def resolve_choice(images, sizes, user_groups, options=None, last=None, availability=None) -> Choice:
+def resolve_custom(custom_images, sizes, user_groups, options, availability) -> Choice:
+    """A custom image (``customimages``): permitted, a valid and allowed reference, a size the
+    user may use with it and can start now."""
+    reference = options.get("custom_image")
+    problem = customimages.problem(custom_images, user_groups, reference)
+    if problem:
+        raise ChoiceError(problem)
+    usable = allowed_sizes(sizes, user_groups)
+    if (custom_images or {}).get("sizes"):
+        usable = [k for k in usable if k in custom_images["sizes"]]
+    if not usable:
+        raise ChoiceError("No size is available to you for an image of your own.")
+    size_key = options.get("size")
+    if size_key is None:
+        fitting = [k for k in usable if availability.get(k, (True, ""))[0]]
+        size_key = (fitting or usable)[0]
+    if size_key not in usable:
+        raise ChoiceError(f"Refused: size {shown(size_key)} is not available to you for an image of your own. "
+                          f"Sizes you can use: {', '.join(_size_name(sizes, k) for k in usable)}.")
+    allowed, note = availability.get(size_key, (True, ""))
+    if not allowed:
+        raise ChoiceError(f"Size {_size_name(sizes, size_key)!r} cannot be started now: {note}")
+    return Choice(customimages.CUSTOM, customimages.tag_of(reference), size_key, reference,
+                  pull_secret=(custom_images or {}).get("pull_secret") or "")
+
+
+def resolve_choice(images, sizes, user_groups, options=None, last=None, availability=None,
+                   custom_images=None) -> Choice:
     """Validate the user's options against the catalog and their entitlements.
 
     - ``options``: ``{"image", "version", "size"}`` (each optional: missing keys take the
@@ -135,6 +176,8 @@ def resolve_choice(images, sizes, user_groups, options=None, last=None, availabi
       last choice: "same as last time" never starts something else than the page showed).
     - ``last``: the previous choice from the spawner state (``Choice.as_state()``).
     - ``availability``: ``{size_key: (allowed, note)}`` from the quota layer.
+    - ``custom_images``: the ``custom_images`` setting; ``{"custom_image": reference, "size"}``
+      is then resolved by ``resolve_custom``.
 
     Raises ChoiceError naming what was refused and what may be chosen instead. Messages name
     images and sizes by the display names the form shows; a value the form never offered is
@@ -142,10 +185,15 @@ def resolve_choice(images, sizes, user_groups, options=None, last=None, availabi
     """
     options = _check_options(options)
     availability = availability or {}
+    if options.get("custom_image") is not None:
+        return resolve_custom(custom_images, sizes, user_groups, options, availability)
     if options.get("same_as_last"):
         conflict = same_as_last_conflict(images, sizes, options, last)
         if conflict:
             raise ChoiceError(conflict)
+        if (last or {}).get("image") == customimages.CUSTOM:
+            return resolve_custom(custom_images, sizes, user_groups,
+                                  {"custom_image": last.get("image_ref"), "size": last.get("size")}, availability)
         return resolve_last(images, sizes, user_groups, last, availability)
 
     visible = visible_images(images, sizes, user_groups)
@@ -195,7 +243,9 @@ def resolve_choice(images, sizes, user_groups, options=None, last=None, availabi
         raise ChoiceError(f"Size {_size_name(sizes, size_key)!r} cannot be started now: {note}")
 
     version = image["versions"][version_key]
-    choice = Choice(image_key, version_key, size_key, version["image"])
+    opens = interface_of(image, version)
+    choice = Choice(image_key, version_key, size_key, version["image"], interface=opens["name"],
+                    default_url=opens["default_url"], launchers=opens["launchers"])
     if version.get("deprecated"):
         choice.deprecated = str(version["deprecated"])
         choice.notes.append(

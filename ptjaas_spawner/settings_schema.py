@@ -15,6 +15,8 @@ itself; absent: the key in snake case).
 
 import re
 
+from .interfaces import INTERFACE_SCHEMA, LAUNCHERS_SCHEMA
+
 SECONDS = {"type": "number", "minimum": 0}
 
 #: per-size and per-image culling keys (seconds); the culler reads them from the catalog
@@ -64,6 +66,8 @@ SIZE = entry(
         "tolerations": {"type": "array", "items": {"type": "object"},
                         "description": "Kubernetes tolerations (e.g. for tainted GPU nodes)."},
         "groups": GROUPS,
+        "interface": INTERFACE_SCHEMA,
+        "launchers": LAUNCHERS_SCHEMA,
         **CULL_PROPERTIES,
     },
 )
@@ -77,6 +81,8 @@ VERSION = entry(
         "notes": {"type": "string", "description": "Release notes shown with the version."},
         "default": {"type": "boolean", "description": "The version preselected (at most one per image)."},
         "deprecated": {"type": "string", "description": "A message shown to whoever picks this version."},
+        "interface": INTERFACE_SCHEMA,
+        "launchers": LAUNCHERS_SCHEMA,
     },
 )
 

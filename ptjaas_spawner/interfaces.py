@@ -1,0 +1,57 @@
+"""What a choice opens: the interface (IDE) an image or version declares in the catalog. Pure.
+
+An image or one of its versions may say ``interface``: a known name (``jupyterlab``,
+``notebook``, ``vscode``, ``rstudio``) or ``{"name": "...", "default_url": "/..."}`` for
+another one served through jupyter-server-proxy; and ``launchers``: the extra applications its
+jupyter-server-proxy entries add to the launcher (``["TensorBoard"]``), shown in the form. A
+version's own settings win over its image's. With no ``interface`` the server opens where
+JupyterHub's ``default_url`` (z2jh: ``singleuser.defaultUrl``) says, as before.
+"""
+
+INTERFACES = {
+    "jupyterlab": {"name": "JupyterLab", "default_url": "/lab"},
+    "notebook": {"name": "Jupyter Notebook", "default_url": "/tree"},
+    # code-server through jupyter-server-proxy (jupyter-vscode-proxy), as images/ builds it
+    "vscode": {"name": "VS Code", "default_url": "/vscode/"},
+    # RStudio Server through jupyter-server-proxy (jupyter-rsession-proxy): docs/environments.md
+    "rstudio": {"name": "RStudio", "default_url": "/rstudio/"},
+}
+
+# the schema of ``interface`` and ``launchers`` (settings_schema.IMAGE and VERSION)
+INTERFACE_SCHEMA = {
+    "type": ["string", "object"],
+    "description": ("What the server opens: " + ", ".join(f"`{k}`" for k in INTERFACES)
+                    + ", or `{name, default_url}` for another application served through jupyter-server-proxy."),
+    "oneOf": [
+        {"type": "string", "enum": list(INTERFACES)},
+        {"type": "object", "additionalProperties": False, "required": ["name", "default_url"],
+         "properties": {"name": {"type": "string", "minLength": 1, "maxLength": 60},
+                        "default_url": {"type": "string", "pattern": "^/[A-Za-z0-9._~/-]*$", "maxLength": 200}}},
+    ],
+}
+LAUNCHERS_SCHEMA = {"type": "array", "items": {"type": "string", "minLength": 1, "maxLength": 60},
+                    "description": "Extra applications in the launcher (jupyter-server-proxy entries), shown in the form."}
+
+
+def interface_of(image: dict, version: dict | None = None) -> dict:
+    """``{"name", "default_url", "launchers"}`` of a catalog choice: the version's settings,
+    else the image's; ``name`` and ``default_url`` '' when neither declares an interface."""
+    version = version or {}
+    declared = version.get("interface", image.get("interface"))
+    launchers = version.get("launchers", image.get("launchers")) or []
+    if declared is None:
+        return {"name": "", "default_url": "", "launchers": list(launchers)}
+    if isinstance(declared, str):
+        known = INTERFACES.get(declared) or {"name": declared, "default_url": ""}  # refused at start-up
+        return {"name": known["name"], "default_url": known["default_url"], "launchers": list(launchers)}
+    return {"name": declared["name"], "default_url": declared["default_url"], "launchers": list(launchers)}
+
+
+def describe(interface: dict) -> str:
+    """"Opens VS Code (also: TensorBoard)" for the form; '' when nothing is declared."""
+    if not interface.get("name") and not interface.get("launchers"):
+        return ""
+    text = f"Opens {interface['name']}" if interface.get("name") else "Opens the default interface"
+    if interface.get("launchers"):
+        text += f" (also: {', '.join(interface['launchers'])})"
+    return text
