@@ -120,8 +120,10 @@ def _check_options(options) -> dict:
         raise ChoiceError(
             f"Unknown server option(s): {names}. Known options: image, version, size, same_as_last, custom_image."
         )
-    if options.get("custom_image") is not None and (options.get("image") is not None or options.get("version") is not None
-                                                    or options.get("same_as_last")):
+    custom = options.get("custom_image")
+    # what a custom start is saved as (``image: custom``, ``version``: its tag) may come back
+    if custom is not None and (options.get("image") not in (None, customimages.CUSTOM) or options.get("same_as_last")
+                               or options.get("version") not in (None, customimages.tag_of(custom))):
         raise ChoiceError("Choose either an image of your own (custom_image) or an image and version from the "
                           "list, not both.")
     for key in ("image", "version", "size", "custom_image"):

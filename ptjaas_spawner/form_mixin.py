@@ -58,6 +58,22 @@ class SpawnFormMixin(LoggingConfigurable):
         """,
     )
 
+    custom_images = Dict(
+        config=True,
+        help="""Images of a user's own, for the groups an admin permits (``customimages``)::
+
+            {"groups": ["ml-platform"], "allowed": ["registry.example.com/team/*"],
+             "sizes": ["small"], "pull_secret": "team-registry"}
+
+        ``groups``: who may ([]: everyone; absent: nobody); ``allowed``: glob patterns of the
+        image references allowed (required); ``sizes``: only these sizes (absent: the user's);
+        ``pull_secret``: an image pull Secret in the server's namespace. Members post
+        ``{"custom_image": "registry.example.com/team/x:1"}`` (the form has a field for it); any
+        other reference is refused with the allowed patterns named, and the audit record of the
+        start carries the reference. Empty (the default): only the catalog's images.
+        """,
+    )
+
     def effective_catalog(self):
         """(images, sizes): the configured catalog, or a one-entry stand-in when unset."""
         images = self.images or {
@@ -91,8 +107,8 @@ class SpawnFormMixin(LoggingConfigurable):
         # without team namespaces a 'team' key is an unknown option like any other (refused)
         try:
             return catalog.resolve_choice(
-                images, sizes, self.user_group_names(), options, last=self._last, availability=availability
-            )
+                images, sizes, self.user_group_names(), options, last=self._last, availability=availability,
+                custom_images=self.custom_images)
         except catalog.ChoiceError as e:
             self.audit_choice_refused(options, availability, str(e))
             raise refusal(e) from None
@@ -114,7 +130,8 @@ class SpawnFormMixin(LoggingConfigurable):
             selected, self._form_refused = self._form_refused, None
         elif opts and not opts.get("same_as_last"):
             try:
-                catalog.resolve_choice(images, sizes, self.user_group_names(), teams.without_team(opts))
+                catalog.resolve_choice(images, sizes, self.user_group_names(), teams.without_team(opts),
+                                       custom_images=self.custom_images)
                 selected = opts
             except catalog.ChoiceError:
                 selected = {}

@@ -21,7 +21,7 @@ from kubespawner import KubeSpawner
 from tornado import web
 from traitlets import Float, TraitError, default, validate
 
-from . import configcheck, homevolume, objects, redact, reflectors, startfailure
+from . import configcheck, customimages, homevolume, objects, redact, reflectors, startfailure
 from .culler.policy import kernel_culling_args
 from .datamixin import DataAccessMixin
 from .form_mixin import SpawnFormMixin
@@ -155,6 +155,8 @@ class PtjaasSpawner(DataAccessMixin, RefusedNewServerMixin, TeamsMixin, SpawnFor
         redact.install(self.log)
         self.check_config()
         self._configured_image = self.image
+        # what a choice may set for one start (a catalog interface, a custom image's pull secret)
+        self._configured_opening = (self.default_url, list(self.image_pull_secrets or []))
         self._last = {}  # last successful choice (persisted in state)
         self._home = {}  # {"claim": name, "size": requested size, "bound"?: a pod ran on it}
         self._notes = []  # what the progress page tells the user at this start
@@ -277,12 +279,16 @@ class PtjaasSpawner(DataAccessMixin, RefusedNewServerMixin, TeamsMixin, SpawnFor
 
     def _apply_choice(self, choice):
         # record the resolved choice (the culler and quota read it from the server model)
-        self._save_user_options(
-            {"image": choice.image, "version": choice.version, "size": choice.size, **self.team_user_options()})
+        custom = {"custom_image": choice.image_ref} if choice.custom else {}
+        self._save_user_options({"image": choice.image, "version": choice.version, "size": choice.size, **custom,
+                                 **self.team_user_options()})
         self.notes_extend(choice.notes)
         for note in choice.notes:
             self.log.info("%s: %s", self._log_name, note)
         self.image = choice.image_ref
+        default_url, pull_secrets = self._configured_opening
+        self.default_url = choice.default_url or default_url  # the interface it opens (interfaces.py)
+        self.image_pull_secrets = pull_secrets + ([choice.pull_secret] if choice.pull_secret else [])
         if self.sizes:
             for name, value in spawner_settings(self.sizes[choice.size]).items():
                 setattr(self, name, value)
@@ -295,7 +301,10 @@ class PtjaasSpawner(DataAccessMixin, RefusedNewServerMixin, TeamsMixin, SpawnFor
             self.start_plan = await self.plan_start()
 
     def _last_options(self):
-        return {k: self._last[k] for k in ("image", "version", "size") if k in self._last}
+        options = {k: self._last[k] for k in ("image", "version", "size") if k in self._last}
+        if self._last.get("image") == customimages.CUSTOM and self._last.get("image_ref"):
+            options["custom_image"] = self._last["image_ref"]
+        return options
 
     def _save_user_options(self, options):
         self.user_options = dict(options)

@@ -1,8 +1,14 @@
-"""Issue 25, "fail fast, free the share": a start whose image cannot be pulled, or whose server
-keeps exiting, ends within seconds with the reason in plain words (KubeSpawner waits for
-``start_timeout``: kubespawner#795), its pod deleted, its quota share free again and the
-failure on the audit record. The embedded node agent pulls only the images it is told exist
-(``kubelet.images``) and reports the kubelet's waiting reasons and events."""
+"""Issue 25, the environments people use.
+
+- Fail fast, free the share: a start whose image cannot be pulled, or whose server keeps
+  exiting, ends within seconds with the reason in plain words (KubeSpawner waits for
+  ``start_timeout``: kubespawner#795), its pod deleted, its quota share free again and the
+  failure on the audit record. The embedded node agent pulls only the images it is told exist
+  (``kubelet.images``) and reports the kubelet's waiting reasons and events.
+- What a choice opens: an image declaring ``interface: vscode`` starts at ``/vscode/``.
+- Images of one's own: a permitted user starts an image matching an allowed pattern; any other
+  reference is refused with the patterns named, and nothing starts.
+"""
 
 import json
 import textwrap
@@ -12,6 +18,9 @@ import pytest
 
 from ptjaas_sandbox.cluster.images import ImageRegistry
 from ptjaas_spawner.imageref import normalized
+from ptjaas_spawner import customimages
+from ptjaas_spawner.catalog import ChoiceError, resolve_choice
+from ptjaas_spawner.interfaces import describe, interface_of
 from ptjaas_spawner.startfailure import container_problem
 
 from tests.hubutil import server, stop
@@ -84,14 +93,75 @@ def test_container_problems_in_plain_words(the_pod, events, kind, words):
     assert "Nothing is left running and your quota share is free again" in problem[1]
 
 
+# ---- what a choice opens, images of one's own (pure) -----------------------------------------
+
+CATALOG = {"python": {"display_name": "Python", "launchers": ["TensorBoard"], "versions": {
+    "1": {"image": IMAGE, "default": True},
+    "code": {"image": "example.org/code:1", "interface": "vscode"},
+    "tool": {"image": "example.org/tool:1", "interface": {"name": "Tool", "default_url": "/tool/"},
+             "launchers": []}}}}
+SIZES = {"small": {"display_name": "Small", "cpu_guarantee": 0.1, "cpu_limit": 1,
+                   "mem_guarantee": "64Mi", "mem_limit": "1Gi"},
+         "big": {"display_name": "Big", "cpu_guarantee": 1, "cpu_limit": 2, "mem_guarantee": "1Gi",
+                 "mem_limit": "2Gi", "groups": ["big"]}}
+CUSTOM = {"groups": ["ml"], "allowed": ["example.org/team/*", "quay.io/jupyter/*"], "sizes": ["small", "big"],
+          "pull_secret": "team-registry"}
+
+
+@pytest.mark.parametrize("version, name, url, launchers", [
+    ("1", "", "", ["TensorBoard"]),
+    ("code", "VS Code", "/vscode/", ["TensorBoard"]),
+    ("tool", "Tool", "/tool/", []),
+])
+def test_a_choice_opens_what_its_image_or_version_declares(version, name, url, launchers):
+    choice = resolve_choice(CATALOG, SIZES, [], {"version": version})
+    assert (choice.interface, choice.default_url, choice.launchers) == (name, url, launchers)
+    assert "interface" not in choice.as_state()
+    assert describe(interface_of(CATALOG["python"], CATALOG["python"]["versions"]["code"])) == \
+        "Opens VS Code (also: TensorBoard)"
+
+
+@pytest.mark.parametrize("groups, options, refused", [
+    (["ml"], {"custom_image": "example.org/team/x:2"}, ""),
+    (["ml"], {"custom_image": "quay.io/jupyter/scipy-notebook:2025-01-01", "size": "small"}, ""),
+    (["ml"], {"image": "custom", "version": "2", "custom_image": "example.org/team/x:2"}, ""),  # as saved
+    ([], {"custom_image": "example.org/team/x:2"}, "not available to you"),
+    (["ml"], {"custom_image": "evil.example/x:1"}, "not allowed here. Allowed images: example.org/team/*, quay.io"),
+    (["ml"], {"custom_image": "Example.org/Team/X"}, "not a valid image name"),
+    (["ml"], {"custom_image": "example.org/team/" + "x" * 300}, "too long"),
+    (["ml"], {"custom_image": "example.org/team/x:2", "image": "python"}, "not both"),
+    (["ml"], {"custom_image": "example.org/team/x:2", "size": "big"}, "size 'big' is not available to you"),
+    (["ml", "big"], {"custom_image": "example.org/team/x:2", "size": "big"}, ""),
+])
+def test_images_of_ones_own_only_as_allowed(groups, options, refused):
+    try:
+        choice = resolve_choice(CATALOG, SIZES, groups, options, custom_images=CUSTOM)
+    except ChoiceError as e:
+        assert refused and refused in str(e), str(e)
+        return
+    assert not refused, choice
+    assert choice.custom and choice.image == customimages.CUSTOM and choice.image_ref == options["custom_image"]
+    assert choice.pull_secret == "team-registry"
+
+
+def test_same_as_last_repeats_a_custom_image():
+    first = resolve_choice(CATALOG, SIZES, ["ml"], {"custom_image": "example.org/team/x:2"}, custom_images=CUSTOM)
+    again = resolve_choice(CATALOG, SIZES, ["ml"], {"same_as_last": True}, last=first.as_state(),
+                           custom_images=CUSTOM)
+    assert again.image_ref == "example.org/team/x:2" and again.version == "2"
+    with pytest.raises(ChoiceError, match="not available to you"):  # no longer permitted
+        resolve_choice(CATALOG, SIZES, [], {"same_as_last": True}, last=first.as_state(), custom_images=CUSTOM)
+
+
 # ---- through a real hub on the embedded cluster ---------------------------------------------
 
 @pytest.fixture(scope="module")
 def hub(module_cluster, module_hub_factory, tmp_path_factory):
-    module_cluster.kubelet.images = ImageRegistry([IMAGE])
+    module_cluster.kubelet.images = ImageRegistry([IMAGE, "example.org/code:*", "example.org/team/*"])
     audit = tmp_path_factory.mktemp("audit") / "audit.jsonl"
     images = {"python": {"display_name": "Python", "versions": {
-        "1": {"image": IMAGE, "default": True}, "gone": {"image": MISSING}}}}
+        "1": {"image": IMAGE, "default": True}, "gone": {"image": MISSING},
+        "code": {"image": "example.org/code:1", "interface": "vscode"}}}}
     sizes = {"small": {"display_name": "Small", "cpu_guarantee": 0.1, "cpu_limit": 1,
                        "mem_guarantee": "64Mi", "mem_limit": "1Gi"}}
     h = module_hub_factory(textwrap.dedent(f"""
@@ -99,6 +169,7 @@ def hub(module_cluster, module_hub_factory, tmp_path_factory):
         c.PtjaasSpawner.sizes = {json.dumps(sizes)}
         c.PtjaasSpawner.quota_default = {{"servers": 1}}
         c.PtjaasSpawner.audit_log_file = {str(audit)!r}
+        c.PtjaasSpawner.custom_images = {{"groups": [], "allowed": ["example.org/team/*"]}}
         def crash_for_carl(spawner):  # carl's server program exits at once: a broken image
             if spawner.user.name == "carl":
                 spawner.cmd = ["false"]
@@ -145,3 +216,28 @@ def test_a_server_that_keeps_exiting_fails_in_seconds(hub):
     assert seconds < 30, seconds
     wait_for(lambda: server(hub, "carl") is None, timeout=30, message="carl's server gone")
     assert [r["reason"] for r in failures(hub, "carl")] == ["crash-loop"]
+
+
+@pytest.mark.hub
+def test_a_vs_code_image_opens_at_its_url(hub):
+    add_user(hub, "vic")
+    ready, message, _, _, _ = start_outcome(hub, "vic", {"version": "code"}, timeout=120)
+    assert ready, message
+    r = hub.session("vic").get(f"{hub.url}/user/vic/", allow_redirects=False, timeout=30)
+    assert r.status_code in (301, 302) and r.headers["Location"].split("?")[0].endswith("/user/vic/vscode/"), \
+        (r.status_code, r.headers.get("Location"))
+    stop(hub, "vic")
+
+
+@pytest.mark.hub
+def test_an_image_of_ones_own_starts_if_allowed(hub):
+    add_user(hub, "ola")
+    r = hub.api("POST", "/users/ola/server", json={"custom_image": "evil.example/miner:1"})
+    assert r.status_code == 400 and "Allowed images: example.org/team/*" in r.json()["message"], r.text
+    assert server(hub, "ola") is None
+    ready, message, _, _, _ = start_outcome(hub, "ola", {"custom_image": "example.org/team/nb:3"}, timeout=120)
+    assert ready, message
+    starts = [json.loads(line) for line in hub.audit_path.read_text().splitlines()]
+    starts = [r for r in starts if r.get("action") == "server-start" and r.get("user") == "ola"]
+    assert starts[-1]["image_ref"] == "example.org/team/nb:3" and starts[-1]["image"] == "custom", starts[-1]
+    stop(hub, "ola")
