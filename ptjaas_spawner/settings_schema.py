@@ -66,8 +66,6 @@ SIZE = entry(
         "tolerations": {"type": "array", "items": {"type": "object"},
                         "description": "Kubernetes tolerations (e.g. for tainted GPU nodes)."},
         "groups": GROUPS,
-        "interface": INTERFACE_SCHEMA,
-        "launchers": LAUNCHERS_SCHEMA,
         **CULL_PROPERTIES,
     },
 )
@@ -95,6 +93,8 @@ IMAGE = entry(
         "sizes": {"type": "array", "items": {"type": "string"},
                   "description": "Only these sizes may run it (a CUDA image: the GPU sizes)."},
         "groups": GROUPS,
+        "interface": INTERFACE_SCHEMA,
+        "launchers": LAUNCHERS_SCHEMA,
         **CULL_PROPERTIES,
     },
 )

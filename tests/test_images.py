@@ -149,7 +149,7 @@ def test_image_tags_match_the_catalog():
     values = compose(BASE, OVERLAYS["gpu"])
     catalog = values["hub"]["config"]["PtjaasSpawner"]["images"]
     notebook_images = {n: p for n, p in image_build.dockerfiles().items() if n != "hub"}
-    assert set(notebook_images) == {"notebook-cpu", "notebook-cuda"}
+    assert set(notebook_images) == {"notebook-cpu", "notebook-cuda", "notebook-vscode"}
     for name, dockerfile in notebook_images.items():
         labels = image_build.parse_dockerfile(dockerfile)["labels"]
         image_key, version_key = labels["io.ptjaas.catalog.image"], labels["io.ptjaas.catalog.version"]
