@@ -12,6 +12,7 @@ or raises ``ChoiceError`` with a message meant for the user.
 
 from dataclasses import asdict, dataclass, field
 
+from . import connections as data_connections
 from . import customimages
 from .interfaces import interface_of
 from .settings_schema import IMAGE, VERSION, keys
@@ -19,7 +20,7 @@ from .sizes import allowed_sizes, groups_allow
 
 IMAGE_KEYS = keys(IMAGE)
 VERSION_KEYS = keys(VERSION)
-OPTION_KEYS = frozenset({"image", "version", "size", "same_as_last", "custom_image"})
+OPTION_KEYS = frozenset({"image", "version", "size", "same_as_last", "custom_image", "connections"})
 
 
 class ChoiceError(ValueError):
@@ -38,6 +39,7 @@ class Choice:
     default_url: str = ""    # where the server opens ('' : the hub's default_url)
     launchers: list = field(default_factory=list)
     pull_secret: str = ""    # a custom image's pull Secret
+    connections: list = field(default_factory=list)  # data connections (connections.py), by name
 
     @property
     def custom(self) -> bool:
@@ -118,7 +120,8 @@ def _check_options(options) -> dict:
         if len(unknown) > 5:
             names += f" and {len(unknown) - 5} more"
         raise ChoiceError(
-            f"Unknown server option(s): {names}. Known options: image, version, size, same_as_last, custom_image."
+            f"Unknown server option(s): {names}. Known options: image, version, size, same_as_last, custom_image, "
+            f"connections."
         )
     custom = options.get("custom_image")
     # what a custom start is saved as (``image: custom``, ``version``: its tag) may come back
@@ -170,7 +173,24 @@ def resolve_custom(custom_images, sizes, user_groups, options, availability) -> 
 
 
 def resolve_choice(images, sizes, user_groups, options=None, last=None, availability=None,
-                   custom_images=None) -> Choice:
+                   custom_images=None, connections=None) -> Choice:
+    """``resolve_image_choice`` plus the data connections ticked (``connections`` option: names
+    of ``connections``, the ``data_connections`` setting; "same as last time" repeats the last
+    ones), each one the user's groups allow."""
+    choice = resolve_image_choice(images, sizes, user_groups, options, last, availability, custom_images)
+    options = options or {}
+    names = options.get("connections")
+    if names is None and options.get("same_as_last"):
+        names = (last or {}).get("connections") or None
+    try:
+        choice.connections = data_connections.chosen(connections or {}, user_groups, names)
+    except data_connections.ConnectionRefused as e:
+        raise ChoiceError(str(e)) from None
+    return choice
+
+
+def resolve_image_choice(images, sizes, user_groups, options=None, last=None, availability=None,
+                         custom_images=None) -> Choice:
     """Validate the user's options against the catalog and their entitlements.
 
     - ``options``: ``{"image", "version", "size"}`` (each optional: missing keys take the

@@ -114,6 +114,7 @@ class DataAccessMixin(audit.AuditSettings, SnapshotViews):
             image_ref=choice.image_ref if choice else self.image, image_digest=digest or None,
             size=choice.size if choice else None,
             volumes=audit.pod_volumes(pod, self.pvc_name, self.snapshot_view_claims()),
+            connections=list(choice.connections) if choice and choice.connections else None,  # names only
         )
 
     async def stop(self, now=False):

@@ -74,6 +74,19 @@ class SpawnFormMixin(LoggingConfigurable):
         """,
     )
 
+    data_connections = Dict(
+        config=True,
+        help="""Data connections: credentials by reference, never read by the hub
+        (``connections``): connection key -> ``{display_name?, description?, groups?, secret,
+        env_from?: bool, env?: {VARIABLE: key}, files_at?: directory}``. ``secret`` names a
+        Secret in the server's namespace that the pod gets through ``envFrom``,
+        ``secretKeyRef`` or a read-only ``secret`` volume; the hub only names it (its Role needs
+        no access to Secrets). Users tick connections in the form (``"connections": [keys]``),
+        each limited to its ``groups``; a Secret that does not exist fails the start at once
+        with a plain message. Each connection mounted is on the audit record, by name.
+        """,
+    )
+
     def effective_catalog(self):
         """(images, sizes): the configured catalog, or a one-entry stand-in when unset."""
         images = self.images or {
@@ -108,7 +121,7 @@ class SpawnFormMixin(LoggingConfigurable):
         try:
             return catalog.resolve_choice(
                 images, sizes, self.user_group_names(), options, last=self._last, availability=availability,
-                custom_images=self.custom_images)
+                custom_images=self.custom_images, connections=self.data_connections)
         except catalog.ChoiceError as e:
             self.audit_choice_refused(options, availability, str(e))
             raise refusal(e) from None
@@ -131,7 +144,7 @@ class SpawnFormMixin(LoggingConfigurable):
         elif opts and not opts.get("same_as_last"):
             try:
                 catalog.resolve_choice(images, sizes, self.user_group_names(), teams.without_team(opts),
-                                       custom_images=self.custom_images)
+                                       custom_images=self.custom_images, connections=self.data_connections)
                 selected = opts
             except catalog.ChoiceError:
                 selected = {}

@@ -153,7 +153,8 @@ async def watch_scheduling(spawner, interval=0.25):
         if problem is not None:
             kind, words = problem
             spawner.log.warning("Giving up on the start of %s: %s", spawner._log_name, words)
-            spawner.audit("server-start-failed", reason="image-pull" if kind == "image" else "crash-loop",
+            spawner.audit("server-start-failed",
+                          reason={"image": "image-pull", "crash": "crash-loop", "config": "missing-secret"}[kind],
                           image=_image(pod), message=words)
             raise StartFailed(words)
         now = loop.time()

@@ -21,7 +21,7 @@ from kubespawner import KubeSpawner
 from tornado import web
 from traitlets import Float, TraitError, default, validate
 
-from . import configcheck, customimages, homevolume, objects, redact, reflectors, startfailure
+from . import configcheck, connections, customimages, homevolume, objects, redact, reflectors, startfailure
 from .culler.policy import kernel_culling_args
 from .datamixin import DataAccessMixin
 from .form_mixin import SpawnFormMixin
@@ -280,6 +280,8 @@ class PtjaasSpawner(DataAccessMixin, RefusedNewServerMixin, TeamsMixin, SpawnFor
     def _apply_choice(self, choice):
         # record the resolved choice (the culler and quota read it from the server model)
         custom = {"custom_image": choice.image_ref} if choice.custom else {}
+        if choice.connections:
+            custom["connections"] = list(choice.connections)
         self._save_user_options({"image": choice.image, "version": choice.version, "size": choice.size, **custom,
                                  **self.team_user_options()})
         self.notes_extend(choice.notes)
@@ -304,6 +306,8 @@ class PtjaasSpawner(DataAccessMixin, RefusedNewServerMixin, TeamsMixin, SpawnFor
         options = {k: self._last[k] for k in ("image", "version", "size") if k in self._last}
         if self._last.get("image") == customimages.CUSTOM and self._last.get("image_ref"):
             options["custom_image"] = self._last["image_ref"]
+        if self._last.get("connections"):
+            options["connections"] = list(self._last["connections"])
         return options
 
     def _save_user_options(self, options):
@@ -329,6 +333,12 @@ class PtjaasSpawner(DataAccessMixin, RefusedNewServerMixin, TeamsMixin, SpawnFor
         container = pod.spec.containers[0]
         container.volume_mounts = list(container.volume_mounts or []) + [mount] + shared_mounts
         choice = self.choice
+        if choice is not None and choice.connections:  # credentials by name only (connections.py)
+            parts = connections.pod_parts(self.data_connections, choice.connections)
+            pod.spec.volumes += parts["volumes"]
+            container.volume_mounts += parts["volume_mounts"]
+            container.env_from = list(container.env_from or []) + parts["env_from"]
+            container.env = list(container.env or []) + parts["env"]
         if choice is not None:
             pod.metadata.labels.update(objects.choice_labels(choice.image, choice.version, choice.size))
             pod.metadata.annotations.update(objects.choice_annotations(choice.image_ref))

@@ -18,6 +18,8 @@ from datetime import datetime, timezone
 
 from tornado import web
 
+from .connections import missing_secret
+
 STORAGE_CLASS_SETTING = "c.PtjaasSpawner.home_volume_storage_class"
 STORAGE_CLASS_SETTING_Z2JH = "hub.config.PtjaasSpawner.home_volume_storage_class"
 
@@ -336,6 +338,12 @@ def container_problem(pod, events=()):
                 f"Your server cannot start: the image {image} could not be pulled: "
                 f"{why or 'the pull kept failing'}. Nothing is left running and your quota share is free "
                 f"again. Choose another version, or tell an administrator.")
+        if reason == "CreateContainerConfigError" and missing_secret(message):
+            return "config", (
+                f"Your server cannot start: the Secret {missing_secret(message)!r} that one of your data "
+                f"connections needs does not exist in the server's namespace. Nothing is left running and "
+                f"your quota share is free again. Start without that connection, or ask an administrator to "
+                f"create the Secret (ptjaas team-manifests --secret-stubs prints it).")
         if reason == "CrashLoopBackOff":
             last = ((cs.get("lastState") or {}).get("terminated")) or {}
             code = last.get("exitCode")

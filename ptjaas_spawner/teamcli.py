@@ -12,6 +12,7 @@ import sys
 
 import yaml
 
+from . import connections
 from .helmvalues import ValuesFileError, deep_merge, read_file
 from .teammanifests import Site, ValuesError, helm_values_overlay, team_objects
 
@@ -27,7 +28,7 @@ def _dump(objects) -> str:
     return yaml.safe_dump_all(objects, sort_keys=False, default_flow_style=False)
 
 
-def render(args):
+def render(args, teams_optional=False):
     values = {}
     for path in args.values:
         try:
@@ -36,16 +37,40 @@ def render(args):
             raise ValuesError(f"-f {e}") from None
     app_label = values.get("nameOverride") or "jupyterhub"
     site = Site(args.hub_namespace, args.release, args.service_account, app_label)
+    spawner = ((values.get("hub") or {}).get("config") or {}).get("PtjaasSpawner") or {}
+    if teams_optional and not spawner.get("team_namespaces"):
+        return values, site, []  # the hub's namespace only
     teams = team_objects(values, site, args.team or None, args.gpu_resource)
     return values, site, teams
 
 
+def secret_stubs(values, site, teams) -> list:
+    """An empty Secret per data connection, in each namespace whose servers may use it (a team's
+    namespace when the connection's groups meet the team's; the hub's without team namespaces),
+    with the keys the connection reads: for an admin to fill (``connections``)."""
+    config = ((values.get("hub") or {}).get("config") or {}).get("PtjaasSpawner") or {}
+    found = config.get("data_connections") or {}
+    places = [(namespace, set(groups)) for namespace, groups, _ in teams] or [(site.hub_namespace, None)]
+    stubs = []
+    for namespace, groups in places:
+        for connection in found.values():
+            wanted = set(connection.get("groups") or ())
+            if groups is None or not wanted or wanted & groups:
+                stub = connections.secret_stub(connection["secret"], namespace, connections.secret_keys(connection))
+                if stub not in stubs:
+                    stubs.append(stub)
+    return stubs
+
+
 def cmd_team_manifests(args):
     try:
-        _, site, teams = render(args)
+        values, site, teams = render(args, teams_optional=args.secret_stubs)
     except ValuesError as e:
         print(f"ptjaas team-manifests: {e}", file=sys.stderr)
         return 2
+    if args.secret_stubs:
+        print(_dump(secret_stubs(values, site, teams)) or "# no data_connections in these values\n", end="")
+        return 0
     if args.helm_values:
         text = (
             "# Add to your z2jh values (merge the lists with your own rules: Helm replaces lists).\n"
@@ -96,4 +121,7 @@ def add_team_manifests_command(sub):
     out.add_argument("--helm-values", action="store_true",
                      help="print the additions to the hub's and proxy's network policies instead")
     out.add_argument("--chart", metavar="DIR", help="write a Helm chart holding the objects into DIR")
+    out.add_argument("--secret-stubs", action="store_true",
+                     help="print an empty Secret for each data connection, in each namespace whose servers may use "
+                          "it, for an admin to fill (the hub never reads them)")
     p.set_defaults(func=cmd_team_manifests)

@@ -170,6 +170,10 @@ def hub(module_cluster, module_hub_factory, tmp_path_factory):
         c.PtjaasSpawner.quota_default = {{"servers": 1}}
         c.PtjaasSpawner.audit_log_file = {str(audit)!r}
         c.PtjaasSpawner.custom_images = {{"groups": [], "allowed": ["example.org/team/*"]}}
+        c.PtjaasSpawner.data_connections = {{
+            "store": {{"secret": "store-creds", "env": {{"STORE_KEY": "key"}}}},
+            "gone": {{"secret": "gone-creds", "env_from": True}},
+            "vision-only": {{"secret": "store-creds", "env_from": True, "groups": ["vision"]}}}}
         def crash_for_carl(spawner):  # carl's server program exits at once: a broken image
             if spawner.user.name == "carl":
                 spawner.cmd = ["false"]
@@ -241,3 +245,33 @@ def test_an_image_of_ones_own_starts_if_allowed(hub):
     starts = [r for r in starts if r.get("action") == "server-start" and r.get("user") == "ola"]
     assert starts[-1]["image_ref"] == "example.org/team/nb:3" and starts[-1]["image"] == "custom", starts[-1]
     stop(hub, "ola")
+
+
+@pytest.mark.hub
+def test_a_data_connection_reaches_the_server_by_reference(hub, module_cluster):
+    """Issue 23: the pod names the Secret, the kubelet resolves it; a foreign connection is
+    refused; a connection whose Secret is missing fails the start at once."""
+    core = kubernetes.client.CoreV1Api(kubernetes.config.new_client_from_config(
+        config_file=str(module_cluster.kubeconfig_path)))
+    core.create_namespaced_secret("default", {"metadata": {"name": "store-creds"}, "stringData": {"key": "s3cr3t"}})
+    add_user(hub, "dee")
+    r = hub.api("POST", "/users/dee/server", json={"connections": ["vision-only"]})
+    assert r.status_code == 400 and "'vision-only' is not available to you" in r.json()["message"], r.text
+    ready, message, _, _, _ = start_outcome(hub, "dee", {"connections": ["store"]}, timeout=120)
+    assert ready, message
+    pod = core.read_namespaced_pod("jupyter-dee", "default").to_dict()
+    env = {e["name"]: e for e in pod["spec"]["containers"][0]["env"]}
+    assert env["STORE_KEY"]["value"] is None
+    assert env["STORE_KEY"]["value_from"]["secret_key_ref"] == {"name": "store-creds", "key": "key",
+                                                                "optional": None}
+    runtime = next(p for p in module_cluster.kubelet.pods.values() if p.name == "jupyter-dee")
+    environ = open(f"/proc/{runtime.procs['notebook'].pid}/environ", "rb").read().split(b"\0")
+    assert b"STORE_KEY=s3cr3t" in environ
+    starts = [json.loads(line) for line in hub.audit_path.read_text().splitlines()]
+    start = [r for r in starts if r.get("action") == "server-start" and r.get("user") == "dee"][-1]
+    assert start["connections"] == ["store"] and "s3cr3t" not in hub.audit_path.read_text()
+    assert "s3cr3t" not in hub.logs()
+    stop(hub, "dee")
+    ready, message, _, seconds, _ = start_outcome(hub, "dee", {"connections": ["gone"]})
+    assert not ready and "the Secret 'gone-creds'" in message and seconds < 30, (message, seconds)
+    wait_for(lambda: server(hub, "dee") is None, timeout=30, message="dee's server gone")

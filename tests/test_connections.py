@@ -1,0 +1,81 @@
+"""Issue 23, credentials by reference: data connections name a Secret that the pod gets from
+the kubelet; the hub never reads it. Pure parts here; the start through a real hub in
+tests/test_environments.py (its shared hub)."""
+
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from ptjaas_spawner import connections
+from ptjaas_spawner.catalog import ChoiceError, resolve_choice
+from ptjaas_spawner.startfailure import container_problem
+
+CONNECTIONS = {
+    "warehouse": {"display_name": "Warehouse", "groups": ["vision"], "secret": "warehouse-creds",
+                  "env": {"PGPASSWORD": "password", "PGUSER": "user"}},
+    "bucket": {"secret": "bucket-creds", "env_from": True, "files_at": "/etc/ptjaas/bucket"},
+}
+IMAGES = {"python": {"versions": {"1": {"image": "example.org/py:1"}}}}
+SIZES = {"small": {"cpu_guarantee": 0.1, "cpu_limit": 1, "mem_guarantee": "64Mi", "mem_limit": "1Gi"}}
+
+
+@pytest.mark.parametrize("groups, names, result", [
+    (["vision"], ["warehouse", "bucket"], ["warehouse", "bucket"]),
+    ([], ["bucket", "bucket"], ["bucket"]),
+    ([], ["warehouse"], "'warehouse' is not available to you. Connections you may use: bucket."),
+    ([], ["nope"], "'nope' is not available"),
+    ([], "bucket", "must be a list"),
+    ([], [1], "must be a list"),
+    ([], ["bucket"] * 21, "Too many data connections (21, at most 20)"),
+])
+def test_a_user_ticks_only_the_connections_their_groups_allow(groups, names, result):
+    try:
+        choice = resolve_choice(IMAGES, SIZES, groups, {"connections": names}, connections=CONNECTIONS)
+    except ChoiceError as e:
+        assert isinstance(result, str) and result in str(e), str(e)
+        return
+    assert choice.connections == result
+    assert choice.as_state()["connections"] == result
+
+
+def test_same_as_last_repeats_the_connections_while_allowed():
+    first = resolve_choice(IMAGES, SIZES, ["vision"], {"connections": ["warehouse"]}, connections=CONNECTIONS)
+    again = resolve_choice(IMAGES, SIZES, ["vision"], {"same_as_last": True}, last=first.as_state(),
+                           connections=CONNECTIONS)
+    assert again.connections == ["warehouse"]
+    with pytest.raises(ChoiceError, match="not available to you"):
+        resolve_choice(IMAGES, SIZES, [], {"same_as_last": True}, last=first.as_state(), connections=CONNECTIONS)
+
+
+def test_the_pod_gets_the_secret_by_name_only():
+    parts = connections.pod_parts(CONNECTIONS, ["warehouse", "bucket"])
+    assert parts["env"] == [
+        {"name": "PGPASSWORD", "valueFrom": {"secretKeyRef": {"name": "warehouse-creds", "key": "password"}}},
+        {"name": "PGUSER", "valueFrom": {"secretKeyRef": {"name": "warehouse-creds", "key": "user"}}}]
+    assert parts["env_from"] == [{"secretRef": {"name": "bucket-creds"}}]
+    assert parts["volumes"] == [{"name": "connection-bucket", "secret": {"secretName": "bucket-creds",
+                                                                      "defaultMode": 0o440}}]
+    assert parts["volume_mounts"] == [{"name": "connection-bucket", "mountPath": "/etc/ptjaas/bucket",
+                                       "readOnly": True}]
+
+
+def test_a_missing_secret_fails_the_start_in_plain_words():
+    pod = {"spec": {"containers": [{"name": "notebook", "image": "x:1"}]}, "status": {"containerStatuses": [
+        {"name": "notebook", "state": {"waiting": {"reason": "CreateContainerConfigError",
+                                                   "message": 'secret "warehouse-creds" not found'}}}]}}
+    kind, words = container_problem(pod)
+    assert kind == "config" and "the Secret 'warehouse-creds'" in words and "--secret-stubs" in words
+    assert connections.check({"x": {"secret": "s"}}) == [("data_connections.x", "gives the pod nothing: set "
+                                                                                "env_from, env or files_at")]
+
+
+def test_team_manifests_prints_secret_stubs_for_admins_to_fill(tmp_path):
+    values = tmp_path / "values.yaml"
+    values.write_text(yaml.safe_dump({"hub": {"config": {"PtjaasSpawner": {"data_connections": CONNECTIONS}}}}))
+    out = subprocess.run([sys.executable, "-m", "ptjaas_spawner.cli", "team-manifests", "-f", str(values),
+                          "--secret-stubs"], capture_output=True, text=True, check=True).stdout
+    stubs = list(yaml.safe_load_all(out))
+    assert sorted((s["metadata"]["name"], s["metadata"]["namespace"], s["stringData"]) for s in stubs) == [
+        ("bucket-creds", "ptjaas", {}), ("warehouse-creds", "ptjaas", {"password": "", "user": ""})]
