@@ -43,10 +43,11 @@ from traitlets.config import LoggingConfigurable
 
 REFUSALS = (
     "refused-quota", "refused-option", "refused-snapshot", "refused-claim", "refused-access", "refused-request",
+    "refused-share",
 )
 ACTIONS = (
     "server-start", "server-start-failed", "server-stop", "server-cull", "snapshot-take", "snapshot-open", "snapshot-restore",
-    *REFUSALS,
+    "share-grant", "share-revoke", *REFUSALS,
 )
 _SECRET_KEY = re.compile(r"token|secret|passw|authori[sz]ation|cookie|credential|private[_-]?key|api[_-]?key", re.I)
 _MAX_TEXT = 1000

@@ -53,6 +53,7 @@ QUERIES = {
 # form posts of the hub pages: field -> longest value; and the fields a form may repeat, how often
 FORMS = {
     "snapshot-page": ({"action": 20, "restore": 253, "snapshot": 253}, {"snapshot": MAX_OPEN}),
+    "sharing-page": ({"action": 20, "kind": 20, "name": 100}, {}),
 }
 _VALIDATORS = {name: Draft202012Validator(schema) for name, schema in BODIES.items()}
 _TYPE_WORDS = {"string": "a string", "array": "a list", "object": "an object", "integer": "a whole number",

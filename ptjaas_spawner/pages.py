@@ -2,7 +2,8 @@
 
 - ``/hub/ptjaas/usage`` + ``/hub/api/ptjaas/usage``: quotas and usage (admins);
 - ``/hub/ptjaas/audit`` + ``/hub/api/ptjaas/audit``: the data-access record (admins);
-- ``/hub/ptjaas/snapshots`` + ``/hub/api/ptjaas/snapshots/<user>``: home snapshots.
+- ``/hub/ptjaas/snapshots`` + ``/hub/api/ptjaas/snapshots/<user>``: home snapshots;
+- ``/hub/ptjaas/sharing``: share a running server with a user or a group (``sharing``).
 
 ``PtjaasAuthenticator`` registers them by itself. With another authenticator::
 
@@ -16,9 +17,10 @@ from __future__ import annotations
 def ptjaas_handlers() -> list:
     from .audithandlers import audit_handlers
     from .quota.handlers import usage_handlers
+    from .sharing import sharing_handlers
     from .snapshots.handlers import snapshot_handlers
 
-    return usage_handlers + audit_handlers + snapshot_handlers
+    return usage_handlers + audit_handlers + snapshot_handlers + sharing_handlers
 
 
 def install(c, handlers: bool = True) -> None:

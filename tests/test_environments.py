@@ -10,11 +10,14 @@
   reference is refused with the patterns named, and nothing starts.
 """
 
+import html
 import json
+import re
 import textwrap
 
 import kubernetes
 import pytest
+import requests
 
 from ptjaas_sandbox.cluster.images import ImageRegistry
 from ptjaas_spawner.imageref import normalized
@@ -178,6 +181,8 @@ def hub(module_cluster, module_hub_factory, tmp_path_factory):
             if spawner.user.name == "carl":
                 spawner.cmd = ["false"]
         c.Spawner.pre_spawn_hook = crash_for_carl
+        from ptjaas_spawner.pages import install
+        install(c)  # the hub pages (sharing), as fragment 60 does for z2jh
         """), cluster=module_cluster)
     h.audit_path = audit
     yield h
@@ -275,3 +280,49 @@ def test_a_data_connection_reaches_the_server_by_reference(hub, module_cluster):
     ready, message, _, seconds, _ = start_outcome(hub, "dee", {"connections": ["gone"]})
     assert not ready and "the Secret 'gone-creds'" in message and seconds < 30, (message, seconds)
     wait_for(lambda: server(hub, "dee") is None, timeout=30, message="dee's server gone")
+
+
+@pytest.mark.hub
+def test_alice_shares_her_server_with_bob_and_carol_cannot_open_it(hub):
+    """Issue 25, sharing: from /hub/ptjaas/sharing alice shares her running server with bob;
+    bob opens it, carol (not shared) cannot; revoked, bob cannot either; each step on the record."""
+    for name in ("alice", "bob", "carol"):
+        add_user(hub, name)
+    ready, message, _, _, _ = start_outcome(hub, "alice", {"version": "1"}, timeout=120)
+    assert ready, message
+    alice, bob, carol = (hub.session(n) for n in ("alice", "bob", "carol"))
+
+    def post(session, **fields):
+        page = f"{hub.url}/hub/ptjaas/sharing"
+        session.get(page, timeout=30)
+        return session.post(page, data=dict(fields, _xsrf=session.cookies.get("_xsrf") or ""), timeout=60)
+
+    def opens(session):
+        """GET alice's server's status as this user; JupyterHub asks a visitor to confirm the
+        access (its OAuth authorization page): confirmed as a browser would."""
+        r = session.get(f"{hub.url}/user/alice/", timeout=60)  # a page: the server's login goes through the hub
+        if r.status_code == 200 and "oauth2/authorize" in r.url:
+            form = re.search(r'<form[^>]*action="([^"]*)"(.*?)</form>', r.text, re.S)
+            fields = [(k, html.unescape(v)) for k, v in
+                      re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', form.group(2))]
+            r = session.post(requests.compat.urljoin(r.url, html.unescape(form.group(1)) or r.url), data=fields,
+                             timeout=60)
+        r = session.get(f"{hub.url}/user/alice/api/status", timeout=60)
+        opens.last = (r.status_code, r.url, r.text[:1000])
+        return r.status_code == 200 and "started" in r.text
+
+    assert not opens(hub.session("bob"))
+    r = post(alice, action="share", kind="group", name="nobodys-group")
+    assert "only share with a group you belong to" in r.text, r.text[-2000:]
+    r = post(alice, action="share", kind="user", name="bob")
+    assert "Your server is shared with user bob" in r.text and "<td>user bob</td>" in r.text
+    page = bob.get(f"{hub.url}/hub/ptjaas/sharing", timeout=30).text
+    assert "alice" in page and "/user/alice/" in page, page[page.find('Shared with you'):][:500]
+    assert opens(hub.session("bob")), opens.last  # a new login: JupyterHub grants the scopes a user has then
+    assert not opens(carol)
+    post(alice, action="revoke", kind="user", name="bob")
+    assert not opens(hub.session("bob"))
+    actions = [(r["action"], r.get("share_with")) for r in map(json.loads, hub.audit_path.read_text().splitlines())
+               if r.get("user") == "alice" and "share" in r["action"]]
+    assert actions == [("refused-share", None), ("share-grant", "user:bob"), ("share-revoke", "user:bob")]
+    stop(hub, "alice")
