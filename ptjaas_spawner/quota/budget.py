@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 from ..quantity import format_quantity, parse_bytes, parse_cpu
 from .ledger import RESOURCES, ZERO, Amount, Charge, Ledger  # noqa: F401 - Charge: part of this module's vocabulary
+from .timebudget import TIME_KEYS, TimeBudgetError, parse_time_budget
 
 NOUN = {"gpus": "GPUs", "cpu": "CPU cores", "memory": "memory", "servers": "servers"}
 
@@ -46,7 +47,7 @@ def parse_budget(spec, where: str, allow_per_user: bool = False) -> tuple[dict, 
         spec = {}
     if not isinstance(spec, dict):
         raise QuotaConfigError(f"{where} must be a dict of {', '.join(RESOURCES)}, got {spec!r}")
-    allowed = set(RESOURCES) | ({"per_user"} if allow_per_user else set())
+    allowed = set(RESOURCES) | set(TIME_KEYS) | ({"per_user"} if allow_per_user else set())
     unknown = set(spec) - allowed
     if unknown:
         raise QuotaConfigError(
@@ -68,6 +69,10 @@ def parse_budget(spec, where: str, allow_per_user: bool = False) -> tuple[dict, 
                 limits[r] = parse_bytes(value)
         except ValueError as e:
             raise QuotaConfigError(f"{where}[{r!r}] is invalid: {e}") from None
+    try:
+        parse_time_budget(spec, where)  # gpu_hours, cpu_hours, window: see quota.timebudget
+    except TimeBudgetError as e:
+        raise QuotaConfigError(str(e)) from None
     per_user = {}
     if allow_per_user and spec.get("per_user") is not None:
         per_user, _ = parse_budget(spec["per_user"], f"{where}['per_user']")
