@@ -91,7 +91,9 @@ class QuotaPolicy:
         pol = cls()
         pol.default, _ = parse_budget(default, f"{prefix}.quota_default")
         for name, spec in (users or {}).items():
-            pol.users[name], _ = parse_budget(spec, f"{prefix}.quota_users[{name!r}]")
+            limits, _ = parse_budget(spec, f"{prefix}.quota_users[{name!r}]")
+            if limits:  # a user with only time budgets (quota.timebudget) has no concurrent one
+                pol.users[name] = limits
         for name, spec in (groups or {}).items():
             pool, per_user = parse_budget(spec, f"{prefix}.quota_groups[{name!r}]", allow_per_user=True)
             if pool:
