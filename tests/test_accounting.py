@@ -43,6 +43,8 @@ def test_usage_in_window(runs, window, gpu_hours, cpu_hours):
     ([run(end="2026-12-07T11:00:00")], "month", 2, "2026-12-07T12:00:00"),  # below: now
     # rolling 30d: 4 GPU-hours on Nov 10 10:00-14:00, limit 3 -> frees when 1 h has left the window
     ([run(start="2026-11-10T10:00:00", end="2026-11-10T14:00:00")], "30d", 3, "2026-12-10T11:00:00"),
+    ([run(start="2026-11-10T10:00:00", end="2026-11-10T14:00:00", rid="a"),
+      run(start="2026-11-20T10:00:00", end="2026-11-20T12:00:00", rid="b")], "30d", 3, "2026-12-10T13:00:00"),
     # a running server is taken as stopping now: 2 h so far, limit 1 -> frees once 1 h has left
     ([run()], "30d", 1, "2027-01-06T11:00:00"),
 ])

@@ -165,8 +165,9 @@ def test_a_gpu_hour_budget_warns_stops_refuses_and_rolls_over(hub):
     me = hub.session("dora").get(f"{hub.url}/hub/ptjaas/usage/me", timeout=30).text
     assert "you: 0.1 of 1 GPU-hours left this month" in me and "servers are stopped at the limit" in me
     set_clock(hub, t + 3600 + 600)  # 100 % + the 600 s grace
-    wait_for(lambda: server(hub, "dora") is None, timeout=60, message="dora's server stopped by its budget")
-    assert runs(hub, "dora") == [(t, t + 4200, "budget", 1, 0.5)]
+    wait_for(lambda: runs(hub, "dora") == [(t, t + 4200, "budget", 1, 0.5)], timeout=60,
+             message=f"dora's server stopped by its budget ({runs(hub, 'dora')})")
+    wait_for(lambda: server(hub, "dora") is None, timeout=60, message="the stop to finish")
     assert "1 GPU-hours" in audit(hub, "server-budget-stop", "dora")[0]["message"]
 
     r = hubutil.start(hub, "dora", {"image": "python", "size": "gpu"})

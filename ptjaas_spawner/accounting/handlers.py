@@ -101,10 +101,10 @@ class MyUsageHandler(BaseHandler):
         user = self.current_user
         store, policy = accounting_of(self)
         now = store.now()
-        runs = [r for r in store.runs.values() if r.user == user.name]
+        runs = store.runs_of(user.name)
         groups = sorted(g.name for g in user.groups)
-        line = budget_line(policy, list(store.runs.values()), user.name, groups, policy.team_of(groups), now) \
-            if policy.enabled else ""
+        team = policy.team_of(groups)
+        line = budget_line(policy, store.runs_of(user.name, team), user.name, groups, team, now) if policy.enabled else ""
         from .mixin import _WARNED
 
         d = daily(runs, now, DAYS, key=lambda r: r.user)

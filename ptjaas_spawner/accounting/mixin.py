@@ -19,6 +19,7 @@ A background check (every ``accounting_check_interval`` seconds, one per hub pro
 from __future__ import annotations
 
 import asyncio
+import contextvars
 
 from traitlets import Any, Float, Unicode
 from traitlets.config import LoggingConfigurable
@@ -89,9 +90,9 @@ class AccountingMixin(LoggingConfigurable):
         policy = self.time_policy
         if not policy.enabled:
             return ""
-        store = self.accounting
-        line = budget_line(policy, list(store.runs.values()), self.user.name, self._accounting_groups(),
-                           self._accounting_team(), store.now())
+        store, team = self.accounting, self._accounting_team()
+        line = budget_line(policy, store.runs_of(self.user.name, team), self.user.name, self._accounting_groups(),
+                           team, store.now())
         warnings = list(_WARNED.get(self.user.name, {}).values())
         return "; ".join([line] + warnings[:2]) if warnings else line
 
@@ -103,9 +104,9 @@ class AccountingMixin(LoggingConfigurable):
         if not policy.enabled or choice is None:
             return
         amount = size_amount(self.effective_catalog()[1][choice.size])
-        store = self.accounting
-        message = check_start(policy, list(store.runs.values()), self.user.name, self._accounting_groups(),
-                              self._accounting_team(), amount.gpus, amount.cpu, store.now())
+        store, team = self.accounting, self._accounting_team()
+        message = check_start(policy, store.runs_of(self.user.name, team), self.user.name, self._accounting_groups(),
+                              team, amount.gpus, amount.cpu, store.now())
         if message:
             self.log.warning("Time budget refused %s: %s", self._log_name, message)
             raise QuotaExceeded(message, "time")
@@ -189,7 +190,10 @@ class AccountingMixin(LoggingConfigurable):
     def _accounting_watch(self):
         task = _CHECK.get("task")
         if self.accounting_check_interval > 0 and (task is None or task.done()):
-            _CHECK["task"] = asyncio.ensure_future(_check_loop(self.accounting_check_interval, self.log))
+            # in a context of its own: made during a start, it must not inherit the start's
+            # context (startplan.in_start() would hold for every stop it makes)
+            _CHECK["task"] = asyncio.get_running_loop().create_task(
+                _check_loop(self.accounting_check_interval, self.log), context=contextvars.Context())
 
     def _accounting_check(self, run, store, done: set):
         policy = self.time_policy
@@ -197,7 +201,7 @@ class AccountingMixin(LoggingConfigurable):
         metrics.account(run, now)
         if not policy.enabled:
             return
-        runs = list(store.runs.values())
+        runs = store.runs_of(run.user, run.team)
         for st in standings(policy, runs, run.user, self._accounting_groups(), run.team, now):
             if not counts(st, run):
                 continue

@@ -116,21 +116,22 @@ def frees_at(runs, resource: str, window: Window, limit_seconds: float, now: flo
     if window.kind == "month":
         return window.next_reset(now)
     span = window.days * DAY
-
-    def usage_at(t):
-        return used_seconds(closed, resource, t - span, now, now)
-
-    # piecewise linear and non-increasing in t >= now: breakpoints where a run leaves the window
-    points = sorted({p for r in closed for p in (r.start + span, r.end + span) if p > now})
-    prev_t, prev_u = now, usage_at(now)
-    for t in points:
-        u = usage_at(t)
-        if u < limit_seconds:
-            if prev_u == u:
-                return t
-            return prev_t + (prev_u - limit_seconds) / (prev_u - u) * (t - prev_t)
-        prev_t, prev_u = t, u
-    return now + span
+    # U(x), x = t - span the window's start: each run adds rate * (end - max(start, x)) while
+    # x < end, so U falls with slope -(sum of the rates of the runs with start < x < end): sweep
+    x = now - span
+    used = used_seconds(closed, resource, x, now, now)
+    slope = -sum(rate(r, resource) for r in closed if r.start < x < r.end)
+    events = sorted(
+        [(r.start, -rate(r, resource)) for r in closed if r.start > x]
+        + [(r.end, rate(r, resource)) for r in closed if r.end > x]
+    )
+    for at, change in events:
+        if slope < 0 and used + slope * (at - x) < limit_seconds:
+            return x + (limit_seconds - used) / slope + span
+        used += slope * (at - x)
+        x = at
+        slope += change
+    return x + span
 
 
 def day_start(t: float) -> float:

@@ -36,6 +36,8 @@ class RunStore:
         self.log = log or logging.getLogger("ptjaas.accounting")
         self.runs: dict[str, Run] = {}
         self._open: dict[tuple, str] = {}  # (user, server) -> id of its running run
+        self._by_user: dict[str, list] = {}  # user -> their runs (a decision reads only these)
+        self._by_team: dict[str, list] = {}  # team -> its runs
         self._load()
 
     def now(self) -> float:
@@ -69,6 +71,9 @@ class RunStore:
             )
             self.runs[rid] = run
             self._open[(run.user, run.server)] = rid
+            self._by_user.setdefault(run.user, []).append(run)
+            if run.team:
+                self._by_team.setdefault(run.team, []).append(run)
             return True
         if rec["event"] == "end":
             run = self.runs.get(rid)
@@ -91,6 +96,13 @@ class RunStore:
                 with os.fdopen(fd, "a", encoding="utf8") as f:
                     f.write(json.dumps(rec, separators=(",", ":")) + "\n")
             return True
+
+    def runs_of(self, user: str = "", team: str = "") -> list[Run]:
+        """The runs of ``user`` and those of ``team`` (each once): all a decision about a
+        server of that user in that team reads, whatever the size of the record."""
+        mine = self._by_user.get(user, []) if user else []
+        theirs = [r for r in self._by_team.get(team, []) if r.user != user] if team else []
+        return mine + theirs
 
     def open_run(self, user: str, server: str) -> Run | None:
         rid = self._open.get((user, server))
