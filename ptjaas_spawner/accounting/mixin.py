@@ -225,10 +225,23 @@ class AccountingMixin(LoggingConfigurable):
         if hasattr(self, "audit"):
             self.audit("server-budget-stop", server=self.name, message=text)
         self._accounting_stop_reason = "budget"
+        await self._snapshot_before_budget_stop()
         proxy = (getattr(self.user, "settings", None) or {}).get("proxy")
         if proxy is not None:
             await proxy.delete_user(self.user, self.name)
         await self.user.stop(self.name)
+
+    async def _snapshot_before_budget_stop(self):
+        """Where snapshots are on (``snapshot_classes``), the home is snapshotted first (reason
+        ``budget``); a snapshot that cannot be taken is logged and does not hold up the stop."""
+        if not getattr(self, "snapshot_classes", None):
+            return
+        from ..snapshots import ops
+
+        try:
+            await ops.take(self, by="ptjaas-budget", reason="budget")
+        except Exception as e:  # noqa: BLE001
+            self.log.warning("Time budget: home of %s not snapshotted before the stop: %s", self._log_name, e)
 
 
 async def _check_loop(interval: float, log):
