@@ -73,6 +73,11 @@ def accounting_of(handler):
     return store, policy
 
 
+def _cell(value):
+    """A CSV cell a spreadsheet will not run as a formula (a name may begin with = + - @)."""
+    return f"'{value}" if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
+
+
 def _when(t) -> str:
     return "" if t is None else datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
 
@@ -144,9 +149,9 @@ class UsageCSVHandler(BaseHandler):
             secs = r.seconds(a, now, now)
             if secs <= 0:
                 continue
-            w.writerow([r.id, r.user, r.server, r.team, r.image, r.version, r.size, r.gpus, r.cpu, r.memory,
-                        _when(r.start), _when(r.end), r.end_reason,
-                        f"{r.gpus * secs / HOUR:.4f}", f"{r.cpu * secs / HOUR:.4f}"])
+            w.writerow([_cell(v) for v in (
+                r.id, r.user, r.server, r.team, r.image, r.version, r.size, r.gpus, r.cpu, r.memory,
+                _when(r.start), _when(r.end), r.end_reason, f"{r.gpus * secs / HOUR:.4f}", f"{r.cpu * secs / HOUR:.4f}")])
         self.set_header("Content-Type", "text/csv; charset=utf-8")
         self.set_header("Content-Disposition", 'attachment; filename="ptjaas-usage.csv"')
         self.write(buf.getvalue())

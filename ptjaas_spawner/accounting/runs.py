@@ -11,8 +11,8 @@ days up to now; ``"month"`` is the calendar month (UTC) now is in.
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta, timezone
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
 
 DAY = 86400.0
 HOUR = 3600.0
@@ -20,7 +20,7 @@ MAX_WINDOW_DAYS = 366
 _DAYS = re.compile(r"^([0-9]{1,3})d$")
 
 
-@dataclass
+@dataclass(slots=True)
 class Run:
     id: str
     user: str
@@ -35,7 +35,6 @@ class Run:
     start: float = 0.0  # epoch seconds
     end: float | None = None
     end_reason: str = ""
-    extra: dict = field(default_factory=dict)
 
     def seconds(self, a: float, b: float, now: float) -> float:
         """Seconds of this run inside ``[a, b)``, a running run counted up to ``now``."""
@@ -43,9 +42,7 @@ class Run:
         return max(0.0, min(end, b, now) - max(self.start, a))
 
     def as_dict(self) -> dict:
-        out = asdict(self)
-        out.pop("extra")
-        return out
+        return asdict(self)
 
 
 class WindowError(ValueError):
