@@ -8,7 +8,8 @@ file (``c.PtjaasSpawner.audit_log_file``) and, the same line, to the hub log (lo
 Fields of a line (absent when they do not apply):
 
 - ``time``: when (UTC, ISO 8601, microseconds); ``action``: what happened, one of
-  ``server-start``, ``server-stop``, ``server-cull`` (written by the culler), ``snapshot-take``, ``snapshot-open``, ``snapshot-restore``,
+  ``server-start``, ``server-stop``, ``server-cull`` (written by the culler), ``server-budget-warning``,
+  ``server-budget-stop`` (a GPU-/CPU-hour budget at 90 % / used up), ``snapshot-take``, ``snapshot-open``, ``snapshot-restore``,
   and the refusals (see ``refusal``): ``refused-quota``, ``refused-option`` (a server option,
   a form field or a team), ``refused-snapshot``, ``refused-claim`` (a home claim not proven to
   be the user's), ``refused-access`` (a token without the right on that user or page),
@@ -46,8 +47,8 @@ REFUSALS = (
     "refused-share",
 )
 ACTIONS = (
-    "server-start", "server-start-failed", "server-stop", "server-cull", "snapshot-take", "snapshot-open", "snapshot-restore",
-    "share-grant", "share-revoke", *REFUSALS,
+    "server-start", "server-start-failed", "server-stop", "server-cull", "snapshot-take", "snapshot-open",
+    "snapshot-restore", "server-budget-warning", "server-budget-stop", "share-grant", "share-revoke", *REFUSALS,
 )
 _SECRET_KEY = re.compile(r"token|secret|passw|authori[sz]ation|cookie|credential|private[_-]?key|api[_-]?key", re.I)
 _MAX_TEXT = 1000

@@ -126,20 +126,23 @@ def _last_section(images, sizes, user_groups, last, availability, selected, out)
     )
 
 
-def render_form(images, sizes, user_groups, last=None, availability=None, selected=None, summary="") -> str:
+def render_form(images, sizes, user_groups, last=None, availability=None, selected=None, summary="",
+                budget="") -> str:
     """HTML for the options form, showing only what the user may use.
 
     ``availability``: ``{size_key: (allowed, note)}`` from the quota layer; refused sizes are
     shown disabled with their note. ``selected``: ``{"image", "version", "size"}`` to
     pre-select (e.g. the user's previous, still valid, options), with ``"refused": True`` and
     ``"choice": "new"`` for a post being shown again with its error. ``summary``: the user's
-    quota in one line, shown at the top.
+    quota in one line, shown at the top; ``budget``: its GPU-/CPU-hour budgets in one line.
     """
     availability = availability or {}
     selected = selected or {}
     out = ['<div class="ptjaas-options">']
     if summary:
         out.append(f'<p class="ptjaas-quota-summary"><strong>Quota</strong> {_e(summary)}</p>')
+    if budget:
+        out.append(f'<p class="ptjaas-time-budget"><strong>Budget</strong> {_e(budget)}</p>')
     visible = visible_images(images, sizes, user_groups)
     if not visible:
         out.append(

@@ -156,6 +156,7 @@ class SpawnFormMixin(LoggingConfigurable):
             availability=availability,
             selected=selected,
             summary=await self.quota_summary(),
+            budget=self.time_budget_line(),  # accounting: GPU-/CPU-hours left
         )
 
     async def _ptjaas_options_from_form(self, formdata):

@@ -22,6 +22,7 @@ from tornado import web
 from traitlets import Float, TraitError, default, validate
 
 from . import configcheck, connections, customimages, homevolume, objects, redact, reflectors, startfailure
+from .accounting.mixin import AccountingMixin
 from .culler.policy import kernel_culling_args
 from .datamixin import DataAccessMixin
 from .form_mixin import SpawnFormMixin
@@ -48,8 +49,8 @@ def _applied_in_load_user_options(spawner, user_options):
     """JupyterHub's apply_user_options hook: nothing to do (see load_user_options)."""
 
 
-class PtjaasSpawner(DataAccessMixin, RefusedNewServerMixin, TeamsMixin, SpawnFormMixin, HomeVolumeMixin, QuotaMixin,
-                    WatchesMixin, KubeSpawner):
+class PtjaasSpawner(DataAccessMixin, RefusedNewServerMixin, TeamsMixin, SpawnFormMixin, HomeVolumeMixin, AccountingMixin,
+                    QuotaMixin, WatchesMixin, KubeSpawner):
     """KubeSpawner with ptjaas home volumes, an image-version catalog and CPU/GPU sizes."""
 
     unschedulable_timeout = Float(
@@ -216,6 +217,7 @@ class PtjaasSpawner(DataAccessMixin, RefusedNewServerMixin, TeamsMixin, SpawnFor
         try:
             await reflectors.ensure_running(self)  # a watch that gave up during an outage restarts
             plan = self.start_plan = await self.plan_start()
+            self.accounting_check_start(plan)  # accounting: over a time budget, refused before the pod
             await self.wait_for_new_home_volume(plan.home)
             url = await run_watched(super()._start(), [self.watch_home_claim(plan.home), watch_scheduling(self)])
         except asyncio.CancelledError:
@@ -230,6 +232,7 @@ class PtjaasSpawner(DataAccessMixin, RefusedNewServerMixin, TeamsMixin, SpawnFor
                 raise startfailure.StartFailed(startfailure.API_UNREACHABLE, 503) from None
             raise
         self._record_started(plan)
+        self.accounting_started(plan)  # accounting: the run begins (its end: AccountingMixin.stop/poll)
         return url
 
     async def plan_start(self) -> StartPlan:

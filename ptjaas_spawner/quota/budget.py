@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 from ..quantity import format_quantity, parse_bytes, parse_cpu
 from .ledger import RESOURCES, ZERO, Amount, Charge, Ledger  # noqa: F401 - Charge: part of this module's vocabulary
+from .timebudget import TIME_KEYS, TimeBudgetError, parse_time_budget
 
 NOUN = {"gpus": "GPUs", "cpu": "CPU cores", "memory": "memory", "servers": "servers"}
 
@@ -46,7 +47,7 @@ def parse_budget(spec, where: str, allow_per_user: bool = False) -> tuple[dict, 
         spec = {}
     if not isinstance(spec, dict):
         raise QuotaConfigError(f"{where} must be a dict of {', '.join(RESOURCES)}, got {spec!r}")
-    allowed = set(RESOURCES) | ({"per_user"} if allow_per_user else set())
+    allowed = set(RESOURCES) | set(TIME_KEYS) | ({"per_user"} if allow_per_user else set())
     unknown = set(spec) - allowed
     if unknown:
         raise QuotaConfigError(
@@ -68,6 +69,10 @@ def parse_budget(spec, where: str, allow_per_user: bool = False) -> tuple[dict, 
                 limits[r] = parse_bytes(value)
         except ValueError as e:
             raise QuotaConfigError(f"{where}[{r!r}] is invalid: {e}") from None
+    try:
+        parse_time_budget(spec, where)  # gpu_hours, cpu_hours, window: see quota.timebudget
+    except TimeBudgetError as e:
+        raise QuotaConfigError(str(e)) from None
     per_user = {}
     if allow_per_user and spec.get("per_user") is not None:
         per_user, _ = parse_budget(spec["per_user"], f"{where}['per_user']")
@@ -86,7 +91,9 @@ class QuotaPolicy:
         pol = cls()
         pol.default, _ = parse_budget(default, f"{prefix}.quota_default")
         for name, spec in (users or {}).items():
-            pol.users[name], _ = parse_budget(spec, f"{prefix}.quota_users[{name!r}]")
+            limits, _ = parse_budget(spec, f"{prefix}.quota_users[{name!r}]")
+            if limits:  # a user with only time budgets (quota.timebudget) has no concurrent one
+                pol.users[name] = limits
         for name, spec in (groups or {}).items():
             pool, per_user = parse_budget(spec, f"{prefix}.quota_groups[{name!r}]", allow_per_user=True)
             if pool:

@@ -1,7 +1,8 @@
 """Admin usage page and JSON endpoint, served by the hub process itself (they read the hub's
 live quota ledger).
 
-- ``GET /hub/ptjaas/usage``: HTML page (admins only).
+- ``GET /hub/ptjaas/usage``: HTML page (admins only), with the daily server-time charts
+  (``accounting.handlers``: also ``/hub/ptjaas/usage/me`` and ``/hub/ptjaas/usage.csv``).
 - ``GET /hub/api/ptjaas/usage``: JSON, usage by server, user, group (pool), size, image
   version and namespace (the hub's and each team namespace), with the configured limits (needs
   the ``admin:servers`` scope: admins, or a service token with that scope). Both are empty when
@@ -21,6 +22,7 @@ from jupyterhub.handlers.base import BaseHandler
 from tornado import web
 
 from .. import hubrequests
+from ..accounting.handlers import accounting_handlers, admin_section
 from ..sizes import resources_text
 from .budget import QuotaPolicy, fmt, usage_report
 from .mixin import LEDGER, QuotaMixin
@@ -73,6 +75,7 @@ PAGE = """{% extends "page.html" %}
       <td>{{ res(s.cpu, s.cpu_limit, s.memory, s.memory_limit) }}</td></tr>
     {% endfor %}
   </table>
+  {{ server_time | safe }}
   <p><a href="{{ base_url }}api/ptjaas/usage">JSON</a> · Prometheus metrics: <code>{{ base_url }}metrics</code></p>
 </div>
 {% endblock %}
@@ -117,7 +120,8 @@ class UsagePageHandler(BaseHandler):
         if not _is_admin(self):
             hubrequests.refuse(self, 403, "refused-access", "", "Only administrators may see the usage of all users")
         env = self.settings["jinja2_env"]
-        ns = dict(self.template_namespace, report=_report(self), f=fmt, res=resources_text)
+        ns = dict(self.template_namespace, report=_report(self), f=fmt, res=resources_text,
+                  server_time=admin_section(self))
         ns["xsrf_token"] = self.xsrf_token.decode("ascii")
         self.write(await env.from_string(PAGE).render_async(**ns))
 
@@ -125,4 +129,5 @@ class UsagePageHandler(BaseHandler):
 usage_handlers = [
     (r"/ptjaas/usage", UsagePageHandler),
     (r"/api/ptjaas/usage", UsageAPIHandler),
+    *accounting_handlers,  # /hub/ptjaas/usage/me, /hub/ptjaas/usage.csv
 ]

@@ -1,0 +1,136 @@
+"""Accounting and time budgets, pure: runs summed into windows and days, when a budget frees
+up, the budgets' settings, a start's refusal, the stop rule, and the record file (a real file:
+a restart reads it back, a duplicate line counts once)."""
+
+from datetime import datetime, timezone
+
+import pytest
+
+from ptjaas_spawner.accounting.runs import DAY, HOUR, Run, daily, frees_at, parse_window, totals, used_in_window
+from ptjaas_spawner.accounting.store import RunStore
+from ptjaas_spawner.quota.budget import QuotaConfigError, parse_budget
+from ptjaas_spawner.quota.timebudget import TimePolicy, budget_line, check_start, over_budget, standings
+
+
+def ts(text):
+    return datetime.fromisoformat(text).replace(tzinfo=timezone.utc).timestamp()
+
+
+NOW = ts("2026-12-07T12:00:00")
+
+
+def run(user="alice", start="2026-12-07T10:00:00", end=None, gpus=1, cpu=2.0, team="vision", rid=None):
+    return Run(id=rid or f"{user}-{start}", user=user, team=team, size="gpu", gpus=gpus, cpu=cpu,
+               start=ts(start), end=ts(end) if end else None)
+
+
+@pytest.mark.parametrize("runs, window, gpu_hours, cpu_hours", [
+    ([run()], "month", 2, 4),  # running: counted up to now
+    ([run(end="2026-12-07T11:00:00")], "month", 1, 2),
+    ([run(start="2026-11-30T23:00:00", end="2026-12-01T01:00:00")], "month", 1, 2),  # calendar: cut at the 1st
+    ([run(start="2026-11-30T23:00:00", end="2026-12-01T01:00:00")], "30d", 2, 4),
+    ([run(start="2026-11-07T11:00:00", end="2026-11-07T13:00:00")], "30d", 1, 2),  # rolling: half inside
+    ([run(gpus=0), run(user="bob", gpus=2, end="2026-12-07T10:30:00")], "30d", 1, 5),
+])
+def test_usage_in_window(runs, window, gpu_hours, cpu_hours):
+    w = parse_window(window, "w")
+    assert used_in_window(runs, "gpu_hours", w, NOW) / HOUR == pytest.approx(gpu_hours)
+    assert used_in_window(runs, "cpu_hours", w, NOW) / HOUR == pytest.approx(cpu_hours)
+
+
+@pytest.mark.parametrize("runs, window, limit_h, frees", [
+    ([run(end="2026-12-07T11:00:00")], "month", 1, "2027-01-01T00:00:00"),
+    ([run(end="2026-12-07T11:00:00")], "month", 2, "2026-12-07T12:00:00"),  # below: now
+    # rolling 30d: 4 GPU-hours on Nov 10 10:00-14:00, limit 3 -> frees when 1 h has left the window
+    ([run(start="2026-11-10T10:00:00", end="2026-11-10T14:00:00")], "30d", 3, "2026-12-10T11:00:00"),
+    ([run(start="2026-11-10T10:00:00", end="2026-11-10T14:00:00", rid="a"),
+      run(start="2026-11-20T10:00:00", end="2026-11-20T12:00:00", rid="b")], "30d", 3, "2026-12-10T13:00:00"),
+    # a running server is taken as stopping now: 2 h so far, limit 1 -> frees once 1 h has left
+    ([run()], "30d", 1, "2027-01-06T11:00:00"),
+])
+def test_frees_at(runs, window, limit_h, frees):
+    assert frees_at(runs, "gpu_hours", parse_window(window, "w"), limit_h * HOUR, NOW) == pytest.approx(ts(frees))
+
+
+@pytest.mark.parametrize("value", ["30", "0d", "367d", "week", 30, None, "1m"])
+def test_bad_window_is_refused_naming_the_key(value):
+    with pytest.raises(QuotaConfigError, match=r"quota_default\['window'\]"):
+        parse_budget({"gpu_hours": 1, "window": value}, "c.PtjaasSpawner.quota_default")
+
+
+@pytest.mark.parametrize("spec, match", [
+    ({"gpu_hours": -1}, r"quota_default\['gpu_hours'\] must be a number"),
+    ({"cpu_hours": "lots"}, r"quota_default\['cpu_hours'\] must be a number"),
+    ({"gpu_hours": True}, r"quota_default\['gpu_hours'\]"),
+    ({"window": "month"}, r"quota_default\['window'\] is set but neither"),
+    ({"gpu_hour": 3}, r"unknown key"),
+])
+def test_bad_time_budget_is_refused(spec, match):
+    with pytest.raises(QuotaConfigError, match=match):
+        parse_budget(spec, "c.PtjaasSpawner.quota_default")
+
+
+POLICY = TimePolicy.from_config(
+    default={"gpu_hours": 1, "window": "month"},
+    groups={"vision": {"gpu_hours": 200, "window": "month", "per_user": {"gpu_hours": 50, "window": "month"}},
+            "nlp": {"per_user": {"cpu_hours": 10}}},
+    users={"bob": {"gpu_hours": 5}},
+)
+
+
+@pytest.mark.parametrize("user, groups, expect", [
+    ("carol", [], {"gpu_hours": 1}),
+    ("alice", ["vision"], {"gpu_hours": 50}),  # per_user raises the default
+    ("bob", ["vision"], {"gpu_hours": 5}),  # quota_users replaces
+    ("dan", ["nlp"], {"gpu_hours": 1}),  # no default cpu_hours: per_user raises nothing
+])
+def test_user_limits(user, groups, expect):
+    assert {r: lim.hours for r, lim in POLICY.user_limits(user, groups).items()} == expect
+
+
+def test_team_line_and_refusal():
+    runs = [run(user=u, start="2026-12-01T00:00:00", end="2026-12-03T00:00:00", rid=u) for u in ("a", "b")]
+    runs.append(run(user="alice", start="2026-12-07T11:00:00"))
+    line = budget_line(POLICY, runs, "alice", ["vision"], "vision", NOW)
+    assert line == "vision: 103 of 200 GPU-hours left this month; you: 49 of 50 GPU-hours left this month"
+    assert check_start(POLICY, runs, "alice", ["vision"], "vision", 1, 1.0, NOW) == ""
+    msg = check_start(POLICY, runs, "a", [], "", 1, 1.0, NOW)
+    assert msg.startswith("Your GPU-hours budget is used up: 48 of 1 GPU-hours this month, 0 left.")
+    assert "It frees up at 2027-01-01 00:00 UTC." in msg
+    assert check_start(POLICY, runs, "a", [], "", 0, 1.0, NOW) == ""  # a CPU size still starts
+
+
+def test_stop_rule_waits_for_the_grace():
+    # 1 GPU-hour budget, a 1-GPU server running since 10:00: at 11:00 it is at 100 %
+    for now, stopped in (("2026-12-07T10:55:00", False), ("2026-12-07T11:09:59", False),
+                         ("2026-12-07T11:10:00", True)):
+        st = standings(POLICY, [run()], "alice", [], "", ts(now))[0]
+        assert over_budget(st, grace_seconds=600) is stopped, now
+
+
+def test_daily_series_and_totals():
+    runs = [run(start="2026-12-05T22:00:00", end="2026-12-06T02:00:00"), run(user="bob", team="", gpus=0)]
+    d = daily(runs, NOW, days=3)
+    assert d["days"] == ["2026-12-05", "2026-12-06", "2026-12-07"]
+    assert d["series"]["alice"]["gpu_hours"] == [2, 2, 0]
+    assert d["series"]["bob"]["cpu_hours"] == [0, 0, 4]
+    by_team = totals(runs, NOW - 30 * DAY, NOW, NOW, key=lambda r: r.team)
+    assert by_team["vision"]["gpu_hours"] == 4 and by_team[""]["cpu_hours"] == 4
+
+
+def test_record_file_survives_a_restart_and_counts_once(tmp_path):
+    clock = [NOW]
+    path = str(tmp_path / "usage.jsonl")
+    store = RunStore(path, clock=lambda: clock[0])
+    store.started("pod-1", user="alice", server="", gpus=1, cpu=1.0)
+    store.started("pod-1", user="alice", server="", gpus=1, cpu=1.0)  # a repeated start: nothing
+    clock[0] += 3600
+    assert store.ended("pod-1", "stopped").end == NOW + 3600
+    assert store.ended("pod-1", "gone") is None  # a second end: nothing
+    store.started("pod-2", user="alice", server="", gpus=2, cpu=1.0)
+    with open(path, "a") as f:  # a torn last line and a duplicate end line, as a crash may leave
+        f.write('{"event":"end","id":"pod-1","end":1}\n{"event":"sta\n')
+    again = RunStore(path, clock=lambda: clock[0] + 1800)
+    assert again.runs["pod-1"].end == NOW + 3600
+    assert again.open_run("alice", "").id == "pod-2"
+    assert used_in_window(list(again.runs.values()), "gpu_hours", parse_window("30d", "w"), again.now()) == 2 * 3600
