@@ -39,15 +39,17 @@ class Kubelet:
     """A node agent, a plain API client: it watches the pods bound to its nodes, runs them, and
     reports their status and events over the API (embedded server or real kube-apiserver alike)."""
 
-    def __init__(self, client, state_dir, nodes=(), log_endpoint=None, mount_namespaces=None, volumes_dir=None):
+    def __init__(self, client, state_dir, nodes=(), log_endpoint=None, mount_namespaces=None, volumes_dir=None,
+                 network_namespaces=None):
         self.client = client
         self.state_dir = state_dir
         self.pods_dir = os.path.join(state_dir, "pods")
         volumes_dir = self.volumes_dir = volumes_dir or os.path.join(state_dir, "volumes")   # the provisioner's volumes
         for d in (self.pods_dir, volumes_dir):
             os.makedirs(d, exist_ok=True)
-        # who containers run as and what they see (isolation.py); mount_namespaces None: where the machine allows
-        self.isolation = NodeIsolation(mount_namespaces)
+        # who containers run as and what they see (isolation.py), their network (podnetwork.py);
+        # mount_namespaces / network_namespaces None: where the machine allows
+        self.isolation = NodeIsolation(mount_namespaces, network_namespaces)
         self.isolation.traversable(state_dir, self.pods_dir, volumes_dir)
         self.node_specs = list(nodes)   # registered at start (the embedded cluster seeds its own)
         self.log_endpoint = log_endpoint   # (cert file, key file, port): serve /containerLogs over HTTPS

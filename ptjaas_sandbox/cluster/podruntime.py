@@ -18,6 +18,7 @@ from .snapshotdata import lock_read_only, unlock
 from .store import now_iso
 from .objcopy import clone
 from .processes import start_process
+from .podnetwork import PodNetwork, declared_ports, host_services
 
 log = logging.getLogger("ptjaas.cluster")
 T = BY_PLURAL
@@ -42,6 +43,7 @@ class PodRuntime:
         self.grace = 30
         self.kill_event = asyncio.Event()
         self.shutdown = False
+        self.network = None       # the pod's network namespace (podnetwork.py), where the node makes them
 
     def pod(self):
         return self.kubelet.cache.get(self.uid)
@@ -111,6 +113,8 @@ class PodRuntime:
             return
         try:
             ip = self.kubelet.allocate_ip(self.uid)
+            if self.kubelet.isolation.network and not pod["spec"].get("hostNetwork") and self.network is None:
+                self.network = await PodNetwork(self.name, ip, declared_ports(pod), host_services(pod)).open()
             gpus = await self.kubelet.allocate_gpus(pod)
             mounts = await self._prepare_volumes(pod)
             host_ip = "127.0.0.1"
@@ -254,7 +258,7 @@ class PodRuntime:
             ports = [port] if isinstance(port, int) else [p["containerPort"] for p in container.get("ports") or [] if p.get("name") == port]
         delay = 0.02
         while ports and proc.returncode is None:
-            results = [await _port_open(ip, port) for port in ports]
+            results = [await (self.network.port_open(port) if self.network else _port_open(ip, port)) for port in ports]
             if all(results):
                 break
             await asyncio.sleep(delay)
@@ -417,7 +421,7 @@ class PodRuntime:
         volumes.sort(key=lambda m: len(m[1]))   # parents before what is mounted inside them
         spec = pod["spec"]
         return [resolved] + argv[1:], final, cwd, (who, volumes, bool(spec.get("hostPID")), private_dirs(container),
-                                                   bool(spec.get("hostIPC")))
+                                                   bool(spec.get("hostIPC")), self.network and self.network.path)
 
     # --- termination ---------------------------------------------------------------------
     def terminate(self, grace, remove=True):
@@ -450,6 +454,7 @@ class PodRuntime:
         if remove:
             await self.kubelet.finish_delete({"metadata": {"namespace": self.namespace, "name": self.name, "uid": self.uid}})
         self.kubelet._release(self.uid)
+        self._close_network()
         shutil.rmtree(os.path.join(self.dir, "volumes"), ignore_errors=True)
         shutil.rmtree(os.path.join(self.dir, "rootfs"), ignore_errors=True)
 
@@ -467,6 +472,12 @@ class PodRuntime:
                 await proc.wait()
         if self.task is not None:
             self.task.cancel()
+        self._close_network()
+
+    def _close_network(self):
+        if self.network is not None:
+            self.network.close()
+            self.network = None
 
 
 def link_nested_mounts(table):
