@@ -201,19 +201,21 @@ class PodNetwork:
         """One connection through a forwarder: both ways until each side has finished; a refused
         connection on the far side resets this one, as a closed port would."""
         self._streams.add(writer)
+        far_writer = None
         try:
             try:
                 far_reader, far_writer = await connect()
             except OSError:
                 with contextlib.suppress(OSError):
-                    writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                                               struct.pack("ii", 1, 0))
                 return
             self._streams.add(far_writer)
             await asyncio.gather(_pipe(reader, far_writer), _pipe(far_reader, writer))
         except (OSError, asyncio.CancelledError):
             pass
         finally:
-            for w in (writer, locals().get("far_writer")):
+            for w in (writer, far_writer):
                 if w is not None:
                     self._streams.discard(w)
                     w.close()
