@@ -18,9 +18,11 @@ import yaml
 from tornado.httpserver import HTTPServer
 
 from . import pki
-from .api import Faults, make_app
+from .api import make_app
+from .controls import Faults
 from .auth import private_dir, write_private
-from .controllers import DEFAULT_CLASS_ANNOTATION, Controllers
+from .controllers import Controllers
+from .volumebinding import DEFAULT_CLASS_ANNOTATION
 from .eventrecorder import EventRecorder
 from .kubeclient import SYSTEM_AGENT, KubeClient
 from .kubelet import Kubelet
@@ -127,7 +129,7 @@ class EmbeddedCluster:
         # a client of this server, from start(); containers as their securityContext (isolation.py)
         self.kubelet = Kubelet(None, self.state_dir, mount_namespaces=mount_namespaces, volumes_dir=self.volumes_dir,
                                network_namespaces=network_namespaces)
-        self.scheduler = self.controllers
+        self.scheduler = self.controllers.scheduler
         self._seed = (nodes if nodes is not None else [NodeSpec()],
                       storage_classes if storage_classes is not None else DEFAULT_STORAGE_CLASSES, namespaces)
         self._thread = None
