@@ -49,9 +49,10 @@ def _check(result, what):
         raise OSError(errno, f"{what}: {os.strerror(errno)}")
 
 
-def _in_new_thread(work):
+def _in_new_thread(work, done=None):
     """Run ``work()`` in a thread of its own, which ends after it (a thread that entered another
-    network namespace is never reused). Returns its result or raises its exception."""
+    network namespace is never reused). Returns its result or raises its exception; with ``done``
+    (a callable), returns at once and calls ``done(result, error)`` from that thread."""
     result = {}
 
     def run():
@@ -59,12 +60,37 @@ def _in_new_thread(work):
             result["value"] = work()
         except BaseException as e:   # handed to the caller
             result["error"] = e
+        if done is not None:
+            done(result.get("value"), result.get("error"))
     thread = threading.Thread(target=run, name="ptjaas-netns", daemon=True)
     thread.start()
+    if done is not None:
+        return None
     thread.join()
     if "error" in result:
         raise result["error"]
     return result["value"]
+
+
+async def _new_namespace_off_loop(inside):
+    """``_new_namespace`` in a thread of its own, the event loop free meanwhile."""
+    loop = asyncio.get_running_loop()
+    future = loop.create_future()
+
+    def done(value, error):
+        def settle():
+            if future.cancelled():   # nobody wants it any more: let the namespace go
+                if value is not None:
+                    os.close(value[0])
+                    for s in value[1]:
+                        s.close()
+            elif error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(value)
+        loop.call_soon_threadsafe(settle)
+    _in_new_thread(lambda: _new_namespace(inside), done)
+    return await future
 
 
 def _new_namespace(inside):
@@ -152,7 +178,7 @@ class PodNetwork:
         self._streams = set()
 
     async def open(self):
-        self.fd, inside = _in_new_thread(lambda: _new_namespace(self.services))
+        self.fd, inside = await _new_namespace_off_loop(self.services)
         self.path = f"/proc/{os.getpid()}/fd/{self.fd}"
         try:
             for (host, port), sock in zip(self.services, inside):
