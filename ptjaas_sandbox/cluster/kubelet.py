@@ -5,8 +5,9 @@ Each pod gets its own loopback address (127.100.x.y), reported as ``status.podIP
 env and args is rewritten to it, so many pods can listen on port 8888 at once. Containers run as
 their securityContext, in private mount, PID and IPC namespaces where the machine allows it (the
 machine's files read-only, a private /tmp, /var/tmp, /dev/shm and /run), with their volumes at their
-real mountPath (isolation.py); otherwise paths under a mountPath are rewritten to
-local directories in env, args and workingDir.
+real mountPath (isolation.py), and each pod in a network namespace of its own, reached on its
+address through the node agent's forwarders (podnetwork.py); otherwise paths under a mountPath are
+rewritten to local directories in env, args and workingDir, and pods share this machine's network.
 Images are not pulled: they are taken to be Jupyter Docker Stacks-like (HOME and working
 directory ``/home/jovyan``), and commands run with this machine's Python environment on PATH.
 """
