@@ -113,6 +113,8 @@ class PodRuntime:
             if self.kubelet.isolation.network and not pod["spec"].get("hostNetwork") and self.network is None:
                 self.network = self.launch.network = await PodNetwork(self.name, ip, declared_ports(pod),
                                                                       host_services(pod)).open()
+                if self.terminating or self.shutdown:   # stopped while its namespace was being made
+                    return self._close_network()
             gpus = await self.kubelet.allocate_gpus(pod)
             mounts = await self.launch.prepare_volumes(pod)
             host_ip = "127.0.0.1"
