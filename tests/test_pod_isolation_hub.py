@@ -2,16 +2,21 @@
 jupyterhub-singleuser servers (ptjaas spawner, uid 1000 as in z2jh), code run in alice's notebook
 cannot read bob's home, the hub database, the cluster's state or kubeconfig, nor see bob's
 processes; bob's server cannot see the 0600 files alice left in /tmp, /dev/shm and /run (each
-pod has its own), and finds the machine's files read-only outside its home and those. The cluster and the hub live in a world-traversable directory here (as the demo's
+pod has its own), and finds the machine's files read-only outside its home and those. Each pod has
+its own network: bob's server cannot connect to alice's, and sees only its own sockets in
+/proc/net/tcp (none of the proxy's, the cluster's or alice's), while the hub and proxy reach both
+and both reach the hub's API. The cluster and the hub live in a world-traversable directory here (as the demo's
 ``.ptjaas`` in a checkout does), so what protects them is ptjaas itself, not the test's tmp dir."""
 
 import asyncio
 import json
 import os
 import shutil
+import socket
 import tempfile
 import uuid
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import requests
@@ -22,6 +27,7 @@ from tornado.websocket import websocket_connect
 from tests.hubutil import Hub
 from ptjaas_sandbox.cluster import EmbeddedCluster  # noqa: E402
 from ptjaas_sandbox.cluster.podexec import namespaces_work
+from ptjaas_sandbox.cluster.podnetwork import network_namespaces_work
 
 pytestmark = [pytest.mark.hub, pytest.mark.timeout(240),
               pytest.mark.skipif(os.geteuid() != 0, reason="notebooks run as their own user only when the node agent is root"),
@@ -84,6 +90,20 @@ for d in ('/etc', '/usr', %r, '/home/jovyan', '/tmp'):
     except OSError:
         wrote[d] = 'OSError'
 print(json.dumps({'seen': seen, 'read': read, 'wrote': wrote}))
+"""
+# run in bob's: connect to alice's server (its address and port), list the sockets this pod sees
+REACH = """
+import json, os, socket
+try:
+    socket.create_connection((%r, %d), timeout=5).close()
+    reached = 'connected'
+except OSError as e:
+    reached = type(e).__name__
+local = set()
+for line in open('/proc/net/tcp').read().splitlines()[1:]:
+    addr, port = line.split()[1].split(':')
+    local.add((socket.inet_ntoa(bytes.fromhex(addr)[::-1]), int(port, 16)))
+print(json.dumps({'reached': reached, 'ip': os.environ['PTJAAS_POD_IP'], 'local': sorted(local)}))
 """
 
 
@@ -169,6 +189,19 @@ async def test_a_notebook_cannot_read_another_users_home_the_hub_db_or_the_clust
         # and the machine's files are read-only to a notebook, its home and private directories excepted
         assert found["wrote"] == {"/etc": "OSError", "/usr": "OSError", str(open_base): "OSError",
                                   "/home/jovyan": "ok", "/tmp": "ok"}, found["wrote"]
+        # each pod has a network of its own (where the machine makes network namespaces): bob's
+        # server cannot connect to alice's (which this machine, as the hub and the proxy, reaches),
+        # and sees none of this machine's sockets
+        if not network_namespaces_work():
+            return
+        service = await run_in_notebook(hub, "alice", tokens["alice"], "import os; print(os.environ['JUPYTERHUB_SERVICE_URL'])")
+        alice = urlsplit(service.strip())
+        socket.create_connection((alice.hostname, alice.port), timeout=5).close()
+        net = json.loads((await run_in_notebook(hub, "bob", tokens["bob"], REACH % (alice.hostname, alice.port))).strip())
+        assert net["reached"] == "ConnectionRefusedError", net
+        assert {ip for ip, _ in net["local"]} <= {"0.0.0.0", "127.0.0.1", net["ip"]}, net["local"]
+        assert alice.hostname != net["ip"] and not {hub.port, hub.proxy_api_port, cluster.port} & {
+            port for _, port in net["local"]}, net["local"]
     finally:
         hub.stop()
         cluster.stop_thread()

@@ -1,5 +1,7 @@
-"""The Kubernetes REST API over HTTP (tornado): discovery, resources, watch, logs, and the
-``/_ptjaas/`` control endpoints (fault injection, request counts, compaction)."""
+"""The Kubernetes REST API over HTTP (tornado): resources (get, list, create, update, patch,
+delete, subresources), watch and logs; the application with every route. Discovery and OpenAPI:
+``discovery.py``; the ``/_ptjaas/`` controls (fault injection, request counts, compaction):
+``controls.py``; what every handler shares: ``httpbase.py``."""
 
 import asyncio
 import json
@@ -9,139 +11,15 @@ from collections import Counter
 from tornado import web
 from tornado.iostream import StreamClosedError
 
-from . import auth, errors, negotiation, openapi, openapiproto, podlogs, podsecurity, tables
+from . import errors, negotiation, podlogs, podsecurity, tables
+from .controls import ControlHandler
+from .discovery import K8S_MINOR, DiscoveryHandler, OpenAPIHandler
+from .httpbase import BaseHandler
 from .patch import apply_patch
 from .kubeclient import SYSTEM_AGENT
-from .resources import BY_PATH, BY_PLURAL, RESOURCE_TYPES, groups
+from .resources import BY_PATH, BY_PLURAL
 from .selectors import fields_match, labels_match, parse_field_selector, parse_label_selector
 from .objcopy import clone
-
-K8S_VERSION = {"major": "1", "minor": "31", "gitVersion": "v1.31.0+ptjaas", "gitCommit": "ptjaas",
-               "gitTreeState": "clean", "buildDate": "2026-01-01T00:00:00Z", "goVersion": "go1.22.0",
-               "compiler": "gc", "platform": "linux/amd64"}
-
-
-class Faults:
-    """Injected failures: requests matching (verb, resource, namespace, name) fail, slow down or get cut."""
-
-    def __init__(self):
-        self.rules = []
-
-    def add(self, verb=None, resource=None, namespace=None, name=None, status=None, latency=0.0,
-            times=None, cut_watch=False, message=None):
-        rule = {"verb": verb, "resource": resource, "namespace": namespace, "name": name, "status": status,
-                "latency": float(latency or 0), "times": times, "cut_watch": bool(cut_watch),
-                "message": message or "injected fault"}
-        self.rules.append(rule)
-        return rule
-
-    def clear(self):
-        self.rules.clear()
-
-    def match(self, verb, resource, namespace, name):
-        for rule in list(self.rules):
-            if all(rule[k] in (None, v) for k, v in (("verb", verb), ("resource", resource),
-                                                    ("namespace", namespace), ("name", name))):
-                if rule["times"] is not None:
-                    rule["times"] -= 1
-                    if rule["times"] <= 0:
-                        self.rules.remove(rule)
-                return rule
-        return None
-
-
-class BaseHandler(web.RequestHandler):
-    def initialize(self, cluster):
-        self.cluster = cluster
-
-    def check_xsrf_cookie(self):
-        pass
-
-    def prepare(self):
-        auth.check(self.request.path, self.request.headers, self.cluster.token)
-
-    def write_json(self, obj, status=200):
-        self.set_status(status)
-        self.set_header("Content-Type", "application/json")
-        self.finish(json.dumps(obj))
-
-    def write_error(self, status_code, **kwargs):
-        exc = kwargs.get("exc_info", (None, None))[1]
-        if isinstance(exc, errors.ApiError):
-            self.set_status(exc.code)
-            body = exc.status()
-        else:
-            body = errors.ApiError(status_code, "InternalError" if status_code >= 500 else "BadRequest",
-                                   self._reason or "error").status()
-        self.set_header("Content-Type", "application/json")
-        if body.get("code") == 401:
-            self.set_header("Cache-Control", "no-cache, private")
-        self.finish(json.dumps(body))
-
-    def log_exception(self, typ, value, tb):
-        if not isinstance(value, errors.ApiError):
-            super().log_exception(typ, value, tb)
-
-    def json_body(self):
-        if not self.request.body:
-            return {}
-        try:
-            return json.loads(self.request.body)
-        except ValueError:
-            raise errors.bad_request("the body of the request was not valid JSON") from None
-
-
-class DiscoveryHandler(BaseHandler):
-    def get(self, path):
-        path = path.rstrip("/")
-        if path in ("/healthz", "/readyz", "/livez"):
-            self.set_header("Content-Type", "text/plain")
-            return self.finish("ok")
-        if path == "/version":
-            return self.write_json(K8S_VERSION)
-        if path == "/api":
-            return self.write_json({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": [
-                {"clientCIDR": "0.0.0.0/0", "serverAddress": self.request.host}]})
-        if path == "/api/v1":
-            return self.write_json(resource_list("", "v1"))
-        if path == "/apis":
-            return self.write_json({"kind": "APIGroupList", "apiVersion": "v1",
-                                    "groups": [api_group(g, v) for g, v in groups().items() if g]})
-        parts = path.strip("/").split("/")
-        if len(parts) == 2 and parts[1] in groups():
-            return self.write_json(dict(api_group(parts[1], groups()[parts[1]]), kind="APIGroup", apiVersion="v1"))
-        if len(parts) == 3 and parts[1] in groups() and parts[2] in groups()[parts[1]]:
-            return self.write_json(resource_list(parts[1], parts[2]))
-        raise errors.ApiError(404, "NotFound", "the server could not find the requested resource")
-
-
-# as the real server's discovery says (of the types served here): what `kubectl get all` lists
-CATEGORIES = {"pods": ["all"], "services": ["all"]}
-K8S_MINOR = int(K8S_VERSION["minor"].rstrip("+"))
-
-
-def api_group(group, versions):
-    entries = [{"groupVersion": f"{group}/{v}", "version": v} for v in versions]
-    return {"name": group, "versions": entries, "preferredVersion": entries[0]}
-
-
-def resource_list(group, version):
-    resources = []
-    for t in RESOURCE_TYPES:
-        if t.group != group or t.version != version:
-            continue
-        entry = {"name": t.plural, "singularName": t.singular, "namespaced": t.namespaced,
-                 "kind": t.kind, "verbs": list(t.verbs), "shortNames": list(t.short_names)}
-        if t.plural in CATEGORIES:
-            entry["categories"] = CATEGORIES[t.plural]
-        resources.append(entry)
-        for sub in t.subresources:
-            verbs = ["get"] if sub == "log" else (["create"] if sub in ("binding", "eviction") else ["get", "patch", "update"])
-            kind = {"log": "Pod", "binding": "Binding", "eviction": "Eviction"}.get(sub, t.kind)
-            resources.append({"name": f"{t.plural}/{sub}", "singularName": "", "namespaced": t.namespaced,
-                              "kind": kind, "verbs": verbs})
-    return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": f"{group}/{version}" if group else version,
-            "resources": resources}
 
 
 class ResourceHandler(BaseHandler):
@@ -442,76 +320,10 @@ class ResourceHandler(BaseHandler):
         self.cluster.open_watches.discard(self)
 
 
-class OpenAPIHandler(BaseHandler):
-    """/openapi/v2 and /openapi/v3[/{api/v1|apis/G/V}], built from Kubernetes' type definitions."""
-
-    def get(self, path):
-        try:
-            if path == "v2":
-                accept = self.request.headers.get("Accept", "")
-                if openapiproto.wants_protobuf(accept):   # kubectl validating a kind: List
-                    doc = openapi.v2_document(K8S_MINOR)   # the same Etag as the JSON, as kube-apiserver's
-                    return self._send(openapiproto.v2_protobuf(doc), media=openapiproto.CONTENT_TYPE,
-                                      tag=openapi.etag(doc))
-                if accept and "json" not in accept and "*/*" not in accept:
-                    raise errors.ApiError(406, "NotAcceptable", "only the following media types are accepted: "
-                                          "application/json, " + ", ".join(openapiproto.MEDIA_TYPES))
-                return self._send(openapi.v2_document(K8S_MINOR))
-            if path in ("v3", "v3/"):
-                return self.write_json(openapi.v3_index(K8S_MINOR))
-            body = openapi.v3_document(K8S_MINOR, path[len("v3/"):]) if path.startswith("v3/") else None
-        except openapi.Unavailable as e:
-            raise errors.ApiError(503, "ServiceUnavailable", str(e)) from None
-        if body is None:
-            raise errors.ApiError(404, "NotFound", "the server could not find the requested resource")
-        self._send(body, immutable=bool(self.get_query_argument("hash", "")))
-
-    def _send(self, body, immutable=False, media="application/json", tag=None):
-        self.set_header("Content-Type", media)
-        self.set_header("Etag", '"' + (tag or openapi.etag(body)) + '"')
-        if immutable:
-            self.set_header("Cache-Control", "public, immutable")
-        self.finish(body)
-
-
 def _reason_for(code):
     return {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound", 409: "Conflict",
             410: "Expired", 422: "Invalid", 429: "TooManyRequests", 500: "InternalError",
             503: "ServiceUnavailable", 504: "Timeout"}.get(code, "Unknown")
-
-
-class ControlHandler(BaseHandler):
-    """/_ptjaas/faults, /_ptjaas/stats, /_ptjaas/compact: test and benchmark controls."""
-
-    def get(self, what):
-        if what == "stats":
-            stats = self.cluster.stats
-            return self.write_json({"total": stats["total"],
-                                    "by_verb_resource": {f"{k[0]} {k[1]}": v for k, v in stats.items() if k != "total"}})
-        if what == "faults":
-            return self.write_json({"faults": self.cluster.faults.rules})
-        raise web.HTTPError(404)
-
-    def post(self, what):
-        if what == "faults":
-            body = self.json_body()
-            rule = self.cluster.faults.add(**body)
-            if rule["cut_watch"]:
-                self.cluster.cut_watches(rule)
-            return self.write_json(rule, 201)
-        if what == "compact":
-            self.cluster.store.compact()
-            return self.write_json({"compactedResourceVersion": str(self.cluster.store.compacted_rv)})
-        raise web.HTTPError(404)
-
-    def delete(self, what):
-        if what == "faults":
-            self.cluster.faults.clear()
-            return self.write_json({"faults": []})
-        if what == "stats":
-            self.cluster.reset_request_stats()
-            return self.write_json({"total": 0})
-        raise web.HTTPError(404)
 
 
 class NotFoundHandler(BaseHandler):

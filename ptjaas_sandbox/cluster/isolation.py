@@ -12,10 +12,12 @@ With namespaces a container sees what a container runtime shows it: the machine'
 read-only but for its volumes, a private tmpfs on /tmp, /var/tmp, /dev/shm and /run (``private_dirs``),
 private PID and IPC namespaces; and it keeps the capabilities a runtime gives (containerd's
 default set, ``securityContext.capabilities`` add/drop applied, all when ``privileged``), which
-matters for a container running as root: ``drop: [ALL]`` leaves it none.
+matters for a container running as root: ``drop: [ALL]`` leaves it none. Each pod also has a
+network namespace of its own (``podnetwork``), reached by the hub and proxy through the node agent.
 
 When not root, or without mount namespaces, containers share this machine's /tmp, /dev/shm and
-filesystem with each other: the node agent says once, in plain words, that pods are not isolated.
+filesystem and network with each other: the node agent says once, in plain words, that pods are
+not isolated.
 """
 
 import json
@@ -24,7 +26,7 @@ import os
 import sys
 from dataclasses import dataclass
 
-from . import podexec
+from . import podexec, podnetwork
 from .containers import ContainerError
 from ptjaas_spawner.quantity import QuantityError, parse_quantity
 
@@ -129,20 +131,27 @@ def volume_owner(pod):
 class NodeIsolation:
     """What this node can enforce, decided once at start."""
 
-    def __init__(self, force=None):
+    def __init__(self, force=None, network=None):
         self.root = os.geteuid() == 0
         if force is not None:
             self.namespaces = self.root and force
         else:
             self.namespaces = self.root and podexec.namespaces_work()
+        # a network namespace per pod (podnetwork.py): with the other namespaces only
+        self.network = self.namespaces and (podnetwork.network_namespaces_work() if network is None else network)
         if not self.root:
             log.warning("pods are not isolated from each other: the node agent is not root, so pods run as %s "
-                        "(uid %d) whatever their securityContext says, share this machine's /tmp, /dev/shm and "
-                        "files, and can read each other's volumes", _user_name(), os.geteuid())
+                        "(uid %d) whatever their securityContext says, share this machine's /tmp, /dev/shm, "
+                        "files and network (each can connect to the others' ports and sees every connection "
+                        "of this machine), and can read each other's volumes", _user_name(), os.geteuid())
         elif not self.namespaces:
             log.warning("pods are not isolated from each other: no mount namespaces here (switched off, or no "
-                        "CAP_SYS_ADMIN), so pods share this machine's /tmp, /dev/shm and files, with mountPaths "
-                        "rewritten to local paths and volumes reachable by other pods of the same uid")
+                        "CAP_SYS_ADMIN), so pods share this machine's /tmp, /dev/shm, files and network, with "
+                        "mountPaths rewritten to local paths and volumes reachable by other pods of the same uid")
+        elif not self.network:
+            log.warning("pods share this machine's network: no network namespaces here (switched off, or "
+                        "refused), so a pod can connect to the others' ports and sees every connection of this "
+                        "machine in /proc/net/tcp")
 
     @property
     def rewrite_paths(self):
@@ -194,11 +203,12 @@ class NodeIsolation:
         """Whether pods are kept apart as by a container runtime (own /tmp, read-only root...)."""
         return self.namespaces
 
-    def command(self, argv, cwd, identity, mounts, host_pid=False, private=(), host_ipc=False):
+    def command(self, argv, cwd, identity, mounts, host_pid=False, private=(), host_ipc=False, netns=None):
         """The argv (and cwd) that starts a container: through ``podexec`` when root, else as is.
         ``mounts`` is [(local source, mountPath, read_only)], ``private`` [(path, size)] (see
         ``private_dirs``), both used with namespaces only; ``host_pid``/``host_ipc`` (the pod's
-        ``hostPID``/``hostIPC``) keep the machine's PID/IPC namespace."""
+        ``hostPID``/``hostIPC``) keep the machine's PID/IPC namespace; ``netns``: the path of the
+        pod's network namespace to join (``podnetwork``), None for the machine's."""
         if not self.root:
             return argv, cwd
         if not os.path.isfile(argv[0]):
@@ -217,7 +227,7 @@ class NodeIsolation:
                 "private_dirs": [list(d) for d in private] if self.namespaces else [],
                 "mounts": [list(m) for m in mounts] if self.namespaces else [],
                 "runtime": sorted({os.path.realpath(sys.prefix), os.path.realpath(sys.base_prefix)}),
-                "parent": os.getpid()}
+                "netns": netns if self.namespaces else None, "parent": os.getpid()}
         # -S: podexec needs the standard library only (no site: ~10 ms less per container)
         return [sys.executable, "-I", "-S", podexec.__file__, json.dumps(spec)], "/"
 

@@ -5,8 +5,9 @@ Each pod gets its own loopback address (127.100.x.y), reported as ``status.podIP
 env and args is rewritten to it, so many pods can listen on port 8888 at once. Containers run as
 their securityContext, in private mount, PID and IPC namespaces where the machine allows it (the
 machine's files read-only, a private /tmp, /var/tmp, /dev/shm and /run), with their volumes at their
-real mountPath (isolation.py); otherwise paths under a mountPath are rewritten to
-local directories in env, args and workingDir.
+real mountPath (isolation.py), and each pod in a network namespace of its own, reached on its
+address through the node agent's forwarders (podnetwork.py); otherwise paths under a mountPath are
+rewritten to local directories in env, args and workingDir, and pods share this machine's network.
 Images are not pulled: they are taken to be Jupyter Docker Stacks-like (HOME and working
 directory ``/home/jovyan``), and commands run with this machine's Python environment on PATH.
 """
@@ -41,15 +42,16 @@ class Kubelet:
     reports their status and events over the API (embedded server or real kube-apiserver alike)."""
 
     def __init__(self, client, state_dir, nodes=(), log_endpoint=None, mount_namespaces=None, volumes_dir=None,
-                 images=None):
+                 images=None, network_namespaces=None):
         self.client = client
         self.state_dir = state_dir
         self.pods_dir = os.path.join(state_dir, "pods")
         volumes_dir = self.volumes_dir = volumes_dir or os.path.join(state_dir, "volumes")   # the provisioner's volumes
         for d in (self.pods_dir, volumes_dir):
             os.makedirs(d, exist_ok=True)
-        # who containers run as and what they see (isolation.py); mount_namespaces None: where the machine allows
-        self.isolation = NodeIsolation(mount_namespaces)
+        # who containers run as and what they see (isolation.py), their network (podnetwork.py);
+        # mount_namespaces / network_namespaces None: where the machine allows
+        self.isolation = NodeIsolation(mount_namespaces, network_namespaces)
         self.isolation.traversable(state_dir, self.pods_dir, volumes_dir)
         self.images = ImageRegistry(images)   # what can be pulled (images.py); None: every image
         self.node_specs = list(nodes)   # registered at start (the embedded cluster seeds its own)

@@ -9,7 +9,8 @@ a fresh tmpfs of its own on each private directory (/tmp, /var/tmp, /dev/shm, /r
 bind-mounted at its real mountPath; a private PID namespace with its own /proc (a pod cannot see,
 signal or read through /proc the processes of other pods, even those with the same uid) and a
 private IPC namespace (System V shared memory and message queues). Then it drops to the pod's
-uid/gid/groups, keeps only the capabilities it may, and runs the command. Exit status: the command's
+uid/gid/groups, keeps only the capabilities it may, and runs the command. With ``netns`` (a path
+to the pod's network namespace, see ``podnetwork``) it joins that namespace first. Exit status: the command's
 (128 + signal number when killed by a signal), as a container runtime reports it.
 """
 
@@ -22,6 +23,7 @@ import sys
 CLONE_NEWNS = 0x00020000
 CLONE_NEWIPC = 0x08000000
 CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
 SYS_OPEN_TREE, SYS_MOVE_MOUNT, SYS_MOUNT_SETATTR = 428, 429, 442   # the same on every architecture
 AT_FDCWD, OPEN_TREE_CLONE, OPEN_TREE_CLOEXEC, MOVE_MOUNT_F_EMPTY_PATH = -100, 1, 0o2000000, 4
 AT_RECURSIVE, MOUNT_ATTR_RDONLY = 0x8000, 0x1
@@ -306,6 +308,10 @@ def main(argv=None):
     _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     if spec.get("parent") and os.getppid() != spec["parent"]:
         os._exit(137)  # the node agent went away before the line above
+    if spec.get("netns"):   # the pod's network namespace (podnetwork.py), shared by its containers
+        netns = os.open(spec["netns"], os.O_RDONLY)
+        _check(_libc.setns(netns, CLONE_NEWNET), "setns into the pod's network")
+        os.close(netns)
     pid_namespace = spec.get("namespaces") and spec.get("pid_namespace", True)
     if spec.get("namespaces"):
         if pid_namespace:

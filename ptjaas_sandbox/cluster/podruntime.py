@@ -1,27 +1,24 @@
 """One pod's containers on the node, as local processes (see kubelet.py): start, restart per the
-restartPolicy, readiness probes, status reports through the node agent's API client, termination."""
+restartPolicy, readiness probes, status reports through the node agent's API client, termination.
+Its volumes and each container's process spec: ``podlaunch.py``; its network namespace:
+``podnetwork.py``; the status fields as a kubelet writes them: ``podstatus.py``."""
 
 import asyncio
-import base64
 import logging
 import os
-import re
 import shutil
 import signal
-import sys
 
-from .containers import ContainerError, image_default_command, image_id, resolve_env, _expand, _which
-from .isolation import identity, private_dirs
+from .containers import ContainerError, image_id
 from .kubeclient import ApiError
-from .resources import BY_PLURAL
-from .snapshotdata import lock_read_only, unlock
 from .store import now_iso
 from .objcopy import clone
 from .processes import start_process
+from .podlaunch import PodLaunch
+from .podnetwork import PodNetwork, declared_ports, host_services
+from .podstatus import restart_count, set_condition, waiting_status, was_running
 
 log = logging.getLogger("ptjaas.cluster")
-T = BY_PLURAL
-DEFAULT_HOME = "/home/jovyan"
 
 
 class PodRuntime:
@@ -42,6 +39,8 @@ class PodRuntime:
         self.grace = 30
         self.kill_event = asyncio.Event()
         self.shutdown = False
+        self.network = None       # the pod's network namespace (podnetwork.py), where the node makes them
+        self.launch = PodLaunch(kubelet, self.namespace, self.dir)   # spec -> volumes and processes (podlaunch.py)
 
     def pod(self):
         return self.kubelet.cache.get(self.uid)
@@ -111,23 +110,28 @@ class PodRuntime:
             return
         try:
             ip = self.kubelet.allocate_ip(self.uid)
+            if self.kubelet.isolation.network and not pod["spec"].get("hostNetwork") and self.network is None:
+                self.network = self.launch.network = await PodNetwork(self.name, ip, declared_ports(pod),
+                                                                      host_services(pod)).open()
+                if self.terminating or self.shutdown:   # stopped while its namespace was being made
+                    return self._close_network()
             gpus = await self.kubelet.allocate_gpus(pod)
-            mounts = await self._prepare_volumes(pod)
+            mounts = await self.launch.prepare_volumes(pod)
             host_ip = "127.0.0.1"
 
             def started(status):
                 status.update({"phase": "Pending", "hostIP": host_ip, "hostIPs": [{"ip": host_ip}], "podIP": ip,
                                "podIPs": [{"ip": ip}], "startTime": status.get("startTime") or now_iso()})
-                _condition(status, "Initialized", "False" if pod["spec"].get("initContainers") else "True")
-                _condition(status, "Ready", "False", "ContainersNotReady")
-                _condition(status, "ContainersReady", "False", "ContainersNotReady")
-                status["containerStatuses"] = [_waiting(c, "ContainerCreating", status) for c in pod["spec"]["containers"]]
+                set_condition(status, "Initialized", "False" if pod["spec"].get("initContainers") else "True")
+                set_condition(status, "Ready", "False", "ContainersNotReady")
+                set_condition(status, "ContainersReady", "False", "ContainersNotReady")
+                status["containerStatuses"] = [waiting_status(c, "ContainerCreating", status) for c in pod["spec"]["containers"]]
             self._update_status(started)
             for c in pod["spec"].get("initContainers") or []:
                 code = await self._run_to_completion(pod, c, ip, mounts, gpus)
                 if code != 0:
                     return self._finish_failed_init(c, code)
-            self._update_status(lambda s: _condition(s, "Initialized", "True"))
+            self._update_status(lambda s: set_condition(s, "Initialized", "True"))
             await asyncio.gather(*(self._supervise(pod, c, ip, mounts, gpus) for c in pod["spec"]["containers"]))
             if not self.terminating:
                 self._set_terminal_phase()
@@ -188,15 +192,15 @@ class PodRuntime:
         def terminal(status):
             codes = [cs.get("state", {}).get("terminated", {}).get("exitCode") for cs in status.get("containerStatuses", [])]
             status["phase"] = "Succeeded" if all(code == 0 for code in codes) else "Failed"
-            _condition(status, "Ready", "False", "PodCompleted")
-            _condition(status, "ContainersReady", "False", "PodCompleted")
+            set_condition(status, "Ready", "False", "PodCompleted")
+            set_condition(status, "ContainersReady", "False", "PodCompleted")
         self._update_status(terminal)
 
     async def _supervise(self, pod, container, ip, mounts, gpus):
         """Run one container, restarting it per the pod's restartPolicy."""
         policy = pod["spec"].get("restartPolicy", "Always")
-        restarts = _restart_count(pod, container["name"])
-        if pod.get("status", {}).get("startTime") and _was_running(pod, container["name"]):
+        restarts = restart_count(pod, container["name"])
+        if pod.get("status", {}).get("startTime") and was_running(pod, container["name"]):
             restarts += 1    # the node restarted under a running container: a real kubelet counts a restart
         backoff = 0.5
         while not self.terminating:
@@ -225,7 +229,7 @@ class PodRuntime:
         while True:   # a missing secret/configmap holds the container; retried as a kubelet's pod worker does
             try:
                 lookup = await self.kubelet.lookup(pod)
-                argv, env, cwd, launch = self._process_spec(pod, container, ip, mounts, gpus, lookup)
+                argv, env, cwd, launch = self.launch.process_spec(pod, container, ip, mounts, gpus, lookup)
                 break
             except ContainerError as e:
                 if str(e) != reported:
@@ -296,7 +300,7 @@ class PodRuntime:
             ports = [port] if isinstance(port, int) else [p["containerPort"] for p in container.get("ports") or [] if p.get("name") == port]
         delay = 0.02
         while ports and proc.returncode is None:
-            results = [await _port_open(ip, port) for port in ports]
+            results = [await (self.network.port_open(port) if self.network else _port_open(ip, port)) for port in ports]
             if all(results):
                 break
             await asyncio.sleep(delay)
@@ -323,143 +327,9 @@ class PodRuntime:
                           "containerID": f"ptjaas://{self.uid}/{container['name']}"})
             if not init:
                 all_ready = all(s.get("ready") for s in statuses) and len(statuses) == len(pod["spec"]["containers"])
-                _condition(status, "ContainersReady", "True" if all_ready else "False", None if all_ready else "ContainersNotReady")
-                _condition(status, "Ready", "True" if all_ready else "False", None if all_ready else "ContainersNotReady")
+                set_condition(status, "ContainersReady", "True" if all_ready else "False", None if all_ready else "ContainersNotReady")
+                set_condition(status, "Ready", "True" if all_ready else "False", None if all_ready else "ContainersNotReady")
         self._update_status(mutate)
-
-    # --- spec → local process -----------------------------------------------------------
-    async def _prepare_volumes(self, pod):
-        mounts = {}
-        lookup = await self.kubelet.lookup(pod)
-        volumes_dir = os.path.join(self.dir, "volumes")
-        for volume in pod["spec"].get("volumes") or []:
-            name = volume["name"]
-            if volume.get("persistentVolumeClaim"):
-                claim = await self.kubelet.client.get(
-                    f"/api/v1/namespaces/{self.namespace}/persistentvolumeclaims/{volume['persistentVolumeClaim']['claimName']}")
-                pv = claim and claim["spec"].get("volumeName") and \
-                    await self.kubelet.client.get(f"/api/v1/persistentvolumes/{claim['spec']['volumeName']}")
-                path = pv and (pv["spec"].get("hostPath") or {}).get("path")
-                if not path:
-                    raise RuntimeError(f"claim for volume {name} is not bound")
-                os.makedirs(path, exist_ok=True)
-                locked = volume["persistentVolumeClaim"].get("readOnly") and claim["spec"].get("accessModes") == ["ReadOnlyMany"]
-                if locked:
-                    unlock(path)   # locked again below, after the pod's user is given the volume
-                self.kubelet.isolation.own_claim(path, pod, self.kubelet.volumes_dir)
-                if locked:
-                    lock_read_only(path)   # a volume only ever mounted read-only: nothing in a pod can write it
-            elif volume.get("hostPath"):
-                path = volume["hostPath"]["path"]
-            elif volume.get("secret") or volume.get("configMap"):
-                path = os.path.join(volumes_dir, name)
-                os.makedirs(path, exist_ok=True)
-                self._write_keys(path, volume, lookup)
-                self.kubelet.isolation.own_volume(path, pod)
-            else:   # emptyDir and anything else: a fresh directory for this pod
-                path = os.path.join(volumes_dir, name)
-                os.makedirs(path, exist_ok=True)
-                self.kubelet.isolation.own_volume(path, pod)
-            mounts[name] = path
-        return mounts
-
-    def _write_keys(self, path, volume, lookup):
-        if volume.get("secret"):
-            obj = lookup.get(T["secrets"], self.namespace, volume["secret"]["secretName"]) or {}
-            data = {k: base64.b64decode(v) for k, v in (obj.get("data") or {}).items()}
-        else:
-            obj = lookup.get(T["configmaps"], self.namespace, volume["configMap"]["name"]) or {}
-            data = {k: v.encode() for k, v in (obj.get("data") or {}).items()}
-        items = (volume.get("secret") or volume.get("configMap")).get("items")
-        for key, value in data.items():
-            target = key
-            if items:
-                match = next((i for i in items if i["key"] == key), None)
-                if match is None:
-                    continue
-                target = match.get("path", key)
-            full = os.path.join(path, target)
-            os.makedirs(os.path.dirname(full), exist_ok=True)
-            with open(full, "wb") as f:
-                f.write(value)
-
-    def _process_spec(self, pod, container, ip, mounts, gpus, lookup):
-        who = identity(pod, container)
-        table = []
-        read_only = {}
-        always_read_only = {v["name"] for v in pod["spec"].get("volumes") or []   # as a kubelet mounts them
-                            if any(k in v for k in ("secret", "configMap", "projected", "downwardAPI"))}
-        for m in container.get("volumeMounts") or []:
-            local = mounts[m["name"]]
-            if m.get("subPath"):
-                local = os.path.join(local, m["subPath"])
-                if not os.path.exists(local):
-                    os.makedirs(local, exist_ok=True)
-                    self.kubelet.isolation.own_volume(local, pod)
-            table.append((m["mountPath"].rstrip("/") or "/", local))
-            read_only[table[-1][0]] = bool(m.get("readOnly")) or m["name"] in always_read_only
-        table.sort(key=lambda pair: -len(pair[0]))
-        rootfs = os.path.join(self.dir, "rootfs")
-        rewriting = self.kubelet.isolation.rewrite_paths
-        if rewriting:   # no mount namespace: a nested mount is reached through a symlink
-            link_nested_mounts(table)
-        extra_mounts = []
-
-        def rewrite(text):
-            text = text.replace("0.0.0.0", ip)
-            for mount_path, local in table if rewriting else ():
-                text = re.sub(r"(?<![\w.-])" + re.escape(mount_path) + r"(?=/|$|[^\w.-])", lambda _m: local, text)
-            return text
-
-        def local_path(path):
-            """Where ``path`` of the container is on this machine (created, the pod's user's);
-            the path the process sees: that one, or ``path`` itself in a mount namespace."""
-            path = path.rstrip("/") or "/"
-            for mount_path, local in table:
-                if path == mount_path or path.startswith(mount_path + "/"):
-                    full = local + path[len(mount_path):]
-                    break
-            else:
-                full = os.path.join(rootfs, path.lstrip("/"))
-                if not any(path == m or path.startswith(m + "/") for _, m, _ in extra_mounts):
-                    extra_mounts.append((full, path, False))   # the image's own directory: the pod's alone
-            if not os.path.isdir(full):
-                os.makedirs(full, exist_ok=True)
-                self.kubelet.isolation.own_volume(full, pod, who if full.startswith(rootfs + "/") else None)
-            return full if rewriting else path
-
-        env = resolve_env(lookup, pod, container, ip)
-        env_map = dict(env)
-        home = local_path(env_map.get("HOME", DEFAULT_HOME))
-        cwd = local_path(container.get("workingDir") or DEFAULT_HOME)
-        bin_dir = os.path.dirname(sys.executable)
-        final = {"PATH": f"{bin_dir}:/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "HOSTNAME": pod["metadata"]["name"]}
-        for key, value in env:
-            final[key] = rewrite(_expand(value, env_map))
-        final["HOME"] = home
-        final["PTJAAS_POD_IP"] = ip
-        if os.geteuid() == 0 and who.uid == 0:
-            # A container that runs as root (it asked for runAsUser: 0): Jupyter servers must be
-            # told root is fine.
-            node_config = os.path.join(self.kubelet.state_dir, "node-jupyter-config")
-            if not os.path.exists(os.path.join(node_config, "jupyter_server_config.json")):
-                os.makedirs(node_config, exist_ok=True)
-                with open(os.path.join(node_config, "jupyter_server_config.json"), "w") as f:
-                    f.write('{"ServerApp": {"allow_root": true}}\n')
-            final["JUPYTER_CONFIG_PATH"] = ":".join(p for p in (final.get("JUPYTER_CONFIG_PATH"), node_config) if p)
-            extra_mounts.append((node_config, node_config, True))   # seen even where a private /tmp covers it
-        if gpus:
-            final["CUDA_VISIBLE_DEVICES"] = final["NVIDIA_VISIBLE_DEVICES"] = ",".join(str(d) for d in gpus)
-        argv = [rewrite(_expand(a, env_map)) for a in (container.get("command") or []) + (container.get("args") or [])]
-        argv = image_default_command(argv, final)
-        resolved = _which(argv[0], final["PATH"])
-        if resolved is None:
-            resolved = argv[0]
-        volumes = [(local, mount_path, read_only[mount_path]) for mount_path, local in table] + extra_mounts
-        volumes.sort(key=lambda m: len(m[1]))   # parents before what is mounted inside them
-        spec = pod["spec"]
-        return [resolved] + argv[1:], final, cwd, (who, volumes, bool(spec.get("hostPID")), private_dirs(container),
-                                                   bool(spec.get("hostIPC")))
 
     # --- termination ---------------------------------------------------------------------
     def terminate(self, grace, remove=True):
@@ -492,6 +362,7 @@ class PodRuntime:
         if remove:
             await self.kubelet.finish_delete({"metadata": {"namespace": self.namespace, "name": self.name, "uid": self.uid}})
         self.kubelet._release(self.uid)
+        self._close_network()
         shutil.rmtree(os.path.join(self.dir, "volumes"), ignore_errors=True)
         shutil.rmtree(os.path.join(self.dir, "rootfs"), ignore_errors=True)
 
@@ -509,55 +380,12 @@ class PodRuntime:
                 await proc.wait()
         if self.task is not None:
             self.task.cancel()
+        self._close_network()
 
-
-def link_nested_mounts(table):
-    """A mount inside another (``~/snapshots/x`` inside the home): the path in the outer
-    volume's directory is a symlink to the inner volume's, so the pod's processes find it."""
-    for mount_path, local in table:
-        for outer_path, outer_local in table:
-            if outer_path != mount_path and mount_path.startswith(outer_path.rstrip("/") + "/"):
-                link = os.path.join(outer_local, mount_path[len(outer_path.rstrip("/")) + 1:])
-                os.makedirs(os.path.dirname(link), exist_ok=True)
-                if os.path.islink(link):
-                    os.unlink(link)
-                if not os.path.exists(link):
-                    os.symlink(local, link)
-                break
-
-
-def _condition(status, ctype, value, reason=None):
-    conditions = status.setdefault("conditions", [])
-    entry = next((c for c in conditions if c["type"] == ctype), None)
-    if entry is None:
-        entry = {"type": ctype}
-        conditions.append(entry)
-    if entry.get("status") != value:
-        entry["lastTransitionTime"] = now_iso()
-    entry.update({"status": value, "lastProbeTime": None})
-    if reason:
-        entry["reason"] = reason
-    else:
-        entry.pop("reason", None)
-
-
-def _waiting(container, reason, status):
-    return {"name": container["name"], "ready": False, "restartCount": 0, "image": container["image"],
-            "imageID": "", "started": False, "state": {"waiting": {"reason": reason}}}
-
-
-def _restart_count(pod, name):
-    for cs in (pod.get("status") or {}).get("containerStatuses") or []:
-        if cs["name"] == name:
-            return cs.get("restartCount", 0)
-    return 0
-
-
-def _was_running(pod, name):
-    for cs in (pod.get("status") or {}).get("containerStatuses") or []:
-        if cs["name"] == name:
-            return "running" in (cs.get("state") or {})
-    return False
+    def _close_network(self):
+        if self.network is not None:
+            self.network.close()
+            self.network = self.launch.network = None
 
 
 async def _port_open(ip, port):

@@ -1,7 +1,8 @@
 """REST semantics over the store: create, get, list, update, patch, delete, with admission.
 
 The HTTP layer (``api.py``) and the cluster's own controllers both go through here, so a
-controller's write looks to a watcher exactly like a client's.
+controller's write looks to a watcher exactly like a client's. What an update may change:
+``updaterules.py``; owner references (garbage collection, foreground deletion): ``garbage.py``.
 """
 
 import base64
@@ -9,9 +10,8 @@ import json
 import random
 from datetime import datetime, timedelta, timezone
 
-from . import admission, errors, podsecurity, snapshotschema
+from . import admission, errors, garbage, podsecurity, updaterules
 from .patch import apply_patch
-from ptjaas_spawner.quantity import parse_quantity
 from .resources import BY_KEY, BY_PLURAL
 from .selectors import fields_match, labels_match, parse_field_selector, parse_label_selector
 from .store import now_iso
@@ -241,7 +241,7 @@ class Registry:
         if rtype.plural == "limitranges":
             admission.default_limit_range(new)
         admission.validate(rtype, new)
-        self._check_immutable(rtype, old, new)
+        updaterules.check_update(self.store, rtype, old, new)
         if new.get("spec") != old.get("spec") and "generation" in meta:
             meta["generation"] = old["metadata"]["generation"] + 1
         if rtype.plural in QUOTA_KINDS and subresource != "status":
@@ -260,52 +260,6 @@ class Registry:
             return not obj["spec"].get("nodeName") or admission.pod_is_terminal(obj)
         return rtype.plural != "namespaces"
 
-    def _check_immutable(self, rtype, old, new):
-        name = old["metadata"]["name"]
-        causes = snapshotschema.update_causes(rtype.plural, old, new) if rtype.group == snapshotschema.GROUP else []
-        if causes:
-            raise errors.invalid(rtype.kind, name, causes, rtype.group)
-        if rtype.plural == "persistentvolumeclaims":
-            old_spec, new_spec = old.get("spec", {}), new.get("spec", {})
-            old_size = parse_quantity(old_spec["resources"]["requests"]["storage"])
-            new_size = parse_quantity(new_spec["resources"]["requests"]["storage"])
-            capacity = parse_quantity(((old.get("status") or {}).get("capacity") or {}).get("storage") or "0")
-            if new_size < old_size and new_size < capacity:   # a failed expansion may be undone, down to capacity
-                raise errors.invalid(rtype.kind, name, [("spec.resources.requests.storage",
-                                                         "Forbidden: field can not be less than status.capacity")])
-            rest_old = {k: v for k, v in old_spec.items() if k not in ("resources", "volumeName")}
-            rest_new = {k: v for k, v in new_spec.items() if k not in ("resources", "volumeName")}
-            if rest_old != rest_new:
-                raise errors.invalid(rtype.kind, name, [("spec", "Forbidden: spec is immutable after creation except "
-                                                         "resources.requests and volumeAttributesClassName for bound claims")])
-            if new_size != old_size:
-                self._check_expandable(old)
-        elif rtype.plural == "pods":
-            def strip(spec):
-                spec = clone(spec or {})
-                for c in spec.get("containers", []) + spec.get("initContainers", []):
-                    c.pop("image", None)
-                spec.pop("activeDeadlineSeconds", None)
-                spec.pop("tolerations", None)
-                spec.pop("nodeName", None)
-                return spec
-            if strip(old.get("spec")) != strip(new.get("spec")):
-                raise errors.invalid("Pod", name, [("spec", "Forbidden: pod updates may not change fields other than "
-                                                    "`spec.containers[*].image`, `spec.initContainers[*].image`, "
-                                                    "`spec.activeDeadlineSeconds`, `spec.tolerations` (only additions "
-                                                    "to existing tolerations) or `spec.terminationGracePeriodSeconds`")])
-
-    def _check_expandable(self, pvc):
-        name = pvc["metadata"]["name"]
-        why = ("only dynamically provisioned pvc can be resized and the storageclass that provisions the pvc "
-               "must support resize")
-        if pvc.get("status", {}).get("phase") != "Bound":
-            raise errors.invalid("PersistentVolumeClaim", name, [("spec", "Forbidden: spec is immutable after creation "
-                                                                   "except resources.requests for bound claims")])
-        cls = self.store.get(_t("storageclasses"), "", pvc["spec"].get("storageClassName") or "")
-        if cls is None or not cls.get("allowVolumeExpansion"):
-            raise errors.forbidden("persistentvolumeclaims", name, why)
-
     # --- delete ------------------------------------------------------------------------
     def delete(self, rtype, namespace, name, options=None):
         options = options or {}
@@ -322,8 +276,8 @@ class Registry:
         meta = obj["metadata"]
         if policy == "Orphan":
             meta.setdefault("annotations", {})["ptjaas.io/orphan-dependents"] = "true"
-        if policy == "Foreground" and rtype.plural != "namespaces" and self._dependents(meta["uid"]):
-            return self._delete_foreground(rtype, obj)
+        if policy == "Foreground" and rtype.plural != "namespaces" and garbage.dependents(self.store, meta["uid"]):
+            return garbage.delete_foreground(self, rtype, obj)
         grace = options.get("gracePeriodSeconds")
         if rtype.plural == "pods":
             if grace is None:
@@ -376,68 +330,9 @@ class Registry:
     def _remove(self, rtype, namespace, name):
         gone = self.store.remove(rtype, namespace, name)
         if gone is not None:
-            self.collect_garbage(gone)
-            self._release_foreground_owners(gone)
+            garbage.collect_garbage(self, gone)
+            garbage.release_foreground_owners(self, gone)
         return gone
-
-    def _dependents(self, uid):
-        return [(_t(key[0]), self.store.objects[key]) for key in sorted(self.store.keys_by("owner", uid))]
-
-    def _delete_foreground(self, rtype, obj):
-        """Foreground propagation: the owner stays (deletionTimestamp, finalizer ``foregroundDeletion``)
-        until its dependents are gone; they are deleted first."""
-        meta = obj["metadata"]
-        if "foregroundDeletion" not in meta.setdefault("finalizers", []):
-            meta["finalizers"].append("foregroundDeletion")
-        if not meta.get("deletionTimestamp"):
-            meta["deletionTimestamp"] = now_iso()
-            meta["deletionGracePeriodSeconds"] = 0
-        held = self.store.update(rtype, obj)
-        for dep_type, dep in self._dependents(meta["uid"]):
-            try:
-                self.delete(dep_type, dep["metadata"].get("namespace", ""), dep["metadata"]["name"],
-                            {"propagationPolicy": "Foreground"})
-            except errors.ApiError:
-                pass
-        return held
-
-    def _release_foreground_owners(self, dependent):
-        """The last dependent of an owner in foreground deletion is gone: the owner goes too."""
-        for ref in dependent["metadata"].get("ownerReferences") or []:
-            for (key, ns, name) in self.store.keys_by("uid", ref.get("uid")):
-                owner = self.store.objects[(key, ns, name)]
-                finalizers = owner["metadata"].get("finalizers") or []
-                if (owner["metadata"]["uid"] != ref.get("uid") or "foregroundDeletion" not in finalizers
-                        or self._dependents(ref.get("uid"))):
-                    continue
-                new = clone(owner)
-                new["metadata"]["finalizers"] = [f for f in finalizers if f != "foregroundDeletion"]
-                self.store.update(_t(key), new)
-                if not new["metadata"]["finalizers"]:
-                    self._remove(_t(key), ns, name)
-
-    def collect_garbage(self, owner):
-        """Delete (or orphan) the dependents of a removed owner, as the garbage collector does."""
-        uid = owner["metadata"]["uid"]
-        orphan = (owner["metadata"].get("annotations") or {}).get("ptjaas.io/orphan-dependents") == "true"
-        for (key, ns, name) in sorted(self.store.keys_by("owner", uid)):
-            obj = self.store.objects.get((key, ns, name))
-            if obj is None:   # gone with an earlier dependent
-                continue
-            refs = obj["metadata"].get("ownerReferences") or []
-            rtype = _t(key)
-            if orphan:
-                new = clone(obj)
-                new["metadata"]["ownerReferences"] = [r for r in refs if r.get("uid") != uid]
-                self.store.update(rtype, new)
-            elif len(refs) == 1 or all(self._owner_gone(r, ns) for r in refs if r.get("uid") != uid):
-                try:
-                    self.delete(rtype, ns, name, {"propagationPolicy": "Background"})
-                except errors.ApiError:
-                    pass
-
-    def _owner_gone(self, ref, namespace):
-        return not self.store.keys_by("uid", ref.get("uid"))
 
     def finish_delete(self, rtype, namespace, name):
         """Remove an object whose graceful deletion has completed (kubelet, finalizers done)."""

@@ -18,9 +18,11 @@ import yaml
 from tornado.httpserver import HTTPServer
 
 from . import pki
-from .api import Faults, make_app
+from .api import make_app
+from .controls import Faults
 from .auth import private_dir, write_private
-from .controllers import DEFAULT_CLASS_ANNOTATION, Controllers
+from .controllers import Controllers
+from .volumebinding import DEFAULT_CLASS_ANNOTATION
 from .eventrecorder import EventRecorder
 from .kubeclient import SYSTEM_AGENT, KubeClient
 from .kubelet import Kubelet
@@ -95,13 +97,14 @@ class EmbeddedCluster:
     pods that were running. ``nodes`` and ``storage_classes`` seed a new cluster. Events are
     removed ``event_ttl`` seconds after their last write (kube-apiserver's ``--event-ttl``, 1 h).
     ``bind_delay``: seconds the volume provisioner takes to make a new claim's volume (0: at
-    once; a real CSI driver takes a few). ``images``: glob patterns of the images the node can
-    pull (``images.py``); None: every image.
+    once; a real CSI driver takes a few). ``mount_namespaces`` / ``network_namespaces``: False runs
+    pods without them (None: where the machine allows, see isolation.py and podnetwork.py).
+    ``images``: glob patterns of the images the node can pull (``images.py``); None: every image.
     """
 
     def __init__(self, state_dir=None, port=0, host="127.0.0.1", nodes=None, storage_classes=None,
                  namespaces=("default", "kube-system", "kube-public"), persist=True, mount_namespaces=None,
-                 event_ttl=EVENT_TTL, bind_delay=0.0, images=None):
+                 event_ttl=EVENT_TTL, bind_delay=0.0, network_namespaces=None, images=None):
         self.state_dir = os.path.abspath(state_dir or tempfile.mkdtemp(prefix="ptjaas-cluster-"))
         private_dir(self.state_dir)   # objects, tokens, volumes and logs: the cluster owner's alone
         self.volumes_dir = os.path.join(self.state_dir, "volumes")
@@ -126,8 +129,8 @@ class EmbeddedCluster:
         self.controllers = Controllers(self)
         # a client of this server, from start(); containers as their securityContext (isolation.py)
         self.kubelet = Kubelet(None, self.state_dir, mount_namespaces=mount_namespaces, volumes_dir=self.volumes_dir,
-                              images=images)
-        self.scheduler = self.controllers
+                              network_namespaces=network_namespaces, images=images)
+        self.scheduler = self.controllers.scheduler
         self._seed = (nodes if nodes is not None else [NodeSpec()],
                       storage_classes if storage_classes is not None else DEFAULT_STORAGE_CLASSES, namespaces)
         self._thread = None

@@ -12,7 +12,7 @@ import os
 import pytest
 
 from ptjaas_sandbox.cluster.podexec import namespaces_work
-from tests.cluster.k8s_conformance import SLEEP_FOREVER, assert_status, py_pod
+from tests.cluster.k8s_conformance import HTTP_SERVER, POD_NAME_ENV, SLEEP_FOREVER, assert_status, http_get, py_pod
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.timeout(90)
@@ -64,6 +64,51 @@ def test_a_pod_cannot_see_another_pods_private_files_and_the_machine_is_read_onl
                               "/tmp": "ok"}, found
     assert not os.path.exists(os.path.join(os.getcwd(), "hostile"))
     assert not os.path.exists("/home/jovyan/inner")   # a mount inside a volume is made in that volume
+
+
+# connect to another pod's server, list the sockets this pod sees, name its network namespace
+REACH = ("import json, os, socket, sys\n"
+         "try:\n    socket.create_connection((sys.argv[1], 8888), timeout=5).close(); reached = 'connected'\n"
+         "except OSError as e:\n    reached = type(e).__name__\n"
+         "local = sorted({socket.inet_ntoa(bytes.fromhex(l.split()[1].split(':')[0])[::-1])\n"
+         "                for l in open('/proc/net/tcp').read().splitlines()[1:]})\n"
+         "print(json.dumps({'reached': reached, 'local': local, 'netns': os.stat('/proc/self/ns/net').st_ino}))\n")
+
+
+def _holders(inode):
+    """Processes of this machine in, or holding open, the network namespace ``inode``."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            links = [os.readlink(f"/proc/{pid}/ns/net")] + [os.readlink(f"/proc/{pid}/fd/{fd}")
+                                                           for fd in os.listdir(f"/proc/{pid}/fd")]
+        except OSError:
+            continue
+        if f"net:[{inode}]" in links:
+            found.append(pid)
+    return found
+
+
+def test_each_pod_has_a_network_of_its_own_that_goes_with_it(kube, ns):
+    """This machine (the hub, the proxy) reaches a pod's server on its address; another pod cannot
+    connect to it and sees only its own sockets; once the pods are deleted nothing holds their
+    network namespaces any more."""
+    if not kube.cluster.kubelet.isolation.network:
+        pytest.skip("no network namespaces here (not root, or refused): pods share this machine's network")
+    kube.create_pod(ns, py_pod("server", HTTP_SERVER, "0.0.0.0", "8888", ports=[8888], env=[POD_NAME_ENV], grace=0))
+    ip = kube.wait_ready(ns, "server").status.pod_ip
+    assert http_get(f"http://{ip}:8888/") == (200, "server")
+    kube.create_pod(ns, py_pod("prober", REACH, ip, grace=0))
+    kube.wait_phase(ns, "prober", "Succeeded")
+    seen = last_json(kube, ns, "prober")
+    assert seen["reached"] == "ConnectionRefusedError" and ip not in seen["local"], seen
+    assert seen["netns"] != os.stat("/proc/self/ns/net").st_ino
+    for name in ("server", "prober"):
+        kube.core.delete_namespaced_pod(name, ns, grace_period_seconds=0)
+        kube.wait_gone(kube.core.read_namespaced_pod, name, ns)
+    wait_for(lambda: not _holders(seen["netns"]), timeout=10, message="the pod's network namespace released")
+    with pytest.raises(OSError):
+        http_get(f"http://{ip}:8888/", timeout=2)
 
 
 @needs_namespaces

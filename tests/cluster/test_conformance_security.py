@@ -146,7 +146,7 @@ def test_without_mount_namespaces_pods_still_run_as_their_user_or_fail_clearly(c
     try:
         assert cluster.kubelet.isolation.rewrite_paths
         said = [r.getMessage() for r in caplog.records if "pods are not isolated" in r.getMessage()]
-        assert len(said) == 1 and "share this machine's /tmp, /dev/shm and files" in said[0], said
+        assert len(said) == 1 and "share this machine's /tmp, /dev/shm, files and network" in said[0], said
         ns = kube.namespace()
         blocked = any(_blocker(os.path.realpath(p), 1000, {100}) for p in (sys.prefix, sys.base_prefix))
         kube.create_pod(ns, py_pod("plain", WHO))
