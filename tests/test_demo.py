@@ -183,7 +183,9 @@ def test_demo_runs_the_production_values_keeps_files_across_its_restart_and_stop
         took, left = demo.stop()
     # Ctrl-C: the hub, its proxy, its culler, the embedded cluster and alice's server all stop
     assert not left, f"processes left behind after Ctrl-C: {sorted(left)}"
-    assert took < 15, f"the demo took {took:.1f}s to stop"
+    # README: "Ctrl-C stops everything within seconds" (9-13 s measured with network namespaces
+    # per pod, 16 s on a loaded 2-core machine): a bound, not a benchmark
+    assert took < 25, f"the demo took {took:.1f}s to stop"
 
     demo = Demo(tmp_path / "state", demo.port).start()
     try:
