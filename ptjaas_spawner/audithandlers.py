@@ -24,17 +24,21 @@ PAGE = """{% extends "page.html" %}
 <div class="container">
   <h1>Data access record</h1>
   <form method="get" class="row g-2" id="ptjaas-audit-filter">
-    <div class="col"><input class="form-control" name="user" placeholder="user" value="{{ f.user or '' }}"></div>
-    <div class="col"><input class="form-control" name="since" placeholder="since (2026-11-30)" value="{{ f.since or '' }}"></div>
-    <div class="col"><input class="form-control" name="until" placeholder="until" value="{{ f.until or '' }}"></div>
-    <div class="col"><select class="form-select" name="action"><option value="">any action</option>
+    <div class="col"><label class="visually-hidden" for="ptjaas-audit-user">User</label>
+      <input class="form-control" id="ptjaas-audit-user" name="user" placeholder="user" value="{{ f.user or '' }}"></div>
+    <div class="col"><label class="visually-hidden" for="ptjaas-audit-since">Since</label>
+      <input class="form-control" id="ptjaas-audit-since" name="since" placeholder="since (2026-11-30)" value="{{ f.since or '' }}"></div>
+    <div class="col"><label class="visually-hidden" for="ptjaas-audit-until">Until</label>
+      <input class="form-control" id="ptjaas-audit-until" name="until" placeholder="until" value="{{ f.until or '' }}"></div>
+    <div class="col"><label class="visually-hidden" for="ptjaas-audit-action">Action</label>
+      <select class="form-select" id="ptjaas-audit-action" name="action"><option value="">any action</option>
       {% for a in actions %}<option {% if a == f.action %}selected{% endif %}>{{ a }}</option>{% endfor %}</select></div>
     <div class="col"><button class="btn btn-primary">Filter</button></div>
   </form>
   {% if error %}<p class="alert alert-danger">{{ error }}</p>{% endif %}
   <p>{{ records|length }} record(s){% if records|length == limit %} (newest {{ limit }}){% endif %} from <code>{{ path }}</code></p>
   <table class="table table-sm" id="ptjaas-audit">
-    <tr><th>time</th><th>action</th><th>user</th><th>by</th><th>details</th></tr>
+    <tr><th scope="col">time</th><th scope="col">action</th><th scope="col">user</th><th scope="col">by</th><th scope="col">details</th></tr>
     {% for r in records %}
     <tr><td>{{ r.time }}</td><td>{{ r.action }}</td><td>{{ r.user }}</td><td>{{ r.by or "" }}</td>
       <td><code>{{ details(r) }}</code></td></tr>

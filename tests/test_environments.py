@@ -14,6 +14,7 @@ import html
 import json
 import re
 import textwrap
+from pathlib import Path
 
 import kubernetes
 import pytest
@@ -171,6 +172,7 @@ def hub(module_cluster, module_hub_factory, tmp_path_factory):
         c.PtjaasSpawner.images = {images!r}
         c.PtjaasSpawner.sizes = {json.dumps(sizes)}
         c.PtjaasSpawner.quota_default = {{"servers": 1}}
+        c.Authenticator.admin_users = {{"boss"}}
         c.PtjaasSpawner.audit_log_file = {str(audit)!r}
         c.PtjaasSpawner.custom_images = {{"groups": [], "allowed": ["example.org/team/*"]}}
         c.PtjaasSpawner.data_connections = {{
@@ -326,3 +328,39 @@ def test_alice_shares_her_server_with_bob_and_carol_cannot_open_it(hub):
                if r.get("user") == "alice" and "share" in r["action"]]
     assert actions == [("refused-share", None), ("share-grant", "user:bob"), ("share-revoke", "user:bob")]
     stop(hub, "alice")
+
+
+@pytest.mark.browser
+def test_ptjaas_pages_have_no_serious_accessibility_violation(hub):
+    """Issue 25: axe-core in a real Chromium finds no serious or critical violation in what
+    ptjaas adds to the hub's pages: the spawn form, the home page's sections, the sharing page,
+    a user's usage page, and the admin's usage and audit pages."""
+    from tests.axeutil import AXE, CHROMIUM, CHROMIUM_ARGS, violations
+
+    if not Path(CHROMIUM).exists() or not AXE.exists():
+        pytest.skip("needs Debian's chromium and npm's axe-core (./dev setup)")
+    playwright = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
+    for name in ("ada", "boss"):
+        add_user(hub, name)
+    pages = {
+        "ada": [("/hub/spawn", [".ptjaas-options"]), ("/hub/home", ["#ptjaas-home-snapshots", "#ptjaas-sharing-link"]),
+                ("/hub/ptjaas/sharing", ["#ptjaas-sharing"]), ("/hub/ptjaas/usage/me", ["main, .container"])],
+        "boss": [("/hub/ptjaas/usage", ["main, .container"]), ("/hub/ptjaas/audit", ["main, .container"])],
+    }
+    found = {}
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            for user, urls in pages.items():
+                page = browser.new_context().new_page()
+                page.goto(f"{hub.url}/hub/login")
+                page.fill("input[name=username]", user)
+                page.locator("input[type=submit], button[type=submit]").first.click()
+                page.wait_for_url(f"{hub.url}/hub/**")
+                for url, parts in urls:
+                    page.goto(f"{hub.url}{url}")
+                    page.wait_for_load_state("networkidle")
+                    found[url] = violations(page, parts)
+        finally:
+            browser.close()
+    assert not any(found.values()), {url: v for url, v in found.items() if v}
