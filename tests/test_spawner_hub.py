@@ -70,6 +70,13 @@ def kube(module_cluster):
     api_client.close()
 
 
+@pytest.fixture(scope="module")
+def hub(module_cluster, module_hub_factory):
+    """The module's hub with the catalog as it is; the tests that need other settings start their
+    own. The helm-upgrade test, last, restarts it with new settings."""
+    return module_hub_factory(hub_config(), cluster=module_cluster)
+
+
 def claims(kube):
     return {c.metadata.name: c for c in kube.list_namespaced_persistent_volume_claim("default").items}
 
@@ -184,8 +191,7 @@ def test_home_claim_pod_spec_and_data_survive_image_and_size_changes(module_clus
     assert "claim-alice of alice was deleted outside ptjaas" in hub.logs()
 
 
-def test_forged_requests_are_refused_and_create_nothing(module_cluster, hub_factory, kube):
-    hub = hub_factory(hub_config(), cluster=module_cluster)
+def test_forged_requests_are_refused_and_create_nothing(hub, kube):
     add_users(hub, "mallory")
     for options, words in [
         ({"image": "cuda", "size": "gpu"}, "not available to you"),
@@ -210,8 +216,7 @@ def test_forged_requests_are_refused_and_create_nothing(module_cluster, hub_fact
     assert page.status_code == 200
 
 
-def test_entitled_and_other_users_see_different_forms(module_cluster, hub_factory):
-    hub = hub_factory(hub_config(), cluster=module_cluster)
+def test_entitled_and_other_users_see_different_forms(hub):
     plain = hub.session("paula").get(hub.url.rstrip("/") + "/hub/spawn").text
     gpu = hub.session("gina").get(hub.url.rstrip("/") + "/hub/spawn").text
     for page in (plain, gpu):
@@ -250,8 +255,7 @@ def test_hub_refuses_to_start_with_an_invalid_catalog(hub_factory):
     assert "PtjaasSpawner.sizes['gpu-large']: a GPU size needs gpu_resource" in hub.logs()
 
 
-def test_same_as_last_time_and_a_helm_upgrade_keep_claims_and_servers(module_cluster, hub_factory, kube):
-    hub = hub_factory(hub_config(), cluster=module_cluster)
+def test_same_as_last_time_and_a_helm_upgrade_keep_claims_and_servers(hub, kube):
     add_users(hub, "carol", "dave")
     start_ready(hub, "carol", {})  # defaults: python 2024.05, small
     token = user_token(hub, "carol")
