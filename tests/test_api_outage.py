@@ -221,7 +221,8 @@ def test_node_agent_recovers_after_an_api_server_restart(own_real_cluster):
         wait_for(lambda: pod_ready(core.read_namespaced_pod("through", ns)), timeout=60, interval=0.2,
                  message="the pod that ran through the outage Ready again")
         assert node_ready(core)
-        print(f"\nnode agent after a {OUTAGE_PAST_NODE_GRACE} s API server outage: Node Ready and untainted {node_seconds:.1f} s, "
+        print(f"\nnode agent after a {OUTAGE_PAST_NODE_GRACE} s API server outage: "
+              f"Node Ready and untainted {node_seconds:.1f} s, "
               f"a new pod done {pod_seconds:.1f} s after the API server was back")
     finally:
         core.delete_namespace(ns)
