@@ -26,6 +26,27 @@ def cluster(tmp_path):
         yield c
 
 
+# Tests that run no JupyterHub, KubeSpawner, OAuthenticator or idle-culler code, so their outcome
+# cannot depend on the versions a set pins: the embedded cluster's conformance suite and the
+# modules of pure policy (plain data in and out; their imports are pure modules only). CI runs
+# them in the newest-releases set only (.ci/run). A module that starts a hub, builds a spawner or
+# imports one of those packages does not belong here.
+VERSION_INDEPENDENT_DIRS = (ROOT / "tests" / "cluster",)
+VERSION_INDEPENDENT_MODULES = {
+    "test_quantity", "test_catalog", "test_form", "test_homevolume", "test_eventindex",
+    "test_startplan", "test_homemigration", "test_manifests", "test_team_manifests",
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark the tests above ``version_independent`` (see pyproject.toml's markers)."""
+    for item in items:
+        path = Path(str(item.path))
+        if path.stem in VERSION_INDEPENDENT_MODULES and path.parent == ROOT / "tests" \
+                or any(d in path.parents for d in VERSION_INDEPENDENT_DIRS):
+            item.add_marker(pytest.mark.version_independent)
+
+
 def pytest_generate_tests(metafunc):
     """A test module with ``BACKENDS = ("embedded", "real")`` runs its ``module_cluster`` tests on both."""
     backends = getattr(metafunc.module, "BACKENDS", None)

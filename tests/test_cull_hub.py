@@ -24,6 +24,7 @@ import requests
 
 
 from ptjaas_sandbox.cluster.server import free_port  # noqa: E402
+from tests.hubutil import wait_ready
 from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.hub, pytest.mark.timeout(300)]
@@ -119,15 +120,6 @@ def servers(hub, user):
     return r.json()["servers"]
 
 
-def wait_ready(hub, user, name=""):
-    try:
-        hub.wait_ready(user, name, timeout=150)
-    except Exception as e:
-        lines = [line for line in hub.logs().splitlines()
-                 if user in line and "[D " not in line and "200 GET /hub/api/users/" not in line]
-        raise AssertionError(f"{user}/{name} not ready: {e}\n" + "\n".join(lines[-40:])) from None
-
-
 def idle_seconds(server):
     last = datetime.fromisoformat(server["last_activity"].replace("Z", "+00:00"))
     return (datetime.now(timezone.utc) - last).total_seconds()
@@ -176,7 +168,7 @@ def test_gpu_idle_server_culled_with_hooks_active_and_cpu_kept(module_cluster, h
         r = hub.api("POST", path, json=opts)
         assert r.status_code in (201, 202), r.text
     for user, name in [("gina", ""), ("gabe", "train"), ("gabe", "sweep"), ("carl", "")]:
-        wait_ready(hub, user, name)
+        wait_ready(hub, user, name, timeout=150)
 
     gina, gabe = token(hub, "gina"), token(hub, "gabe")
     r = requests.put(user_url(hub, "gina", "", "api/contents/results.txt"), headers=gina, timeout=30,
@@ -278,7 +270,7 @@ def test_gpu_idle_server_culled_with_hooks_active_and_cpu_kept(module_cluster, h
     # the next start of gina's server sees her files
     r = hub.api("POST", "/users/gina/server", json=gina_opts)
     assert r.status_code in (201, 202), r.text
-    wait_ready(hub, "gina")
+    wait_ready(hub, "gina", timeout=150)
     r = requests.get(user_url(hub, "gina", "", "api/contents/results.txt"), headers=gina, timeout=30)
     assert r.status_code == 200 and r.json()["content"] == "weeks of work"
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-
+from tests.hubutil import start, stop, wait_ready
 from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.hub, pytest.mark.timeout(300)]
@@ -56,23 +56,6 @@ def servers(hub, user, stopped=True):
     r = hub.api("GET", f"/users/{user}", params={"include_stopped_servers": "1"} if stopped else {})
     r.raise_for_status()
     return r.json()["servers"]
-
-
-def start(hub, user, options, name=""):
-    path = f"/users/{user}/servers/{name}" if name else f"/users/{user}/server"
-    return hub.api("POST", path, json=options)
-
-
-def wait_ready(hub, user, name=""):
-    wait_for(lambda: (servers(hub, user, stopped=False).get(name) or {}).get("ready"), timeout=120,
-             interval=0.2, message=f"{user}/{name} ready")
-
-
-def stop(hub, user, name=""):
-    path = f"/users/{user}/servers/{name}" if name else f"/users/{user}/server"
-    assert hub.api("DELETE", path).status_code in (202, 204)
-    wait_for(lambda: name not in servers(hub, user, stopped=False), timeout=60, interval=0.2,
-             message=f"{user}/{name} stopped")
 
 
 def test_options_are_strict_and_bounded(hub):

@@ -12,6 +12,8 @@ import re
 import jsonschema
 import pytest
 
+from ptjaas_spawner import configcheck
+
 from tests.deploy_support import (
     ALL_VALUES,
     BASE,
@@ -133,7 +135,6 @@ def test_every_catalog_image_is_pre_pulled(z2jh, files):
 
 
 def test_catalog_passes_the_spawners_own_config_check(z2jh):
-    configcheck = pytest.importorskip("ptjaas_spawner.configcheck")
     _, defaults = z2jh
     for name, files in compositions():
         values = compose(*files, chart_defaults=defaults)

@@ -13,6 +13,7 @@ import pytest
 
 from ptjaas_spawner.quota.resourcequota import quota_manifest  # noqa: E402
 from ptjaas_sandbox.cluster.server import free_port  # noqa: E402
+from tests.hubutil import server, start
 from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.hub, pytest.mark.timeout(400)]
@@ -41,14 +42,7 @@ def hub_config(tmp, namespace):
     """)
 
 
-def start(hub, user):
-    return hub.api("POST", f"/users/{user}/server", json={"image": "python", "size": "small"})
-
-
-def server(hub, user):
-    r = hub.api("GET", f"/users/{user}")
-    r.raise_for_status()
-    return r.json()["servers"].get("")
+SMALL = {"image": "python", "size": "small"}
 
 
 def audit_events(path):
@@ -63,18 +57,18 @@ def test_hub_and_culler_never_lack_a_right(real_hub_backend, hub_factory, tmp_pa
     for user in ("ann", "bob"):
         hub.api("POST", f"/users/{user}").raise_for_status()
     # a first start (home claim made), a stop, a restart of the same server
-    assert start(hub, "ann").status_code in (201, 202)
+    assert start(hub, "ann", SMALL).status_code in (201, 202)
     hub.wait_ready("ann", timeout=150)
     assert hub.api("DELETE", "/users/ann/server").status_code in (202, 204)
     hub.wait_stopped("ann")
-    assert start(hub, "ann").status_code in (201, 202)
+    assert start(hub, "ann", SMALL).status_code in (201, 202)
     hub.wait_ready("ann", timeout=150)
     # a start refused by the namespace's ResourceQuota (no pod may be created)
     backend.cluster.plane.api("POST", f"/api/v1/namespaces/{ns}/resourcequotas",
                               dict(quota_manifest("no-more-pods", ns, {}), spec={"hard": {"pods": "1"}}))
     wait_for(lambda: backend.cluster.plane.api("GET", f"/api/v1/namespaces/{ns}/resourcequotas/no-more-pods")
              .get("status", {}).get("used", {}).get("pods") == "1", timeout=30, message="quota usage counted")
-    start(hub, "bob")
+    start(hub, "bob", SMALL)
     wait_for(lambda: server(hub, "bob") is None, timeout=120, message="bob's refused start to end")
     assert "exceeded quota: no-more-pods" in hub.logs()
     # a cull of ann's idle server, with the snapshot hook (the culler runs with the hub's KUBECONFIG)

@@ -21,6 +21,7 @@ import requests
 
 
 from ptjaas_sandbox.cluster.server import free_port  # noqa: E402
+from tests.hubutil import server, start_ready, stop
 from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.hub, pytest.mark.timeout(300)]
@@ -104,26 +105,6 @@ def token(hub, user):
     return r.json()["token"]
 
 
-def server(hub, user):
-    return hub.api("GET", f"/users/{user}").json()["servers"].get("")
-
-
-def start(hub, user, options=None):
-    r = hub.api("POST", f"/users/{user}/server", json=options or {})
-    assert r.status_code in (201, 202), r.text
-    try:
-        wait_for(lambda: (server(hub, user) or {}).get("ready"), timeout=120, interval=0.2, message=f"{user} ready")
-    except Exception:
-        print(hub.logs()[-6000:])
-        raise
-
-
-def stop(hub, user):
-    r = hub.api("DELETE", f"/users/{user}/server")
-    assert r.status_code in (202, 204), r.text
-    wait_for(lambda: server(hub, user) is None, timeout=60, interval=0.2, message=f"{user} stopped")
-
-
 def contents(hub, user, tok, path, content=None):
     url = f"{hub.url}/user/{user}/api/contents/{path}"
     headers = {"Authorization": f"token {tok}"}
@@ -152,7 +133,7 @@ def audit_lines(hub):
 def alice_snapshot(hub):
     """alice's home with results.txt 'v1' in a snapshot, then changed to 'v2'; server stopped."""
     tok = token(hub, "alice")
-    start(hub, "alice")
+    start_ready(hub, "alice", {})
     assert contents(hub, "alice", tok, "results.txt", "v1").status_code in (200, 201)
     r = snaps_api(hub, "alice", tok, "POST")
     assert r.status_code == 201, r.text
@@ -171,7 +152,7 @@ def alice_snapshot(hub):
 def test_open_read_only_then_restore_whole_home(hub, core, alice_snapshot):
     name, tok = alice_snapshot["name"], alice_snapshot["token"]
     # open the snapshot read-only at the next start
-    start(hub, "alice", {"image": "python", "size": "small", "snapshots": [name]})
+    start_ready(hub, "alice", {"image": "python", "size": "small", "snapshots": [name]})
     listing = contents(hub, "alice", tok, "snapshots").json()
     (folder,) = [i["name"] for i in listing["content"]]
     assert contents(hub, "alice", tok, "results.txt").json()["content"] == "v2"
@@ -201,7 +182,7 @@ def test_open_read_only_then_restore_whole_home(hub, core, alice_snapshot):
     assert name in old.metadata.annotations["ptjaas.io/replaced-reason"]
     listed = {s["name"]: s for s in snaps_api(hub, "alice", tok).json()["snapshots"]}
     assert listed[out["before_restore_snapshot"]]["reason"] == "before-restore"
-    start(hub, "alice")
+    start_ready(hub, "alice", {})
     assert contents(hub, "alice", tok, "results.txt").json()["content"] == "v1"
     pod = core.read_namespaced_pod("jupyter-alice", "default")
     claims = [v.persistent_volume_claim.claim_name for v in pod.spec.volumes if v.persistent_volume_claim]
@@ -348,7 +329,7 @@ def run_scheduler_once(hub):
 def test_scheduled_snapshots_keep_exactly_n(hub, core, module_cluster):
     import kubernetes
 
-    start(hub, "dora")
+    start_ready(hub, "dora", {})
     stop(hub, "dora")
     api = kubernetes.config.new_client_from_config(config_file=str(module_cluster.kubeconfig_path))
     custom = kubernetes.client.CustomObjectsApi(api)

@@ -12,6 +12,7 @@ import pytest
 import requests
 
 
+from tests.hubutil import server, start, start_ready, stop
 from tests.waiting import wait_for
 
 from ptjaas_spawner.quantity import parse_quantity  # noqa: E402
@@ -69,6 +70,13 @@ def kube(module_cluster):
     api_client.close()
 
 
+@pytest.fixture(scope="module")
+def hub(module_cluster, module_hub_factory):
+    """The module's hub with the catalog as it is; the tests that need other settings start their
+    own. The helm-upgrade test, last, restarts it with new settings."""
+    return module_hub_factory(hub_config(), cluster=module_cluster)
+
+
 def claims(kube):
     return {c.metadata.name: c for c in kube.list_namespaced_persistent_volume_claim("default").items}
 
@@ -84,39 +92,9 @@ def qty(value):
     return parse_quantity(value)
 
 
-def server(hub, user, name=""):
-    r = hub.api("GET", f"/users/{user}")
-    r.raise_for_status()
-    return r.json()["servers"].get(name)
-
-
 def add_users(hub, *names):
     r = hub.api("POST", "/users", json={"usernames": list(names)})
     assert r.status_code in (201, 409), r.text
-
-
-def start(hub, user, options, name=""):
-    path = f"/users/{user}/servers/{name}" if name else f"/users/{user}/server"
-    # the body is the user_options (JupyterHub 5.5 takes it so; 6.x accepts it too)
-    return hub.api("POST", path, json=options)
-
-
-def start_and_wait(hub, user, options, name=""):
-    r = start(hub, user, options, name)
-    assert r.status_code in (201, 202), r.text
-    try:
-        wait_for(lambda: (server(hub, user, name) or {}).get("ready"), timeout=120,
-                 message=f"{user}/{name} ready")
-    except Exception:
-        print(hub.logs()[-8000:])
-        raise
-
-
-def stop_and_wait(hub, user, name=""):
-    path = f"/users/{user}/servers/{name}" if name else f"/users/{user}/server"
-    r = hub.api("DELETE", path)
-    assert r.status_code in (202, 204), r.text
-    wait_for(lambda: server(hub, user, name) is None, timeout=60, message=f"{user}/{name} stopped")
 
 
 def user_token(hub, user):
@@ -148,7 +126,7 @@ def test_home_claim_pod_spec_and_data_survive_image_and_size_changes(module_clus
         "spec": {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "1Gi"}}}})
     hub = hub_factory(hub_config(extra=f"c.PtjaasSpawner.shared_volumes = {shared!r}\n"), cluster=module_cluster)
     add_users(hub, "alice")
-    start_and_wait(hub, "alice", {"image": "python", "version": "2023.01", "size": "small"})
+    start_ready(hub, "alice", {"image": "python", "version": "2023.01", "size": "small"})
 
     claim = claims(kube)["claim-alice"]
     assert claim.spec.resources.requests["storage"] == "10Gi"
@@ -180,11 +158,11 @@ def test_home_claim_pod_spec_and_data_survive_image_and_size_changes(module_clus
     wait_for(lambda: contents(hub, "alice", token, "").status_code == 200, timeout=30, message="alice")
     r = contents(hub, "alice", token, "kept.txt", content="data that must survive")
     assert r.status_code in (200, 201), r.text
-    stop_and_wait(hub, "alice")
+    stop(hub, "alice")
     assert "claim-alice" in claims(kube)  # stop never deletes the home
 
     # another image and size: same home
-    start_and_wait(hub, "alice", {"image": "r", "size": "medium"})
+    start_ready(hub, "alice", {"image": "r", "size": "medium"})
     nb = pods(kube)["jupyter-alice"]["spec"]["containers"][0]
     assert nb["image"] == "example.org/r:4.4" and qty(nb["resources"]["limits"]["cpu"]) == 2
     r = contents(hub, "alice", token, "kept.txt")
@@ -198,23 +176,22 @@ def test_home_claim_pod_spec_and_data_survive_image_and_size_changes(module_clus
     assert last["image_digest"].startswith("example.org/r@sha256:")
 
     # a named server mounts the same home
-    start_and_wait(hub, "alice", {"image": "python"}, name="second")
+    start_ready(hub, "alice", {"image": "python"}, name="second")
     r = contents(hub, "alice", token, "kept.txt", name="second")
     assert r.status_code == 200 and r.json()["content"] == "data that must survive"
     assert sorted(n for n in claims(kube) if "alice" in n) == ["claim-alice"]
 
     # a claim deleted behind ptjaas's back is recreated at the next start, not left to hang
-    stop_and_wait(hub, "alice", "second")
-    stop_and_wait(hub, "alice")
+    stop(hub, "alice", "second")
+    stop(hub, "alice")
     kube.delete_namespaced_persistent_volume_claim("claim-alice", "default")
     wait_for(lambda: "claim-alice" not in claims(kube), timeout=30, message="claim deleted")
-    start_and_wait(hub, "alice", {"image": "python", "size": "small"})
+    start_ready(hub, "alice", {"image": "python", "size": "small"})
     assert claims(kube)["claim-alice"].status.phase == "Bound"
     assert "claim-alice of alice was deleted outside ptjaas" in hub.logs()
 
 
-def test_forged_requests_are_refused_and_create_nothing(module_cluster, hub_factory, kube):
-    hub = hub_factory(hub_config(), cluster=module_cluster)
+def test_forged_requests_are_refused_and_create_nothing(hub, kube):
     add_users(hub, "mallory")
     for options, words in [
         ({"image": "cuda", "size": "gpu"}, "not available to you"),
@@ -239,8 +216,7 @@ def test_forged_requests_are_refused_and_create_nothing(module_cluster, hub_fact
     assert page.status_code == 200
 
 
-def test_entitled_and_other_users_see_different_forms(module_cluster, hub_factory):
-    hub = hub_factory(hub_config(), cluster=module_cluster)
+def test_entitled_and_other_users_see_different_forms(hub):
     plain = hub.session("paula").get(hub.url.rstrip("/") + "/hub/spawn").text
     gpu = hub.session("gina").get(hub.url.rstrip("/") + "/hub/spawn").text
     for page in (plain, gpu):
@@ -279,15 +255,14 @@ def test_hub_refuses_to_start_with_an_invalid_catalog(hub_factory):
     assert "PtjaasSpawner.sizes['gpu-large']: a GPU size needs gpu_resource" in hub.logs()
 
 
-def test_same_as_last_time_and_a_helm_upgrade_keep_claims_and_servers(module_cluster, hub_factory, kube):
-    hub = hub_factory(hub_config(), cluster=module_cluster)
+def test_same_as_last_time_and_a_helm_upgrade_keep_claims_and_servers(hub, kube):
     add_users(hub, "carol", "dave")
-    start_and_wait(hub, "carol", {})  # defaults: python 2024.05, small
+    start_ready(hub, "carol", {})  # defaults: python 2024.05, small
     token = user_token(hub, "carol")
     wait_for(lambda: contents(hub, "carol", token, "").status_code == 200, timeout=30, message="carol")
     assert contents(hub, "carol", token, "notes.txt", content="mine").status_code in (200, 201)
-    stop_and_wait(hub, "carol")
-    start_and_wait(hub, "dave", {"image": "r", "size": "small"})
+    stop(hub, "carol")
+    start_ready(hub, "dave", {"image": "r", "size": "small"})
     dave_pod = pods(kube)["jupyter-dave"]["metadata"]["uid"]
 
     # upgrade 1: a new default version and bigger homes
@@ -314,7 +289,7 @@ def test_same_as_last_time_and_a_helm_upgrade_keep_claims_and_servers(module_clu
     assert "Growing home claim claim-carol from 10Gi to 20Gi" in hub.logs()
     wait_for(lambda: contents(hub, "carol", token, "").status_code == 200, timeout=30, message="carol")
     assert contents(hub, "carol", token, "notes.txt").json()["content"] == "mine"
-    stop_and_wait(hub, "carol")
+    stop(hub, "carol")
 
     # upgrade 2: the size carol used is renamed: she is told, and chooses again
     sizes = {("s" if k == "small" else k): v for k, v in SIZES.items()}
@@ -326,6 +301,6 @@ def test_same_as_last_time_and_a_helm_upgrade_keep_claims_and_servers(module_clu
     assert 'value="last"' not in page
     r = start(hub, "carol", {"same_as_last": True})
     assert r.status_code == 400 and "no longer exists" in r.json()["message"]
-    start_and_wait(hub, "carol", {"image": "python", "size": "s"})
+    start_ready(hub, "carol", {"image": "python", "size": "s"})
     assert contents(hub, "carol", token, "notes.txt").json()["content"] == "mine"
     assert {"claim-carol", "claim-dave"} <= set(claims(kube))
