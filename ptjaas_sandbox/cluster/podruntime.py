@@ -12,7 +12,7 @@ import sys
 
 from .containers import ContainerError, image_default_command, image_id, resolve_env, _expand, _which
 from .isolation import identity, private_dirs
-from .kubeclient import ApiError
+from ptjaas_spawner.kube import ApiException
 from .resources import BY_PLURAL
 from .snapshotdata import lock_read_only, unlock
 from .store import now_iso
@@ -78,8 +78,8 @@ class PodRuntime:
             try:
                 await self.kubelet.client.patch(self.path + "/status", {"status": clone(self.status)})
                 delay = 0.1
-            except (ApiError, OSError) as e:
-                if getattr(e, "code", None) == 404 or self.kubelet.client.closing:
+            except (ApiException, OSError) as e:
+                if getattr(e, "status", None) == 404 or self.kubelet.client.closing:
                     return
                 log.warning("status of pod %s/%s not reported: %s", self.namespace, self.name, e)
                 self._dirty = True
