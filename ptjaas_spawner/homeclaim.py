@@ -66,8 +66,16 @@ class HomeClaims:
     def __init__(self, spawner):
         self.spawner = spawner
         self.log = spawner.log
-        self.namespace = spawner.namespace
         self.kube = Kube(spawner.namespace, spawner.api.api_client)
+
+    @property
+    def namespace(self):
+        """Where these claims are (the server's namespace unless set: a team's, the hub's)."""
+        return self.kube.namespace
+
+    @namespace.setter
+    def namespace(self, value):
+        self.kube.namespace = value
 
     async def read(self, name):
         return await self.kube.read_claim(name)
