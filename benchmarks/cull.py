@@ -151,7 +151,7 @@ def serve(n: int, idle_fraction: float, hub_ms: float) -> None:
 # ---------------------------------------------------------------- runs
 
 async def run_ours(api_url: str, concurrency: int, page_size: int, per_size: bool):
-    from ptjaas_spawner.culler.hubapi import HubAPI
+    from ptjaas_spawner.hubapi import HubAPI
     from ptjaas_spawner.culler.policy import CullPolicy
     from ptjaas_spawner.culler.service import cull_pass
 

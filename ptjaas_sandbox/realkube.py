@@ -233,7 +233,9 @@ class RealCluster:
         import asyncio
         import threading
 
-        from .cluster.kubeclient import KubeClient
+        from ptjaas_spawner.kube import Kube
+
+        from .cluster.kubeclient import SYSTEM_AGENT
         from .cluster.kubelet import Kubelet
         from .cluster.provisioner import Provisioner
         from .cluster.snapshotter import Snapshotter
@@ -244,14 +246,14 @@ class RealCluster:
         async def main():
             self.loop = asyncio.get_running_loop()
             self._stopped = asyncio.Event()
-            client = KubeClient.from_kubeconfig(self.kubeconfig_path)
+            client = Kube(kubeconfig=str(self.kubeconfig_path), user_agent=SYSTEM_AGENT)
             try:
                 for cls in self.storage_classes:
                     try:
                         await client.create("/apis/storage.k8s.io/v1/storageclasses",
                                             dict(cls, apiVersion="storage.k8s.io/v1", kind="StorageClass"))
                     except Exception as e:
-                        if getattr(e, "code", None) != 409:
+                        if getattr(e, "status", None) != 409:
                             raise
                 await self._install_crds(client)
                 cert, key = self.plane.pki.issue("node", "ptjaas-node", server=True)
@@ -270,7 +272,7 @@ class RealCluster:
             await self._stopped.wait()
             client.closing = True
             await asyncio.gather(self.provisioner.stop(), self.snapshotter.stop(), self.kubelet.shutdown())
-            await client.aclose()
+            await client.close()
 
         def run():
             asyncio.run(main())
@@ -295,7 +297,7 @@ class RealCluster:
                     try:
                         await client.create("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", doc)
                     except Exception as e:
-                        if getattr(e, "code", None) != 409:
+                        if getattr(e, "status", None) != 409:
                             raise
         for name in names:
             deadline = time.monotonic() + 30

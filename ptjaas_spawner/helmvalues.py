@@ -15,6 +15,8 @@ import os
 import sys
 from collections.abc import Mapping
 
+import yaml
+
 # The directory z2jh's hub loads fragments from (it compiles each with its base name only).
 Z2JH_FRAGMENT_DIR = "/usr/local/etc/jupyterhub/jupyterhub_config.d"
 
@@ -57,8 +59,6 @@ def deep_merge(base, override):
 
 def read_file(path) -> dict:
     """The Helm values in one YAML file (an empty file is no values)."""
-    import yaml
-
     try:
         with open(path) as f:
             doc = yaml.safe_load(f)

@@ -6,7 +6,6 @@ Used by ``PtjaasSpawner``; the decisions themselves are in ``homevolume`` (pure)
 import asyncio
 import json
 
-from kubernetes_asyncio.client.rest import ApiException
 from tornado import web
 
 from .homevolume import (
@@ -16,14 +15,9 @@ from .homevolume import (
     home_claim_verdict,
     owner_refusal,
 )
+from .kube import ApiException, Kube, default_class
 from .objects import storage_patch
 from .startfailure import StartFailed, claim_problem
-
-DEFAULT_CLASS_ANNOTATIONS = (
-    "storageclass.kubernetes.io/is-default-class",
-    "storageclass.beta.kubernetes.io/is-default-class",
-)
-
 
 class ClaimBindError(StartFailed):
     """The home claim cannot bind; the message carries the claim's warning events."""
@@ -66,35 +60,25 @@ class ClaimOwnerError(web.HTTPError):
 
 
 class HomeClaims:
-    """Claim operations for one spawner (``spawner.api`` is the shared CoreV1Api)."""
+    """Claim operations for one spawner, in its namespace, on KubeSpawner's shared ApiClient
+    (``spawner.api.api_client``)."""
 
     def __init__(self, spawner):
         self.spawner = spawner
-        self.api = spawner.api
         self.log = spawner.log
-        self.namespace = spawner.namespace
+        self.kube = Kube(spawner.namespace, spawner.api.api_client)
 
-    def _dict(self, obj):
-        return self.api.api_client.sanitize_for_serialization(obj)
+    @property
+    def namespace(self):
+        """Where these claims are (the server's namespace unless set: a team's, the hub's)."""
+        return self.kube.namespace
 
-    async def _json(self, method, **kwargs):
-        """Call an API method and return the response body as plain JSON (no model objects:
-        cheaper for the hub's CPU); raise ApiException on an error status."""
-        resp = await method(_preload_content=False, **kwargs)
-        data = await resp.read()
-        if not 200 <= resp.status <= 299:
-            raise ApiException(status=resp.status, reason=f"{resp.reason}: {data[:500]!r}")
-        return json.loads(data)
+    @namespace.setter
+    def namespace(self, value):
+        self.kube.namespace = value
 
     async def read(self, name):
-        try:
-            return await self._json(
-                self.api.read_namespaced_persistent_volume_claim, name=name, namespace=self.namespace
-            )
-        except ApiException as e:
-            if e.status == 404:
-                return None
-            raise
+        return await self.kube.read_claim(name)
 
     async def find(self, candidates):
         """The first existing claim among ``candidates`` as (name, claim dict) or (None, None)."""
@@ -144,10 +128,7 @@ class HomeClaims:
 
         Returns (claim dict, created: bool)."""
         try:
-            created = await self._json(
-                self.api.create_namespaced_persistent_volume_claim, namespace=self.namespace, body=manifest
-            )
-            return created, True
+            return await self.kube.create_claim(manifest), True
         except ApiException as e:
             if e.status == 409:
                 return await self.read(manifest["metadata"]["name"]), False
@@ -161,15 +142,7 @@ class HomeClaims:
     async def delete_created(self, name, uid):
         """Delete the claim this start created (uid precondition), bound or not: no pod was
         ever made to use it, so it holds no data."""
-        try:
-            await self.api.delete_namespaced_persistent_volume_claim(
-                name=name, namespace=self.namespace, body={"preconditions": {"uid": uid}})
-        except ApiException as e:
-            if e.status == 409:
-                return False
-            if e.status != 404:
-                raise
-        return True
+        return await self.kube.delete_claim(name, {"uid": uid})
 
     async def delete_unbound(self, name):
         """Delete a claim this start created that never bound (it holds no data)."""
@@ -180,44 +153,19 @@ class HomeClaims:
         # preconditions: if the claim changed since we read it (e.g. it just bound), the API
         # server refuses the delete with 409 and the claim stays
         preconditions = {"uid": meta.get("uid"), "resourceVersion": meta.get("resourceVersion")}
-        try:
-            await self.api.delete_namespaced_persistent_volume_claim(
-                name=name, namespace=self.namespace, body={"preconditions": preconditions})
-        except ApiException as e:
-            if e.status == 409:
-                return False
-            if e.status != 404:
-                raise
-        return True
+        return await self.kube.delete_claim(name, preconditions)
 
     async def expandable(self, pvc):
         """Does the claim's StorageClass allow volume expansion? (class name, bool)"""
-        from kubernetes_asyncio import client
-
-        storage = client.StorageV1Api(self.api.api_client)
         name = (pvc.get("spec") or {}).get("storageClassName")
-        try:
-            if name:
-                sc = self._dict(await storage.read_storage_class(name))
-            else:
-                classes = self._dict(await storage.list_storage_class()).get("items") or []
-                sc = next(
-                    (
-                        c
-                        for c in classes
-                        if any(
-                            ((c.get("metadata") or {}).get("annotations") or {}).get(a) == "true"
-                            for a in DEFAULT_CLASS_ANNOTATIONS
-                        )
-                    ),
-                    None,
-                )
-                if sc is None:
-                    return None, False
-        except ApiException as e:
-            if e.status == 404:
+        if name:
+            sc = await self.kube.read_storage_class(name)
+            if sc is None:
                 return name, False
-            raise
+        else:
+            sc = default_class(await self.kube.list_storage_classes())
+            if sc is None:
+                return None, False
         return sc["metadata"]["name"], bool(sc.get("allowVolumeExpansion"))
 
     async def grow_if_needed(self, name, pvc, wanted):
@@ -234,9 +182,7 @@ class HomeClaims:
         class_name, can_expand = await self.expandable(pvc)
         action, message = growth_decision(current, wanted, can_expand)
         if action == "grow":
-            await self.api.patch_namespaced_persistent_volume_claim(
-                name=name, namespace=self.namespace, body=storage_patch(wanted)
-            )
+            await self.kube.patch_claim(name, storage_patch(wanted))
             self.log.info("Growing home claim %s from %s to %s", name, current, wanted)
         else:
             self.log.warning(
@@ -254,9 +200,7 @@ class HomeClaims:
         selector = f"involvedObject.name={meta.get('name')}"
         if meta.get("uid"):
             selector += f",involvedObject.uid={meta['uid']}"
-        events = (
-            await self._json(self.api.list_namespaced_event, namespace=self.namespace, field_selector=selector)
-        ).get("items") or []
+        events = await self.kube.list_events(selector)
         return claim_problem(pvc, events, storage_class)
 
     async def watch(self, name, pod_warnings, pod_scheduled, recreate, timeout, fallback_interval=10.0,

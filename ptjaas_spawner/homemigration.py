@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass
 
 from .homevolume import OWNER_ANNOTATIONS, claim_owner
+from .objects import SNAPSHOT_GROUP, SNAPSHOT_VERSION
 from .teams import MIGRATED_FROM, namespace_problem
 
 MIGRATED_LABEL = "ptjaas.io/migrated"
@@ -249,7 +250,7 @@ def old_claim_patch(plan: Plan, when: str) -> dict:
 
 
 def snapshot(plan: Plan) -> dict:
-    return {"apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshot",
+    return {"apiVersion": f"{SNAPSHOT_GROUP}/{SNAPSHOT_VERSION}", "kind": "VolumeSnapshot",
             "metadata": {"name": snapshot_name(plan.claim), "namespace": plan.hub_namespace,
                          "labels": {"component": COMPONENT}},
             "spec": {"volumeSnapshotClassName": plan.snapshot_class,
@@ -263,7 +264,7 @@ def restored_claim(old: dict, plan: Plan) -> dict:
                          "labels": {"component": COMPONENT}},
             "spec": {"accessModes": list(spec.get("accessModes") or ["ReadWriteOnce"]),
                      "resources": {"requests": {"storage": plan.storage}},
-                     "dataSource": {"apiGroup": "snapshot.storage.k8s.io", "kind": "VolumeSnapshot",
+                     "dataSource": {"apiGroup": SNAPSHOT_GROUP, "kind": "VolumeSnapshot",
                                     "name": snapshot_name(plan.claim)}}}
     if spec.get("storageClassName"):
         body["spec"]["storageClassName"] = spec["storageClassName"]

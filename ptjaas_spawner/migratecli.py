@@ -15,93 +15,36 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
+import os
 import sys
 import time
 from datetime import datetime, timezone
 
 from . import homemigration as hm
+from .kube import Kube, service_api_client
 
 
-class _Kube:
-    """The few API calls the migration makes, with plain JSON in and out."""
+class MigrationKube(Kube):
+    """The one Kubernetes client, plus the two calls only this admin's command makes (with the
+    admin's kubeconfig, never the hub's account): read a namespace, read a pod's log."""
 
-    def __init__(self, api_client):
-        from kubernetes_asyncio import client
+    async def read_namespace(self, name: str) -> dict | None:
+        return await self._maybe((await self.core()).read_namespace, name)
 
-        self.core = client.CoreV1Api(api_client)
-        self.custom = client.CustomObjectsApi(api_client)
-
-    @staticmethod
-    async def _json(call, *args, **kwargs):
-        from kubernetes_asyncio.client.rest import ApiException
-
-        resp = await call(*args, _preload_content=False, **kwargs)
-        data = await resp.read()
-        if not 200 <= resp.status <= 299:
-            raise ApiException(status=resp.status, reason=f"{resp.reason}: {data[:500].decode('utf8', 'replace')}")
-        return json.loads(data) if data else {}
-
-    async def _maybe(self, call, *args, **kwargs):
-        from kubernetes_asyncio.client.rest import ApiException
-
+    async def pod_log(self, name: str, namespace: str) -> str:
         try:
-            return await self._json(call, *args, **kwargs)
-        except ApiException as e:
-            if e.status == 404:
-                return None
-            raise
-
-    def claim(self, ns, name):
-        return self._maybe(self.core.read_namespaced_persistent_volume_claim, name, ns)
-
-    def pod(self, ns, name):
-        return self._maybe(self.core.read_namespaced_pod, name, ns)
-
-    async def pods(self, ns):
-        return (await self._json(self.core.list_namespaced_pod, ns)).get("items") or []
-
-    def namespace(self, name):
-        return self._maybe(self.core.read_namespace, name)
-
-    def create_claim(self, ns, body):
-        return self._json(self.core.create_namespaced_persistent_volume_claim, ns, body)
-
-    def patch_claim(self, ns, name, body):
-        return self._json(self.core.patch_namespaced_persistent_volume_claim, name, ns, body)
-
-    def create_pod(self, ns, body):
-        return self._json(self.core.create_namespaced_pod, ns, body)
-
-    async def log(self, ns, name):
-        try:
-            return await self.core.read_namespaced_pod_log(name, ns)
-        except Exception as e:  # the log is a courtesy in an error message
+            return await (await self.core()).read_namespaced_pod_log(name, namespace)
+        except Exception as e:  # noqa: BLE001 - the log is a courtesy in an error message
             return f"(no log: {e})"
 
-    async def delete(self, kind, ns, name, uid=None):
-        from kubernetes_asyncio.client.rest import ApiException
-
-        body = {"preconditions": {"uid": uid}} if uid else {}
-        try:
-            if kind == "pod":
-                await self.core.delete_namespaced_pod(name, ns, body=dict(body, gracePeriodSeconds=0))
-            elif kind == "claim":
-                await self.core.delete_namespaced_persistent_volume_claim(name, ns, body=body)
-            else:
-                await self.custom.delete_namespaced_custom_object(
-                    "snapshot.storage.k8s.io", "v1", ns, "volumesnapshots", name)
-        except ApiException as e:
-            if e.status not in (404, 409):
-                raise
-
-    def create_snapshot(self, ns, body):
-        return self._json(self.custom.create_namespaced_custom_object, "snapshot.storage.k8s.io", "v1", ns,
-                          "volumesnapshots", body)
-
-    def snapshot(self, ns, name):
-        return self._maybe(self.custom.get_namespaced_custom_object, "snapshot.storage.k8s.io", "v1", ns,
-                           "volumesnapshots", name)
+    async def delete(self, kind: str, namespace: str, name: str, uid: str | None = None) -> None:
+        """Remove what this run made (gone already, or replaced since: nothing to do)."""
+        if kind == "pod":
+            await self.delete_pod(name, uid, namespace=namespace)
+        elif kind == "claim":
+            await self.delete_claim(name, {"uid": uid} if uid else None, namespace=namespace)
+        else:
+            await self.delete_snapshot(name, namespace=namespace)
 
 
 async def _wait(what, probe, timeout):
@@ -122,15 +65,15 @@ async def _check(kube, args):
     claim = args.claim or hm.default_claim_name(args.user)
     if not claim:
         raise hm.MigrationError(f"give the claim's name with --claim (user name {args.user!r} is escaped in it)")
-    old = await kube.claim(args.hub_namespace, claim)
+    old = await kube.read_claim(claim, args.hub_namespace)
     hm.check_source(old, args.user, claim, args.hub_namespace)
-    if await kube.namespace(args.team_namespace) is None:
+    if await kube.read_namespace(args.team_namespace) is None:
         raise hm.MigrationError(f"namespace {args.team_namespace} does not exist: make it with "
                                 "`ptjaas team-manifests ... | kubectl apply -f -` first")
     plan = hm.plan_for(old, args.user, args.hub_namespace, args.team_namespace, args.snapshot_class)
-    hm.check_target(await kube.claim(args.team_namespace, claim), plan)
+    hm.check_target(await kube.read_claim(claim, args.team_namespace), plan)
     running = hm.servers_running(
-        await kube.pods(args.hub_namespace) + await kube.pods(args.team_namespace), args.user, claim,
+        await kube.list_pods(namespace=args.hub_namespace) + await kube.list_pods(namespace=args.team_namespace), args.user, claim,
         args.hub_namespace)
     if running:
         raise hm.MigrationError(f"{args.user}'s server is running or the home is in use (pods {', '.join(running)}): "
@@ -148,33 +91,33 @@ async def _copy(kube, args, old, plan, say):
         source = plan.claim
         if plan.snapshot_class:
             snap = hm.snapshot(plan)
-            await kube.create_snapshot(plan.hub_namespace, snap)
+            await kube.create_snapshot(snap, plan.hub_namespace)
             made.append(("snapshot", plan.hub_namespace, snap["metadata"]["name"], None))
 
             async def snapshot_ready():
-                s = await kube.snapshot(plan.hub_namespace, snap["metadata"]["name"])
+                s = await kube.read_snapshot(snap["metadata"]["name"], plan.hub_namespace)
                 status = (s or {}).get("status") or {}
                 if status.get("error"):
                     raise hm.MigrationError(f"snapshot {snap['metadata']['name']} failed: {status['error'].get('message')}")
                 return status.get("readyToUse")
             await _wait(f"snapshot {snap['metadata']['name']} to be ready", snapshot_ready, args.timeout)
             say(f"snapshot {plan.hub_namespace}/{snap['metadata']['name']} is ready")
-            restored = await kube.create_claim(plan.hub_namespace, hm.restored_claim(old, plan))
+            restored = await kube.create_claim(hm.restored_claim(old, plan), plan.hub_namespace)
             made.append(("claim", plan.hub_namespace, restored["metadata"]["name"], restored["metadata"]["uid"]))
             source = restored["metadata"]["name"]
-        created = await kube.create_claim(plan.team_namespace, hm.new_claim(old, plan))
+        created = await kube.create_claim(hm.new_claim(old, plan), plan.team_namespace)
         new_uid = created["metadata"]["uid"]
         say(f"created claim {plan.target_ref}")
         sender = hm.copy_pod(plan, "send", source, args.image, args.uid, args.gid,
                              ["0.0.0.0", args.port, hm.MOUNT, args.timeout])
-        await kube.create_pod(plan.hub_namespace, sender)
+        await kube.create_pod(sender, plan.hub_namespace)
         made.append(("pod", plan.hub_namespace, sender["metadata"]["name"], None))
 
         async def sender_address():
-            pod = await kube.pod(plan.hub_namespace, sender["metadata"]["name"])
+            pod = await kube.read_pod(sender["metadata"]["name"], plan.hub_namespace)
             status = (pod or {}).get("status") or {}
             if status.get("phase") in ("Failed", "Succeeded"):
-                log = await kube.log(plan.hub_namespace, sender["metadata"]["name"])
+                log = await kube.pod_log(sender["metadata"]["name"], plan.hub_namespace)
                 raise hm.MigrationError(f"the sender pod ended early ({status.get('phase')}): {log[-1000:]}")
             running = status.get("phase") == "Running" and all(
                 c.get("ready") for c in status.get("containerStatuses") or [{}])
@@ -183,21 +126,21 @@ async def _copy(kube, args, old, plan, say):
                               args.timeout)
         receiver = hm.copy_pod(plan, "receive", plan.claim, args.image, args.uid, args.gid,
                                [address, args.port, hm.MOUNT, args.timeout])
-        await kube.create_pod(plan.team_namespace, receiver)
+        await kube.create_pod(receiver, plan.team_namespace)
         made.append(("pod", plan.team_namespace, receiver["metadata"]["name"], None))
 
         async def received():
-            pod = await kube.pod(plan.team_namespace, receiver["metadata"]["name"])
+            pod = await kube.read_pod(receiver["metadata"]["name"], plan.team_namespace)
             phase = ((pod or {}).get("status") or {}).get("phase")
             if phase == "Failed":
-                log = await kube.log(plan.team_namespace, receiver["metadata"]["name"])
+                log = await kube.pod_log(receiver["metadata"]["name"], plan.team_namespace)
                 raise hm.MigrationError(f"the copy failed: {log[-1000:]}")
             return phase == "Succeeded"
         await _wait("the copy", received, args.timeout)
-        say(f"copied: {(await kube.log(plan.team_namespace, receiver['metadata']['name'])).strip()}")
-        await kube.patch_claim(plan.team_namespace, plan.claim, hm.finished_patch(plan))
+        say(f"copied: {(await kube.pod_log(receiver['metadata']['name'], plan.team_namespace)).strip()}")
+        await kube.patch_claim(plan.claim, hm.finished_patch(plan), plan.team_namespace)
         when = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-        await kube.patch_claim(plan.hub_namespace, plan.claim, hm.old_claim_patch(plan, when))
+        await kube.patch_claim(plan.claim, hm.old_claim_patch(plan, when), plan.hub_namespace)
         say(f"marked {plan.target_ref} as {args.user}'s home; old claim {plan.source_ref} labelled "
             f"{hm.MIGRATED_LABEL}=true")
     except BaseException:
@@ -211,16 +154,14 @@ async def _copy(kube, args, old, plan, say):
 
 
 async def run(args, out=sys.stdout):
-    from kubernetes_asyncio import client, config
-
     def say(text):
         print(text, file=out, flush=True)
 
     api_client = None
     try:
-        await config.load_kube_config(config_file=args.kubeconfig)
-        api_client = client.ApiClient()
-        kube = _Kube(api_client)
+        api_client = await service_api_client(args.kubeconfig or os.environ.get("KUBECONFIG")
+                                              or os.path.expanduser("~/.kube/config"))
+        kube = MigrationKube(args.hub_namespace, api_client)
         old, plan = await _check(kube, args)
         say(f"Migrating the home of {args.user!r}: {plan.source_ref} -> {plan.target_ref}")
         for i, step in enumerate(plan.steps(), 1):

@@ -4,6 +4,8 @@ import hashlib
 import re
 
 LABEL_PREFIX = "ptjaas.io"
+#: the VolumeSnapshot custom resource (external-snapshotter v1): written once, here
+SNAPSHOT_GROUP, SNAPSHOT_VERSION, SNAPSHOT_PLURAL = "snapshot.storage.k8s.io", "v1", "volumesnapshots"
 _LABEL_BAD = re.compile(r"[^A-Za-z0-9._-]+")
 _MAX_LABEL = 63
 

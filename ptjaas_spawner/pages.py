@@ -13,21 +13,19 @@
 
 from __future__ import annotations
 
+from .audithandlers import audit_handlers
+from .sharing import sharing_handlers
+from .quota.handlers import usage_handlers
+from .snapshots.handlers import TEMPLATE_DIR, snapshot_handlers
+
 
 def ptjaas_handlers() -> list:
-    from .audithandlers import audit_handlers
-    from .quota.handlers import usage_handlers
-    from .sharing import sharing_handlers
-    from .snapshots.handlers import snapshot_handlers
-
     return usage_handlers + audit_handlers + snapshot_handlers + sharing_handlers
 
 
 def install(c, handlers: bool = True) -> None:
     """Add the pages (unless ``handlers`` is False: PtjaasAuthenticator adds them) and the
     home page template (``templates/home.html``: the hub home page lists the user's snapshots)."""
-    from .snapshots.handlers import TEMPLATE_DIR
-
     hub = c.JupyterHub
     if handlers:
         hub.extra_handlers = list(hub.extra_handlers if "extra_handlers" in hub else []) + ptjaas_handlers()

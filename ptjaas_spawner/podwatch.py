@@ -28,6 +28,7 @@ the start cancels it.
 import asyncio
 
 from .eventindex import events_about, pod_events
+from .homeclaim import ClaimBindError
 from .homevolume import claim_phase
 from .startfailure import (HOME_PROVISIONING, StartFailed, claim_problem, container_problem, events_of,
                            scheduling_state, start_timeout_message, unschedulable_message, unschedulable_reason)
@@ -47,8 +48,6 @@ async def wait_for_home_volume(spawner, claims, events, name, uid, timeout, grac
     ``claims`` and ``events`` are the namespace's claim and claim-event watches
     (``watches.ClaimReflector``, ``ClaimEventReflector``): no API request is made, whatever the
     bind time; the start is woken by the watches, not a timer."""
-    from .homeclaim import ClaimBindError
-
     loop = asyncio.get_running_loop()
     began = loop.time()
     deadline = began + timeout

@@ -277,13 +277,13 @@ def test_gpu_idle_server_culled_with_hooks_active_and_cpu_kept(module_cluster, h
     # servers whose user_options name no size (started before ptjaas recorded it): the culler
     # reads the size from the pod labels, one list call
     from ptjaas_spawner.culler import CullPolicy
-    from ptjaas_spawner.culler.k8s import Kube
-    from ptjaas_spawner.culler.policy import choice_from_labels
+    from ptjaas_spawner.culler.policy import choice_from_labels, labels_by_server
+    from ptjaas_spawner.kube import Kube
 
     async def pod_labels():
         kube = Kube("default")
         try:
-            return await kube.server_pod_labels()
+            return labels_by_server(await kube.list_pods("component=singleuser-server"))
         finally:
             await kube.close()
 

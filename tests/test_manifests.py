@@ -17,6 +17,7 @@ import jsonschema
 import pytest
 
 from tests.deploy_support import KUBERNETES_MIN, MANIFESTS, PROJECT, load_yaml, load_yaml_docs, require_schema
+from ptjaas_spawner.objects import SNAPSHOT_PLURAL
 
 METALLB_CRDS = {
     "IPAddressPool": "metallb.io_ipaddresspools.yaml",
@@ -139,7 +140,7 @@ def test_kubernetes_validation_rejects_mistakes(kube_versions):
 
 API_CALL = re.compile(
     r"\.(create|read|list|patch|replace|delete|delete_collection)_(namespaced_)?"
-    r"([a-z_]+?)(_for_all_namespaces)?(?:_with_http_info)?\("
+    r"([a-z_]+?)(_for_all_namespaces)?(?:_with_http_info)?\b(?=[(,)])"  # called, or passed to kube.call_json
 )
 # (its all-namespaces method serves only c.KubeSpawner.enable_user_namespaces, where the site
 # grants the hub a ClusterRole, as for KubeSpawner's own pod and event watches)
@@ -197,6 +198,8 @@ def kubernetes_calls():
             scope = "cluster" if (all_ns or not namespaced) else "namespace"
             if kind == "custom_object":
                 plurals = set(re.findall(r"\"(volumesnapshots)\"", text))
+                if "SNAPSHOT_PLURAL" in text:  # ptjaas_spawner/kube.py: the one constant
+                    plurals.add(SNAPSHOT_PLURAL)
                 if not plurals:
                     unknown.append(f"{path.name}: {method} on an unknown custom resource")
                     continue

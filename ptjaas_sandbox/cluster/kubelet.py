@@ -21,7 +21,8 @@ import time
 from . import admission, errors
 from .images import ImageRegistry
 from .isolation import NodeIsolation
-from .kubeclient import ApiError, EventSink, stop_tasks
+from ptjaas_spawner.kube import ApiException
+from .kubeclient import EventSink, inform, stop_tasks
 from .nodeserver import serve_logs, stop_logs
 from .podruntime import PodRuntime
 from ptjaas_spawner.quantity import parse_quantity
@@ -87,7 +88,7 @@ class Kubelet:
         for spec in self.node_specs:
             await self.register(spec)
         self._heartbeat_task = asyncio.ensure_future(self._heartbeat()) if self.node_specs else None
-        self._tasks = [asyncio.ensure_future(self.client.inform(
+        self._tasks = [asyncio.ensure_future(inform(self.client, 
                            "/api/v1/pods", self.on_pod, params={"fieldSelector": "spec.nodeName!="},
                            on_sync=self.on_pods_listed))]
         return self
@@ -99,8 +100,8 @@ class Kubelet:
         try:
             await self.client.create("/api/v1/nodes", {"apiVersion": "v1", "kind": "Node",
                                                        "metadata": manifest["metadata"], "spec": manifest.get("spec") or {}})
-        except ApiError as e:
-            if e.code != 409:
+        except ApiException as e:
+            if e.status != 409:
                 raise
             node = await self.client.get(f"/api/v1/nodes/{manifest['metadata']['name']}")   # registered before
         await self._report_status(manifest, node)
@@ -133,8 +134,8 @@ class Kubelet:
         renew = {"spec": {"holderIdentity": name, "leaseDurationSeconds": LEASE_SECONDS, "renewTime": now_micro()}}
         try:
             await self.client.patch(path, renew)
-        except ApiError as e:
-            if e.code != 404:
+        except ApiException as e:
+            if e.status != 404:
                 raise
             await self.client.create(path.rsplit("/", 1)[0], dict(renew, metadata={"name": name}))
         node = await self.client.get(f"/api/v1/nodes/{name}")

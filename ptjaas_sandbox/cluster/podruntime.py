@@ -10,7 +10,7 @@ import shutil
 import signal
 
 from .containers import ContainerError, image_id
-from .kubeclient import ApiError
+from ptjaas_spawner.kube import ApiException
 from .store import now_iso
 from .objcopy import clone
 from .processes import start_process
@@ -77,8 +77,8 @@ class PodRuntime:
             try:
                 await self.kubelet.client.patch(self.path + "/status", {"status": clone(self.status)})
                 delay = 0.1
-            except (ApiError, OSError) as e:
-                if getattr(e, "code", None) == 404 or self.kubelet.client.closing:
+            except (ApiException, OSError) as e:
+                if getattr(e, "status", None) == 404 or self.kubelet.client.closing:
                     return
                 log.warning("status of pod %s/%s not reported: %s", self.namespace, self.name, e)
                 self._dirty = True

@@ -18,7 +18,8 @@ import logging
 import os
 import shutil
 
-from .kubeclient import ApiError, EventSink, stop_tasks
+from ptjaas_spawner.kube import ApiException
+from .kubeclient import EventSink, inform, stop_tasks
 from ptjaas_spawner.quantity import parse_quantity
 from .snapshotdata import restore_plan, snapshot_data_source, unlock
 
@@ -49,9 +50,9 @@ class Provisioner:
         os.makedirs(self.volumes_dir, exist_ok=True)
         self.events = EventSink(self.client, self.name)
         self._tasks = [
-            asyncio.ensure_future(self.client.inform("/api/v1/persistentvolumeclaims", self._on_claim,
+            asyncio.ensure_future(inform(self.client, "/api/v1/persistentvolumeclaims", self._on_claim,
                                                      on_sync=self._claims_listed)),
-            asyncio.ensure_future(self.client.inform("/api/v1/persistentvolumes", self._on_volume,
+            asyncio.ensure_future(inform(self.client, "/api/v1/persistentvolumes", self._on_volume,
                                                      on_sync=self._volumes_listed)),
         ]
         self._worker = asyncio.ensure_future(self._loop())
@@ -175,8 +176,8 @@ class Provisioner:
         }
         try:
             self.volumes[pv_name] = await self.client.create("/api/v1/persistentvolumes", volume)
-        except ApiError as e:
-            if e.code != 409:
+        except ApiException as e:
+            if e.status != 409:
                 self._event(claim, "Warning", "ProvisioningFailed",
                             f'failed to provision volume with StorageClass "{cls["metadata"]["name"]}": {e}')
                 return

@@ -24,7 +24,8 @@ from .auth import private_dir, write_private
 from .controllers import Controllers
 from .volumebinding import DEFAULT_CLASS_ANNOTATION
 from .eventrecorder import EventRecorder
-from .kubeclient import SYSTEM_AGENT, KubeClient
+from ptjaas_spawner.kube import Kube
+from .kubeclient import SYSTEM_AGENT
 from .kubelet import Kubelet
 from .provisioner import PROVISIONER, Provisioner
 from .snapshotter import Snapshotter
@@ -185,7 +186,7 @@ class EmbeddedCluster:
         self.write_kubeconfig(self.kubeconfig_path)
         self._saver = asyncio.ensure_future(self._save_loop())
         self.controllers.kick()
-        self.kubelet.client = KubeClient(self.url, ca_file=self.ca_file, token=self.token, user_agent=SYSTEM_AGENT)
+        self.kubelet.client = Kube.for_server(self.url, ca_file=self.ca_file, token=self.token, user_agent=SYSTEM_AGENT)
         self.provisioner = Provisioner(self.kubelet.client, self.volumes_dir, snapshots_dir=self.snapshots_dir,
                                        bind_delay=self.bind_delay)
         self.snapshotter = Snapshotter(self.kubelet.client, self.snapshots_dir)
@@ -252,7 +253,7 @@ class EmbeddedCluster:
             except Exception:
                 pass
         await asyncio.gather(self.provisioner.stop(), self.snapshotter.stop(), self.kubelet.shutdown())
-        await self.kubelet.client.aclose()
+        await self.kubelet.client.close()
         self._saver.cancel()
         if self.persist:
             self.save()

@@ -29,7 +29,8 @@ import shutil
 from datetime import datetime, timezone
 
 from ptjaas_spawner.quantity import format_quantity, parse_quantity
-from .kubeclient import ApiError, EventSink, stop_tasks
+from ptjaas_spawner.kube import ApiException
+from .kubeclient import EventSink, inform, stop_tasks
 from .snapshotdata import GROUP, snapshot_data_source, unlock
 from .store import now_iso
 
@@ -89,7 +90,7 @@ class Snapshotter:
         os.makedirs(self.snapshots_dir, exist_ok=True)
         self.controller_events = EventSink(self.client, COMPONENT)
         self.driver_events = EventSink(self.client, f"csi-snapshotter {self.driver}")
-        self._tasks = [asyncio.ensure_future(self.client.inform(path, self._on_event(name), on_sync=self._on_sync(name)))
+        self._tasks = [asyncio.ensure_future(inform(self.client, path, self._on_event(name), on_sync=self._on_sync(name)))
                        for name, path in (("snapshots", SNAPSHOTS), ("contents", CONTENTS), ("classes", CLASSES),
                                           ("claims", CLAIMS), ("volumes", VOLUMES))]
         self._worker = asyncio.ensure_future(self._loop())
@@ -146,7 +147,7 @@ class Snapshotter:
             except Exception as e:
                 if self.client.closing:
                     return   # the API server is going away with us
-                if isinstance(e, ApiError) and e.code == 409:
+                if isinstance(e, ApiException) and e.status == 409:
                     log.debug("snapshotter: %s; again", e)   # an object changed under us: read it anew
                 else:
                     log.exception("snapshotter pass failed")
@@ -256,8 +257,8 @@ class Snapshotter:
             try:
                 content = self._remember("contents", await self.client.create(CONTENTS, body))
                 created = True
-            except ApiError as e:
-                if e.code != 409:
+            except ApiException as e:
+                if e.status != 409:
                     raise
                 content = self._remember("contents", await self.client.get(f"{CONTENTS}/{content_name}"))
         content_status = content.get("status") or {}

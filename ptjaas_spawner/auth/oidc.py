@@ -18,6 +18,7 @@ A ``GenericOAuthenticator`` (oauthenticator 17.4) that
 from __future__ import annotations
 
 import contextvars
+import re
 from urllib.parse import urlparse
 
 import jwt
@@ -27,6 +28,7 @@ from tornado import web
 from tornado.httpclient import HTTPClientError
 from traitlets import Bool, Dict, Enum, List, Unicode, default, validate
 
+from ..pages import ptjaas_handlers
 from .groups import claim_lookup, is_missing, map_groups, normalize_groups, refusal_message
 
 _refreshing = contextvars.ContextVar("ptjaas_auth_refreshing", default=False)
@@ -173,8 +175,6 @@ class PtjaasAuthenticator(GenericOAuthenticator):
 
     @validate("groups_pattern")
     def _validate_pattern(self, proposal):
-        import re
-
         try:
             re.compile(proposal.value)
         except re.error as e:
@@ -204,8 +204,6 @@ class PtjaasAuthenticator(GenericOAuthenticator):
     ptjaas_usage_page = True
 
     def get_handlers(self, app):
-        from ..pages import ptjaas_handlers
-
         return super().get_handlers(app) + ptjaas_handlers()
 
     # ---- discovery ----

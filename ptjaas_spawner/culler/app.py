@@ -18,11 +18,11 @@ from tornado.log import LogFormatter
 from traitlets import default
 from traitlets.config import Application
 
+from ..hubapi import HubAPI, HubAPIError
+from ..kube import Kube, configured
 from .hooks import CullAudit, Snapshotter, UsageRecorder, import_hook
-from .hubapi import HubAPI, HubAPIError
-from .k8s import Kube
 from .options import POLICY_ENV, CullerOptions, option_aliases, option_flags
-from .policy import CullPolicy, PolicyError
+from .policy import CullPolicy, PolicyError, labels_by_server
 from .service import cull_pass
 
 
@@ -102,12 +102,16 @@ class PtjaasCuller(CullerOptions, Application):
                 await asyncio.sleep(0.5)
         main.cancel()
 
+    async def server_pod_labels(self) -> dict:
+        """{(username, servername): pod labels} of the single-user pods (one list call)."""
+        return labels_by_server(await self.kube.list_pods("component=singleuser-server"))
+
     async def run(self) -> int:
         policy = self.build_policy()
         self._usage = self._snapshotter = None
         self._exit = None
         self.kube = Kube(self.namespace)
-        pod_labels = self.kube.server_pod_labels if self.pod_labels and Kube.available() else None
+        pod_labels = self.server_pod_labels if self.pod_labels and configured() else None
         before = self.build_hooks(self.before_cull_hooks, policy)
         after = self.build_hooks(self.after_cull_hooks, policy)
         if self.audit_file:

@@ -21,6 +21,7 @@ from typing import Iterable, Mapping
 
 from traitlets.config import LazyConfigValue
 
+from ..services import service_environment
 from ..settings_schema import CULLER, Z2JH_CULL, keys, options
 from .options import command_line
 from .policy import DEFAULT_TIMEOUT, PolicyError, extract_policy
@@ -29,7 +30,6 @@ SERVICE_NAME = "ptjaas-culler"
 #: the smallest scopes that work: list users, see activity + server models (incl. user_options),
 #: stop servers. No admin token.
 BASE_SCOPES = ["list:users", "read:users:activity", "read:servers", "delete:servers"]
-PASSTHROUGH_ENV = ("KUBECONFIG", "KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT", "POD_NAMESPACE")
 
 #: z2jh ``cull.*`` value -> culler option (what z2jh passes to jupyterhub-idle-culler)
 Z2JH_CULL_MAPPING = options(Z2JH_CULL)
@@ -110,7 +110,7 @@ def service_config(
     if options.get("audit_file"):
         options["audit_file"] = os.path.abspath(options["audit_file"])
     cmd = [python or sys.executable, "-m", "ptjaas_spawner.culler", *command_line(options), *extra_args]
-    env = {k: os.environ[k] for k in PASSTHROUGH_ENV if os.environ.get(k)}
+    env = service_environment()
     env["PTJAAS_CULL_POLICY"] = json.dumps(policy, sort_keys=True)
     env.update(environment or {})
     scopes = list(BASE_SCOPES)

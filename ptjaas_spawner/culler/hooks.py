@@ -33,7 +33,8 @@ from kubespawner.slugs import escape_slug, safe_slug
 
 from .. import audit
 from ..objects import label_value
-from .policy import CullPolicy, snapshots_to_prune, usage_entry
+from ..snapshots.policy import CULLER, MANAGED_BY as MANAGED_BY_LABEL, snapshot_manifest
+from .policy import CullPolicy, home_claim_names, snapshots_to_prune, usage_entry
 
 MANAGED_BY = {"app.kubernetes.io/managed-by": "ptjaas-culler"}
 
@@ -177,8 +178,6 @@ def snapshot_body(*, name: str, namespace: str, claim: str, snapshot_class: str 
     """The culler's VolumeSnapshot: the same shape as every ptjaas snapshot of a home
     (``snapshots.policy.snapshot_manifest``: owner label and annotations, reason ``cull``), so
     the user sees it, plus the cull's kind (``ptjaas.io/cull-reason``)."""
-    from ..snapshots.policy import CULLER, snapshot_manifest
-
     body = snapshot_manifest(name=name, claim=claim, snapshot_class=snapshot_class, user=user,
                              reason="cull", by=CULLER, managed_by=CULLER)
     body["metadata"]["namespace"] = namespace
@@ -210,10 +209,10 @@ class Snapshotter:
         self.log = log
 
     async def claims_of(self, user: str) -> list[str]:
-        claims = await self.kube.home_claims(user, label_value(user))
+        claims = home_claim_names(await self.kube.list_claims(f"ptjaas.io/user={label_value(user)}"), user)
         if not claims:
             name = claim_name(self.claim_template, user)
-            if await self.kube.claim_exists(name):
+            if await self.kube.read_claim(name) is not None:
                 claims = [name]
         return claims
 
@@ -233,7 +232,7 @@ class Snapshotter:
             await self.kube.create_snapshot(body)
             self.log.info("snapshot %s of claim %s created for %s", name, claim, user)
             if existing is None:
-                existing = await self.kube.culler_snapshots()
+                existing = await self.kube.list_snapshots(f"{MANAGED_BY_LABEL}={CULLER}")
             mine = [o for o in existing
                     if o.get("spec", {}).get("source", {}).get("persistentVolumeClaimName") == claim]
             if name not in {o["metadata"]["name"] for o in mine}:

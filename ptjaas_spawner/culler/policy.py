@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Iterable, Mapping
 
+from ..objects import label_value
 from ..settings_schema import CULL_KEYS
 
 
@@ -185,12 +186,33 @@ class CullPolicy:
         return min(vals) if vals else 0
 
 
+def labels_by_server(pods: Iterable[Mapping]) -> dict[tuple[str, str], dict]:
+    """{(username, servername): pod labels} of single-user pods (plain JSON, as listed)."""
+    out = {}
+    for pod in pods:
+        meta = pod.get("metadata") or {}
+        ann = meta.get("annotations") or {}
+        user = ann.get("hub.jupyter.org/username")
+        if user:
+            out[(user, ann.get("hub.jupyter.org/servername", ""))] = dict(meta.get("labels") or {})
+    return out
+
+
+def home_claim_names(claims: Iterable[Mapping], username: str) -> list[str]:
+    """Names of the spawner's home claims of ``username`` among claims listed by its label
+    ``ptjaas.io/user`` (the annotation ``ptjaas.io/username``, where present, is the exact name)."""
+    names = []
+    for pvc in claims:
+        meta = pvc.get("metadata") or {}
+        if (meta.get("annotations") or {}).get("ptjaas.io/username", username) == username:
+            names.append(meta["name"])
+    return sorted(names)
+
+
 def choice_from_labels(policy: CullPolicy, labels: Mapping[str, str]) -> dict:
     """user_options-style ``{size, image, version}`` (under ``policy.option_keys`` names) from
     a single-user pod's ``ptjaas.io/size|image|version`` labels, mapped back to catalog keys
     (labels hold label-safe values). Unknown values are dropped, except the version."""
-    from ..objects import label_value  # pure helper
-
     out = {}
     for what, table in (("size", policy.sizes), ("image", policy.images)):
         value = labels.get(f"ptjaas.io/{what}")

@@ -20,7 +20,7 @@ from typing import Callable, Sequence
 import aiohttp
 
 from .hooks import run_hooks
-from .hubapi import HubAPI, HubAPIError
+from ..hubapi import HubAPI, HubAPIError
 from .policy import (
     CullPolicy, Verdict, choice_from_labels, decide_server, decide_user, isoformat, needs_choice,
     server_items,

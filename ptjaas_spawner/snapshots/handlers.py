@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import os
+from urllib.parse import urlencode
 
 from jupyterhub.apihandlers.base import APIHandler
 from jupyterhub.handlers.base import BaseHandler
@@ -34,6 +35,7 @@ from tornado import web
 from .. import hubrequests
 from ..hubrequests import audited_scope
 from . import ops, policy
+from .views import SnapshotViews
 
 TEMPLATE_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "templates")
 
@@ -79,8 +81,6 @@ FRAGMENT = """<section id="ptjaas-snapshots">
 
 
 def _spawner(handler, user):
-    from .views import SnapshotViews
-
     spawner = user.spawner
     if not isinstance(spawner, SnapshotViews):
         raise web.HTTPError(404, "Snapshots need the ptjaas spawner")
@@ -100,7 +100,7 @@ async def start_with_views(handler, user, names, by):
         raise policy.SnapshotRefused("Choose at least one snapshot to open.")
     if spawner.active:
         raise policy.SnapshotRefused("Your server is running: stop it, then open snapshots at the next start.", 409)
-    items = await spawner.snapshot_kube().list_snapshots()
+    items = await spawner.snapshot_kube().list_snapshots(policy.SELECTOR)
     for name in names:  # refuse early, with the reason (the start checks again)
         policy.find_own(items, user.name, name)
     spawner._snapshot_request_pending = {"names": names, "by": by}
@@ -192,8 +192,6 @@ class SnapshotPageHandler(BaseHandler):
 
     @web.authenticated
     async def post(self):
-        from urllib.parse import urlencode
-
         user = self._target()
         hubrequests.check_form(self, "snapshot-page", user.name)
         spawner = _spawner(self, user)

@@ -31,7 +31,7 @@ async def home_status(spawner) -> dict:
     kube = spawner.snapshot_kube()
     claim_name = spawner.home_claim_name()
     claim = await kube.read_claim(claim_name)
-    storage_class = await kube.storage_class_of(claim, spawner.home_volume_storage_class)
+    storage_class = await kube.storage_class_name(claim, spawner.home_volume_storage_class)
     snapshot_class = spawner.snapshot_classes.get(storage_class or "")
     why = ""
     if not snapshot_class:
@@ -44,7 +44,7 @@ async def home_status(spawner) -> dict:
 
 
 async def list_user(spawner) -> list[dict]:
-    items = await spawner.snapshot_kube().list_snapshots()
+    items = await spawner.snapshot_kube().list_snapshots(policy.SELECTOR)
     return [policy.summary(s) for s in policy.user_snapshots(items, spawner.user.name)]
 
 
@@ -70,6 +70,25 @@ async def take(spawner, by: str, reason: str = "manual", status: dict | None = N
     return policy.summary(made)
 
 
+async def wait_ready(kube, name: str, timeout: float) -> dict:
+    """Poll until the snapshot is readyToUse; raise RuntimeError with its error, or on timeout."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    delay = 0.1
+    while True:
+        snap = await kube.read_snapshot(name)
+        status = (snap or {}).get("status") or {}
+        if status.get("readyToUse"):
+            return snap
+        if snap is None or status.get("error"):
+            why = (status.get("error") or {}).get("message") or "it was deleted"
+            raise RuntimeError(f"snapshot {name} failed: {why}")
+        if loop.time() > deadline:
+            raise RuntimeError(f"snapshot {name} was not ready after {timeout:.0f}s")
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 2)
+
+
 def _running(spawner) -> bool:
     return bool(spawner.active or getattr(spawner, "_stop_pending", False))
 
@@ -81,7 +100,7 @@ async def restore(spawner, name, by: str, limited: bool = True) -> dict:
     user = spawner.user.name
     async with _lock(user):
         kube = spawner.snapshot_kube()
-        items = await kube.list_snapshots()
+        items = await kube.list_snapshots(policy.SELECTOR)
         snap = policy.find_own(items, user, name)  # raises for anything not theirs
         if _running(spawner):
             raise policy.SnapshotRefused("Stop your server before restoring a snapshot of your home.", 409)
@@ -98,7 +117,7 @@ async def restore(spawner, name, by: str, limited: bool = True) -> dict:
         old = await kube.read_claim(old_name)
         # 1. the current home is kept as a snapshot too
         before = await take(spawner, by, "before-restore", status)
-        await kube.wait_ready(before["name"], spawner.snapshot_ready_timeout)
+        await wait_ready(kube, before["name"], spawner.snapshot_ready_timeout)
         # 2. a new home claim from the chosen snapshot
         new_name = policy.restored_claim_name(old_name, when)
         size = _bigger((snap.get("status") or {}).get("restoreSize"), (spawner._home or {}).get("size")
@@ -112,9 +131,10 @@ async def restore(spawner, name, by: str, limited: bool = True) -> dict:
         await kube.create_claim(manifest)
         # 3. the old claim stays, labelled; the new one becomes the home
         stamp = when.isoformat(timespec="seconds").replace("+00:00", "Z")
-        await kube.label_claim(old_name, {"ptjaas.io/replaced": "true"},
-                               {policy.REPLACED_AT: stamp, policy.REPLACED_BY: by,
-                                policy.REPLACED_WHY: f"home restored from snapshot {name} (kept until an admin deletes it)"})
+        await kube.patch_claim(old_name, {"metadata": {
+            "labels": {"ptjaas.io/replaced": "true"},
+            "annotations": {policy.REPLACED_AT: stamp, policy.REPLACED_BY: by,
+                            policy.REPLACED_WHY: f"home restored from snapshot {name} (kept until an admin deletes it)"}}})
         spawner._home = {"claim": new_name, "size": size}
         spawner.pvc_name = new_name
         spawner._pvc_exists = True

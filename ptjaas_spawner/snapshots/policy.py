@@ -13,9 +13,7 @@ import re
 from datetime import datetime, timezone
 from typing import Iterable, Mapping
 
-from ..objects import label_value
-
-GROUP, VERSION, PLURAL = "snapshot.storage.k8s.io", "v1", "volumesnapshots"
+from ..objects import SNAPSHOT_GROUP as GROUP, SNAPSHOT_VERSION as VERSION, label_value
 MANAGED_BY = "app.kubernetes.io/managed-by"
 HUB, SCHEDULER, CULLER = "ptjaas-hub", "ptjaas-snapshots", "ptjaas-culler"
 OURS = (HUB, SCHEDULER, CULLER)

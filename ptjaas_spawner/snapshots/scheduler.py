@@ -28,7 +28,10 @@ from typing import Mapping
 from urllib.parse import quote
 
 from .. import audit
+from ..hubapi import HubAPI
+from ..kube import Kube
 from ..objects import label_value
+from ..services import service_environment
 from . import policy
 
 SERVICE_NAME = "ptjaas-snapshots"
@@ -134,9 +137,7 @@ def service_config(groups: Mapping, *, snapshot_classes: Mapping, namespace: str
     interval = interval or max(10.0, min(g["every"] for g in groups.values()) / 4)
     settings = {"groups": groups, "snapshot_classes": dict(snapshot_classes), "namespace": namespace or "",
                 "audit_file": os.path.abspath(audit_file) if audit_file else "", "interval": interval}
-    from ..culler.config import PASSTHROUGH_ENV
-
-    env = {k: os.environ[k] for k in PASSTHROUGH_ENV if os.environ.get(k)}
+    env = service_environment()
     env[ENV] = json.dumps(settings, sort_keys=True)
     service = {"name": name, "command": [python or sys.executable, "-m", "ptjaas_spawner.snapshots.scheduler"],
                "environment": env}
@@ -165,15 +166,10 @@ def install_scheduled_snapshots(c, groups: Mapping, **kwargs) -> dict:
 
 
 async def main_async(once: bool) -> int:
-    from ..culler.hubapi import HubAPI
-    from ..culler.k8s import Kube
-    from .kube import SnapshotKube
-
     settings = json.loads(os.environ.get(ENV) or "{}")
     groups = check_groups(settings.get("groups"))
     namespace = settings.get("namespace") or os.environ.get("POD_NAMESPACE") or "default"
-    base = Kube(namespace)
-    kube = SnapshotKube(await base.client(), namespace)
+    kube = Kube(namespace)
     async with HubAPI(os.environ.get("JUPYTERHUB_API_URL", ""), os.environ.get("JUPYTERHUB_API_TOKEN", "")) as hub:
         try:
             while True:
@@ -189,7 +185,7 @@ async def main_async(once: bool) -> int:
                     return 0
                 await asyncio.sleep(float(settings.get("interval") or 3600))
         finally:
-            await base.close()
+            await kube.close()
 
 
 def main(argv=None) -> int:

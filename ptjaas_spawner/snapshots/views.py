@@ -12,13 +12,15 @@ from __future__ import annotations
 import asyncio
 import hashlib
 
+from sqlalchemy.orm import object_session
 from tornado import web
 from traitlets import Dict, Float, List, Unicode, validate, TraitError
 from traitlets.config import LoggingConfigurable
 
+from ..catalog import shown
+from ..kube import ApiException, Kube
 from ..objects import label_value
 from . import policy
-from .kube import SnapshotKube
 
 OPTION = "snapshots"
 STATE_KEY = "ptjaas-snapshot-views"
@@ -78,8 +80,9 @@ class SnapshotViews(LoggingConfigurable):
         return value
 
     # ---- helpers ----
-    def snapshot_kube(self) -> SnapshotKube:
-        return SnapshotKube(self.api.api_client, self.namespace)
+    def snapshot_kube(self) -> Kube:
+        """The Kubernetes calls in the server's namespace, on KubeSpawner's shared ApiClient."""
+        return Kube(self.namespace, self.api.api_client)
 
     def home_claim_name(self) -> str:
         home = getattr(self, "_home", None) or {}
@@ -123,7 +126,7 @@ class SnapshotViews(LoggingConfigurable):
             requester = getattr(getattr(self, "handler", None), "current_user", None)
             pending = {"by": getattr(requester, "name", None)}
         kube = self.snapshot_kube()
-        items = await kube.list_snapshots()
+        items = await kube.list_snapshots(policy.SELECTOR)
         views = []
         for name in names:
             try:
@@ -167,7 +170,6 @@ class SnapshotViews(LoggingConfigurable):
             },
             "spec": spec,
         }
-        from kubernetes_asyncio.client.rest import ApiException
 
         try:
             await kube.create_claim(body)
@@ -189,7 +191,7 @@ class SnapshotViews(LoggingConfigurable):
                 pending.pop(0)
                 continue
             if claim and (claim.get("spec") or {}).get("storageClassName"):
-                sc = await kube._json(kube.storage.read_storage_class, claim["spec"]["storageClassName"])
+                sc = await kube.read_storage_class(claim["spec"]["storageClassName"]) or {}
                 if sc.get("volumeBindingMode") == "WaitForFirstConsumer":
                     pending.pop(0)  # binds when the pod is scheduled
                     continue
@@ -253,8 +255,6 @@ def _commit(orm_obj):
     """Persist the cleaned options now (a later rollback must not bring the request back)."""
     if orm_obj is None:
         return
-    from sqlalchemy.orm import object_session
-
     session = object_session(orm_obj)
     if session is not None:
         session.commit()
@@ -262,8 +262,6 @@ def _commit(orm_obj):
 
 def _shown(value):
     """A posted ``snapshots`` option as the record keeps it (bounded, never echoed whole)."""
-    from ..catalog import shown
-
     return value if isinstance(value, str) and len(value) <= 253 else shown(value)
 
 

@@ -1,4 +1,5 @@
-"""A small async client for the JupyterHub REST API, as the culler uses it.
+"""A small async client for the JupyterHub REST API, as ptjaas's hub-managed services (the
+culler, the scheduled snapshots) use it.
 
 - one keep-alive connection pool (aiohttp, which kubernetes-asyncio already brings), at most
   ``concurrency`` requests in flight;
