@@ -208,7 +208,8 @@ class TeamsMixin(LoggingConfigurable):
                 home_ns = self._home_namespace = self.hub_namespace
         selected = teams.team_from_options(self.user_options) or self._team
         return teams.render_team_section(
-            self.team_map(), self._team_groups(), self.hub_namespace, selected, names[0], home_ns
+            self.team_map(), self._team_groups(), self.hub_namespace, selected, names[0], home_ns,
+            template_paths=self.form_template_paths,
         )
 
     # ---- quota: a team's servers are charged to the team's pool; usage from every namespace
