@@ -8,14 +8,15 @@ the hub refuse to start on a bad catalog.
 """
 
 from . import schemacheck
+from .errors import SettingError
 from .quantity import parse_bytes, parse_cpu
 from .settings_schema import SPAWNER
 
 PREFIX = "c.PtjaasSpawner"
 
 
-class ConfigError(ValueError):
-    """An invalid admin setting; the message starts with the setting's name."""
+class ConfigError(SettingError):
+    """An invalid spawner setting (``c.PtjaasSpawner.<name>``); the message starts with its name."""
 
 
 def _where(trait, *keys):

@@ -14,14 +14,13 @@ from traitlets import Dict, List, Unicode
 from traitlets.config import LoggingConfigurable
 
 from . import catalog, form, teams
+from .errors import Refusal
 from .quota.budget import form_verdict
 
 
 def refusal(e):
     """A ChoiceError as the hub's 400, its message shown as is in the page and the API."""
-    err = web.HTTPError(400, "%s", str(e), reason="Invalid server options")
-    err.jupyterhub_message = str(e)
-    return err
+    return Refusal(400, str(e), reason="Invalid server options")
 
 
 class SpawnFormMixin(LoggingConfigurable):

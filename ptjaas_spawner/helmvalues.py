@@ -15,6 +15,8 @@ import os
 import sys
 from collections.abc import Mapping
 
+from .errors import SettingError
+
 # The directory z2jh's hub loads fragments from (it compiles each with its base name only).
 Z2JH_FRAGMENT_DIR = "/usr/local/etc/jupyterhub/jupyterhub_config.d"
 
@@ -23,7 +25,7 @@ _values: dict = {}           # their merged values
 _fragment_dir: str | None = None
 
 
-class ValuesFileError(ValueError):
+class ValuesFileError(SettingError):
     """A values file cannot be read or is not a mapping: ``path`` and ``problem``."""
 
     def __init__(self, path, problem):

@@ -9,6 +9,8 @@ import json
 import os
 from datetime import datetime, timezone
 
+from ptjaas_spawner.timestamps import parse_time
+
 
 _NAME_COLUMN = {"name": "Name", "type": "string", "format": "name", "priority": 0,
                 "description": "Name must be unique within a namespace."}
@@ -80,15 +82,7 @@ def human_duration(seconds):
     return f"{hours // 24 // 365}y"
 
 
-def _parse_time(value):
-    if not value:
-        return None
-    value = value.replace("Z", "+00:00")
-    try:
-        t = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
+_parse_time = parse_time
 
 
 def since(value, now):

@@ -28,6 +28,7 @@ from typing import Mapping
 from urllib.parse import quote
 
 from .. import audit
+from ..errors import SettingError
 from ..objects import label_value
 from . import policy
 
@@ -36,8 +37,8 @@ ENV = "PTJAAS_SNAPSHOT_SCHEDULE"
 log = logging.getLogger("ptjaas.snapshots")
 
 
-class ScheduleError(ValueError):
-    pass
+class ScheduleError(SettingError):
+    """``custom.ptjaas.snapshots.schedule`` is invalid; the message names the key."""
 
 
 def check_groups(groups) -> dict:

@@ -12,10 +12,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 
-from tornado import web
 from traitlets import Dict, Float, List, Unicode, validate, TraitError
 from traitlets.config import LoggingConfigurable
 
+from ..errors import Refusal
 from ..objects import label_value
 from . import policy
 from .kube import SnapshotKube
@@ -268,6 +268,4 @@ def _shown(value):
 
 
 def _http(status, message):
-    err = web.HTTPError(status, "%s", message, reason="Snapshot refused")
-    err.jupyterhub_message = message
-    return err
+    return Refusal(status, message, reason="Snapshot refused")
