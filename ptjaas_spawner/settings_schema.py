@@ -1,5 +1,5 @@
 """ptjaas's own settings, written once: the entries of the catalog, sizes and shared volumes,
-and the culler's Helm values. Pure data (JSON-schema-like) plus small readers.
+and the culler's Helm values. Pure data (JSON Schema) plus small readers.
 
 Everything that needs to know these keys derives them from here: the spawner's checks
 (``configcheck``, run at first spawn and at hub start-up by fragment 99), the culler's policy
