@@ -123,20 +123,21 @@ def _image_entry(key, image, sizes, user_groups, checked, version) -> dict:
 
 
 def render_form(images, sizes, user_groups, last=None, availability=None, selected=None, summary="",
-                template_paths=(), template_text="") -> str:
+                budget="", template_paths=(), template_text="") -> str:
     """HTML for the options form, showing only what the user may use.
 
     ``availability``: ``{size_key: (allowed, note)}`` from the quota layer; refused sizes are
     shown disabled with their note. ``selected``: ``{"image", "version", "size"}`` to
     pre-select (e.g. the user's previous, still valid, options), with ``"refused": True`` and
     ``"choice": "new"`` for a post being shown again with its error. ``summary``: the user's
-    quota in one line, shown at the top. Rendered from ``templates/form/spawn_form.html`` (or a
+    quota in one line, shown at the top; ``budget``: its GPU-/CPU-hour budgets in one line (main's
+    accounting, issue 24). Rendered from ``templates/form/spawn_form.html`` (or a
     site's: ``template_paths``, ``template_text``; see ``formtemplates``).
     """
     availability = availability or {}
     selected = selected or {}
     visible = visible_images(images, sizes, user_groups)
-    context = {"summary": summary, "visible": bool(visible), "last": None, "nothing_fits": False,
+    context = {"summary": summary, "budget": budget, "visible": bool(visible), "last": None, "nothing_fits": False,
                "images": [], "sizes": [], "shown": []}
     if visible:
         if last and last.get("image"):
