@@ -14,7 +14,8 @@ How a message is worded (the annotations are documented in ``settings_schema``):
   ``<noun> needs <needs or key>`` (``a size needs mem_limit``);
 - a Kubernetes quantity that does not parse (formats ``cpu``, ``bytes``): the parser's words;
 - a property annotated ``problem``: ``<problem>, not <value>``;
-- otherwise the JSON Schema rule in words (``must be a number, not '1m'``, ``must be >= 0``).
+- otherwise the JSON Schema rule in words (``must be a number, not '1m'``, ``must be >= 0``,
+  ``must be one of lab, vscode or a mapping``).
 """
 
 from __future__ import annotations
@@ -88,6 +89,15 @@ def _at(value, path):
     return value
 
 
+def _form(schema) -> str:
+    """One allowed form of a value, in words (for ``oneOf`` / ``anyOf``)."""
+    if "enum" in schema:
+        return "one of " + ", ".join(map(str, schema["enum"]))
+    kinds = schema.get("type", [])
+    kinds = kinds if isinstance(kinds, list) else [kinds]
+    return " or ".join(_WORDS.get(k, k) for k in kinds) or "another form"
+
+
 def _worded(error, root_schema, value) -> list[tuple[tuple, str]]:
     path = tuple(error.absolute_path)
     kind = error.validator
@@ -119,6 +129,9 @@ def _worded(error, root_schema, value) -> list[tuple[tuple, str]]:
     if kind in ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"):
         sign = {"minimum": ">=", "exclusiveMinimum": ">", "maximum": "<=", "exclusiveMaximum": "<"}[kind]
         return [(path, f"must be {sign} {error.validator_value}, not {shown(error.instance)}")]
+    if kind in ("oneOf", "anyOf"):
+        forms = " or ".join(_form(s) for s in error.validator_value)
+        return [(path, f"must be {forms}, not {shown(error.instance)}")]
     if kind == "enum":
         return [(path, f"must be one of {', '.join(map(str, error.validator_value))}, not {shown(error.instance)}")]
     return [(path, f"{error.message[:200]}")]

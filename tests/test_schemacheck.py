@@ -48,3 +48,12 @@ def test_culler_values_problems_use_the_rule_in_words():
         (("snapshotKeep",), "must be >= 1, not 0"),
         (("beforeCullHooks", 1), "must be a string, not 3")]
     assert problems(None, CULLER) == []
+
+
+def test_a_value_of_several_forms_names_each_form():
+    schema = {"type": "object", "properties": {"opens": {"oneOf": [
+        {"type": "string", "enum": ["lab", "vscode"]},
+        {"type": "object", "required": ["name"], "properties": {"name": {"type": "string"}}}]}}}
+    assert problems({"opens": "emacs"}, schema) == [
+        (("opens",), "must be one of lab, vscode or a mapping, not 'emacs'")]
+    assert problems({"opens": "lab"}, schema) == problems({"opens": {"name": "x"}}, schema) == []
