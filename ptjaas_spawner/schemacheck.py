@@ -107,9 +107,11 @@ def _worded(error, root_schema, value) -> list[tuple[tuple, str]]:
         return [(path + (k,), f"unknown key; known: {known}") for k in extra]
     chain = _chain(root_schema, path)
     if kind == "required":
-        noun = error.schema.get("noun", "this setting")
+        noun = error.schema.get("noun")
         props = error.schema.get("properties", {})
         missing = [k for k in error.validator_value if k not in error.instance]
+        if noun is None:
+            return [(path, f"needs {props.get(k, {}).get('needs', repr(k))}") for k in missing]
         return [(path, f"{noun} needs {props.get(k, {}).get('needs', k)}") for k in missing]
     if kind == "format" and isinstance(error.cause, QuantityError):
         return [(path, str(error.cause))]
@@ -130,8 +132,18 @@ def _worded(error, root_schema, value) -> list[tuple[tuple, str]]:
         sign = {"minimum": ">=", "exclusiveMinimum": ">", "maximum": "<=", "exclusiveMaximum": "<"}[kind]
         return [(path, f"must be {sign} {error.validator_value}, not {shown(error.instance)}")]
     if kind in ("oneOf", "anyOf"):
+        # the one form the value has the shape of: its own problems, on their settings
+        by_form: dict = {}
+        for sub in error.context:
+            by_form.setdefault(sub.relative_schema_path[0], []).append(sub)
+        shaped = [subs for subs in by_form.values()
+                  if not any(not sub.relative_path and sub.validator in ("type", "enum") for sub in subs)]
+        if len(shaped) == 1:
+            return [p for sub in shaped[0] for p in _worded(sub, root_schema, value)]
         forms = " or ".join(_form(s) for s in error.validator_value)
         return [(path, f"must be {forms}, not {shown(error.instance)}")]
+    if kind == "pattern":
+        return [(path, f"must match {error.validator_value}, not {shown(error.instance)}")]
     if kind == "enum":
         return [(path, f"must be one of {', '.join(map(str, error.validator_value))}, not {shown(error.instance)}")]
     return [(path, f"{error.message[:200]}")]

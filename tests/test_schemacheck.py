@@ -56,4 +56,6 @@ def test_a_value_of_several_forms_names_each_form():
         {"type": "object", "required": ["name"], "properties": {"name": {"type": "string"}}}]}}}
     assert problems({"opens": "emacs"}, schema) == [
         (("opens",), "must be one of lab, vscode or a mapping, not 'emacs'")]
+    assert problems({"opens": {"name": 3}}, schema) == [(("opens", "name"), "must be a string, not 3")]
+    assert problems({"opens": {}}, schema) == [(("opens",), "needs 'name'")]
     assert problems({"opens": "lab"}, schema) == problems({"opens": {"name": "x"}}, schema) == []
