@@ -42,6 +42,8 @@ from typing import Iterable
 from traitlets import Unicode
 from traitlets.config import LoggingConfigurable
 
+from . import timestamps
+
 REFUSALS = (
     "refused-quota", "refused-option", "refused-snapshot", "refused-claim", "refused-access", "refused-request",
     "refused-share",
@@ -143,11 +145,10 @@ def parse_time(text: str | None, what: str) -> datetime | None:
     """'2026-11-30' or '2026-11-30T12:00[:00][Z|+hh:mm]' -> aware datetime (UTC if no zone)."""
     if not text:
         return None
-    try:
-        value = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    except ValueError:
-        raise ValueError(f"{what} must be a date or time like 2026-11-30 or 2026-11-30T12:00, not {text[:40]!r}") from None
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    value = timestamps.parse_time(text)
+    if value is None:
+        raise ValueError(f"{what} must be a date or time like 2026-11-30 or 2026-11-30T12:00, not {text[:40]!r}")
+    return value
 
 
 def matches(record: dict, user: str | None = None, since: datetime | None = None,

@@ -25,8 +25,7 @@ import subprocess
 import sys
 from collections.abc import Mapping
 
-
-from . import fragmentcheck, helmvalues
+from . import fragmentcheck, helmvalues, schemacheck
 from .settings_schema import CULLER, Z2JH_CULL
 
 _SETTING = re.compile(r"^(?:c\.)?([A-Z][A-Za-z0-9_]*(?:\.[A-Za-z0-9_]+)?)((?:\[[^\]]+\])*)(.*)$", re.S)
@@ -56,46 +55,11 @@ def _split_message(text: str) -> tuple[str, str]:
     return values_path(m.group(1)), m.group(2)
 
 
-_TYPES = {"boolean": bool, "integer": int, "number": (int, float), "string": str, "array": list, "object": Mapping}
-
-
-def _type_ok(value, kind) -> bool:
-    kinds = kind if isinstance(kind, list) else [kind]
-    for k in kinds:
-        if k in ("integer", "number") and isinstance(value, bool):
-            continue
-        if isinstance(value, _TYPES[k]):
-            return True
-    return False
-
-
 def schema_problems(path: str, value, schema) -> list[tuple[str, str]]:
-    """Problems with a mapping of values against one of ``settings_schema``'s object schemas."""
-    if value is None:
-        return []
-    if not isinstance(value, Mapping):
-        return [(path, f"must be a mapping, not {value!r}")]
-    problems = []
-    props = schema["properties"]
-    for key, item in value.items():
-        where = f"{path}.{key}"
-        prop = props.get(key)
-        if prop is None:
-            if schema.get("additionalProperties", True) is False:
-                problems.append((where, f"unknown key; known: {', '.join(sorted(props))}"))
-            continue
-        if item is None:
-            continue
-        if not _type_ok(item, prop["type"]):
-            kind = " or ".join(prop["type"]) if isinstance(prop["type"], list) else prop["type"]
-            problems.append((where, f"must be {'an' if kind[0] in 'aeiou' else 'a'} {kind}, not {item!r}"))
-        elif "minimum" in prop and item < prop["minimum"]:
-            problems.append((where, f"must be >= {prop['minimum']}, not {item!r}"))
-        elif prop["type"] == "array" and "items" in prop:
-            bad = [x for x in item if not _type_ok(x, prop["items"]["type"])]
-            if bad:
-                problems.append((where, f"must be a list of {prop['items']['type']}s, not {item!r}"))
-    return problems
+    """Problems of a mapping of values against one of ``settings_schema``'s schemas (checked by
+    ``jsonschema``, worded by ``schemacheck``), each named by its values path."""
+    return [(path + "".join(f"[{k}]" if isinstance(k, int) else f".{k}" for k in where), message)
+            for where, message in schemacheck.problems(value, schema)]
 
 
 def _z2jh_spawner_config(values, hub_config):

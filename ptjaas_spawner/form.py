@@ -1,5 +1,6 @@
 """The spawn form: server-rendered HTML (works without JavaScript; a small script improves it)
-and parsing of posted data. Pure.
+and parsing of posted data. Pure: the page is ``templates/form/spawn_form.html`` (Jinja, through
+``formtemplates``) given the plain data built here.
 
 Field names posted by the form:
 
@@ -15,9 +16,9 @@ on are disabled. Without it, the server refuses such a pair with a message, and 
 with the message keeps the user's choices.
 """
 
-import html
 import json
 
+from . import formtemplates
 from .catalog import (
     MAX_OPTION_LENGTH,
     ChoiceError,
@@ -35,11 +36,6 @@ SHOWN_FIELDS = ("shown-image", "shown-version", "shown-size")
 FORM_FIELDS = frozenset({"_xsrf", "choice", "image", "size", *SHOWN_FIELDS})
 VERSION_FIELD = "version--"
 MAX_FORM_FIELDS = 200
-
-
-def _e(value) -> str:
-    """HTML-escape, and keep template syntax inert."""
-    return html.escape(str(value), quote=True).replace("{", "&#123;").replace("}", "&#125;")
 
 
 def _id(*parts) -> str:
@@ -84,7 +80,8 @@ def preselect(images, sizes, user_groups, availability, selected):
     return (want_image if want_image in visible else visible[0]), None
 
 
-def _last_section(images, sizes, user_groups, last, availability, selected, out):
+def _last_choice(images, sizes, user_groups, last, availability, selected) -> dict:
+    """The "same as last time" part of the form: whether it can be offered, and why not."""
     problem = last_choice_problem(images, sizes, user_groups, last)
     last_ok = not problem
     if last_ok:
@@ -92,189 +89,75 @@ def _last_section(images, sizes, user_groups, last, availability, selected, out)
         if not allowed:
             last_ok, problem = False, f"Your last size cannot be started now: {note}"
     use_last = last_ok and selected.get("choice") != "new"
-    out.append('<fieldset class="form-group ptjaas-last"><legend>Start</legend>')
+    out = {"ok": last_ok, "use_last": use_last, "problem": problem, "id_last": _id("choice-last"),
+           "id_new": _id("choice-new"), "text": "", "deprecated": "", "digest": ""}
     if last_ok:
-        out.append(
-            '<div class="form-check">'
-            f'<input class="form-check-input" type="radio" name="choice" value="last" '
-            f'id="{_id("choice-last")}"{" checked" if use_last else ""}>'
-            f'<label class="form-check-label" for="{_id("choice-last")}">Same as last time: '
-            f"{_e(describe_last(images, sizes, last))}</label>"
-        )
-        version = (images[last["image"]]["versions"].get(last["version"]) or {})
-        if version.get("deprecated"):
-            out.append(
-                '<br><small class="ptjaas-last-deprecated text-warning">This version is deprecated: '
-                f'{_e(version["deprecated"])}</small>'
-            )
-        digest = last.get("image_digest") or last.get("image_ref")
-        if digest:
-            out.append(
-                '<details class="ptjaas-last-digest"><summary>Exact image</summary>'
-                f"<code>{_e(digest)}</code></details>"
-            )
-        out.append("</div>")
-    else:
-        out.append(f'<p class="alert alert-warning ptjaas-last-problem" role="alert">{_e(problem)}</p>')
-    out.append(
-        '<div class="form-check">'
-        f'<input class="form-check-input" type="radio" name="choice" value="new" '
-        f'id="{_id("choice-new")}"{"" if use_last else " checked"}>'
-        f'<label class="form-check-label" for="{_id("choice-new")}">'
-        "Choose an image and a size below</label>"
-        "</div></fieldset>"
-    )
+        version = images[last["image"]]["versions"].get(last["version"]) or {}
+        out.update(text=describe_last(images, sizes, last), deprecated=version.get("deprecated") or "",
+                   digest=last.get("image_digest") or last.get("image_ref") or "")
+    return out
+
+
+def _image_entry(key, image, sizes, user_groups, checked, version) -> dict:
+    default = default_version(image)
+    if version not in image["versions"]:
+        version = default
+    options, notes = [], []
+    for vkey, ver in image["versions"].items():
+        text = version_label(image, vkey)
+        if vkey == default:
+            text += " (default)"
+        if ver.get("deprecated"):
+            text += f" - deprecated: {ver['deprecated']}"
+            notes.append(f"{version_label(image, vkey)}: deprecated: {ver['deprecated']}")
+        if ver.get("notes"):
+            notes.append(f"{version_label(image, vkey)}: {ver['notes']}")
+        options.append({"key": vkey, "text": text, "selected": vkey == version})
+    runs_on = ""
+    if image.get("sizes"):
+        runs_on = ", ".join((sizes[s].get("display_name") or s) for s in image_sizes(image, sizes, user_groups))
+    return {"key": key, "id": _id("image", key), "checked": checked, "name": image.get("display_name") or key,
+            "description": image.get("description") or "", "version_id": _id("version", key),
+            "version_field": f"{VERSION_FIELD}{key}", "versions": options, "notes": notes,
+            "runs_on": runs_on, "version": version}
 
 
 def render_form(images, sizes, user_groups, last=None, availability=None, selected=None, summary="",
-                budget="") -> str:
+                budget="", template_paths=(), template_text="") -> str:
     """HTML for the options form, showing only what the user may use.
 
     ``availability``: ``{size_key: (allowed, note)}`` from the quota layer; refused sizes are
     shown disabled with their note. ``selected``: ``{"image", "version", "size"}`` to
     pre-select (e.g. the user's previous, still valid, options), with ``"refused": True`` and
     ``"choice": "new"`` for a post being shown again with its error. ``summary``: the user's
-    quota in one line, shown at the top; ``budget``: its GPU-/CPU-hour budgets in one line.
+    quota in one line, shown at the top; ``budget``: its GPU-/CPU-hour budgets in one line (main's
+    accounting, issue 24). Rendered from ``templates/form/spawn_form.html`` (or a
+    site's: ``template_paths``, ``template_text``; see ``formtemplates``).
     """
     availability = availability or {}
     selected = selected or {}
-    out = ['<div class="ptjaas-options">']
-    if summary:
-        out.append(f'<p class="ptjaas-quota-summary"><strong>Quota</strong> {_e(summary)}</p>')
-    if budget:
-        out.append(f'<p class="ptjaas-time-budget"><strong>Budget</strong> {_e(budget)}</p>')
     visible = visible_images(images, sizes, user_groups)
-    if not visible:
-        out.append(
-            '<p class="alert alert-warning" role="alert">No image is available to your account. '
-            "Ask your administrator for access.</p></div>"
-        )
-        return "\n".join(out)
-
-    if last and last.get("image"):
-        _last_section(images, sizes, user_groups, last, availability, selected, out)
-
-    sel_image, sel_size = preselect(images, sizes, user_groups, availability, selected)
-    if sel_size is None:
-        out.append(
-            '<p class="alert alert-warning ptjaas-nothing-fits" role="alert">None of your sizes can '
-            "be started right now (see the notes below).</p>"
-        )
-    out.append('<fieldset class="form-group ptjaas-images"><legend>Image</legend>')
-    sel_version = None
-    for key in visible:
-        image = images[key]
-        iid = _id("image", key)
-        checked = " checked" if key == sel_image else ""
-        out.append('<div class="form-check ptjaas-image">')
-        out.append(
-            f'<input class="form-check-input" type="radio" name="image" value="{_e(key)}" '
-            f'id="{iid}"{checked}><label class="form-check-label" for="{iid}">'
-            f'<strong>{_e(image.get("display_name") or key)}</strong>'
-        )
-        if image.get("description"):
-            out.append(f' <span class="ptjaas-description">{_e(image["description"])}</span>')
-        out.append("</label>")
-        vid = _id("version", key)
-        default = default_version(image)
-        version = selected.get("version") if key == sel_image else None
-        if version not in image["versions"]:
-            version = default
-        if key == sel_image:
-            sel_version = version
-        out.append(
-            f'<div class="ptjaas-version"><label for="{vid}">'
-            f'Version of {_e(image.get("display_name") or key)}</label> '
-            f'<select class="form-control" name="{VERSION_FIELD}{_e(key)}" id="{vid}">'
-        )
-        notes = []
-        for vkey, ver in image["versions"].items():
-            text = version_label(image, vkey)
-            if vkey == default:
-                text += " (default)"
-            if ver.get("deprecated"):
-                text += f" - deprecated: {ver['deprecated']}"
-                notes.append(f"{version_label(image, vkey)}: deprecated: {ver['deprecated']}")
-            if ver.get("notes"):
-                notes.append(f"{version_label(image, vkey)}: {ver['notes']}")
-            sel = " selected" if vkey == version else ""
-            out.append(f'<option value="{_e(vkey)}"{sel}>{_e(text)}</option>')
-        out.append("</select>")
-        if notes:
-            out.append('<ul class="ptjaas-version-notes">')
-            out.extend(f"<li>{_e(n)}</li>" for n in notes)
-            out.append("</ul>")
-        usable = image_sizes(image, sizes, user_groups)
-        if image.get("sizes"):
-            names = ", ".join((sizes[s].get("display_name") or s) for s in usable)
-            out.append(f'<p class="ptjaas-image-sizes">Runs on: {_e(names)}</p>')
-        out.append("</div></div>")
-    out.append("</fieldset>")
-
-    out.append('<fieldset class="form-group ptjaas-sizes"><legend>Size</legend>')
-    for key in allowed_sizes(sizes, user_groups):
-        size = sizes[key]
-        sid = _id("size", key)
-        allowed, note = availability.get(key, (True, ""))
-        runs = [i for i in visible if key in image_sizes(images[i], sizes, user_groups)]
-        attrs = (" checked" if key == sel_size else "") + ("" if allowed else " disabled")
-        out.append(
-            f'<div class="form-check ptjaas-size{"" if allowed else " ptjaas-unavailable"}">'
-            f'<input class="form-check-input" type="radio" name="size" value="{_e(key)}" id="{sid}"'
-            f' data-ptjaas-images="{_e(json.dumps(runs))}"{attrs}>'
-            f'<label class="form-check-label" for="{sid}">'
-            f'<strong>{_e(size.get("display_name") or key)}</strong> '
-            f'<span class="ptjaas-resources">{_e(size_text(size))}</span>'
-        )
-        if size.get("description"):
-            out.append(f' <span class="ptjaas-description">{_e(size["description"])}</span>')
-        if note:
-            tone = "text-muted" if allowed else "text-danger"
-            out.append(f'<br><small class="ptjaas-size-note {tone}">{_e(note)}</small>')
-        out.append('<small class="ptjaas-size-other-image text-muted" hidden> (not with this image)</small>')
-        out.append("</label></div>")
-    out.append("</fieldset>")
-    for field, value in zip(SHOWN_FIELDS, (sel_image, sel_version, sel_size)):
-        out.append(f'<input type="hidden" name="{field}" value="{_e(value or "")}">')
-    out.append(SCRIPT)
-    out.append("</div>")
-    return "\n".join(out)
-
-
-# progressive enhancement: the form works without it
-SCRIPT = """<script>
-(function () {
-  var root = document.currentScript && document.currentScript.parentNode;
-  if (!root) return;
-  function all(sel) { return Array.prototype.slice.call(root.querySelectorAll(sel)); }
-  function checkedImage() {
-    var i = root.querySelector('input[name="image"]:checked');
-    return i ? i.value : null;
-  }
-  function fitSizes() {
-    var image = checkedImage(), first = null, any = false;
-    all('input[name="size"]').forEach(function (s) {
-      if (s.dataset.ptjaasUnavailable === undefined) s.dataset.ptjaasUnavailable = s.disabled ? "1" : "";
-      var runs = JSON.parse(s.dataset.ptjaasImages || "[]").indexOf(image) >= 0;
-      s.disabled = !runs || s.dataset.ptjaasUnavailable === "1";
-      var hint = s.parentNode.querySelector(".ptjaas-size-other-image");
-      if (hint) hint.hidden = runs;
-      if (s.disabled && s.checked) s.checked = false;
-      if (s.checked) any = true;
-      if (!s.disabled && first === null) first = s;
-    });
-    if (!any && first) first.checked = true;
-  }
-  function chooseNew() {
-    var n = root.querySelector('input[name="choice"][value="new"]');
-    if (n) n.checked = true;
-  }
-  all('input[name="image"], input[name="size"], select').forEach(function (el) {
-    el.addEventListener("change", function () { chooseNew(); fitSizes(); });
-  });
-  fitSizes();
-})();
-</script>"""
+    context = {"summary": summary, "budget": budget, "visible": bool(visible), "last": None, "nothing_fits": False,
+               "images": [], "sizes": [], "shown": []}
+    if visible:
+        if last and last.get("image"):
+            context["last"] = _last_choice(images, sizes, user_groups, last, availability, selected)
+        sel_image, sel_size = preselect(images, sizes, user_groups, availability, selected)
+        context["nothing_fits"] = sel_size is None
+        entries = [_image_entry(key, images[key], sizes, user_groups, key == sel_image,
+                                selected.get("version") if key == sel_image else None) for key in visible]
+        sel_version = next((e["version"] for e in entries if e["checked"]), None)
+        for key in allowed_sizes(sizes, user_groups):
+            size = sizes[key]
+            allowed, note = availability.get(key, (True, ""))
+            runs = [i for i in visible if key in image_sizes(images[i], sizes, user_groups)]
+            context["sizes"].append({
+                "key": key, "id": _id("size", key), "checked": key == sel_size, "allowed": allowed,
+                "runs_json": json.dumps(runs), "name": size.get("display_name") or key,
+                "resources": size_text(size), "description": size.get("description") or "", "note": note})
+        context["images"] = entries
+        context["shown"] = [(f, v or "") for f, v in zip(SHOWN_FIELDS, (sel_image, sel_version, sel_size))]
+    return formtemplates.render(formtemplates.SPAWN_FORM, context, template_paths, template_text)
 
 
 CHOICES = ("last", "new")

@@ -10,18 +10,17 @@ from __future__ import annotations
 
 from kubespawner import KubeSpawner
 from tornado import web
-from traitlets import Dict
+from traitlets import Dict, List, Unicode
 from traitlets.config import LoggingConfigurable
 
 from . import catalog, form, teams
+from .errors import Refusal
 from .quota.budget import form_verdict
 
 
 def refusal(e):
     """A ChoiceError as the hub's 400, its message shown as is in the page and the API."""
-    err = web.HTTPError(400, "%s", str(e), reason="Invalid server options")
-    err.jupyterhub_message = str(e)
-    return err
+    return Refusal(400, str(e), reason="Invalid server options")
 
 
 class SpawnFormMixin(LoggingConfigurable):
@@ -84,6 +83,30 @@ class SpawnFormMixin(LoggingConfigurable):
         no access to Secrets). Users tick connections in the form (``"connections": [keys]``),
         each limited to its ``groups``; a Secret that does not exist fails the start at once
         with a plain message. Each connection mounted is on the audit record, by name.
+        """,
+    )
+
+    spawn_form_template = Unicode(
+        "",
+        config=True,
+        help="""Jinja template text of the spawn form, replacing ptjaas's ``form/spawn_form.html``
+        (as KubeSpawner's ``profile_form_template`` replaces its profile form).
+
+        Empty (the default): ptjaas's own. The template gets plain data (``images``, ``sizes``,
+        ``last``, ``summary``, ``shown``, ...: see ``ptjaas_spawner/templates/form/spawn_form.html``)
+        and may ``{% include %}`` ptjaas's parts (``form/images.html``, ``form/sizes.html``,
+        ``form/last_choice.html``, ``form/script.html``). Every ``{{ value }}`` is HTML-escaped.
+        Keep the field names (``choice``, ``image``, ``version--<image>``, ``size``,
+        ``shown-*``): the posted form is read strictly.
+        """,
+    )
+    form_template_paths = List(
+        Unicode(),
+        config=True,
+        help="""Directories searched before ptjaas's own templates for the spawn form's
+        templates: a site's ``form/spawn_form.html``, ``form/team_section.html`` (the team
+        choice) or one of the parts they include (``form/images.html``, ``form/sizes.html``,
+        ``form/last_choice.html``, ``form/script.html``) replaces ptjaas's file of that name.
         """,
     )
 
@@ -157,6 +180,8 @@ class SpawnFormMixin(LoggingConfigurable):
             selected=selected,
             summary=await self.quota_summary(),
             budget=self.time_budget_line(),  # accounting: GPU-/CPU-hours left
+            template_paths=self.form_template_paths,
+            template_text=self.spawn_form_template,
         )
 
     async def _ptjaas_options_from_form(self, formdata):

@@ -27,6 +27,7 @@ from contextlib import contextmanager
 from traitlets import HasTraits, TraitError
 from traitlets.config import Configurable
 
+from .errors import ConfigError
 from .helmvalues import fragment_path
 
 # Configurable classes a fragment or hub.config commonly sets, by section name. A section
@@ -46,7 +47,7 @@ KNOWN_CLASSES = {
     "ConfigurableHTTPProxy": "jupyterhub.proxy:ConfigurableHTTPProxy",
 }
 
-class PtjaasConfigError(Exception):
+class PtjaasConfigError(ConfigError):
     """A setting in a config fragment or in the Helm values is wrong; the hub must not start."""
 
 

@@ -16,6 +16,7 @@ import sys
 from collections.abc import Mapping
 
 import yaml
+from .errors import SettingError
 
 # The directory z2jh's hub loads fragments from (it compiles each with its base name only).
 Z2JH_FRAGMENT_DIR = "/usr/local/etc/jupyterhub/jupyterhub_config.d"
@@ -25,7 +26,7 @@ _values: dict = {}           # their merged values
 _fragment_dir: str | None = None
 
 
-class ValuesFileError(ValueError):
+class ValuesFileError(SettingError):
     """A values file cannot be read or is not a mapping: ``path`` and ``problem``."""
 
     def __init__(self, path, problem):

@@ -6,8 +6,7 @@ Used by ``PtjaasSpawner``; the decisions themselves are in ``homevolume`` (pure)
 import asyncio
 import json
 
-from tornado import web
-
+from .errors import Refusal
 from .homevolume import (
     claim_phase,
     claim_requested,
@@ -48,15 +47,14 @@ def claim_refused_message(body, namespace, name):
     )
 
 
-class ClaimOwnerError(web.HTTPError):
+class ClaimOwnerError(Refusal):
     """An existing claim at a home-claim name is not proven to be the user's: the start is
     refused with 409 Conflict (nothing created or deleted). ``jupyterhub_message`` is the user's
     message; the admin's warning (naming the claim and the evidence) is logged where it is
     raised."""
 
     def __init__(self, message):
-        super().__init__(409, "%s", message)
-        self.jupyterhub_message = message
+        super().__init__(409, message)
 
 
 class HomeClaims:

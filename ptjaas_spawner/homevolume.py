@@ -10,6 +10,10 @@ from .sizes import groups_allow
 
 HOME_VOLUME_NAME = "home"
 
+#: the home claim's name, written once: the spawner's default ``pvc_name_template`` and the
+#: culler's default ``claim_name_template`` (which must name the same claim)
+HOME_CLAIM_TEMPLATE = "claim-{username}"
+
 # who owns a claim: KubeSpawner (every version) writes the real user name in the first, ptjaas
 # in both; ptjaas's user label is a label-safe form of the name (see objects.label_value)
 OWNER_ANNOTATIONS = ("hub.jupyter.org/username", f"{LABEL_PREFIX}/username")

@@ -25,6 +25,7 @@ from jupyterhub.scopes import needs_scope
 from tornado import web
 
 from . import audit
+from .errors import Refusal
 from .catalog import shown
 from .snapshots.policy import MAX_OPEN
 
@@ -157,9 +158,7 @@ def record(handler, action: str, user: str | None, message: str, **fields) -> di
 def refuse(handler, status: int, action: str, user: str | None, message: str, **fields):
     """Record the refusal, then raise the hub's error with ``message`` (shown to the caller)."""
     record(handler, action, user, message, **fields)
-    err = web.HTTPError(status, "%s", message)
-    err.jupyterhub_message = message
-    raise err
+    raise Refusal(status, message)
 
 
 def json_body(handler, name: str, user: str | None) -> dict:

@@ -147,10 +147,21 @@ def _decimal_si(amount: Decimal) -> str:
     return f"{int(amount.scaleb(9).to_integral_value(rounding=ROUND_UP))}n"
 
 
+def human_quantity(value, resource: str) -> str:
+    """An amount of ``resource`` as people read it, the one way ptjaas shows one (the form, the
+    usage page, quota messages): bytes in canonical form (``4Gi``, ``1536Mi``), CPU cores to the
+    millicore (``0.5``, ``2``), anything else (GPUs, servers) as a whole number."""
+    if is_bytes(resource):
+        return format_quantity(parse_bytes(value), resource)
+    if resource == "cpu":
+        return f"{round(parse_cpu(value), 3):g}"
+    return str(int(value))
+
+
 def canonical(value, resource: str = "") -> str:
     """A quantity as text in canonical form ("4096Mi" -> "4Gi", 0.5 -> "500m")."""
     return format_quantity(parse_quantity(value), resource)
 
 
 __all__ = ["QuantityError", "parse_quantity", "parse_cpu", "parse_bytes", "format_quantity",
-           "canonical", "is_bytes"]
+           "canonical", "is_bytes", "human_quantity"]

@@ -1,5 +1,5 @@
 """ptjaas's own settings, written once: the entries of the catalog, sizes and shared volumes,
-and the culler's Helm values. Pure data (JSON-schema-like) plus small readers.
+and the culler's Helm values. Pure data (JSON Schema) plus small readers.
 
 Everything that needs to know these keys derives them from here: the spawner's checks
 (``configcheck``, run at first spawn and at hub start-up by fragment 99), the culler's policy
@@ -7,10 +7,14 @@ Everything that needs to know these keys derives them from here: the spawner's c
 fragment 50), ``ptjaas check-values``, and the configuration reference in the docs (the
 ``ptjaas-values`` directive renders these tables with their descriptions).
 
-Each schema is an ``object`` with ``properties``; a property has a ``type`` (JSON-schema type
-names), a ``description`` for the docs, and where it applies ``required``/``default``/``minimum``
-and, for the culler's values, the culler ``option`` it becomes (``None``: read by the fragment
-itself; absent: the key in snake case).
+Each schema is a JSON Schema (draft 2020-12, checked by ``jsonschema`` in ``schemacheck``): an
+``object`` with ``properties``; a property has a ``type``, a ``description`` for the docs, and
+where it applies ``required``/``default``/``minimum``/``format`` and, for the culler's values,
+the culler ``option`` it becomes (``None``: read by the fragment itself; absent: the key in snake
+case). Three annotations of ours word the messages (``schemacheck``): an entry's ``noun`` ("a
+size"), a property's ``problem`` (what its value must be: "must be a whole number of GPUs >= 0")
+and ``needs`` (any problem with it is "<noun> needs <needs>", named on the entry). Formats
+``cpu`` and ``bytes`` are Kubernetes quantities (``quantity.parse_cpu`` / ``parse_bytes``).
 """
 
 import re
@@ -18,15 +22,16 @@ import re
 from .interfaces import INTERFACE_SCHEMA, LAUNCHERS_SCHEMA
 
 SECONDS = {"type": "number", "minimum": 0}
+CATALOG_SECONDS = dict(SECONDS, problem="must be a number of seconds >= 0")
 
 #: per-size and per-image culling keys (seconds); the culler reads them from the catalog
 CULL_PROPERTIES = {
-    "cull_idle_timeout": dict(SECONDS, description=(
+    "cull_idle_timeout": dict(CATALOG_SECONDS, description=(
         "Stop a server of this size/image after this many seconds without activity (instead of "
         "`cull.timeout`; when its size and its image both set one, the shorter applies; 0: never).")),
-    "cull_max_age": dict(SECONDS, description=(
+    "cull_max_age": dict(CATALOG_SECONDS, description=(
         "Stop a server of this size/image once it is this many seconds old, even if active.")),
-    "kernel_idle_timeout": dict(SECONDS, description=(
+    "kernel_idle_timeout": dict(CATALOG_SECONDS, description=(
         "Shut down kernels idle this many seconds inside a running server (the server stays).")),
 }
 
@@ -40,30 +45,36 @@ SHOWN = {
 }
 
 
-def entry(title, required, properties):
+def entry(title, noun, required, properties):
     """The schema of one entry of a ptjaas setting: an object with exactly these keys."""
-    return {"type": "object", "title": title, "additionalProperties": False, "required": required,
-            "properties": properties}
+    return {"type": "object", "title": title, "noun": noun, "additionalProperties": False,
+            "required": required, "properties": properties}
 
 
-GROUPS = {"type": "array", "items": {"type": "string"},
+GROUPS = {"type": "array", "items": {"type": "string"}, "problem": "must be a list of group names",
           "description": "Only members of these groups see and may use it (absent: everyone)."}
 
 SIZE = entry(
-    "a size (`hub.config.PtjaasSpawner.sizes.<key>`)",
+    "a size (`hub.config.PtjaasSpawner.sizes.<key>`)", "a size",
     required=["cpu_guarantee", "cpu_limit", "mem_guarantee", "mem_limit"],
     properties={
         **SHOWN,
-        "cpu_guarantee": {"type": ["number", "string"], "description": "CPU request (cores or a quantity such as `500m`)."},
-        "cpu_limit": {"type": ["number", "string"], "description": "CPU limit; at least `cpu_guarantee`."},
-        "mem_guarantee": {"type": ["number", "string"], "description": "Memory request (bytes or a quantity such as `4Gi`)."},
-        "mem_limit": {"type": ["number", "string"], "description": "Memory limit; at least `mem_guarantee`."},
-        "gpu": {"type": "integer", "minimum": 0, "default": 0, "description": "GPUs per server of this size."},
-        "gpu_resource": {"type": "string", "default": "nvidia.com/gpu",
+        "cpu_guarantee": {"type": ["number", "string"], "format": "cpu",
+                          "description": "CPU request (cores or a quantity such as `500m`)."},
+        "cpu_limit": {"type": ["number", "string"], "format": "cpu", "description": "CPU limit; at least `cpu_guarantee`."},
+        "mem_guarantee": {"type": ["number", "string"], "format": "bytes",
+                          "description": "Memory request (bytes or a quantity such as `4Gi`)."},
+        "mem_limit": {"type": ["number", "string"], "format": "bytes",
+                      "description": "Memory limit; at least `mem_guarantee`."},
+        "gpu": {"type": "integer", "minimum": 0, "default": 0, "problem": "must be a whole number of GPUs >= 0",
+                "description": "GPUs per server of this size."},
+        "gpu_resource": {"type": "string", "default": "nvidia.com/gpu", "problem": "must be a resource name string",
                          "description": "The extended resource the GPUs are requested as."},
         "node_selector": {"type": "object", "additionalProperties": {"type": "string"},
+                          "problem": "must be a dict of label -> string value",
                           "description": "Node labels a server of this size must run on."},
         "tolerations": {"type": "array", "items": {"type": "object"},
+                        "problem": "must be a list of Kubernetes toleration dicts",
                         "description": "Kubernetes tolerations (e.g. for tainted GPU nodes)."},
         "groups": GROUPS,
         **CULL_PROPERTIES,
@@ -71,10 +82,11 @@ SIZE = entry(
 )
 
 VERSION = entry(
-    "a version (`hub.config.PtjaasSpawner.images.<key>.versions.<version>`)",
+    "a version (`hub.config.PtjaasSpawner.images.<key>.versions.<version>`)", "a version",
     required=["image"],
     properties={
-        "image": {"type": "string", "description": "The image reference: a tag or a digest."},
+        "image": {"type": "string", "pattern": r"^\S+$", "needs": "'image' (a tag or digest reference)",
+                  "description": "The image reference: a tag or a digest."},
         "label": {"type": "string", "description": "Shown in the version menu."},
         "notes": {"type": "string", "description": "Release notes shown with the version."},
         "default": {"type": "boolean", "description": "The version preselected (at most one per image)."},
@@ -85,12 +97,14 @@ VERSION = entry(
 )
 
 IMAGE = entry(
-    "an image (`hub.config.PtjaasSpawner.images.<key>`)",
+    "an image (`hub.config.PtjaasSpawner.images.<key>`)", "an image",
     required=["versions"],
     properties={
         **SHOWN,
-        "versions": {"type": "object", "additionalProperties": VERSION, "description": "Version key -> version."},
-        "sizes": {"type": "array", "items": {"type": "string"},
+        "versions": {"type": "object", "minProperties": 1, "additionalProperties": VERSION,
+                     "needs": "at least one version in 'versions'", "description": "Version key -> version."},
+        "sizes": {"type": "array", "items": {"type": "string"}, "minItems": 1,
+                  "problem": "must be a non-empty list of size keys",
                   "description": "Only these sizes may run it (a CUDA image: the GPU sizes)."},
         "groups": GROUPS,
         "interface": INTERFACE_SCHEMA,
@@ -100,17 +114,39 @@ IMAGE = entry(
 )
 
 SHARED_VOLUME = entry(
-    "a shared volume (`hub.config.PtjaasSpawner.shared_volumes[i]`)",
+    "a shared volume (`hub.config.PtjaasSpawner.shared_volumes[i]`)", "a shared volume",
     required=["claim", "mount_path"],
     properties={
-        "claim": {"type": "string", "description": "An existing PersistentVolumeClaim in the users' namespace."},
-        "mount_path": {"type": "string", "description": "Absolute path it is mounted at."},
+        "claim": {"type": "string", "minLength": 1, "needs": "'claim' (the name of an existing claim)",
+                  "description": "An existing PersistentVolumeClaim in the users' namespace."},
+        "mount_path": {"type": "string", "pattern": "^/", "needs": "an absolute 'mount_path'",
+                       "description": "Absolute path it is mounted at."},
         "groups": GROUPS,
         "read_only": {"type": "boolean", "description": "Mount it read-only."},
     },
 )
 
 ACCESS_MODES = ("ReadWriteOnce", "ReadOnlyMany", "ReadWriteMany", "ReadWriteOncePod")
+
+#: the spawner's catalog settings (``c.PtjaasSpawner.<name>``), checked together at start-up
+#: (``configcheck``); the cross-field rules (guarantee <= limit, one default version, ...) are
+#: ``configcheck``'s
+SPAWNER = {
+    "type": "object",
+    "title": "the spawner's catalog (`hub.config.PtjaasSpawner`)",
+    "properties": {
+        "sizes": {"type": "object", "additionalProperties": SIZE, "problem": "must be a dict of size key -> size"},
+        "images": {"type": "object", "additionalProperties": IMAGE, "problem": "must be a dict of image key -> image"},
+        "home_volume_size": {"format": "bytes"},
+        "home_volume_size_by_group": {"type": "object", "additionalProperties": {"format": "bytes"},
+                                      "problem": "must be a dict of group -> size"},
+        "home_volume_access_modes": {"type": "array", "minItems": 1, "items": {"enum": list(ACCESS_MODES)},
+                                     "problem": f"must be a non-empty list of {', '.join(sorted(ACCESS_MODES))}"},
+        "home_mount_path": {"type": "string", "pattern": "^/", "problem": "must be an absolute path"},
+        "shared_volumes": {"type": "array", "items": SHARED_VOLUME,
+                           "problem": "must be a list of {claim, mount_path, groups?, read_only?}"},
+    },
+}
 
 #: ptjaas's culler values: `custom.ptjaas.culler.<key>` -> culler option
 CULLER = {

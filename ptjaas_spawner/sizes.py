@@ -8,7 +8,7 @@ A size is a dict (see ``PtjaasSpawner.sizes``)::
      "node_selector": {...}, "tolerations": [...], "groups": [...]}
 """
 
-from .quantity import format_quantity, parse_bytes, parse_cpu
+from .quantity import human_quantity, parse_bytes, parse_cpu
 from .settings_schema import SIZE, keys
 
 DEFAULT_GPU_RESOURCE = "nvidia.com/gpu"
@@ -33,7 +33,8 @@ def gpu_count(size: dict) -> int:
 
 def size_summary(size: dict) -> str:
     """One line for the form: '2 CPU, 4Gi memory, 1 GPU'."""
-    parts = [f"{_fmt_cpu(size['cpu_limit'])} CPU", f"{_fmt_mem(size['mem_limit'])} memory"]
+    parts = [f"{human_quantity(size['cpu_limit'], 'cpu')} CPU",
+             f"{human_quantity(size['mem_limit'], 'memory')} memory"]
     gpus = gpu_count(size)
     if gpus:
         parts.append(f"{gpus} GPU" + ("s" if gpus > 1 else ""))
@@ -44,21 +45,13 @@ def resources_text(cpu_guarantee, cpu_limit, mem_guarantee, mem_limit, gpus=0) -
     """CPU and memory as guarantee → limit, and GPUs: 'CPU 0.5 → 2, memory 1Gi → 4Gi, 1 GPU'.
     The one way the form and the usage page show resources (numbers or quantities)."""
     parts = [
-        f"CPU {_fmt_cpu(cpu_guarantee or 0)} \u2192 {_fmt_cpu(cpu_limit or 0)}",
-        f"memory {_fmt_mem(mem_guarantee or 0)} \u2192 {_fmt_mem(mem_limit or 0)}",
+        f"CPU {human_quantity(cpu_guarantee or 0, 'cpu')} \u2192 {human_quantity(cpu_limit or 0, 'cpu')}",
+        f"memory {human_quantity(mem_guarantee or 0, 'memory')} \u2192 {human_quantity(mem_limit or 0, 'memory')}",
     ]
     gpus = int(gpus or 0)
     if gpus:
         parts.append(f"{gpus} GPU" + ("s" if gpus > 1 else ""))
     return ", ".join(parts)
-
-
-def _fmt_cpu(value) -> str:
-    return f"{parse_cpu(value):g}"
-
-
-def _fmt_mem(value) -> str:
-    return format_quantity(value, "memory")
 
 
 def spawner_settings(size: dict) -> dict:

@@ -73,7 +73,7 @@ class PtjaasSpawner(DataAccessMixin, RefusedNewServerMixin, TeamsMixin, SpawnFor
 
     @default("pvc_name_template")
     def _default_pvc_name_template(self):
-        return "claim-{username}"
+        return homevolume.HOME_CLAIM_TEMPLATE
 
     @default("cmd")
     def _default_cmd(self):

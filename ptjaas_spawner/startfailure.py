@@ -12,11 +12,10 @@ read as the real control plane writes them. Pure (plain dicts in, strings out).
   being provisioned (a first start), and the user is told that instead.
 """
 
-import functools
 import re
-from datetime import datetime, timezone
 
-from tornado import web
+from .errors import Refusal
+from .timestamps import parse_time
 
 from .connections import missing_secret
 
@@ -24,44 +23,18 @@ STORAGE_CLASS_SETTING = "c.PtjaasSpawner.home_volume_storage_class"
 STORAGE_CLASS_SETTING_Z2JH = "hub.config.PtjaasSpawner.home_volume_storage_class"
 
 
-class StartFailed(web.HTTPError):
+class StartFailed(Refusal):
     """A start that cannot succeed; the message is what the user reads (progress page and the
     API's answer, with ``status_code``)."""
 
     def __init__(self, message, status_code=500):
-        super().__init__(status_code, "%s", message)
-        self.message = message
-        self.jupyterhub_message = message
+        super().__init__(status_code, message)
 
     def __str__(self):
         return self.message
 
 
 # ---- times ---------------------------------------------------------------------------------
-
-def parse_time(value):
-    """A Kubernetes timestamp (``2026-01-02T03:04:05Z``, with or without fractions) as an aware
-    datetime; None when absent or unreadable. Each text is parsed once (the same events and
-    objects are looked at again while a start runs)."""
-    if not value or not isinstance(value, str):
-        return None
-    return _parse_time(value)
-
-
-@functools.lru_cache(maxsize=8192)
-def _parse_time(value):
-    text = value.strip().replace("Z", "+00:00")
-    m = re.match(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?([+-]\d\d:\d\d)?$", text)
-    if not m:
-        return None
-    base = datetime.strptime(m.group(1), "%Y-%m-%dT%H:%M:%S")
-    frac = float(m.group(2)) if m.group(2) else 0.0
-    tz = m.group(3) or "+00:00"
-    sign = 1 if tz[0] == "+" else -1
-    offset = sign * (int(tz[1:3]) * 3600 + int(tz[4:6]) * 60)
-    stamp = base.replace(tzinfo=timezone.utc).timestamp() + frac - offset
-    return datetime.fromtimestamp(stamp, timezone.utc)
-
 
 def event_time(event):
     """The latest time an event (core/v1 or events.k8s.io written) says it happened."""

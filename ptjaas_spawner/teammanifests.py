@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 
+from .errors import SettingError
 from .quantity import format_quantity, parse_bytes, parse_cpu
 from .quota.budget import QuotaConfigError, QuotaPolicy
 from .quota.resourcequota import quota_manifest
@@ -63,7 +64,7 @@ Z2JH_CLOUD_METADATA_IP = "169.254.169.254"
 PRIVATE_CIDRS = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"]
 
 
-class ValuesError(ValueError):
+class ValuesError(SettingError):
     """The Helm values cannot give team manifests; the message names the key."""
 
 

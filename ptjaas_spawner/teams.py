@@ -15,11 +15,11 @@ or to a template in which ``{group}`` is replaced by the group's name
 
 from __future__ import annotations
 
-import html
 import re
 import string
 from dataclasses import dataclass
 
+from . import formtemplates
 from .configcheck import ConfigError
 
 TEAM_OPTION = "team"
@@ -203,14 +203,11 @@ def team_from_formdata(formdata):
     return values[0]
 
 
-def _e(value) -> str:
-    return html.escape(str(value), quote=True).replace("{", "&#123;").replace("}", "&#125;")
-
-
 def render_team_section(namespaces: dict, user_groups, hub_namespace: str, selected: str | None,
-                        home_claim: str, home_namespace: str | None) -> str:
+                        home_claim: str, home_namespace: str | None, template_paths=(), template_text="") -> str:
     """The form's team part: a choice when the user is in several teams, and where the home
-    volume lives. '' when no team namespace is configured."""
+    volume lives. '' when no team namespace is configured. Rendered from
+    ``templates/form/team_section.html`` (or a site's: see ``formtemplates``)."""
     if not namespaces:
         return ""
     teams = user_teams(namespaces, user_groups)
@@ -220,41 +217,16 @@ def render_team_section(namespaces: dict, user_groups, hub_namespace: str, selec
         ns = p.namespace
         return f"server and home volume {home_claim} in namespace {ns}" + (" (the hub's)" if p.legacy_home else "")
 
-    out = ['<fieldset class="form-group ptjaas-team"><legend>Team</legend>']
-    if not teams:
-        out.append(
-            f'<p class="ptjaas-home-location">You are in no team: your server and home volume '
-            f"{_e(home_claim)} live in the hub's namespace {_e(hub_namespace)}.</p>"
-        )
-    elif len(teams) == 1:
-        team = Team(teams[0], namespaces[teams[0]])
-        out.append(
-            f'<input type="hidden" name="{TEAM_OPTION}" value="{_e(team.group)}">'
-            f'<p class="ptjaas-home-location">Team {_e(team.group)}: {_e(where(team))}.</p>'
-        )
-    else:
-        chosen = selected if selected in teams else teams[0]
-        for group in teams:
-            team = Team(group, namespaces[group])
-            tid = "ptjaas-team-" + "".join(c if c.isalnum() or c in "-_" else f"_{ord(c):x}" for c in group)
-            checked = " checked" if group == chosen else ""
-            out.append(
-                '<div class="form-check">'
-                f'<input class="form-check-input" type="radio" name="{TEAM_OPTION}" value="{_e(group)}" '
-                f'id="{tid}"{checked}><label class="form-check-label" for="{tid}">'
-                f"<strong>{_e(group)}</strong> "
-                f'<span class="ptjaas-home-location">({_e(where(team))})</span></label></div>'
-            )
-        out.append(
-            '<p class="ptjaas-team-note text-muted">Each team has its own namespace, budget and '
-            "home volume: files in one team's home are not in the other's.</p>"
-        )
+    chosen = selected if selected in teams else (teams[0] if teams else None)
+    entries = [{"group": group, "checked": group == chosen, "where": where(Team(group, namespaces[group])),
+                "id": "ptjaas-team-" + "".join(c if c.isalnum() or c in "-_" else f"_{ord(c):x}" for c in group)}
+               for group in teams]
     legacy = [g for g in teams if placement(Team(g, namespaces[g]), hub_namespace, home_namespace).legacy_home]
+    context = {"teams": entries, "single": entries[0] if len(entries) == 1 else None, "home_claim": home_claim,
+               "hub_namespace": hub_namespace, "legacy_note": ""}
     if legacy:
-        p = placement(Team(legacy[0], namespaces[legacy[0]]), hub_namespace, home_namespace)
-        out.append(f'<p class="alert alert-info ptjaas-legacy-home" role="alert">{_e(p.note)}</p>')
-    out.append("</fieldset>")
-    return "\n".join(out)
+        context["legacy_note"] = placement(Team(legacy[0], namespaces[legacy[0]]), hub_namespace, home_namespace).note
+    return formtemplates.render(formtemplates.TEAM_SECTION, context, template_paths, template_text)
 
 
 def team_namespaces_in_use(namespaces: dict, hub_namespace: str) -> list:

@@ -3,11 +3,11 @@
 import asyncio
 import dataclasses
 
-from tornado import web
 from traitlets import Dict, TraitError, validate
 from traitlets.config import LoggingConfigurable
 
 from . import teams
+from .errors import Refusal
 from .homeclaim import HomeClaims
 
 STATE_KEY = "ptjaas_team"
@@ -125,9 +125,7 @@ class TeamsMixin(LoggingConfigurable):
         except teams.TeamChoiceError as e:
             self.audit_refused("refused-option", str(e), server=self.name,
                                options={teams.TEAM_OPTION: teams.team_from_options(options)})
-            err = web.HTTPError(400, "%s", str(e), reason="Invalid server options")
-            err.jupyterhub_message = str(e)
-            raise err from None
+            raise Refusal(400, str(e), reason="Invalid server options") from None
 
     def team_user_options(self) -> dict:
         """The ``team`` entry recorded in the server's user_options ({} without teams)."""
@@ -208,7 +206,8 @@ class TeamsMixin(LoggingConfigurable):
                 home_ns = self._home_namespace = self.hub_namespace
         selected = teams.team_from_options(self.user_options) or self._team
         return teams.render_team_section(
-            self.team_map(), self._team_groups(), self.hub_namespace, selected, names[0], home_ns
+            self.team_map(), self._team_groups(), self.hub_namespace, selected, names[0], home_ns,
+            template_paths=self.form_template_paths,
         )
 
     # ---- quota: a team's servers are charged to the team's pool; usage from every namespace
@@ -275,6 +274,4 @@ class TeamsMixin(LoggingConfigurable):
                 ns, self._started_team, "it does not exist" if missing else "forbidden")
             message = (f"Team {self._started_team!r}'s namespace {ns!r} is not ready for servers yet, so your "
                        "server was not started. Ask your administrator to set it up (ptjaas team-manifests).")
-            err = web.HTTPError(503, "%s", message, reason="Team namespace not ready")
-            err.jupyterhub_message = message
-            raise err from None
+            raise Refusal(503, message, reason="Team namespace not ready") from None

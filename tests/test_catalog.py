@@ -126,7 +126,7 @@ def test_size_settings():
      "c.PtjaasSpawner.sizes['gpu']: a GPU size needs gpu_resource"),
     (lambda s, i: s["small"].pop("cpu_limit"), "c.PtjaasSpawner.sizes['small']: a size needs cpu_limit"),
     (lambda s, i: s["small"].pop("mem_guarantee"), "sizes['small']: a size needs mem_guarantee"),
-    (lambda s, i: s["small"].update(colour="red"), "sizes['small']: unknown key(s) 'colour'"),
+    (lambda s, i: s["small"].update(colour="red"), "sizes['small']['colour']: unknown key; known:"),
     (lambda s, i: s["small"].update(mem_limit="lots"), "sizes['small']['mem_limit']: not a quantity"),
     (lambda s, i: s["small"].update(cull_idle_timeout="1h"), "['cull_idle_timeout']: must be a number"),
     (lambda s, i: i["python"]["versions"]["2024.05"].update(default=True),
@@ -136,7 +136,7 @@ def test_size_settings():
      "images['cuda']['sizes']: unknown size(s) 'gpu-large'"),
     (lambda s, i: i["cuda"]["versions"]["12"].pop("image"),
      "images['cuda']['versions']['12']: a version needs 'image'"),
-    (lambda s, i: i["cuda"].update(tag="x"), "images['cuda']: unknown key(s) 'tag'"),
+    (lambda s, i: i["cuda"].update(tag="x"), "images['cuda']['tag']: unknown key; known:"),
 ])
 def test_config_errors_name_the_setting(mutate, message):
     import copy

@@ -76,3 +76,15 @@ def test_options_from_formdata():
                                   "version--cuda": ["12"], "size": ["small"]}) == {
         "image": "python", "version": "2024.05", "size": "small"}
     assert options_from_formdata({}) == {}
+
+
+def test_a_site_replaces_a_template_part_or_the_whole_form_and_values_stay_escaped(tmp_path):
+    (tmp_path / "form").mkdir()
+    (tmp_path / "form" / "sizes.html").write_text(
+        '<ul class="site-sizes">{% for s in sizes %}<li>{{ s.name }}</li>{% endfor %}</ul>')
+    html = render_form(IMAGES, SIZES, ["power"], template_paths=[str(tmp_path)])
+    assert '<ul class="site-sizes"><li>Small</li><li>Large</li>' in html
+    assert 'type="radio" name="size"' not in html and 'type="radio" name="image"' in html  # the rest: ptjaas's
+    evil = {"x": {"display_name": "<b>X</b> {{evil}}", "versions": {"1": {"image": "x:1"}}}}
+    text = render_form(evil, SIZES, [], template_text="<p>{{ images[0].name }}</p>")
+    assert text == "<p>&lt;b&gt;X&lt;/b&gt; &#123;&#123;evil&#125;&#125;</p>"

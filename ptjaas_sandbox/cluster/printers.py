@@ -3,7 +3,7 @@ printers write them (pkg/printers/internalversion; durations as k8s.io/apimachin
 ``duration.HumanDuration``), and the snapshot CRDs' printer columns. Pure: an object and the time
 now in, a row's cells out (``PRINTERS`` by plural, ``default`` for the rest)."""
 
-from datetime import datetime, timezone
+from ptjaas_spawner.timestamps import parse_time
 
 
 # --- helpers as in k8s.io/apimachinery/pkg/util/duration and the printers ---------------------
@@ -35,15 +35,7 @@ def human_duration(seconds):
     return f"{hours // 24 // 365}y"
 
 
-def _parse_time(value):
-    if not value:
-        return None
-    value = value.replace("Z", "+00:00")
-    try:
-        t = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
+_parse_time = parse_time  # the one parser (ptjaas_spawner.timestamps)
 
 
 def since(value, now):

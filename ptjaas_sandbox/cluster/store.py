@@ -14,6 +14,8 @@ import uuid
 from collections import OrderedDict, deque
 from datetime import datetime, timezone
 
+from ptjaas_spawner.timestamps import parse_time
+
 from . import errors
 from .journal import Journal
 from .resources import BY_KEY
@@ -57,11 +59,9 @@ def _event_time(event):
     """When an event was last written (for its TTL after a restart), as epoch seconds."""
     for value in ((event.get("series") or {}).get("lastObservedTime"), event.get("lastTimestamp"),
                   event.get("eventTime"), event["metadata"].get("creationTimestamp")):
-        if value:
-            try:
-                return datetime.strptime(value[:19], "%Y-%m-%dT%H:%M:%S").replace(tzinfo=timezone.utc).timestamp()
-            except ValueError:
-                continue
+        when = parse_time(value)
+        if when is not None:
+            return when.timestamp()
     return time.time()
 
 

@@ -22,6 +22,7 @@ from typing import Iterable, Mapping
 from traitlets.config import LazyConfigValue
 
 from ..services import service_environment
+from ..errors import SettingError
 from ..settings_schema import CULLER, Z2JH_CULL, keys, options
 from .options import command_line
 from .policy import DEFAULT_TIMEOUT, PolicyError, extract_policy
@@ -42,7 +43,7 @@ def from_z2jh_values(cull: Mapping) -> dict:
     return {ours: cull[theirs] for theirs, ours in Z2JH_CULL_MAPPING.items() if cull.get(theirs) is not None}
 
 
-class CullerValuesError(ValueError):
+class CullerValuesError(SettingError):
     """``cull`` / ``custom.ptjaas.culler`` values that cannot work; the message names the value."""
 
 

@@ -164,8 +164,10 @@ class CullAudit:
 
 
 def claim_name(template: str, username: str) -> str:
-    """Expand a claim name template: {username} (KubeSpawner 'safe' slug), {escaped_username},
-    {raw_username}."""
+    """A home claim's name from the culler's ``claim_name_template`` (by default the spawner's
+    ``homevolume.HOME_CLAIM_TEMPLATE``), expanded as KubeSpawner (>= 7) expands
+    ``pvc_name_template`` with its 'safe' slug scheme: {username} (the safe slug),
+    {escaped_username} (the legacy escape), {raw_username} (the name itself)."""
     return template.format(
         username=safe_slug(username, max_length=48),
         escaped_username=escape_slug(username),

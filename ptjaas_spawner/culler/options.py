@@ -15,6 +15,7 @@ from textwrap import dedent
 from traitlets import Bool, Callable, Float, Int, List, TraitError, Unicode, Union, default
 from traitlets.config import Configurable
 
+from ..homevolume import HOME_CLAIM_TEMPLATE
 from .policy import DEFAULT_TIMEOUT, PolicyError
 
 POLICY_ENV = "PTJAAS_CULL_POLICY"
@@ -129,10 +130,11 @@ class CullerOptions(Configurable):
     def _ns_default(self):
         return os.environ.get("POD_NAMESPACE") or "default"
 
-    claim_name_template = Unicode("claim-{username}", help=dedent("""
-        Name of a user's home PersistentVolumeClaim for the `snapshot` action. {username} is
-        KubeSpawner's 'safe' slug of the user name, {escaped_username} the legacy escape,
-        {raw_username} the name itself. Must match the spawner's home claim name.
+    claim_name_template = Unicode(HOME_CLAIM_TEMPLATE, help=dedent("""
+        Name of a user's home PersistentVolumeClaim for the `snapshot` action, for claims without
+        the spawner's user label. {username} is KubeSpawner's 'safe' slug of the user name,
+        {escaped_username} the legacy escape, {raw_username} the name itself. The default is the
+        spawner's default `pvc_name_template` (`homevolume.HOME_CLAIM_TEMPLATE`); set both together.
         """).strip()).tag(config=True)
 
 

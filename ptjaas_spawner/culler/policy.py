@@ -24,27 +24,17 @@ from datetime import datetime, timezone
 from typing import Any, Iterable, Mapping
 
 from ..objects import label_value
+from ..errors import SettingError
 from ..settings_schema import CULL_KEYS
+from ..timestamps import parse_time  # noqa: F401 - also a hook helper (culler.policy:parse_time)
 
 
 #: default names of the keys the spawner records in a server's ``user_options``
 DEFAULT_OPTION_KEYS = {"size": "size", "image": "image", "version": "version"}
 
 
-class PolicyError(ValueError):
+class PolicyError(SettingError):
     """Invalid culling configuration; the message names the offending config key."""
-
-
-def parse_time(value: str | None) -> datetime | None:
-    """Parse a hub ISO-8601 timestamp ('...Z' or with offset); naive means UTC."""
-    if not value:
-        return None
-    if value.endswith("Z"):
-        value = value[:-1] + "+00:00"
-    dt = datetime.fromisoformat(value)
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
-    return dt
 
 
 def _check_seconds(value: Any, where: str) -> int | None:

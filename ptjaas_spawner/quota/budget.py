@@ -19,26 +19,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..quantity import format_quantity, parse_bytes, parse_cpu
+from ..errors import SettingError
+from ..quantity import human_quantity, parse_bytes, parse_cpu
 from .ledger import RESOURCES, ZERO, Amount, Charge, Ledger  # noqa: F401 - Charge: part of this module's vocabulary
 from .timebudget import TIME_KEYS, TimeBudgetError, parse_time_budget
 
 NOUN = {"gpus": "GPUs", "cpu": "CPU cores", "memory": "memory", "servers": "servers"}
 
 
-class QuotaConfigError(ValueError):
+class QuotaConfigError(SettingError):
     """A quota setting is invalid; the message names the config key."""
 
 
 def fmt(resource: str, value) -> str:
     """Human text for an amount of a resource ('4Gi', '2.5', '3')."""
-    if value is None:
-        return "unlimited"
-    if resource == "memory":
-        return format_quantity(int(value), "memory")
-    if resource == "cpu":
-        return f"{round(value, 3):g}"
-    return str(int(value))
+    return "unlimited" if value is None else human_quantity(value, resource)
 
 
 def parse_budget(spec, where: str, allow_per_user: bool = False) -> tuple[dict, dict]:

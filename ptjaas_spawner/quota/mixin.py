@@ -23,7 +23,6 @@ import functools
 import re
 import time
 
-from tornado import web
 from traitlets import Bool, Dict, TraitError, observe, validate
 from traitlets.config import Config, LoggingConfigurable
 
@@ -31,6 +30,7 @@ from .budget import (
     Ledger, QuotaConfigError, QuotaPolicy, decide, decide_sizes, form_verdict, parse_budget,
     pod_amount, pod_limits, size_amount, summary,
 )
+from ..errors import Refusal
 from ..startplan import in_start
 from .ledger import Charge
 from .metrics import charge_added, charge_removed, count_refusal
@@ -50,12 +50,11 @@ _STARTING: set = set()
 REBUILD_SLICE = 0.02  # seconds of rebuild work between two yields to the event loop
 
 
-class QuotaExceeded(web.HTTPError):
+class QuotaExceeded(Refusal):
     """A start refused by a budget; ``jupyterhub_message`` is what the user reads."""
 
     def __init__(self, message: str, reason: str = "quota"):
-        super().__init__(403, message.replace("%", "%%"))
-        self.jupyterhub_message = message
+        super().__init__(403, message)
         self.quota_reason = reason
 
 

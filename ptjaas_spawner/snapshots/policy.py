@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 from typing import Iterable, Mapping
 
 from ..objects import SNAPSHOT_GROUP as GROUP, SNAPSHOT_VERSION as VERSION, label_value
+from ..timestamps import parse_time
 MANAGED_BY = "app.kubernetes.io/managed-by"
 HUB, SCHEDULER, CULLER = "ptjaas-hub", "ptjaas-snapshots", "ptjaas-culler"
 OURS = (HUB, SCHEDULER, CULLER)
@@ -159,11 +160,8 @@ def rate_limited(last: datetime | None, when: datetime, interval: float) -> floa
 
 def view_mount_path(home_mount: str, directory: str, snap: Mapping) -> str:
     """``<home>/<directory>/<time>`` for an opened snapshot (time as 2026-11-30_12-00-00)."""
-    t = taken_at(snap)
-    try:
-        stamp = datetime.fromisoformat(t.replace("Z", "+00:00")).strftime("%Y-%m-%d_%H-%M-%S")
-    except ValueError:
-        stamp = snap["metadata"]["name"][-40:]
+    t = parse_time(taken_at(snap))
+    stamp = t.strftime("%Y-%m-%d_%H-%M-%S") if t else snap["metadata"]["name"][-40:]
     return f"{home_mount.rstrip('/')}/{directory.strip('/')}/{stamp}"
 
 
@@ -187,9 +185,7 @@ def due(snaps: Iterable[Mapping], every: float, when: datetime) -> bool:
     times = [taken_at(s) for s in snaps]
     if not times:
         return True
-    newest = max(times)
-    try:
-        t = datetime.fromisoformat(newest.replace("Z", "+00:00"))
-    except ValueError:
+    t = parse_time(max(times))
+    if t is None:
         return True
     return (when - t).total_seconds() >= every

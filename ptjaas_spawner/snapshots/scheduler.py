@@ -30,6 +30,7 @@ from urllib.parse import quote
 from .. import audit
 from ..hubapi import HubAPI
 from ..kube import Kube
+from ..errors import SettingError
 from ..objects import label_value
 from ..services import service_environment
 from . import policy
@@ -39,8 +40,8 @@ ENV = "PTJAAS_SNAPSHOT_SCHEDULE"
 log = logging.getLogger("ptjaas.snapshots")
 
 
-class ScheduleError(ValueError):
-    pass
+class ScheduleError(SettingError):
+    """``custom.ptjaas.snapshots.schedule`` is invalid; the message names the key."""
 
 
 def check_groups(groups) -> dict:

@@ -13,12 +13,12 @@ import asyncio
 import hashlib
 
 from sqlalchemy.orm import object_session
-from tornado import web
 from traitlets import Dict, Float, List, Unicode, validate, TraitError
 from traitlets.config import LoggingConfigurable
 
 from ..catalog import shown
 from ..kube import ApiException, Kube
+from ..errors import Refusal
 from ..objects import label_value
 from . import policy
 
@@ -266,6 +266,4 @@ def _shown(value):
 
 
 def _http(status, message):
-    err = web.HTTPError(status, "%s", message, reason="Snapshot refused")
-    err.jupyterhub_message = message
-    return err
+    return Refusal(status, message, reason="Snapshot refused")
