@@ -7,7 +7,7 @@ Used by the ``@validate`` handlers of ``PtjaasSpawner`` and by the start-up chec
 the hub refuse to start on a bad catalog.
 """
 
-from . import schemacheck
+from . import connections, schemacheck
 from .errors import SettingError
 from .quantity import parse_bytes, parse_cpu
 from .settings_schema import SPAWNER
@@ -83,9 +83,20 @@ def check_shared_volumes(shared_volumes, home_mount_path=None) -> None:
 
 def check_all(images, sizes, home_volume_size="10Gi", home_volume_size_by_group=None,
               home_volume_access_modes=("ReadWriteOnce",), home_mount_path="/home/jovyan",
-              shared_volumes=()) -> None:
+              shared_volumes=(), custom_images=None, data_connections=None) -> None:
     """Check the whole spawner config; raise ConfigError on the first problem."""
     check_sizes(sizes)
     check_images(images, sizes)
     check_home(home_volume_size, home_volume_size_by_group or {}, home_volume_access_modes, home_mount_path)
     check_shared_volumes(shared_volumes, home_mount_path)
+    check_environments(custom_images, data_connections, sizes)
+
+
+def check_environments(custom_images, data_connections, sizes=None) -> None:
+    """Custom images and data connections: their schema, the sizes named, and what a connection gives."""
+    _check_schema(custom_images=custom_images or None, data_connections=data_connections or None)
+    unknown = [s for s in (custom_images or {}).get("sizes") or () if sizes is not None and s not in sizes]
+    if unknown:
+        _fail(_where("custom_images", "sizes"), f"unknown size(s) {', '.join(map(repr, unknown))}")
+    for where, problem in connections.check(data_connections):
+        _fail(f"{PREFIX}.{where}", problem)

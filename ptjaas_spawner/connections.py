@@ -22,28 +22,7 @@ import re
 from .sizes import groups_allow
 
 MAX_CONNECTIONS = 20
-NAME = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"           # a connection key and a Secret's name (DNS-1123 label)
-ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
-SECRET_KEY = r"^[-._a-zA-Z0-9]{1,253}$"
 
-CONNECTION = {
-    "type": "object", "additionalProperties": False, "required": ["secret"],
-    "title": "a data connection (`hub.config.PtjaasSpawner.data_connections.<key>`)",
-    "properties": {
-        "display_name": {"type": "string", "maxLength": 100, "description": "Shown in the spawn form."},
-        "description": {"type": "string", "maxLength": 300, "description": "One line under the name in the form."},
-        "groups": {"type": "array", "items": {"type": "string"},
-                   "description": "Only members of these groups may use it (absent: everyone)."},
-        "secret": {"type": "string", "pattern": NAME, "description": "The Secret, in the server's namespace."},
-        "env_from": {"type": "boolean", "description": "Every key of the Secret as an environment variable."},
-        "env": {"type": "object", "additionalProperties": {"type": "string", "pattern": SECRET_KEY},
-                "propertyNames": {"pattern": ENV_NAME},
-                "description": "Environment variable -> key of the Secret."},
-        "files_at": {"type": "string", "pattern": "^/[A-Za-z0-9._/-]{1,200}$",
-                     "description": "The Secret's keys as read-only files in this directory."},
-    },
-}
-SCHEMA = {"type": "object", "propertyNames": {"pattern": NAME}, "additionalProperties": CONNECTION}
 
 
 class ConnectionRefused(ValueError):

@@ -19,20 +19,6 @@ from .imageref import MAX_LENGTH, is_reference, matches
 
 CUSTOM = "custom"
 
-SCHEMA = {
-    "type": "object", "additionalProperties": False, "required": ["allowed"],
-    "title": "custom images (`hub.config.PtjaasSpawner.custom_images`)",
-    "properties": {
-        "groups": {"type": "array", "items": {"type": "string"},
-                   "description": "Members of these groups may run an image of their own ([]: everyone; absent: nobody)."},
-        "allowed": {"type": "array", "minItems": 1, "items": {"type": "string", "minLength": 1, "maxLength": 300},
-                    "description": "Glob patterns of the image references allowed (`registry.example.com/team/*`)."},
-        "sizes": {"type": "array", "items": {"type": "string"},
-                  "description": "Only these sizes may run a custom image (absent: the user's sizes)."},
-        "pull_secret": {"type": "string", "description": "An image pull Secret in the server's namespace."},
-    },
-}
-
 
 def permitted(settings: dict | None, user_groups) -> bool:
     """May this user run an image of their own?"""

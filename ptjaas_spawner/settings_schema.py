@@ -131,6 +131,44 @@ ACCESS_MODES = ("ReadWriteOnce", "ReadOnlyMany", "ReadWriteMany", "ReadWriteOnce
 #: the spawner's catalog settings (``c.PtjaasSpawner.<name>``), checked together at start-up
 #: (``configcheck``); the cross-field rules (guarantee <= limit, one default version, ...) are
 #: ``configcheck``'s
+#: data connections (``connections``): a Secret named, never read by the hub
+CONNECTION_NAME = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"   # a connection key and a Secret's name (DNS-1123 label)
+ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
+SECRET_KEY = r"^[-._a-zA-Z0-9]{1,253}$"
+CONNECTION = {
+    "type": "object", "additionalProperties": False, "required": ["secret"],
+    "title": "a data connection (`hub.config.PtjaasSpawner.data_connections.<key>`)",
+    "properties": {
+        "display_name": {"type": "string", "maxLength": 100, "description": "Shown in the spawn form."},
+        "description": {"type": "string", "maxLength": 300, "description": "One line under the name in the form."},
+        "groups": {"type": "array", "items": {"type": "string"},
+                   "description": "Only members of these groups may use it (absent: everyone)."},
+        "secret": {"type": "string", "pattern": CONNECTION_NAME, "description": "The Secret, in the server's namespace."},
+        "env_from": {"type": "boolean", "description": "Every key of the Secret as an environment variable."},
+        "env": {"type": "object", "additionalProperties": {"type": "string", "pattern": SECRET_KEY},
+                "propertyNames": {"pattern": ENV_NAME},
+                "description": "Environment variable -> key of the Secret."},
+        "files_at": {"type": "string", "pattern": "^/[A-Za-z0-9._/-]{1,200}$",
+                     "description": "The Secret's keys as read-only files in this directory."},
+    },
+}
+CONNECTIONS = {"type": "object", "propertyNames": {"pattern": CONNECTION_NAME}, "additionalProperties": CONNECTION}
+
+#: images of a user's own (``customimages``)
+CUSTOM_IMAGES = {
+    "type": "object", "additionalProperties": False, "required": ["allowed"],
+    "title": "custom images (`hub.config.PtjaasSpawner.custom_images`)",
+    "properties": {
+        "groups": {"type": "array", "items": {"type": "string"},
+                   "description": "Members of these groups may run an image of their own ([]: everyone; absent: nobody)."},
+        "allowed": {"type": "array", "minItems": 1, "items": {"type": "string", "minLength": 1, "maxLength": 300},
+                    "description": "Glob patterns of the image references allowed (`registry.example.com/team/*`)."},
+        "sizes": {"type": "array", "items": {"type": "string"},
+                  "description": "Only these sizes may run a custom image (absent: the user's sizes)."},
+        "pull_secret": {"type": "string", "description": "An image pull Secret in the server's namespace."},
+    },
+}
+
 SPAWNER = {
     "type": "object",
     "title": "the spawner's catalog (`hub.config.PtjaasSpawner`)",
@@ -145,6 +183,8 @@ SPAWNER = {
         "home_mount_path": {"type": "string", "pattern": "^/", "problem": "must be an absolute path"},
         "shared_volumes": {"type": "array", "items": SHARED_VOLUME,
                            "problem": "must be a list of {claim, mount_path, groups?, read_only?}"},
+        "custom_images": CUSTOM_IMAGES,
+        "data_connections": CONNECTIONS,
     },
 }
 

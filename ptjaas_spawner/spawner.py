@@ -41,7 +41,7 @@ STATE_KEY = "ptjaas"
 # of fragment 99 reads the same ones from the config)
 CATALOG_SETTINGS = (
     "images", "sizes", "home_volume_size", "home_volume_size_by_group", "home_volume_access_modes",
-    "home_mount_path", "shared_volumes",
+    "home_mount_path", "shared_volumes", "custom_images", "data_connections",
 )
 
 

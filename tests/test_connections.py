@@ -79,3 +79,26 @@ def test_team_manifests_prints_secret_stubs_for_admins_to_fill(tmp_path):
     stubs = list(yaml.safe_load_all(out))
     assert sorted((s["metadata"]["name"], s["metadata"]["namespace"], s["stringData"]) for s in stubs) == [
         ("bucket-creds", "ptjaas", {}), ("warehouse-creds", "ptjaas", {"password": "", "user": ""})]
+
+
+@pytest.mark.parametrize("setting, value, problem", [
+    ("data_connections", {"x": {"secret": "s"}}, "data_connections.x: gives the pod nothing"),
+    ("data_connections", {"x": {"secret": "Not A Name", "env_from": True}}, "secret"),
+    ("data_connections", {"x": {"secret": "s", "env_from": True, "colour": 1}}, "colour"),
+    ("custom_images", {"groups": []}, "allowed"),
+    ("custom_images", {"allowed": ["a/*"], "sizes": ["huge"]}, "unknown size(s) 'huge'"),
+])
+def test_bad_connection_and_custom_image_settings_are_refused_naming_them(setting, value, problem):
+    from ptjaas_spawner.configcheck import ConfigError, check_all
+
+    with pytest.raises(ConfigError) as e:
+        check_all(IMAGES, SIZES, **{setting: value})
+    assert problem in str(e.value) and setting in str(e.value), str(e.value)
+
+
+def test_an_unknown_interface_is_refused_at_start_up():
+    from ptjaas_spawner.configcheck import ConfigError, check_all
+
+    images = {"python": {"interface": "emacs", "versions": {"1": {"image": "example.org/py:1"}}}}
+    with pytest.raises(ConfigError, match="interface"):
+        check_all(images, SIZES)
