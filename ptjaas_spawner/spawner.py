@@ -209,7 +209,7 @@ class PtjaasSpawner(DataAccessMixin, RefusedNewServerMixin, TeamsMixin, SpawnFor
         start.apply_choice(self, choice)
 
     async def load_user_options(self):
-        """KubeSpawner's first step of its start. The start made its plan already (``_start``);
+        """KubeSpawner's first step of its start. The start made its plan already (``start.py``);
         called on its own (a tool, a test) it makes the plan: validates the user's options, sets
         KubeSpawner's traits and ensures the home claim."""
         if self.start_plan is None:
