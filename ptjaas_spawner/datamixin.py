@@ -1,9 +1,9 @@
 """``DataAccessMixin``: the spawner's side of the audit record and of snapshots.
 
-Mixed into ``PtjaasSpawner`` before ``QuotaMixin``. It wraps ``start``/``stop`` to record
-server starts (image digest, size, each volume with its access mode), stops and quota
-refusals (``audit``), and records option refusals (``audit_choice_refused``, called by the
-spawner where it refuses a choice). Snapshot opening (read-only claims made from snapshots,
+Mixed into ``PtjaasSpawner``. The start and the stop (``start.py``) call it to record server
+starts (``audit_started``: image digest, size, each volume with its access mode), stops and
+quota refusals (``audit``), and the spawner records option refusals (``audit_choice_refused``,
+called where it refuses a choice). Snapshot opening (read-only claims made from snapshots,
 mounted under ``~/snapshots/<time>`` and deleted when the server stops) lives in
 ``snapshots.views`` and is wired in here.
 """
@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import asyncio
 
-from tornado import web
 
-from . import audit, startplan
-from .quota.mixin import QuotaExceeded
+from . import audit
 from .snapshots.views import SnapshotViews
 
 
@@ -75,30 +73,9 @@ class DataAccessMixin(audit.AuditSettings, SnapshotViews):
                            options={k: _bounded(asked[k]) for k in ("image", "version", "size", "team", "snapshots")
                                     if k in asked})
 
-    def start(self):
-        # who, read once as the start begins (JupyterHub hands the spawner the request that
-        # started it): the record is made from what the start holds, with no database load
-        requester = getattr(getattr(self, "handler", None), "current_user", None)
-        who = (self.user.name, getattr(requester, "name", None))
-        inner = super().start()
-        return asyncio.ensure_future(self._audited_start(inner, who))
-
-    async def _audited_start(self, inner, who=(None, None)):
-        try:
-            url = await inner
-        except QuotaExceeded as e:
-            self.audit_refused("refused-quota", getattr(e, "jupyterhub_message", str(e)), user=who[0],
-                               by=who[1] or None, server=self.name)
-            raise
-        except web.HTTPError:
-            raise  # option refusals are recorded where they are decided
-        except BaseException:
-            await self.snapshot_views_cleanup()
-            raise
-        self._audit_started(*who)
-        return url
-
-    def _audit_started(self, user=None, by=None):
+    def audit_started(self, user=None, by=None):
+        """The record of a server start: who, the image (and the digest that ran), the size, and
+        each volume with its access mode."""
         pod = {}
         reflector = getattr(self, "pod_reflector", None)
         if reflector is not None:
@@ -116,12 +93,3 @@ class DataAccessMixin(audit.AuditSettings, SnapshotViews):
             volumes=audit.pod_volumes(pod, self.pvc_name, self.snapshot_view_claims()),
             connections=list(choice.connections) if choice and choice.connections else None,  # names only
         )
-
-    async def stop(self, now=False):
-        in_start = startplan.in_start()  # KubeSpawner's stop of a leftover pod, or a failed start's
-        try:
-            return await super().stop(now=now)
-        finally:
-            if not in_start:
-                self.audit("server-stop", server=self.name, by=task_requester())
-                await self.snapshot_views_cleanup()

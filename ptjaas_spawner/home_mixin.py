@@ -78,10 +78,66 @@ class HomeVolumeMixin(LoggingConfigurable):
         with those events' messages.""",
     )
 
+    # ---- what the spawner remembers of its home claim (between starts; during a start the
+    # claim is the plan's ``Home``) -------------------------------------------------------------
+
+    def _set_home_memory(self, home: dict, pvc_name: str, exists: bool):
+        """The one writer of the home claim's name on the spawner: ``_home`` (ptjaas's state:
+        claim, size, bound) and KubeSpawner's ``pvc_name`` / ``_pvc_exists`` (KubeSpawner's own
+        state, ``{pvc_name}`` in its templates, ``delete_forever``) kept equal to it."""
+        # _pvc_exists is KubeSpawner's private flag (kubespawner 7.1.0: get_state saves pvc_name
+        # only when it is True, load_state sets it); no public way to say "this claim exists"
+        self._home = dict(home)
+        self.pvc_name = pvc_name
+        self._pvc_exists = exists
+
+    def remember_home(self, home: Home):
+        """``home`` (a start's claim, found or created) is the server's home from now on."""
+        self._set_home_memory(home.state(), home.name, True)
+
+    def forget_home(self):
+        """No home claim is known (none yet, or it is to be found or made anew elsewhere)."""
+        self._set_home_memory({}, self._expand_user_properties(self.pvc_name_template), False)
+
+    def home_replaced(self, name: str, size: str):
+        """The home is now claim ``name`` (a restore made it from a snapshot)."""
+        self._set_home_memory({"claim": name, "size": size}, name, True)
+
+    def home_mounted(self, home: Home):
+        """A started server's pod mounts ``home``: proven bound, later starts need not read it
+        (unless the home was replaced meanwhile)."""
+        if self._home.get("claim") == home.name:
+            home.bound = True
+            self.remember_home(home)
+
+    def load_home_state(self, home: dict | None):
+        """ptjaas's state of the home (after KubeSpawner's load_state read its own)."""
+        home = dict(home or {})
+        name = home["claim"] if home.get("claim") and self.remember_pvc_name else self.pvc_name
+        self._set_home_memory(home, name, self._pvc_exists)
+
+    def home_memory(self) -> tuple:
+        """What ``restore_home_memory`` puts back (a refused start changes nothing)."""
+        return dict(self._home), self.pvc_name, self._pvc_exists
+
+    def restore_home_memory(self, memory: tuple):
+        self._set_home_memory(*memory)
+
+    def home_claim_remembered(self) -> bool:
+        """Does the spawner's state name a home claim (ptjaas's)?"""
+        return bool(self._home.get("claim"))
+
+    def home_claim_known(self) -> bool:
+        """Is a home claim known, from ptjaas's state or KubeSpawner's?"""
+        return self._remembered_claim() is not None
+
     def claim_candidates(self):
         """Home claim names to look for, in order: the remembered one, a named server's
         legacy per-server claim (KubeSpawner's default template), the current template, and
         the same templates in KubeSpawner's legacy 'escape' naming scheme."""
+        # KubeSpawner's private template expansion (kubespawner 7.1.0, with its slug schemes), so
+        # that the names are exactly those KubeSpawner gives; a public expand_user_properties
+        # would replace it (docs/upstream.md)
         expand = self._expand_user_properties
         per_server = []
         if self.name:
@@ -94,6 +150,9 @@ class HomeVolumeMixin(LoggingConfigurable):
         return self._home.get("claim") or (self.pvc_name if self._pvc_exists else None)
 
     def home_claim_manifest(self, name, size):
+        # KubeSpawner's private label and annotation builders (kubespawner 7.1.0), so the claim
+        # carries exactly the labels KubeSpawner's own get_pvc_manifest gives it (z2jh's network
+        # policies and the admin's storage_extra_labels); docs/upstream.md
         labels = self._build_common_labels(self._expand_all(self.storage_extra_labels))
         labels.update(objects.user_labels(self.user.name))
         labels.update(
@@ -130,9 +189,7 @@ class HomeVolumeMixin(LoggingConfigurable):
             home = Home(remembered, known, wanted, bound=bool(self._home.get("bound")))
         else:
             home = await self._find_or_create_home(HomeClaims(self), remembered, known, wanted)
-        self.pvc_name = home.name
-        self._pvc_exists = True
-        self._home = home.state()
+        self.remember_home(home)
         return home
 
     async def _find_or_create_home(self, claims, remembered, known, wanted) -> Home:
@@ -252,5 +309,4 @@ class HomeVolumeMixin(LoggingConfigurable):
         if deleted:
             self.log.info("Deleted claim %s that the failed start of %s created (it held no data)",
                           home.name, self._log_name)
-            self._home = {}
-            self._pvc_exists = False
+            self.forget_home()

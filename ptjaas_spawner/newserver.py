@@ -4,7 +4,8 @@ JupyterHub makes a named server's database entry as soon as a start (or the form
 before the spawner sees the options: a refused start (bad options, a full quota, a home claim
 that is not the user's) would leave a dead entry behind; after a race of 20 starts a user had 19.
 ``RefusedNewServerMixin`` removes the hub's record of such a server (never anything in
-Kubernetes) once JupyterHub has finished cleaning up the failed start.
+Kubernetes) once JupyterHub has finished cleaning up the failed start (the start,
+``start.start_server``, and the form's refusals call it).
 """
 
 import functools
@@ -46,20 +47,16 @@ class RefusedNewServerMixin(LoggingConfigurable):
         self.user.spawners.pop(self.name, None)
         self.db.commit()
 
-    def start(self):
-        started = super().start()
-        if self._is_new_named_server():
-            forget = functools.partial(self._forget_new_named_server, fresh=True)
-
-            def refused(f):
-                if f.cancelled() or not is_refusal(f.exception()):
-                    return
-                # after JupyterHub's own clean-up of the failed start (its spawn future)
-                done = getattr(self, "_spawn_future", None)
-                if done is not None and not done.done():
-                    done.add_done_callback(forget)
-                else:
-                    forget()
-
-            started.add_done_callback(refused)
-        return started
+    def forget_new_named_server_later(self):
+        """The first start of a new named server was refused (``start.start_server`` calls this):
+        remove its hub entry once JupyterHub has finished its own clean-up of the failed start."""
+        forget = functools.partial(self._forget_new_named_server, fresh=True)
+        # JupyterHub's spawn future (jupyterhub 6.1 and 5.5: BaseHandler.spawn_single_user sets
+        # the private _spawn_future, its clean-up of a failed start runs in it); no public way to
+        # run after that clean-up. Would be replaced by a hook run after a failed spawn's
+        # clean-up (docs/upstream.md).
+        done = getattr(self, "_spawn_future", None)
+        if done is not None and not done.done():
+            done.add_done_callback(forget)
+        else:
+            forget()

@@ -34,7 +34,7 @@ def this_start_pod(spawner):
 
 
 async def start_progress(spawner, interval=1.0):
-    """The progress events of the start that is running (KubeSpawner's ``_start_future``)."""
+    """The progress events of the start that is running (``PtjaasSpawner.start_future``)."""
     if spawner.events_enabled:
         await spawner._start_watching_events()  # as KubeSpawner's progress() does (kubespawner 7.1.0)
     began = time.perf_counter()
@@ -43,7 +43,7 @@ async def start_progress(spawner, interval=1.0):
     shown, said = set(), set()
     percent = 0.0
     while True:
-        future = spawner._start_future  # set by KubeSpawner.start() (kubespawner 7.1.0)
+        future = spawner.start_future  # set by PtjaasSpawner.start()
         done = future is not None and future.done()
         if notes is not spawner._notes:  # a new start began after this page did: its notes
             notes, sent = spawner._notes, 0

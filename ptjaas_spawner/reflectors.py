@@ -217,7 +217,7 @@ def delete_pod_later(spawner, interval=5.0, give_up_after=3600.0):
         deadline = loop.time() + give_up_after
         while loop.time() < deadline:
             await asyncio.sleep(interval)
-            if spawner._start_pending or spawner._spawn_pending or spawner.server is not None:
+            if spawner.pending == "spawn" or spawner.server is not None:  # JupyterHub's public state
                 return
             try:
                 await spawner.api.delete_namespaced_pod(

@@ -1,7 +1,7 @@
 """What one server start uses and makes, as plain values, and how its watches run beside it.
 
-A start (``PtjaasSpawner._start``) goes step by step, each step taking what it needs and
-returning what it made:
+A start (``start.start_server``, which reads top to bottom) goes step by step, each step taking
+what it needs and returning what it made:
 
 1. ``plan_start``: the user's choice, resolved once against the catalog and the quota's verdict
    per size (``StartPlan.choice``, ``StartPlan.availability``), the team namespace, and the home
@@ -11,6 +11,10 @@ returning what it made:
    the home claim and the scheduling; a watch that raises ``StartFailed`` ends the start;
 3. on failure, the clean-up of what the plan says this start made; on success the choice is
    remembered.
+
+During a start the plan's ``Home`` is the one owner of the home claim's name (the pod manifest
+mounts ``plan.home.name``); between starts the spawner remembers it through one writer
+(``HomeVolumeMixin._set_home_memory``, which keeps KubeSpawner's ``pvc_name`` equal to it).
 
 ``STARTING`` tells code that runs inside a start (KubeSpawner itself calls ``stop()`` there, to
 replace a leftover pod) from a stop of the server: a context variable, so it holds only for the

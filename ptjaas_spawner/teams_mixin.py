@@ -93,22 +93,23 @@ class TeamsMixin(LoggingConfigurable):
 
     # ---- the team of a start -----------------------------------------------------------
 
-    # the namespace the start tried is not put back (a refusal names it); the next start places anew
-    _PLACEMENT = ("_team", "_home_namespace", "_team_options", "_home", "_pvc_exists", "pvc_name")
-
     def _home_known(self) -> bool:
         """Is a home claim known to live in ``_home_namespace``? (A placement whose start made no
         home, or whose new home was deleted by its failed start, is no placement.)"""
-        return bool(self._home_namespace and (self._home.get("claim") or self._pvc_exists))
+        return bool(self._home_namespace and self.home_claim_known())
 
     def team_placement(self) -> dict:
         """What ``place_in_team_namespace`` may change, to put back when a start is refused
-        before its home claim exists (a refused start saves no placement)."""
-        return {name: getattr(self, name) for name in self._PLACEMENT}
+        before its home claim exists (a refused start saves no placement). The namespace the
+        start tried is not put back (a refusal names it); the next start places anew."""
+        return {"team": self._team, "home_namespace": self._home_namespace,
+                "team_options": dict(self._team_options), "home": self.home_memory()}
 
     def restore_team_placement(self, placement: dict):
-        for name, value in placement.items():
-            setattr(self, name, value)
+        self._team = placement["team"]
+        self._home_namespace = placement["home_namespace"]
+        self._team_options = placement["team_options"]
+        self.restore_home_memory(placement["home"])
 
     def team_map(self) -> dict:
         return teams.expand_team_namespaces(self.team_namespaces)
@@ -145,7 +146,7 @@ class TeamsMixin(LoggingConfigurable):
         return await claims.find(names)
 
     def _home_claim_names(self):
-        remembered = (getattr(self, "_home", None) or {}).get("claim")
+        remembered = self._home.get("claim")
         names = [remembered] if remembered else []
         names += [n for n in self.claim_candidates() if n not in names]
         return names
@@ -184,9 +185,7 @@ class TeamsMixin(LoggingConfigurable):
         if place.namespace != self._home_namespace:
             # a claim cannot move between namespaces: the home there is found or made anew
             # (any home elsewhere stays untouched)
-            self._home = {}
-            self._pvc_exists = False
-            self.pvc_name = self._expand_user_properties(self.pvc_name_template)
+            self.forget_home()
             self._home_namespace = place.namespace
         if place.namespace != self.namespace:
             self.log.info("Server %s runs in namespace %s (team %s)", self._log_name, place.namespace, team.group)
@@ -250,28 +249,25 @@ class TeamsMixin(LoggingConfigurable):
                 "with `ptjaas team-manifests ... | kubectl apply -f -` (docs/teams.md); "
                 "servers of its team cannot start until then", ns, e.status, e.reason)
 
-    # ---- a team namespace the hub cannot use: say so ----------------------------------------
 
-    def start(self):
-        inner = super().start()
-        return asyncio.ensure_future(self._team_namespace_guarded_start(inner))
+def team_namespace_not_ready(spawner, error):
+    """The error a user reads when a start failed because the team's namespace is missing or the
+    hub has no rights there (an ``ApiException`` 404/403 naming it); None for any other error.
+    The hub's log says what the admin must do."""
+    from kubernetes_asyncio.client.rest import ApiException
 
-    async def _team_namespace_guarded_start(self, inner):
-        from kubernetes_asyncio.client.rest import ApiException
-
-        try:
-            return await inner
-        except ApiException as e:
-            ns = self.namespace
-            text = f"{e.reason} {e.body!r}"
-            missing = e.status == 404 and "namespaces" in text and ns in text
-            forbidden = e.status == 403 and ns in text and "exceeded quota" not in text
-            if ns == self.hub_namespace or not (missing or forbidden):
-                raise
-            self.log.error(
-                "Team namespace %s (team %s) cannot be used by the hub (%s): create it and the hub's Role there "
-                "with `ptjaas team-manifests ... | kubectl apply -f -` (docs/teams.md)",
-                ns, self._started_team, "it does not exist" if missing else "forbidden")
-            message = (f"Team {self._started_team!r}'s namespace {ns!r} is not ready for servers yet, so your "
-                       "server was not started. Ask your administrator to set it up (ptjaas team-manifests).")
-            raise Refusal(503, message, reason="Team namespace not ready") from None
+    if not isinstance(error, ApiException):
+        return None
+    ns = spawner.namespace
+    text = f"{error.reason} {error.body!r}"
+    missing = error.status == 404 and "namespaces" in text and ns in text
+    forbidden = error.status == 403 and ns in text and "exceeded quota" not in text
+    if ns == spawner.hub_namespace or not (missing or forbidden):
+        return None
+    spawner.log.error(
+        "Team namespace %s (team %s) cannot be used by the hub (%s): create it and the hub's Role there "
+        "with `ptjaas team-manifests ... | kubectl apply -f -` (docs/teams.md)",
+        ns, spawner._started_team, "it does not exist" if missing else "forbidden")
+    message = (f"Team {spawner._started_team!r}'s namespace {ns!r} is not ready for servers yet, so your "
+               "server was not started. Ask your administrator to set it up (ptjaas team-manifests).")
+    return Refusal(503, message, reason="Team namespace not ready")

@@ -161,15 +161,12 @@ class AccountingMixin(LoggingConfigurable):
         except Exception as e:  # noqa: BLE001
             self.log.error("Accounting: the end of %s was not recorded: %s", self._log_name, e)
 
-    async def stop(self, now=False):
-        try:
-            return await super().stop(now=now)
-        finally:
-            if not in_start():
-                by = self.audit_requester() if hasattr(self, "audit_requester") else None
-                reason = getattr(self, "_accounting_stop_reason", "") or (f"stopped by {by}" if by else "stopped")
-                self._accounting_stop_reason = ""
-                self._accounting_ended(reason)
+    def accounting_stopped(self) -> None:
+        """The run ends: called by the stop (``start.stop_server``), not inside a start."""
+        by = self.audit_requester() if hasattr(self, "audit_requester") else None
+        reason = getattr(self, "_accounting_stop_reason", "") or (f"stopped by {by}" if by else "stopped")
+        self._accounting_stop_reason = ""
+        self._accounting_ended(reason)
 
     async def poll(self):
         status = await super().poll()

@@ -6,14 +6,16 @@ starts for the last 4 GPUs see each other's charges and exactly 4 pass. This hap
 final pod manifest (after every ``get_pod_manifest`` layer and ``modify_pod_hook``), just
 before the pod is created (``quota_charge_pod``, called by the spawner's start). The charge is
 released when the start fails (any exception, including the API server's ``403 exceeded
-quota``; the spawner's start calls ``quota_release``) and when the server stops.
+quota``) and when the server stops: ``start.py`` calls ``quota_release``.
 
 After a hub restart the ledger is rebuilt once, before the first decision, from the server pods
 KubeSpawner's pod reflector already holds (its one list and watch; the rebuild sends no request
 of its own): owner from the ``hub.jupyter.org/username`` / ``servername`` annotations, resources
 from the pod spec, pool from ``ptjaas.io/quota-pool``. It works through the pods in slices of
-about ``REBUILD_SLICE`` seconds, yielding to the event loop in between, and every decision
-waits for it to finish. With no budget configured nothing is kept, rebuilt or decided.
+about ``reconcile.REBUILD_SLICE`` seconds, yielding to the event loop in between, and every decision
+waits for it to finish. With no budget configured nothing is kept, rebuilt or decided. The
+ledger held against the cluster's pods (the rebuild, and the reconcile after an API server
+outage) is ``reconcile``.
 """
 
 from __future__ import annotations
@@ -21,33 +23,24 @@ from __future__ import annotations
 import asyncio
 import functools
 import re
-import time
 
 from traitlets import Bool, Dict, TraitError, observe, validate
 from traitlets.config import Config, LoggingConfigurable
 
+from . import reconcile
 from .budget import (
-    Ledger, QuotaConfigError, QuotaPolicy, decide, decide_sizes, form_verdict, parse_budget,
-    pod_amount, pod_limits, size_amount, summary,
+    Ledger, QuotaConfigError, QuotaPolicy, decide, decide_sizes, form_verdict, parse_budget, pod_amount, size_amount,
+    summary,
 )
 from ..errors import Refusal
-from ..startplan import in_start
 from .ledger import Charge
 from .metrics import charge_added, charge_removed, count_refusal
-
-POOL_ANNOTATION = "ptjaas.io/quota-pool"
-SIZE_LABEL = "ptjaas.io/size"
-IMAGE_LABEL = "ptjaas.io/image"
-VERSION_LABEL = "ptjaas.io/version"
+from .reconcile import POOL_ANNOTATION, charge_from_pod, rebuild_ledger
+from .reconcile import gone_charges  # noqa: F401 (where it was before quota/reconcile.py)
 
 # process-wide (the hub): one ledger (the gauges follow it), rebuilt once per pod reflector
 LEDGER = Ledger(on_add=charge_added, on_remove=charge_removed)
 _REBUILDS: dict = {}
-# (user, server name) of the starts in flight: charged before their pod exists, so a pod list
-# that misses their pod says nothing about them
-_STARTING: set = set()
-
-REBUILD_SLICE = 0.02  # seconds of rebuild work between two yields to the event loop
 
 
 class QuotaExceeded(Refusal):
@@ -86,70 +79,6 @@ def resourcequota_message(body: str, namespace: str) -> str:
 def _rebuilt(key) -> bool:
     fut = _REBUILDS.get(key)
     return fut is not None and fut.done() and not fut.cancelled() and fut.exception() is None
-
-
-def _charge_from_pod(user, server, pod: dict, pool, namespace=None) -> Charge:
-    meta = pod.get("metadata") or {}
-    labels = meta.get("labels") or {}
-    return Charge(
-        user, server, pod_amount(pod), pool,
-        labels.get(SIZE_LABEL, ""), labels.get(IMAGE_LABEL, ""), labels.get(VERSION_LABEL, ""),
-        *pod_limits(pod), namespace=namespace or meta.get("namespace") or "",
-    )
-
-
-def server_pod_charge(pod) -> Charge | None:
-    """The share a pod (API JSON) holds, or None when it is not a live server of a hub user."""
-    meta = (pod or {}).get("metadata") or {}
-    ann = meta.get("annotations") or {}
-    user = ann.get("hub.jupyter.org/username")
-    if not user or meta.get("deletionTimestamp"):
-        return None
-    if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
-        return None
-    server = ann.get("hub.jupyter.org/servername", "")
-    return _charge_from_pod(user, server, pod, ann.get(POOL_ANNOTATION) or None)
-
-
-async def rebuild_ledger(ledger: Ledger, current_pods, log=None, slice_seconds=REBUILD_SLICE) -> int:
-    """Charge the live server pods of ``current_pods()`` (``{"namespace/name": pod JSON}``, what
-    KubeSpawner's pod reflector holds) that ``ledger`` does not hold yet; returns how many.
-
-    Works in slices of ``slice_seconds``, yielding to the event loop in between. Each pod is read
-    again from ``current_pods()`` just before it is charged, so a server that stopped meanwhile
-    (its pod gone or terminating) is not charged."""
-    refs = list(current_pods())
-    added = 0
-    deadline = time.monotonic() + slice_seconds
-    for ref in refs:
-        pod = current_pods().get(ref)
-        try:
-            charge = server_pod_charge(pod)
-        except (TypeError, ValueError, AttributeError) as e:
-            if log is not None:
-                log.warning("Quota ledger: pod %s not counted, its resources are unreadable: %s", ref, e)
-            charge = None
-        if charge is not None and ledger.get(charge.user, charge.server) is None:
-            ledger.add(charge)
-            added += 1
-        if time.monotonic() >= deadline:
-            await asyncio.sleep(0)
-            deadline = time.monotonic() + slice_seconds
-    return added
-
-
-def gone_charges(ledger: Ledger, namespace: str, pods: dict, starting=frozenset()) -> list:
-    """The charges of servers in ``namespace`` whose pod is not in ``pods`` (``{"ns/name": pod
-    JSON}``, a list or watch of the pods there that succeeded), leaving out the servers in
-    ``starting``: their pods have been deleted, whether or not the hub has seen their stop."""
-    present = set()
-    for pod in pods.values():
-        meta = (pod or {}).get("metadata") or {}
-        ann = meta.get("annotations") or {}
-        if meta.get("namespace") == namespace and ann.get("hub.jupyter.org/username"):
-            present.add((ann["hub.jupyter.org/username"], ann.get("hub.jupyter.org/servername", "")))
-    return [c for key, c in ledger.charges.items()
-            if c.namespace == namespace and key not in present and key not in starting]
 
 
 @functools.lru_cache(maxsize=None)
@@ -303,29 +232,16 @@ class QuotaMixin(LoggingConfigurable):
         self.log.info("Quota ledger rebuilt from %d server pod(s) in %s", found, where)
 
     async def quota_reconcile(self):
-        """Usage re-derived from the pods of this spawner's namespace once its pod watch was
-        restarted (after an API server outage): the charges of servers whose pod is gone are
-        released (a later stop releases nothing twice) and live server pods the ledger misses are
-        charged. Nothing without quotas."""
-        if not self.quota_policy.enabled:
-            return
-        reflector = self.pod_reflector
-        if reflector is None or not reflector.first_load_future.done() or reflector.first_load_future.exception():
-            return
-        released = 0
-        for charge in gone_charges(LEDGER, self.namespace, reflector.pods, _STARTING):
-            if LEDGER.remove(charge.user, charge.server) is not None:
-                released += 1
-        added = await rebuild_ledger(LEDGER, lambda: reflector.pods, self.log)
-        if released or added:
-            self.log.info("Quota usage in namespace %s re-derived from its pods: %d share(s) released, %d charged",
-                          self.namespace, released, added)
+        """Usage re-derived from this namespace's pods once its pod watch was restarted (after an
+        API server outage): ``reconcile.reconcile_namespace``. Nothing without quotas."""
+        if self.quota_policy.enabled:
+            await reconcile.reconcile_namespace(LEDGER, self.namespace, self.pod_reflector, self.log)
 
     def quota_start_began(self):
-        _STARTING.add((self.user.name, self.name))
+        reconcile.start_began(self.user.name, self.name)
 
     def quota_start_ended(self):
-        _STARTING.discard((self.user.name, self.name))
+        reconcile.start_ended(self.user.name, self.name)
 
     # ---- decisions ----
     async def size_decisions(self, sizes: dict) -> dict:
@@ -378,7 +294,7 @@ class QuotaMixin(LoggingConfigurable):
             count_refusal(d.kind)
             self.log.warning("Quota refused %s/%s: %s", user, server, d.message)
             raise QuotaExceeded(d.message, d.kind)
-        charge = _charge_from_pod(user, server, pod, d.pool, self.namespace)
+        charge = charge_from_pod(user, server, pod, d.pool, self.namespace)
         LEDGER.add(charge)
         return charge
 
@@ -421,12 +337,3 @@ class QuotaMixin(LoggingConfigurable):
             except Exception as e:
                 self.log.warning("Quota ledger rebuild failed (retried at the next start): %s", e)
         return await super().poll()
-
-    async def stop(self, now=False):
-        try:
-            return await super().stop(now=now)
-        finally:
-            # KubeSpawner itself calls stop() inside start to replace a leftover pod: the share
-            # of the server being started stays charged then (a failed start releases it)
-            if not in_start():
-                self.quota_release()

@@ -135,9 +135,7 @@ async def restore(spawner, name, by: str, limited: bool = True) -> dict:
             "labels": {"ptjaas.io/replaced": "true"},
             "annotations": {policy.REPLACED_AT: stamp, policy.REPLACED_BY: by,
                             policy.REPLACED_WHY: f"home restored from snapshot {name} (kept until an admin deletes it)"}}})
-        spawner._home = {"claim": new_name, "size": size}
-        spawner.pvc_name = new_name
-        spawner._pvc_exists = True
+        spawner.home_replaced(new_name, size)
         spawner.audit("snapshot-restore", user=user, by=by, snapshot=name, claim=new_name,
                       previous_claim=old_name, before_restore_snapshot=before["name"])
         return {"claim": new_name, "previous_claim": old_name, "snapshot": name,

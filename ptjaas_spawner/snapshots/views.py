@@ -100,7 +100,7 @@ class SnapshotViews(LoggingConfigurable):
         self._snapshot_request = []
         if OPTION in options:  # for this start only: not remembered as the server's options
             cleaned = {k: v for k, v in options.items() if k != OPTION}
-            save = getattr(self, "_save_user_options", None)
+            save = getattr(self, "save_user_options", None)
             if save is not None:
                 save(cleaned)
             else:
