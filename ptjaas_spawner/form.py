@@ -7,6 +7,10 @@ Field names posted by the form:
 - ``choice``: ``"last"`` (same as last time) or ``"new"``
 - ``image``: an image key; ``version--<image key>``: that image's version key
 - ``size``: a size key
+- ``custom_image``: the reference of an image of one's own, with ``image=custom``
+  (``customimages``; offered only to permitted users)
+- ``connections`` (repeated): the data connections ticked; ``connections-shown``: the boxes were
+  on the page (none ticked then means none)
 - ``shown-image``, ``shown-version``, ``shown-size``: what the fields showed when the page was
   rendered. Without JavaScript nothing unchecks "same as last time" when the user picks a field:
   a post with ``choice=last`` whose fields differ from what they showed is the user's new choice.
@@ -18,7 +22,8 @@ with the message keeps the user's choices.
 
 import json
 
-from . import formtemplates
+from . import connections as data_connections
+from . import customimages, formtemplates
 from .catalog import (
     MAX_OPTION_LENGTH,
     ChoiceError,
@@ -29,11 +34,14 @@ from .catalog import (
     version_label,
     visible_images,
 )
+from .interfaces import describe as describe_interface, interface_of
 from .quota.budget import size_amount
 from .sizes import allowed_sizes, resources_text
 
 SHOWN_FIELDS = ("shown-image", "shown-version", "shown-size")
-FORM_FIELDS = frozenset({"_xsrf", "choice", "image", "size", *SHOWN_FIELDS})
+CONNECTIONS_SHOWN = "connections-shown"
+FORM_FIELDS = frozenset({"_xsrf", "choice", "image", "size", "custom_image", "connections", CONNECTIONS_SHOWN,
+                         *SHOWN_FIELDS})
 VERSION_FIELD = "version--"
 MAX_FORM_FIELDS = 200
 
@@ -107,23 +115,25 @@ def _image_entry(key, image, sizes, user_groups, checked, version) -> dict:
         text = version_label(image, vkey)
         if vkey == default:
             text += " (default)"
+        said = [str(ver["notes"])] if ver.get("notes") else []
         if ver.get("deprecated"):
-            text += f" - deprecated: {ver['deprecated']}"
-            notes.append(f"{version_label(image, vkey)}: deprecated: {ver['deprecated']}")
-        if ver.get("notes"):
-            notes.append(f"{version_label(image, vkey)}: {ver['notes']}")
+            text += " - deprecated"
+            said.append(f"deprecated: {ver['deprecated']}")
+        if said:  # one line per version: its notes, then why it is deprecated
+            notes.append(f"{version_label(image, vkey)}: {'; '.join(said)}")
         options.append({"key": vkey, "text": text, "selected": vkey == version})
     runs_on = ""
     if image.get("sizes"):
         runs_on = ", ".join((sizes[s].get("display_name") or s) for s in image_sizes(image, sizes, user_groups))
     return {"key": key, "id": _id("image", key), "checked": checked, "name": image.get("display_name") or key,
             "description": image.get("description") or "", "version_id": _id("version", key),
+            "opens": describe_interface(interface_of(image, image["versions"].get(version))),
             "version_field": f"{VERSION_FIELD}{key}", "versions": options, "notes": notes,
             "runs_on": runs_on, "version": version}
 
 
 def render_form(images, sizes, user_groups, last=None, availability=None, selected=None, summary="",
-                budget="", template_paths=(), template_text="") -> str:
+                budget="", template_paths=(), template_text="", custom_images=None, connections=None) -> str:
     """HTML for the options form, showing only what the user may use.
 
     ``availability``: ``{size_key: (allowed, note)}`` from the quota layer; refused sizes are
@@ -132,13 +142,29 @@ def render_form(images, sizes, user_groups, last=None, availability=None, select
     ``"choice": "new"`` for a post being shown again with its error. ``summary``: the user's
     quota in one line, shown at the top; ``budget``: its GPU-/CPU-hour budgets in one line (main's
     accounting, issue 24). Rendered from ``templates/form/spawn_form.html`` (or a
-    site's: ``template_paths``, ``template_text``; see ``formtemplates``).
+    site's: ``template_paths``, ``template_text``; see ``formtemplates``). ``custom_images``,
+    ``connections``: the settings of those names; the form offers an image of one's own where
+    the user is permitted one, and the data connections their groups allow.
     """
     availability = availability or {}
     selected = selected or {}
     visible = visible_images(images, sizes, user_groups)
     context = {"summary": summary, "budget": budget, "visible": bool(visible), "last": None, "nothing_fits": False,
-               "images": [], "sizes": [], "shown": []}
+               "images": [], "sizes": [], "shown": [], "custom": None, "connections": []}
+    custom = customimages.permitted(custom_images, user_groups)
+    custom_sizes = (custom_images or {}).get("sizes")
+    if custom:
+        reference = selected.get("custom_image") or (last or {}).get("image_ref") \
+            if (selected.get("image") or (last or {}).get("image")) == customimages.CUSTOM else ""
+        context["custom"] = {"allowed": ", ".join(custom_images["allowed"]), "value": reference or "",
+                             "checked": selected.get("image") == customimages.CUSTOM}
+    ticked = selected.get("connections")
+    if ticked is None:
+        ticked = (last or {}).get("connections") or []
+    for key in data_connections.usable(connections or {}, user_groups):
+        c = connections[key]
+        context["connections"].append({"key": key, "id": _id("connection", key), "checked": key in ticked,
+                                       "name": c.get("display_name") or key, "description": c.get("description") or ""})
     if visible:
         if last and last.get("image"):
             context["last"] = _last_choice(images, sizes, user_groups, last, availability, selected)
@@ -151,6 +177,8 @@ def render_form(images, sizes, user_groups, last=None, availability=None, select
             size = sizes[key]
             allowed, note = availability.get(key, (True, ""))
             runs = [i for i in visible if key in image_sizes(images[i], sizes, user_groups)]
+            if custom and (not custom_sizes or key in custom_sizes):
+                runs.append(customimages.CUSTOM)
             context["sizes"].append({
                 "key": key, "id": _id("size", key), "checked": key == sel_size, "allowed": allowed,
                 "runs_json": json.dumps(runs), "name": size.get("display_name") or key,
@@ -200,11 +228,18 @@ def options_from_formdata(formdata, offered_images=None) -> dict:
 
     options = {}
     image = first("image")
-    if image is not None:
+    if image == customimages.CUSTOM:
+        options.update(image=image, custom_image=(first("custom_image") or "").strip())
+    elif image is not None:
         options["image"] = image
         version = first(f"{VERSION_FIELD}{image}")
         if version is not None:
             options["version"] = version
+    if formdata.get(CONNECTIONS_SHOWN):  # the boxes were on the page: none ticked is none
+        ticked = list(formdata.get("connections") or [])
+        if len(ticked) > data_connections.MAX_CONNECTIONS or any(len(t) > 63 for t in ticked):
+            raise ChoiceError(f"Too many or too long data connections (at most {data_connections.MAX_CONNECTIONS}).")
+        options["connections"] = ticked
     size = first("size")
     if size is not None:
         options["size"] = size
@@ -218,6 +253,6 @@ def options_from_formdata(formdata, offered_images=None) -> dict:
             return {"same_as_last": True, **options}
         posted = [options.get("image"), options.get("version"), options.get("size")]
         if [v or None for v in shown_values] == posted:
-            return {"same_as_last": True}
+            return {"same_as_last": True, **({"connections": options["connections"]} if "connections" in options else {})}
         # the user picked a field: that switches "same as last time" off
     return options

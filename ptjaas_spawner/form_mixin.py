@@ -182,6 +182,8 @@ class SpawnFormMixin(LoggingConfigurable):
             budget=self.time_budget_line(),  # accounting: GPU-/CPU-hours left
             template_paths=self.form_template_paths,
             template_text=self.spawn_form_template,
+            custom_images=self.custom_images,
+            connections=self.data_connections,
         )
 
     async def _ptjaas_options_from_form(self, formdata):

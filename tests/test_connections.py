@@ -102,3 +102,30 @@ def test_an_unknown_interface_is_refused_at_start_up():
     images = {"python": {"interface": "emacs", "versions": {"1": {"image": "example.org/py:1"}}}}
     with pytest.raises(ConfigError, match="interface"):
         check_all(images, SIZES)
+
+
+def test_the_form_offers_the_connections_and_an_image_of_ones_own_and_reads_them_back():
+    from ptjaas_spawner.form import options_from_formdata, render_form
+
+    images = {"python": {"display_name": "Python", "interface": "vscode",
+                         "versions": {"1": {"image": "example.org/py:1", "notes": "Python 3.13",
+                                            "deprecated": "use 2"}, "2": {"image": "example.org/py:2"}}}}
+    custom = {"groups": [], "allowed": ["example.org/team/*"]}
+    html = render_form(images, SIZES, ["vision"], custom_images=custom, connections=CONNECTIONS,
+                       last={"image": "python", "version": "2", "size": "small", "connections": ["bucket"]})
+    assert "Opens VS Code" in html
+    assert html.count("deprecated: use 2") == 1 and "1: Python 3.13; deprecated: use 2" in html
+    assert 'name="custom_image"' in html and "Allowed: example.org/team/*" in html
+    assert 'value="warehouse"' in html and 'value="bucket" id="connection-bucket" checked' in html.replace(
+        "ptjaas-connection", "connection")
+    assert "warehouse" not in render_form(images, SIZES, [], connections=CONNECTIONS)  # not in the group
+    assert 'id="ptjaas-custom-image-ref"' not in render_form(images, SIZES, [])  # not permitted: not offered
+    posted = {"choice": ["new"], "image": ["custom"], "custom_image": [" example.org/team/x:1 "], "size": ["small"],
+              "connections-shown": ["1"], "connections": ["warehouse"]}
+    assert options_from_formdata(posted) == {"image": "custom", "custom_image": "example.org/team/x:1",
+                                             "size": "small", "connections": ["warehouse"]}
+    none = {"choice": ["new"], "image": ["python"], "size": ["small"], "connections-shown": ["1"]}
+    assert options_from_formdata(none)["connections"] == []  # boxes shown, none ticked: none
+    choice = resolve_choice(IMAGES, SIZES, ["vision"], options_from_formdata(posted), connections=CONNECTIONS,
+                            custom_images=custom)
+    assert choice.image_ref == "example.org/team/x:1" and choice.connections == ["warehouse"]
