@@ -15,6 +15,6 @@ class DevLoginAuthenticator(DummyAuthenticator):
     ptjaas_usage_page = True   # fragment 40 links the usage page in the navigation bar
 
     def get_handlers(self, app):
-        from ptjaas_spawner.quota.handlers import usage_handlers
+        from ptjaas_spawner.usagepages import usage_handlers
 
         return super().get_handlers(app) + usage_handlers

@@ -1,6 +1,7 @@
 """Strict requests to ptjaas's hub pages and REST API, and each refusal on the audit record.
 
-- ``BODIES``: the JSON Schema of each JSON request body ptjaas takes (unknown keys refused,
+- ``BODIES``: the JSON Schema of each JSON request body ptjaas takes, each declared by its
+  endpoint's module with ``accept`` (unknown keys refused,
   strings and lists bounded, as a start's ``user_options`` are); ``QUERIES``: the query
   arguments of each endpoint, each bounded. ``body_problem`` / ``query_problem`` say what is
   wrong in words naming the key (pure).
@@ -27,36 +28,38 @@ from tornado import web
 from . import audit
 from .errors import Refusal
 from .catalog import shown
-from .snapshots.policy import MAX_OPEN
 
 MAX_BODY = 16 * 1024  # bytes of a JSON body (the largest valid one is under 3 KiB)
 MAX_QUERY_VALUE = 100
-SNAPSHOT_NAME = {"type": "string", "maxLength": 253}
 # query arguments any hub request may carry (JupyterHub's own)
 HUB_QUERY = frozenset({"token", "_xsrf"})
 
 
-def _object(properties: dict, required=()) -> dict:
+def object_schema(properties: dict, required=()) -> dict:
     return {"type": "object", "properties": properties, "required": list(required), "additionalProperties": False}
 
 
-BODIES = {
-    "snapshot-take": _object({}),
-    "snapshot-restore": _object({"snapshot": SNAPSHOT_NAME}, ["snapshot"]),
-    "snapshot-open": _object({"snapshots": {"type": ["array", "string"], "maxItems": MAX_OPEN, "maxLength": 253,
-                                            "items": SNAPSHOT_NAME}}, ["snapshots"]),
-}
+# each page's or endpoint's own, added by its module with ``accept`` (the snapshot endpoints':
+# snapshots/handlers.py): JSON bodies (JSON Schema), query arguments (argument -> longest value),
+# form posts (field -> longest value, and the fields a form may repeat, how often)
+BODIES: dict = {}
 QUERIES = {
-    "snapshot-list": {},
     "usage": {},
     "audit": {"user": MAX_QUERY_VALUE, "since": MAX_QUERY_VALUE, "until": MAX_QUERY_VALUE, "action": MAX_QUERY_VALUE},
 }
-# form posts of the hub pages: field -> longest value; and the fields a form may repeat, how often
 FORMS = {
-    "snapshot-page": ({"action": 20, "restore": 253, "snapshot": 253}, {"snapshot": MAX_OPEN}),
     "sharing-page": ({"action": 20, "kind": 20, "name": 100}, {}),
 }
-_VALIDATORS = {name: Draft202012Validator(schema) for name, schema in BODIES.items()}
+_VALIDATORS: dict = {}
+
+
+def accept(bodies=None, queries=None, forms=None) -> None:
+    """Declare what a module's endpoints take (at its import), by endpoint name."""
+    for name, schema in (bodies or {}).items():
+        BODIES[name] = schema
+        _VALIDATORS[name] = Draft202012Validator(schema)
+    QUERIES.update(queries or {})
+    FORMS.update(forms or {})
 _TYPE_WORDS = {"string": "a string", "array": "a list", "object": "an object", "integer": "a whole number",
                "boolean": "true or false", "number": "a number"}
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from .audithandlers import audit_handlers
 from .sharing import sharing_handlers
-from .quota.handlers import usage_handlers
+from .usagepages import usage_handlers
 from .snapshots.handlers import TEMPLATE_DIR, snapshot_handlers
 
 

@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from ptjaas_spawner.accounting.runs import DAY, HOUR, Run, daily, frees_at, parse_window, totals, used_in_window
+from ptjaas_spawner.quota.runs import DAY, HOUR, Run, daily, frees_at, parse_window, totals, used_in_window
 from ptjaas_spawner.accounting.store import RunStore
 from ptjaas_spawner.quota.budget import QuotaConfigError, parse_budget
 from ptjaas_spawner.quota.timebudget import TimePolicy, budget_line, check_start, over_budget, standings

@@ -41,7 +41,7 @@ def hub(module_cluster, module_hub_factory):
         f"""
         c.JupyterHub.spawner_class = "ptjaas"
         c.JupyterHub.load_groups = {{"vision": {{"users": ["alice", "bob"]}}, "people": {{"users": ["dora"]}}}}
-        c.JupyterHub.extra_handlers = __import__("ptjaas_spawner.quota.handlers", fromlist=["x"]).usage_handlers
+        c.JupyterHub.extra_handlers = __import__("ptjaas_spawner.usagepages", fromlist=["x"]).usage_handlers
         c.JupyterHub.authenticate_prometheus = False
         c.Authenticator.admin_users = {{"boss"}}
         c.Spawner.poll_interval = 1

@@ -254,7 +254,7 @@ def test_an_outage_stops_no_running_server_in_any_namespace(outage, hub_factory)
     # the real kube-scheduler's own watches take a minute or two to recover after the outage
     extra = f"""
         c.JupyterHub.load_groups = {json.dumps(GROUPS)}
-        c.JupyterHub.extra_handlers = __import__("ptjaas_spawner.quota.handlers", fromlist=["x"]).usage_handlers
+        c.JupyterHub.extra_handlers = __import__("ptjaas_spawner.usagepages", fromlist=["x"]).usage_handlers
         c.PtjaasSpawner.team_namespaces = {json.dumps(TEAMS)}
         c.PtjaasSpawner.quota_default = {{"servers": 2}}
         c.PtjaasSpawner.reflector_check_interval = 1

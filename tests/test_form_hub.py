@@ -40,7 +40,7 @@ def hub(module_cluster, module_hub_factory):
         f"""
         c.JupyterHub.allow_named_servers = True
         c.JupyterHub.load_groups = {json.dumps(GROUPS)}
-        c.JupyterHub.extra_handlers = __import__("ptjaas_spawner.quota.handlers", fromlist=["x"]).usage_handlers
+        c.JupyterHub.extra_handlers = __import__("ptjaas_spawner.usagepages", fromlist=["x"]).usage_handlers
         c.Authenticator.admin_users = {{"boss"}}
         c.PtjaasSpawner.images = {IMAGES!r}
         c.PtjaasSpawner.sizes = {SIZES!r}

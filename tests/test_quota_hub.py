@@ -54,7 +54,7 @@ def hub(module_cluster, module_hub_factory):
         f"""
         c.JupyterHub.allow_named_servers = True
         c.JupyterHub.load_groups = {json.dumps(GROUPS)}
-        c.JupyterHub.extra_handlers = __import__("ptjaas_spawner.quota.handlers", fromlist=["x"]).usage_handlers
+        c.JupyterHub.extra_handlers = __import__("ptjaas_spawner.usagepages", fromlist=["x"]).usage_handlers
         c.JupyterHub.authenticate_prometheus = False
         c.Authenticator.admin_users = {{"boss"}}
         c.PtjaasSpawner.images = {json.dumps(IMAGES)}
@@ -213,7 +213,7 @@ def test_rebuild_after_a_restart_sends_no_request_of_its_own(cluster, hub_factor
     without quotas nothing is charged."""
     base = SPAWNER_SETUP + textwrap.dedent(
         f"""
-        c.JupyterHub.extra_handlers = __import__("ptjaas_spawner.quota.handlers", fromlist=["x"]).usage_handlers
+        c.JupyterHub.extra_handlers = __import__("ptjaas_spawner.usagepages", fromlist=["x"]).usage_handlers
         c.PtjaasSpawner.images = {json.dumps(IMAGES)}
         c.PtjaasSpawner.sizes = {json.dumps(SIZES)}
         # no time-based relist while the requests are counted

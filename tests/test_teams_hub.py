@@ -46,7 +46,7 @@ def hub_config(teams=True):
         c.JupyterHub.spawner_class = "ptjaas"
         c.JupyterHub.allow_named_servers = True
         c.JupyterHub.load_groups = {json.dumps(GROUPS)}
-        c.JupyterHub.extra_handlers = __import__("ptjaas_spawner.quota.handlers", fromlist=["x"]).usage_handlers
+        c.JupyterHub.extra_handlers = __import__("ptjaas_spawner.usagepages", fromlist=["x"]).usage_handlers
         c.Authenticator.admin_users = {{"boss"}}
         c.PtjaasSpawner.images = {json.dumps(IMAGES)}
         c.PtjaasSpawner.sizes = {json.dumps(SIZES)}

@@ -73,7 +73,7 @@ def hub(backend, team_namespaces, module_hub_factory):
     config = textwrap.dedent(f"""
         c.JupyterHub.spawner_class = "ptjaas"
         c.JupyterHub.load_groups = {json.dumps(GROUPS)}
-        c.JupyterHub.extra_handlers = __import__("ptjaas_spawner.quota.handlers", fromlist=["x"]).usage_handlers
+        c.JupyterHub.extra_handlers = __import__("ptjaas_spawner.usagepages", fromlist=["x"]).usage_handlers
         c.Authenticator.admin_users = {{"boss"}}
         c.PtjaasSpawner.images = {json.dumps(IMAGES)}
         c.PtjaasSpawner.sizes = {json.dumps(SIZES)}

@@ -6,5 +6,6 @@
 - ``metrics``: ``ptjaas_gpu_seconds_total`` / ``ptjaas_cpu_seconds_total``;
 - ``svg``, ``handlers``: the daily charts on ``/hub/ptjaas/usage``, ``/hub/ptjaas/usage/me``, the CSV.
 
-The budgets' policy is ``ptjaas_spawner.quota.timebudget`` (pure).
+The budgets' policy is ``ptjaas_spawner.quota.timebudget`` and its window arithmetic
+``quota.runs`` (pure); the usage pages are ``usagepages``.
 """

@@ -1,6 +1,6 @@
 """Server time on the hub's pages (served by the hub process: they read its accounting record).
 
-- ``/hub/ptjaas/usage`` (admins, ``quota.handlers``) shows ``admin_section``: daily GPU-hours
+- ``/hub/ptjaas/usage`` (admins, ``usagepages``) shows ``admin_section``: daily GPU-hours
   and CPU-hours of the last 30 days per team and per user, as SVG;
 - ``GET /hub/ptjaas/usage/me``: the logged-in user's own charts, budgets and runs;
 - ``GET /hub/ptjaas/usage.csv``: every run of the last ``days`` days (default 30, at most 3660)
@@ -19,7 +19,7 @@ from tornado import web
 
 from .. import hubrequests
 from ..quota.timebudget import TimePolicy, budget_line
-from .runs import DAY, HOUR, daily, totals
+from ..quota.runs import DAY, HOUR, daily, totals
 from .store import store_for
 from .svg import charts
 

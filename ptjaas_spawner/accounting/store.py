@@ -22,7 +22,7 @@ import os
 import threading
 import time
 
-from .runs import Run
+from ..quota.runs import Run
 
 _FIELDS = ("user", "server", "team", "image", "version", "size", "gpus", "cpu", "memory", "start")
 _STORES: dict = {}

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..accounting.runs import HOUR, RESOURCE_OF, Window, WindowError, frees_at, parse_window, rate, used_in_window
+from .runs import HOUR, RESOURCE_OF, Window, WindowError, frees_at, parse_window, rate, used_in_window
 
 TIME_KEYS = ("gpu_hours", "cpu_hours", "window")
 RESOURCES = ("gpu_hours", "cpu_hours")

@@ -39,6 +39,19 @@ from .views import SnapshotViews
 
 TEMPLATE_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "templates")
 
+SNAPSHOT_NAME = {"type": "string", "maxLength": 253}
+hubrequests.accept(
+    bodies={
+        "snapshot-take": hubrequests.object_schema({}),
+        "snapshot-restore": hubrequests.object_schema({"snapshot": SNAPSHOT_NAME}, ["snapshot"]),
+        "snapshot-open": hubrequests.object_schema(
+            {"snapshots": {"type": ["array", "string"], "maxItems": policy.MAX_OPEN, "maxLength": 253,
+                           "items": SNAPSHOT_NAME}}, ["snapshots"]),
+    },
+    queries={"snapshot-list": {}},
+    forms={"snapshot-page": ({"action": 20, "restore": 253, "snapshot": 253}, {"snapshot": policy.MAX_OPEN})},
+)
+
 PAGE = """{% extends "page.html" %}
 {% block main %}
 <div class="container">{% include "ptjaas-snapshots-fragment.html" %}</div>

@@ -9,7 +9,7 @@ live quota ledger).
   no budget is configured (nothing is counted then).
 
 Registered automatically by ``PtjaasAuthenticator``; with another authenticator add
-``c.JupyterHub.extra_handlers = ptjaas_spawner.quota.handlers.usage_handlers`` (JupyterHub
+``c.JupyterHub.extra_handlers = ptjaas_spawner.usagepages.usage_handlers`` (JupyterHub
 warns that ``extra_handlers`` is deprecated; it works in JupyterHub 5 and 6).
 """
 
@@ -21,11 +21,11 @@ from jupyterhub.apihandlers.base import APIHandler
 from jupyterhub.handlers.base import BaseHandler
 from tornado import web
 
-from .. import hubrequests
-from ..accounting.handlers import accounting_handlers, admin_section
-from ..sizes import resources_text
-from .budget import QuotaPolicy, fmt, usage_report
-from .mixin import LEDGER, QuotaMixin
+from . import hubrequests
+from .accounting.handlers import accounting_handlers, admin_section
+from .quota.budget import QuotaPolicy, fmt, usage_report
+from .quota.mixin import LEDGER, QuotaMixin
+from .sizes import resources_text
 
 PAGE = """{% extends "page.html" %}
 {% block main %}
