@@ -87,7 +87,7 @@ def start_ready(hub, user, size):
 def runs(hub, user):
     """The user's runs as the record file holds them: [(start, end, reason, gpus, cpu)]."""
     out = {}
-    with open(os.path.join(hub.workdir, "ptjaas-usage.jsonl")) as f:
+    with open(os.path.join(hub.workdir, "ptjaas-accounting.jsonl")) as f:
         for line in f:
             rec = json.loads(line)
             if rec["event"] == "start" and rec["user"] == user:

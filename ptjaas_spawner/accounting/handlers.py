@@ -68,7 +68,7 @@ def _settings(handler, names):
 def accounting_of(handler):
     """(store, TimePolicy) of the hub's spawner class."""
     s = _settings(handler, ("accounting_file", "accounting_clock", "quota_default", "quota_users", "quota_groups"))
-    store = store_for(s.get("accounting_file", "ptjaas-usage.jsonl"), s.get("accounting_clock"))
+    store = store_for(s.get("accounting_file", "ptjaas-accounting.jsonl"), s.get("accounting_clock"))
     policy = TimePolicy.from_config(s.get("quota_default"), s.get("quota_users"), s.get("quota_groups"))
     return store, policy
 

@@ -38,7 +38,7 @@ _CHECK: dict = {}  # "task" -> the background check's task
 
 class AccountingMixin(LoggingConfigurable):
     accounting_file = Unicode(
-        "ptjaas-usage.jsonl",
+        "ptjaas-accounting.jsonl",
         config=True,
         help="""Append-only JSON-lines record of every server run (user, team, image, version,
         size, GPUs, guaranteed CPU and memory, start and end), the source of GPU-hour and
