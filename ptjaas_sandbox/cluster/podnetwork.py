@@ -13,6 +13,11 @@ joins it to the machine's network with forwarders, as z2jh's NetworkPolicies int
   another pod's address), a listener at that address and port inside the pod's namespace, each
   connection carried out to the same address here. Nothing else leaves the pod (no internet).
 
+Which pods: those z2jh's singleuser NetworkPolicy selects (``component: singleuser-server``, every
+server KubeSpawner makes), not on ``hostNetwork`` (``isolated``). Other pods (the migration's copy
+pods, a team's pipeline steps) share this machine's network, as pods that no NetworkPolicy selects
+reach each other on a real cluster.
+
 The namespace is held by one file descriptor of the node agent and by the pod's processes: it
 goes away with them, also when the node agent dies without cleaning up (its containers die with
 it), so nothing is left behind on this machine. Sockets are made in the namespace by switching one
@@ -120,6 +125,15 @@ def _listener(host, port):
     s.listen(128)
     s.setblocking(False)
     return s
+
+
+SERVER_LABELS = {"component": "singleuser-server"}   # z2jh's singleuser NetworkPolicy's podSelector (part)
+
+
+def isolated(pod) -> bool:
+    """Does this pod get a network of its own (see the module's docstring)?"""
+    labels = (pod.get("metadata") or {}).get("labels") or {}
+    return all(labels.get(k) == v for k, v in SERVER_LABELS.items()) and not (pod.get("spec") or {}).get("hostNetwork")
 
 
 def network_namespaces_work():

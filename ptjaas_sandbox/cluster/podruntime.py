@@ -15,7 +15,7 @@ from .store import now_iso
 from .objcopy import clone
 from .processes import start_process
 from .podlaunch import PodLaunch
-from .podnetwork import PodNetwork, declared_ports, host_services
+from .podnetwork import PodNetwork, declared_ports, host_services, isolated
 from .podstatus import restart_count, set_condition, waiting_status, was_running
 
 log = logging.getLogger("ptjaas.cluster")
@@ -110,7 +110,7 @@ class PodRuntime:
             return
         try:
             ip = self.kubelet.allocate_ip(self.uid)
-            if self.kubelet.isolation.network and not pod["spec"].get("hostNetwork") and self.network is None:
+            if self.kubelet.isolation.network and isolated(pod) and self.network is None:
                 self.network = self.launch.network = await PodNetwork(self.name, ip, declared_ports(pod),
                                                                       host_services(pod)).open()
                 if self.terminating or self.shutdown:   # stopped while its namespace was being made

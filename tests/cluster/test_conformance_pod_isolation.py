@@ -95,15 +95,25 @@ def test_each_pod_has_a_network_of_its_own_that_goes_with_it(kube, ns):
     network namespaces any more."""
     if not kube.cluster.kubelet.isolation.network:
         pytest.skip("no network namespaces here (not root, or refused): pods share this machine's network")
-    kube.create_pod(ns, py_pod("server", HTTP_SERVER, "0.0.0.0", "8888", ports=[8888], env=[POD_NAME_ENV], grace=0))
+    def server_pod(pod):  # what z2jh's singleuser NetworkPolicy selects, as KubeSpawner labels its pods
+        pod["metadata"].setdefault("labels", {})["component"] = "singleuser-server"
+        return pod
+
+    kube.create_pod(ns, server_pod(py_pod("server", HTTP_SERVER, "0.0.0.0", "8888", ports=[8888], env=[POD_NAME_ENV],
+                                          grace=0)))
     ip = kube.wait_ready(ns, "server").status.pod_ip
     assert http_get(f"http://{ip}:8888/") == (200, "server")
-    kube.create_pod(ns, py_pod("prober", REACH, ip, grace=0))
+    kube.create_pod(ns, server_pod(py_pod("prober", REACH, ip, grace=0)))
     kube.wait_phase(ns, "prober", "Succeeded")
     seen = last_json(kube, ns, "prober")
     assert seen["reached"] == "ConnectionRefusedError" and ip not in seen["local"], seen
     assert seen["netns"] != os.stat("/proc/self/ns/net").st_ino
-    for name in ("server", "prober"):
+    # a pod no NetworkPolicy selects (the migration's copy pods) shares the node's network, as on a
+    # real cluster where pods reach each other unless a policy says otherwise
+    kube.create_pod(ns, py_pod("helper", REACH, ip, grace=0))
+    kube.wait_phase(ns, "helper", "Succeeded")
+    assert last_json(kube, ns, "helper")["netns"] == os.stat("/proc/self/ns/net").st_ino
+    for name in ("server", "prober", "helper"):
         kube.core.delete_namespaced_pod(name, ns, grace_period_seconds=0)
         kube.wait_gone(kube.core.read_namespaced_pod, name, ns)
     wait_for(lambda: not _holders(seen["netns"]), timeout=10, message="the pod's network namespace released")
