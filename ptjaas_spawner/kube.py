@@ -154,10 +154,14 @@ class Kube:
 
     @staticmethod
     async def _delete(method, *args, **kwargs) -> bool:
-        """Delete: True when it is gone (now, or already: 404), False when the object there is
-        no longer the one meant (409: a precondition failed)."""
+        return await Kube._gone(call_json(method, *args, **kwargs))
+
+    @staticmethod
+    async def _gone(deletion) -> bool:
+        """Await a delete: True when it is gone (now, or already: 404), False when the object
+        there is no longer the one meant (409: a precondition failed)."""
         try:
-            await call_json(method, *args, **kwargs)
+            await deletion
         except ApiException as e:
             if e.status == 409:
                 return False
@@ -294,11 +298,4 @@ class Kube:
 
     async def delete(self, path: str, options: dict | None = None) -> bool:
         """As the other deletes: True when gone, False when no longer the object meant (409)."""
-        try:
-            await self.request("DELETE", path, body=options)
-        except ApiException as e:
-            if e.status == 409:
-                return False
-            if e.status != 404:
-                raise
-        return True
+        return await self._gone(self.request("DELETE", path, body=options))
