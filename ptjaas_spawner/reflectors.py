@@ -52,11 +52,19 @@ def is_unreachable(exc) -> bool:
 
 
 def stopped(reflector) -> bool:
-    """A reflector that no longer watches (gave up, failed to start, or never started)."""
+    """A reflector that no longer watches (gave up, failed to start, or was stopped); not one
+    whose first list is still under way (another start made it: KubeSpawner registers a
+    reflector before its first list and makes its watch task only after it). Restarting that
+    one would stop it under the start waiting for it (KubeSpawner's ``stop()`` of a running
+    watch raises ``CancelledError`` into the caller)."""
     if reflector is None:
         return True
     task = getattr(reflector, "watch_task", None)
-    return task is None or task.done()
+    if task is not None:
+        return task.done()
+    first_load = getattr(reflector, "first_load_future", None)
+    starting = first_load is not None and not first_load.done() and not getattr(reflector, "_stopping", False)
+    return not starting
 
 
 def watching(reflector) -> bool:

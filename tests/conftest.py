@@ -75,8 +75,37 @@ def module_cluster(cluster_backend, tmp_path_factory, request):
         yield c
 
 
-def _hub_factory(base_dir):
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failed test that ran hubs gets their error lines (with tracebacks) as a report section:
+    a failure seen only in CI can be read from CI's output."""
+    outcome = yield
+    report = outcome.get_result()
+    if not report.failed:
+        return
+    for hub in [*getattr(item, "_ptjaas_hubs", ()), *getattr(item.module, "_ptjaas_hubs", ())]:
+        text = hub_errors(hub.logs())
+        if text:
+            report.sections.append((f"hub {hub.workdir} errors", text))
+
+
+def hub_errors(log, limit=12000):
+    """The log's error and warning records, each with the lines that follow it (a traceback)."""
+    kept, keep = [], False
+    for line in log.splitlines():
+        if line.startswith("["):
+            keep = line[1:2] in ("E", "W", "C")
+        if keep:
+            kept.append(line)
+    text = "\n".join(kept)
+    return text[-limit:]
+
+
+def _hub_factory(base_dir, owner=None):
+    """``owner``: the test item or module whose failures report these hubs' errors."""
     hubs = []
+    if owner is not None:
+        owner._ptjaas_hubs = hubs
 
     def make(config_text="", cluster=None, env=None, start=True, start_timeout=60):
         hub = Hub(base_dir / f"hub{len(hubs)}", config_text, cluster=cluster, env=env, start_timeout=start_timeout)
@@ -89,16 +118,16 @@ def _hub_factory(base_dir):
 
 
 @pytest.fixture
-def hub_factory(tmp_path):
-    make, hubs = _hub_factory(tmp_path)
+def hub_factory(tmp_path, request):
+    make, hubs = _hub_factory(tmp_path, request.node)
     yield make
     for hub in hubs:
         hub.stop()
 
 
 @pytest.fixture(scope="module")
-def module_hub_factory(tmp_path_factory):
-    make, hubs = _hub_factory(tmp_path_factory.mktemp("hubs"))
+def module_hub_factory(tmp_path_factory, request):
+    make, hubs = _hub_factory(tmp_path_factory.mktemp("hubs"), request.module)
     yield make
     for hub in hubs:
         hub.stop()
