@@ -83,7 +83,7 @@ def pytest_runtest_makereport(item, call):
     report = outcome.get_result()
     if not report.failed:
         return
-    for hub in [*getattr(item, "_ptjaas_hubs", ()), *getattr(item.module, "_ptjaas_hubs", ())]:
+    for hub in [*getattr(item, "_ptjaas_hubs", ()), *getattr(getattr(item, "module", None), "_ptjaas_hubs", ())]:
         text = hub_errors(hub.logs())
         if text:
             report.sections.append((f"hub {hub.workdir} errors", text))
