@@ -204,6 +204,10 @@ class PtjaasSpawner(DataAccessMixin, RefusedNewServerMixin, TeamsMixin, SpawnFor
         """Public ``Spawner.stop``: KubeSpawner's stop of the pod, then ptjaas's (``start.stop_server``)."""
         return await start.stop_server(self, super().stop, now=now)
 
+    async def poll(self):
+        """Public ``Spawner.poll``: KubeSpawner's poll of the pod, read by ptjaas's (``start.poll_server``)."""
+        return await start.poll_server(self, super().poll)
+
     async def plan_start(self):
         """The start's plan (``start.plan_start``): choice, team namespace, home claim, snapshots."""
         return await start.plan_start(self)

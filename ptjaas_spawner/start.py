@@ -27,6 +27,9 @@ and returns what it made:
      ``team_namespace_not_ready``), the audit record of a quota refusal, the snapshot views
      deleted, a refused new named server's hub entry removed; on success the audit record.
 
+``poll_server``: the quota ledger rebuilt once per hub process, KubeSpawner's poll believed only
+on evidence (a watch that runs), the run's accounting following it.
+
 ``stop_server``: KubeSpawner's stop of the pod, then (unless the stop is part of a start) the
 quota share released, the audit record, the snapshot views deleted, the token forgotten by the
 log redaction.
@@ -230,6 +233,19 @@ async def _after_failed_start(spawner, error, who, new_server):
         await spawner.snapshot_views_cleanup()
     if new_server and is_refusal(error):
         spawner.forget_new_named_server_later()
+
+
+async def poll_server(spawner, poll_pod):
+    """The whole poll. ``poll_pod``: KubeSpawner's poll (None while the pod runs, else an exit
+    status). The quota ledger is rebuilt at the first poll of a hub process; KubeSpawner's
+    answer counts only on evidence (``watches``: a server is taken as running while the API
+    server cannot be reached or the pods watch is down); outside a start, the run's accounting
+    follows the answer."""
+    await spawner.quota_rebuild_once()
+    status = await spawner.poll_on_evidence(poll_pod)
+    if not in_start():
+        spawner.accounting_polled(status)
+    return status
 
 
 async def stop_server(spawner, stop_pod, now=False):

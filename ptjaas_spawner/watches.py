@@ -313,8 +313,8 @@ class WatchesMixin:
 
     # ---- a server is declared stopped only on evidence (issue 19) ----------------------------
 
-    async def poll(self):
-        """KubeSpawner's poll, except while the Kubernetes API server cannot be reached and no
+    async def poll_on_evidence(self, kube_poll):
+        """KubeSpawner's poll (``kube_poll``), except while the Kubernetes API server cannot be reached and no
         list of this namespace's pods has succeeded yet (a hub restarted during an outage): the
         server is then taken as running, its last known state. A reflector that gave up keeps
         its last good list (``_start_reflector``), so an outage of any length marks no server
@@ -328,7 +328,7 @@ class WatchesMixin:
             self.log.warning("Polling %s: Kubernetes API unreachable (%s); taken as running until a list "
                              "of its pods succeeds", self._log_name, e)
             return None
-        status = await super().poll()
+        status = await kube_poll()
         if status is not None and not reflectors.watching(self.pod_reflector):
             # what KubeSpawner read comes from no list or watch that is running now (a watch that
             # gave up, or a restart whose list failed): no evidence that the server stopped

@@ -10,7 +10,8 @@ import pytest
 from ptjaas_spawner.quota import metrics
 from ptjaas_spawner.quota.budget import ZERO, Amount, Ledger, QuotaPolicy, decide
 from ptjaas_spawner.quota.ledger import Charge
-from ptjaas_spawner.quota.mixin import gone_charges, rebuild_ledger
+from ptjaas_spawner.quota.mixin import rebuild_ledger
+from ptjaas_spawner.quota.reconcile import gone_charges
 
 USERS = ["ann", "bob", "cy"]
 SERVERS = ["", "a", "b"]

@@ -27,7 +27,6 @@ from traitlets.config import LoggingConfigurable
 from ..quota.budget import size_amount
 from ..quota.mixin import QuotaExceeded
 from ..quota.timebudget import WARN_AT, TimePolicy, budget_line, check_start, counts, over_budget, standings
-from ..startplan import in_start
 from . import metrics
 from .store import store_for
 
@@ -168,10 +167,9 @@ class AccountingMixin(LoggingConfigurable):
         self._accounting_stop_reason = ""
         self._accounting_ended(reason)
 
-    async def poll(self):
-        status = await super().poll()
-        if in_start():
-            return status
+    def accounting_polled(self, status) -> None:
+        """After a poll outside a start (``start.poll_server``): a server found gone ends its
+        run; a running server with no open run (the hub restarted) is counted from now."""
         if status is not None:
             self._accounting_ended("gone")  # its pod is gone: lost, or ended while the hub was down
         elif self.accounting.open_run(self.user.name, self.name) is None or (self.user.name, self.name) not in _LIVE:
@@ -181,7 +179,6 @@ class AccountingMixin(LoggingConfigurable):
                     self._accounting_record(pod, start=None)  # running and unknown: counted from now
             except Exception as e:  # noqa: BLE001
                 self.log.error("Accounting: running server %s not recorded: %s", self._log_name, e)
-        return status
 
     # ---- the background check ----
     def _accounting_watch(self):

@@ -36,7 +36,6 @@ from ..errors import Refusal
 from .ledger import Charge
 from .metrics import charge_added, charge_removed, count_refusal
 from .reconcile import POOL_ANNOTATION, charge_from_pod, rebuild_ledger
-from .reconcile import gone_charges  # noqa: F401 (where it was before quota/reconcile.py)
 
 # process-wide (the hub): one ledger (the gauges follow it), rebuilt once per pod reflector
 LEDGER = Ledger(on_add=charge_added, on_remove=charge_removed)
@@ -327,13 +326,13 @@ class QuotaMixin(LoggingConfigurable):
         count_refusal("resourcequota")
         return QuotaExceeded(resourcequota_message(body, self.namespace), "resourcequota")
 
-    async def poll(self):
-        # the hub polls every running server as it starts: rebuild the ledger then, so the
-        # admin page and the metrics are right from the start, not only after the first spawn
+    async def quota_rebuild_once(self):
+        """At a poll (``start.poll_server``): the hub polls every running server as it starts, so
+        the ledger is rebuilt then, and the admin page and the metrics are right from the start,
+        not only after the first spawn."""
         if (self.quota_rebuild_from_cluster and self.quota_policy.enabled
                 and not _rebuilt(self._quota_rebuild_key())):
             try:
                 await self.quota_ready()
             except Exception as e:
                 self.log.warning("Quota ledger rebuild failed (retried at the next start): %s", e)
-        return await super().poll()
