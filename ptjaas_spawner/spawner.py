@@ -31,6 +31,7 @@ from .home_mixin import HomeVolumeMixin
 from .newserver import RefusedNewServerMixin
 from .progress import start_progress
 from .quota import QuotaMixin
+from .snapshots.views import snapshot_view_volumes
 from .teams_mixin import TeamsMixin
 from .watches import WatchesMixin
 
@@ -166,7 +167,11 @@ class PtjaasSpawner(DataAccessMixin, RefusedNewServerMixin, TeamsMixin, SpawnFor
     # ---- state ---------------------------------------------------------------------------
 
     def get_state(self):
+        """KubeSpawner's state, and ptjaas's: the last choice and the home (here), the team
+        (``teams_mixin``), the opened snapshots' claims (``snapshots.views``)."""
         state = super().get_state()
+        state.update(self.team_state())
+        state.update(self.snapshot_views_state())
         ours = {}
         if self._last:
             ours["last"] = dict(self._last)
@@ -178,9 +183,15 @@ class PtjaasSpawner(DataAccessMixin, RefusedNewServerMixin, TeamsMixin, SpawnFor
 
     def load_state(self, state):
         super().load_state(state)
+        self.load_snapshot_views_state(state)
+        self.load_team_state(state)
         ours = state.get(STATE_KEY) or {}
         self._last = dict(ours.get("last") or {})
         self.load_home_state(ours.get("home"))
+
+    def clear_state(self):
+        super().clear_state()
+        self.forget_snapshot_views()
 
     # ---- the user's groups -----------------------------------------------------------------
 
@@ -255,9 +266,11 @@ class PtjaasSpawner(DataAccessMixin, RefusedNewServerMixin, TeamsMixin, SpawnFor
         claim = plan.home.name if plan is not None and plan.home is not None else self.pvc_name
         vol, mount = homevolume.home_volume(claim, self.home_mount_path)
         shared_vols, shared_mounts = homevolume.shared_volumes_for(self.shared_volumes, groups)
-        pod.spec.volumes = list(pod.spec.volumes or []) + [vol] + shared_vols
+        view_vols, view_mounts = snapshot_view_volumes(plan.snapshot_views if plan is not None else [])
+        pod.spec.volumes = list(pod.spec.volumes or []) + [vol] + shared_vols + view_vols
         container = pod.spec.containers[0]
-        container.volume_mounts = list(container.volume_mounts or []) + [mount] + shared_mounts
+        # (the snapshots' mounts are inside the home's: after it)
+        container.volume_mounts = list(container.volume_mounts or []) + [mount] + shared_mounts + view_mounts
         choice = self.choice
         if choice is not None and choice.connections:  # credentials by name only (connections.py)
             parts = connections.pod_parts(self.data_connections, choice.connections)

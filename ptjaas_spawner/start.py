@@ -126,7 +126,7 @@ async def plan_start(spawner) -> StartPlan:
             spawner.restore_team_placement(placement)  # no home was made: nothing is placed
         raise
     try:
-        await spawner.snapshot_views_prepare()
+        plan.snapshot_views = await spawner.snapshot_views_prepare()
     except BaseException:
         await spawner.delete_home_of_failed_start(plan.home, pod_sent=False)
         raise
@@ -134,12 +134,12 @@ async def plan_start(spawner) -> StartPlan:
 
 
 async def _plan_choice_and_home(spawner) -> StartPlan:
+    plan = StartPlan()
     try:
-        await spawner.place_in_team_namespace()
+        plan.placement = await spawner.place_in_team_namespace()
     except web.HTTPError:
         spawner.save_user_options(spawner.last_options())
         raise
-    plan = StartPlan()
     if not spawner.images and not spawner.sizes:
         # no catalog: KubeSpawner's own settings (and profile_list, if any) apply as they are
         await spawner.load_kubespawner_options()

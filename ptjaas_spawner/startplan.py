@@ -58,12 +58,14 @@ class Home:
 @dataclass
 class StartPlan:
     """One start: the choice (None without a catalog: KubeSpawner's settings and profiles
-    apply), the quota's verdict per size it was checked against, the home claim, and the quota
-    charge and whether a pod create was sent (filled in as the start goes)."""
+    apply), the quota's verdict per size it was checked against, the team placement, the home
+    claim, the snapshots opened, and the quota charge and whether a pod create was sent (filled in as the start goes)."""
 
     choice: object = None
     availability: dict = field(default_factory=dict)
+    placement: object = None   # the team namespace it runs in (teams.Placement; None without teams)
     home: Home | None = None
+    snapshot_views: list = field(default_factory=list)  # snapshots opened read-only
     charge: object = None
     pod_sent: bool = False
 

@@ -71,19 +71,17 @@ class TeamsMixin(LoggingConfigurable):
         if isinstance(self.user_options, dict):
             self.user_options = teams.without_team(self.user_options)
 
-    def get_state(self):
-        state = super().get_state()
+    def team_state(self) -> dict:
+        """What the server's state keeps of its team (``PtjaasSpawner.get_state``)."""
         ours = {}
         if self._team:
             ours["team"] = self._team
         if self._home_known():
             ours["home_namespace"] = self._home_namespace
-        if ours:
-            state[STATE_KEY] = ours
-        return state
+        return {STATE_KEY: ours} if ours else {}
 
-    def load_state(self, state):
-        super().load_state(state)
+    def load_team_state(self, state):
+        """The team and the home's namespace from the server's state (``PtjaasSpawner.load_state``)."""
         ours = state.get(STATE_KEY) or {}
         self._team = ours.get("team")
         self._home_namespace = ours.get("home_namespace")
@@ -153,12 +151,13 @@ class TeamsMixin(LoggingConfigurable):
 
     async def place_in_team_namespace(self):
         """Choose the team (a 400 if forged) and set the namespace the server and its home
-        live in. API requests: none for a user in no team or with a remembered home; for a
+        live in; returns that placement (``teams.Placement``; None without team namespaces).
+        API requests: none for a user in no team or with a remembered home; for a
         first start in a team, a read of the hub's namespace for a home made before teams; for
         a user with such a legacy home, a read of the team namespace for a migrated copy."""
         self._team_options = {}
         if not self.team_namespaces:
-            return
+            return None
         team = self.resolve_user_team(self.user_options or {})
         if not self._home_known():
             self._home_namespace = None  # no home anywhere yet: it is made in the team's namespace
@@ -191,6 +190,7 @@ class TeamsMixin(LoggingConfigurable):
             self.log.info("Server %s runs in namespace %s (team %s)", self._log_name, place.namespace, team.group)
             self.namespace = place.namespace
             self.dns_name = self.dns_name_template.format(namespace=self.namespace, name=self.pod_name)
+        return place
 
     async def team_form_html(self) -> str:
         """The form's team section (a choice for members of several teams; where the home lives)."""

@@ -115,13 +115,15 @@ class SnapshotViews(LoggingConfigurable):
             self.audit_refused("refused-snapshot", str(e), server=self.name, options={OPTION: _shown(requested)})
             raise _http(400, str(e)) from None
 
-    async def snapshot_views_prepare(self):
-        """Create (and wait for) one read-only claim per requested snapshot."""
+    async def snapshot_views_prepare(self) -> list:
+        """Create (and wait for) one read-only claim per requested snapshot; returns the views
+        made (``{"claim", "mount_path", "snapshot"}``, what the pod mounts: ``snapshot_view_volumes``).
+        The server's state keeps their claims, which its stop deletes."""
         names = getattr(self, "_snapshot_request", None) or []
         pending = getattr(self, "_snapshot_request_pending", None) or {}
         self._snapshot_request_pending = None
         if not names:
-            return
+            return []
         if not pending.get("by"):  # a server option: who made the start request
             requester = getattr(getattr(self, "handler", None), "current_user", None)
             pending = {"by": getattr(requester, "name", None)}
@@ -145,6 +147,7 @@ class SnapshotViews(LoggingConfigurable):
         self.notes_extend([f"Snapshot {v['snapshot']} is opened read-only at {v['mount_path']}"
                            for v in self._snapshot_views])
         await self._wait_views_bound(kube)
+        return list(self._snapshot_views)
 
     async def _snapshot_view_claim(self, kube, snap) -> str:
         sname = snap["metadata"]["name"]
@@ -201,38 +204,16 @@ class SnapshotViews(LoggingConfigurable):
                                  f"{self.snapshot_ready_timeout:.0f}s.")
             await asyncio.sleep(0.2)
 
-    def snapshot_view_volumes(self):
-        """(volumes, mounts) for the pod: each opened snapshot, read-only."""
-        vols, mounts = [], []
-        for i, v in enumerate(getattr(self, "_snapshot_views", None) or []):
-            vname = f"snapshot-{i}"
-            vols.append({"name": vname, "persistentVolumeClaim": {"claimName": v["claim"], "readOnly": True}})
-            mounts.append({"name": vname, "mountPath": v["mount_path"], "readOnly": True})
-        return vols, mounts
-
-    async def get_pod_manifest(self):
-        pod = await super().get_pod_manifest()
-        vols, mounts = self.snapshot_view_volumes()
-        if vols:
-            pod.spec.volumes = list(pod.spec.volumes or []) + vols
-            container = pod.spec.containers[0]
-            container.volume_mounts = list(container.volume_mounts or []) + mounts
-        return pod
-
-    # the opened snapshots' claims are in the server's state (a hub restart still cleans up)
-    def get_state(self):
-        state = super().get_state()
+    # the opened snapshots' claims are in the server's state (a hub restart still cleans up):
+    # ``PtjaasSpawner.get_state`` / ``load_state`` / ``clear_state`` call these
+    def snapshot_views_state(self) -> dict:
         claims = self.snapshot_view_claims()
-        if claims:
-            state[STATE_KEY] = claims
-        return state
+        return {STATE_KEY: claims} if claims else {}
 
-    def load_state(self, state):
-        super().load_state(state)
+    def load_snapshot_views_state(self, state):
         self._snapshot_views = [{"claim": c} for c in state.get(STATE_KEY) or [] if isinstance(c, str)]
 
-    def clear_state(self):
-        super().clear_state()
+    def forget_snapshot_views(self):
         self._snapshot_views = []
 
     async def snapshot_views_cleanup(self):
@@ -267,3 +248,13 @@ def _shown(value):
 
 def _http(status, message):
     return Refusal(status, message, reason="Snapshot refused")
+
+
+def snapshot_view_volumes(views) -> tuple[list, list]:
+    """(volumes, mounts) for the pod: each opened snapshot (``snapshot_views_prepare``), read-only."""
+    vols, mounts = [], []
+    for i, v in enumerate(views or []):
+        vname = f"snapshot-{i}"
+        vols.append({"name": vname, "persistentVolumeClaim": {"claimName": v["claim"], "readOnly": True}})
+        mounts.append({"name": vname, "mountPath": v["mount_path"], "readOnly": True})
+    return vols, mounts
