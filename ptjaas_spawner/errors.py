@@ -4,14 +4,14 @@ is refused.
 - ``ConfigError``: an admin's configuration is wrong (a traitlets setting, a Helm value, a
   values file); the message names the setting and says what is wrong. Each part's own error
   (``configcheck.ConfigError``, ``QuotaConfigError``, ``CullerValuesError``, ``PolicyError``,
-  ``ScheduleError``, ``teammanifests.ValuesError``, ``helmvalues.ValuesFileError``,
+  ``ScheduleError``, ``TimeBudgetError``, ``WindowError``, ``teammanifests.ValuesError``, ``helmvalues.ValuesFileError``,
   ``fragmentcheck.PtjaasConfigError``, ``teams.TeamConfigError``) is a subclass, so a caller may
   catch them all. ``SettingError``: one setting's value is invalid (also a ``ValueError``, as the
   validators' callers expect); ``PtjaasConfigError``, the hub's refusal to start, is not.
 - ``Refusal``: a user's request (a start, a form post, a page or API call) refused with an HTTP
   status and a message the user reads as is: JupyterHub shows ``jupyterhub_message`` on the spawn
-  page and in the API's answer. ``StartFailed``, ``QuotaExceeded`` and ``ClaimOwnerError`` are
-  refusals. The message is passed to tornado as an argument, never as a format string.
+  page and in the API's answer. ``StartFailed``, ``QuotaExceeded``, ``ClaimOwnerError``, the sign-in refusals
+  (``auth.oidc``) and ``IdentityProviderUnavailable`` are refusals. The message is passed to tornado as an argument, never as a format string.
 """
 
 from __future__ import annotations

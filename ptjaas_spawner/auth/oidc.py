@@ -28,6 +28,7 @@ from tornado import web
 from tornado.httpclient import HTTPClientError
 from traitlets import Bool, Dict, Enum, List, Unicode, default, validate
 
+from ..errors import Refusal
 from ..pages import ptjaas_handlers
 from .groups import claim_lookup, is_missing, map_groups, normalize_groups, refusal_message
 
@@ -40,14 +41,12 @@ DEFAULT_REFUSAL = (
 )
 
 
-class IdentityProviderUnavailable(web.HTTPError):
+class IdentityProviderUnavailable(Refusal):
     def __init__(self, issuer, detail):
         super().__init__(
             503,
-            "The identity provider (%s) cannot be reached right now, so you cannot sign in. "
-            "Please try again in a minute. (%s)",
-            issuer,
-            detail,
+            f"The identity provider ({issuer}) cannot be reached right now, so you cannot sign in. "
+            f"Please try again in a minute. ({detail})",
         )
 
 
@@ -239,7 +238,7 @@ class PtjaasAuthenticator(GenericOAuthenticator):
         if self._jwks is None or refresh:
             doc = await self.discover()
             if not doc.get("jwks_uri"):
-                raise web.HTTPError(403, "Sign-in refused: the identity provider publishes no signing keys (jwks_uri)")
+                raise Refusal(403, "Sign-in refused: the identity provider publishes no signing keys (jwks_uri)")
             data = await self.httpfetch(doc["jwks_uri"], "fetching JWKS", method="GET")
             self._jwks = jwt.PyJWKSet.from_dict(data)
         return self._jwks
@@ -249,10 +248,10 @@ class PtjaasAuthenticator(GenericOAuthenticator):
         try:
             header = jwt.get_unverified_header(id_token)
         except jwt.PyJWTError as e:
-            raise web.HTTPError(403, f"Sign-in refused: the ID token is malformed ({e})")
+            raise Refusal(403, f"Sign-in refused: the ID token is malformed ({e})")
         alg, kid = header.get("alg"), header.get("kid")
         if alg not in self.id_token_algorithms:
-            raise web.HTTPError(403, f"Sign-in refused: ID token signed with unaccepted algorithm {alg!r}")
+            raise Refusal(403, f"Sign-in refused: ID token signed with unaccepted algorithm {alg!r}")
 
         def pick(keyset):
             for k in keyset.keys:
@@ -263,7 +262,7 @@ class PtjaasAuthenticator(GenericOAuthenticator):
         if key is None:  # key rotation at the provider: fetch once more
             key = pick(await self._get_jwks(refresh=True))
         if key is None:
-            raise web.HTTPError(403, "Sign-in refused: the ID token's signing key is unknown to the provider")
+            raise Refusal(403, "Sign-in refused: the ID token's signing key is unknown to the provider")
         try:
             return jwt.decode(
                 id_token,
@@ -275,7 +274,7 @@ class PtjaasAuthenticator(GenericOAuthenticator):
                 options={"verify_exp": not _refreshing.get(), "verify_iss": bool(self._discovery)},
             )
         except jwt.PyJWTError as e:
-            raise web.HTTPError(403, f"Sign-in refused: the ID token did not verify ({e})")
+            raise Refusal(403, f"Sign-in refused: the ID token did not verify ({e})")
 
     # ---- login / refresh ----
     async def authenticate(self, handler, data=None, **kwargs):
@@ -291,7 +290,7 @@ class PtjaasAuthenticator(GenericOAuthenticator):
             try:
                 auth_state["id_token_claims"] = jwt.decode(id_token, options={"verify_signature": False})
             except jwt.PyJWTError as e:
-                raise web.HTTPError(403, f"Sign-in refused: the ID token is malformed ({e})")
+                raise Refusal(403, f"Sign-in refused: the ID token is malformed ({e})")
         return auth_state
 
     async def get_user_groups(self, auth_state: dict):
@@ -334,9 +333,7 @@ class PtjaasAuthenticator(GenericOAuthenticator):
         reason = self._refusal(username, auth_model or {})
         if reason:
             self.log.warning("Refusing %s: in no allowed group (groups: %s)", username, (auth_model or {}).get("groups"))
-            e = web.HTTPError(403, reason.replace("%", "%%"), reason="Not in an allowed group")
-            e.jupyterhub_message = reason  # the page's text in JupyterHub 5 and 6
-            raise e
+            raise Refusal(403, reason, reason="Not in an allowed group")  # (the page's text: jupyterhub_message)
         return False
 
     async def refresh_user(self, user, handler=None, **kwargs):

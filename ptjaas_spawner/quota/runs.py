@@ -14,6 +14,8 @@ import re
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 
+from ..errors import SettingError
+
 DAY = 86400.0
 HOUR = 3600.0
 MAX_WINDOW_DAYS = 366
@@ -45,7 +47,7 @@ class Run:
         return asdict(self)
 
 
-class WindowError(ValueError):
+class WindowError(SettingError):
     """A window setting is invalid (the message names the key)."""
 
 

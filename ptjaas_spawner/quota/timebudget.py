@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..errors import SettingError
 from .runs import HOUR, RESOURCE_OF, Window, WindowError, frees_at, parse_window, rate, used_in_window
 
 TIME_KEYS = ("gpu_hours", "cpu_hours", "window")
@@ -26,7 +27,7 @@ DEFAULT_WINDOW = "30d"
 WARN_AT = 0.9
 
 
-class TimeBudgetError(ValueError):
+class TimeBudgetError(SettingError):
     """A time budget setting is invalid; the message names the key."""
 
 
