@@ -17,36 +17,9 @@ from jupyterhub.handlers.base import BaseHandler
 from tornado import web
 
 from . import audit, hubrequests
+from .pagetemplates import render_page
 from .hubrequests import audit_path
 
-PAGE = """{% extends "page.html" %}
-{% block main %}
-<div class="container">
-  <h1>Data access record</h1>
-  <form method="get" class="row g-2" id="ptjaas-audit-filter">
-    <div class="col"><label class="visually-hidden" for="ptjaas-audit-user">User</label>
-      <input class="form-control" id="ptjaas-audit-user" name="user" placeholder="user" value="{{ f.user or '' }}"></div>
-    <div class="col"><label class="visually-hidden" for="ptjaas-audit-since">Since</label>
-      <input class="form-control" id="ptjaas-audit-since" name="since" placeholder="since (2026-11-30)" value="{{ f.since or '' }}"></div>
-    <div class="col"><label class="visually-hidden" for="ptjaas-audit-until">Until</label>
-      <input class="form-control" id="ptjaas-audit-until" name="until" placeholder="until" value="{{ f.until or '' }}"></div>
-    <div class="col"><label class="visually-hidden" for="ptjaas-audit-action">Action</label>
-      <select class="form-select" id="ptjaas-audit-action" name="action"><option value="">any action</option>
-      {% for a in actions %}<option {% if a == f.action %}selected{% endif %}>{{ a }}</option>{% endfor %}</select></div>
-    <div class="col"><button class="btn btn-primary">Filter</button></div>
-  </form>
-  {% if error %}<p class="alert alert-danger">{{ error }}</p>{% endif %}
-  <p>{{ records|length }} record(s){% if records|length == limit %} (newest {{ limit }}){% endif %} from <code>{{ path }}</code></p>
-  <table class="table table-sm" id="ptjaas-audit">
-    <tr><th scope="col">time</th><th scope="col">action</th><th scope="col">user</th><th scope="col">by</th><th scope="col">details</th></tr>
-    {% for r in records %}
-    <tr><td>{{ r.time }}</td><td>{{ r.action }}</td><td>{{ r.user }}</td><td>{{ r.by or "" }}</td>
-      <td><code>{{ details(r) }}</code></td></tr>
-    {% endfor %}
-  </table>
-</div>
-{% endblock %}
-"""
 LIMIT = 500
 
 
@@ -96,10 +69,9 @@ class AuditPageHandler(BaseHandler):
             records = _records(self, raw)
         except ValueError as e:
             error = str(e)
-        env = self.settings["jinja2_env"]
         ns = dict(self.template_namespace, records=records, f=raw, error=error, limit=LIMIT,
                   actions=audit.ACTIONS, details=_details, path=audit_path(self))
-        self.write(await env.from_string(PAGE).render_async(**ns))
+        self.write(await render_page(self, "audit.html", ns))
 
 
 audit_handlers = [

@@ -26,6 +26,7 @@ from traitlets.config import Configurable
 
 from . import audit, hubrequests
 from .catalog import shown
+from .pagetemplates import render_page
 
 
 class PtjaasSharing(Configurable):
@@ -71,51 +72,6 @@ def share_target(policy: PtjaasSharing, sharer_name: str, sharer_groups, kind: s
     raise ShareRefused("Choose to share with a user or a group.")
 
 
-PAGE = """{% extends "page.html" %}
-{% block main %}
-<div class="container" id="ptjaas-sharing">
-  <h1>Sharing</h1>
-  {% if message %}<p class="alert alert-info" role="status" id="ptjaas-sharing-message">{{ message }}</p>{% endif %}
-  {% if not enabled %}
-    <p class="alert alert-secondary">Sharing is turned off on this hub.</p>
-  {% else %}
-  <h2>Your server</h2>
-  {% if not running %}<p>Your server is not running: start it, then share it here.</p>{% endif %}
-  {% if shares %}
-  <table class="table" id="ptjaas-my-shares"><caption>Who can open your server</caption>
-    <thead><tr><th scope="col">With</th><th scope="col">Since</th><th scope="col"><span class="visually-hidden">Revoke</span></th></tr></thead>
-    <tbody>{% for s in shares %}
-      <tr><td>{{ s.kind }} {{ s.name }}</td><td>{{ s.since }}</td><td>
-        <form method="post"><input type="hidden" name="_xsrf" value="{{ xsrf }}">
-          <input type="hidden" name="kind" value="{{ s.kind }}"><input type="hidden" name="name" value="{{ s.name }}">
-          <button class="btn btn-sm btn-outline-danger" name="action" value="revoke">Revoke {{ s.kind }} {{ s.name }}</button>
-        </form></td></tr>{% endfor %}
-    </tbody></table>
-  {% else %}<p>Your server is not shared.</p>{% endif %}
-  {% if running %}
-  <form method="post" id="ptjaas-share-form"><input type="hidden" name="_xsrf" value="{{ xsrf }}">
-    <fieldset><legend>Share your server</legend>
-      <label for="ptjaas-share-kind">With</label>
-      <select id="ptjaas-share-kind" name="kind">
-        {% if with_users %}<option value="user">the user</option>{% endif %}
-        {% if with_groups %}<option value="group">the group</option>{% endif %}
-      </select>
-      <label for="ptjaas-share-name">Name</label>
-      <input id="ptjaas-share-name" name="name" maxlength="100" required
-             {% if groups %}list="ptjaas-my-groups"{% endif %}>
-      <datalist id="ptjaas-my-groups">{% for g in groups %}<option value="{{ g }}">{% endfor %}</datalist>
-      <button class="btn btn-primary" name="action" value="share">Share</button>
-    </fieldset>
-  </form>
-  {% endif %}
-  <h2>Shared with you</h2>
-  {% if shared_with_me %}<ul id="ptjaas-shared-with-me">{% for s in shared_with_me %}
-    <li><a href="{{ s.url }}">{{ s.owner }}'s server</a> (through {{ s.through }})</li>{% endfor %}</ul>
-  {% else %}<p>No server is shared with you.</p>{% endif %}
-  {% endif %}
-</div>
-{% endblock %}
-"""
 
 
 class SharingPageHandler(BaseHandler):
@@ -146,7 +102,7 @@ class SharingPageHandler(BaseHandler):
                   with_groups=policy.with_groups, running=bool(spawner is not None and spawner.server is not None),
                   shares=mine, shared_with_me=with_me, groups=sorted(g.name for g in user.groups),
                   message=self.get_argument("message", "")[:300], xsrf=self.xsrf_token.decode("ascii"))
-        self.write(await self.settings["jinja2_env"].from_string(PAGE).render_async(**ns))
+        self.write(await render_page(self, "sharing.html", ns))
 
     @web.authenticated
     async def post(self):
