@@ -1,6 +1,8 @@
 """A real hub on the real control plane with exactly z2jh's hub rights plus ours: a first start, a
-restart, a stop, a start the namespace's ResourceQuota refuses and a cull; then the audit log says
-no request of the hub's (or the culler's) account was refused for lack of rights."""
+restart with a data connection, a stop, a start the namespace's ResourceQuota refuses and a cull;
+then the audit log says no request of the hub's (or the culler's) account was refused for lack of
+rights, and the hub never asked for a Secret: the connection's reached the server through the
+kubelet (issue 23)."""
 
 import json
 import os
@@ -32,6 +34,7 @@ def hub_config(tmp, namespace):
         c.PtjaasSpawner.sizes = {SIZES!r}
         c.PtjaasSpawner.cmd = ["jupyterhub-singleuser"]
         c.PtjaasSpawner.port = {free_port()}
+        c.PtjaasSpawner.data_connections = {{"store": {{"secret": "store-creds", "env": {{"STORE_KEY": "key"}}}}}}
         from ptjaas_spawner.culler import service_config
         ext = service_config(c.PtjaasSpawner.sizes, c.PtjaasSpawner.images, name="culler-once", timeout=1,
                              after_cull_hooks=["snapshot"], snapshot_keep=1, namespace={namespace!r})
@@ -61,8 +64,13 @@ def test_hub_and_culler_never_lack_a_right(real_hub_backend, hub_factory, tmp_pa
     hub.wait_ready("ann", timeout=150)
     assert hub.api("DELETE", "/users/ann/server").status_code in (202, 204)
     hub.wait_stopped("ann")
-    assert start(hub, "ann", SMALL).status_code in (201, 202)
+    backend.cluster.plane.api("POST", f"/api/v1/namespaces/{ns}/secrets",
+                              {"metadata": {"name": "store-creds"}, "stringData": {"key": "s3cr3t"}})
+    assert start(hub, "ann", dict(SMALL, connections=["store"])).status_code in (201, 202)
     hub.wait_ready("ann", timeout=150)
+    runtime = next(p for p in backend.cluster.kubelet.pods.values() if p.name == "jupyter-ann")
+    with open(f"/proc/{runtime.procs['notebook'].pid}/environ", "rb") as f:
+        assert b"STORE_KEY=s3cr3t" in f.read().split(b"\0")
     # a start refused by the namespace's ResourceQuota (no pod may be created)
     backend.cluster.plane.api("POST", f"/api/v1/namespaces/{ns}/resourcequotas",
                               dict(quota_manifest("no-more-pods", ns, {}), spec={"hard": {"pods": "1"}}))
@@ -97,5 +105,12 @@ def test_hub_and_culler_never_lack_a_right(real_hub_backend, hub_factory, tmp_pa
                if e["responseStatus"]["code"] == 403
                and e.get("annotations", {}).get("authorization.k8s.io/decision") == "forbid"]
     assert refused == []
+    # the Secret's value reached the server, and the hub never asked for a Secret (the kubelet did)
+    assert [e["requestURI"] for e in events if e["objectRef"].get("resource") == "secrets"] == []
+    readers = {e["user"]["username"] for e in audit_events(backend.audit_log_path)
+               if (e.get("objectRef") or {}).get("resource") == "secrets"
+               and e["objectRef"].get("name") == "store-creds" and e.get("verb") == "get"}
+    assert readers and backend.account not in readers, readers  # the node's kubelet read it
+    assert "s3cr3t" not in hub.logs()
     # the refusals the hub did meet were the quota's (admission), not RBAC's
     assert any(e["responseStatus"]["code"] == 403 and e["objectRef"].get("resource") == "pods" for e in events)
