@@ -7,7 +7,16 @@
                    "secret": "warehouse-credentials",         # a Secret in the server's namespace
                    "env_from": True,                          # every key as an environment variable
                    "env": {"PGPASSWORD": "password"},         # or chosen keys, renamed
-                   "files_at": "/etc/ptjaas/warehouse"}}      # or the keys as read-only files
+                   "files_at": "/etc/ptjaas/warehouse"},      # or the keys as read-only files
+     "lake": {"identity_token": {"audience": "sts.amazonaws.com",       # workload identity: no Secret
+                                 "path_env": "AWS_WEB_IDENTITY_TOKEN_FILE"}}}
+
+A connection with ``identity_token`` mounts a projected, audience-bound, short-lived token of
+the server's ServiceAccount (KubeSpawner's ``service_account``, z2jh's
+``singleuser.serviceAccountName``; ``ptjaas team-manifests`` makes it in each team namespace
+with ``automountServiceAccountToken: false``): cloud IAM federation (EKS IRSA, GKE and Azure
+Workload Identity, a store that trusts the cluster's OIDC issuer) without a stored key. Only
+servers started with such a connection get a token; the default stays no token in the pod.
 
 A user ticks connections in the form or posts ``{"connections": ["warehouse"]}``; only those
 their groups allow are accepted. The pod gets the Secret through ``envFrom``,
@@ -22,7 +31,8 @@ import re
 from .sizes import groups_allow
 
 MAX_CONNECTIONS = 20
-
+TOKEN_SECONDS = 3600   # an identity token's lifetime unless the connection says
+TOKEN_DIR = "/var/run/secrets/ptjaas"
 
 
 class ConnectionRefused(ValueError):
@@ -58,7 +68,11 @@ def pod_parts(connections: dict, names) -> dict:
     parts = {"env_from": [], "env": [], "volumes": [], "volume_mounts": []}
     for name in names:
         c = connections[name]
-        secret = c["secret"]
+        if c.get("identity_token"):
+            _add_identity_token(parts, name, c["identity_token"])
+        secret = c.get("secret")
+        if not secret:
+            continue
         if c.get("env_from"):
             parts["env_from"].append({"secretRef": {"name": secret}})
         for var, key in (c.get("env") or {}).items():
@@ -68,6 +82,25 @@ def pod_parts(connections: dict, names) -> dict:
             parts["volumes"].append({"name": volume, "secret": {"secretName": secret, "defaultMode": 0o440}})
             parts["volume_mounts"].append({"name": volume, "mountPath": c["files_at"], "readOnly": True})
     return parts
+
+
+def _add_identity_token(parts, name, token):
+    mount = token.get("mount_path") or f"{TOKEN_DIR}/{name}"
+    volume = f"identity-{name}"
+    parts["volumes"].append({"name": volume, "projected": {"defaultMode": 0o440, "sources": [
+        {"serviceAccountToken": {"audience": token["audience"], "path": "token",
+                                 "expirationSeconds": int(token.get("expiration_seconds") or TOKEN_SECONDS)}}]}})
+    parts["volume_mounts"].append({"name": volume, "mountPath": mount, "readOnly": True})
+    if token.get("path_env"):
+        parts["env"].append({"name": token["path_env"], "value": f"{mount.rstrip('/')}/token"})
+
+
+def service_account(name: str, namespace: str) -> dict:
+    """The servers' ServiceAccount of a namespace (``ptjaas team-manifests``): no token in a pod
+    unless a connection asks for one (``identity_token``)."""
+    return {"apiVersion": "v1", "kind": "ServiceAccount", "automountServiceAccountToken": False,
+            "metadata": {"name": name, "namespace": namespace,
+                         "labels": {"app.kubernetes.io/managed-by": "ptjaas"}}}
 
 
 def secret_stub(name: str, namespace: str, keys=()) -> dict:
@@ -87,8 +120,14 @@ def check(connections) -> list:
     problems = []
     for key, c in (connections or {}).items():
         where = f"data_connections.{key}"
-        if isinstance(c, dict) and not (c.get("env_from") or c.get("env") or c.get("files_at")):
-            problems.append((where, "gives the pod nothing: set env_from, env or files_at"))
+        if not isinstance(c, dict):
+            continue
+        uses_secret = c.get("env_from") or c.get("env") or c.get("files_at")
+        if c.get("secret") and not uses_secret or not (c.get("secret") or c.get("identity_token")):
+            problems.append((where, "gives the pod nothing: set env_from, env or files_at"
+                                    + ("" if c.get("secret") else " (with secret), or identity_token")))
+        elif uses_secret and not c.get("secret"):
+            problems.append((where, "env_from, env and files_at read a Secret: set secret"))
     return problems
 
 

@@ -135,8 +135,23 @@ ACCESS_MODES = ("ReadWriteOnce", "ReadOnlyMany", "ReadWriteMany", "ReadWriteOnce
 CONNECTION_NAME = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"   # a connection key and a Secret's name (DNS-1123 label)
 ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
 SECRET_KEY = r"^[-._a-zA-Z0-9]{1,253}$"
+IDENTITY_TOKEN = {
+    "type": "object", "additionalProperties": False, "required": ["audience"],
+    "title": "a workload identity token (`data_connections.<key>.identity_token`)",
+    "properties": {
+        "audience": {"type": "string", "minLength": 1, "maxLength": 200,
+                     "description": "The token's audience: who accepts it (`sts.amazonaws.com`, a store's URL)."},
+        "expiration_seconds": {"type": "integer", "minimum": 600, "maximum": 86400,
+                               "description": "Its lifetime; the kubelet renews it before it ends (default 3600)."},
+        "mount_path": {"type": "string", "pattern": "^/[A-Za-z0-9._/-]{1,200}$",
+                       "description": "Directory of the `token` file (default `/var/run/secrets/ptjaas/<key>`)."},
+        "path_env": {"type": "string", "pattern": ENV_NAME,
+                     "description": "An environment variable holding the token file's path "
+                                    "(`AWS_WEB_IDENTITY_TOKEN_FILE`, ...)."},
+    },
+}
 CONNECTION = {
-    "type": "object", "additionalProperties": False, "required": ["secret"],
+    "type": "object", "additionalProperties": False,
     "title": "a data connection (`hub.config.PtjaasSpawner.data_connections.<key>`)",
     "properties": {
         "display_name": {"type": "string", "maxLength": 100, "description": "Shown in the spawn form."},
@@ -144,6 +159,7 @@ CONNECTION = {
         "groups": {"type": "array", "items": {"type": "string"},
                    "description": "Only members of these groups may use it (absent: everyone)."},
         "secret": {"type": "string", "pattern": CONNECTION_NAME, "description": "The Secret, in the server's namespace."},
+        "identity_token": IDENTITY_TOKEN,
         "env_from": {"type": "boolean", "description": "Every key of the Secret as an environment variable."},
         "env": {"type": "object", "additionalProperties": {"type": "string", "pattern": SECRET_KEY},
                 "propertyNames": {"pattern": ENV_NAME},

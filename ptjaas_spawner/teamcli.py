@@ -54,6 +54,8 @@ def secret_stubs(values, site, teams) -> list:
     stubs = []
     for namespace, groups in places:
         for connection in found.values():
+            if not connection.get("secret"):
+                continue  # an identity token only: no Secret to fill
             wanted = set(connection.get("groups") or ())
             if groups is None or not wanted or wanted & groups:
                 stub = connections.secret_stub(connection["secret"], namespace, connections.secret_keys(connection))

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 
+from . import connections
 from .errors import SettingError
 from .quantity import format_quantity, parse_bytes, parse_cpu
 from .quota.budget import QuotaConfigError, QuotaPolicy
@@ -297,6 +298,17 @@ def network_policy(namespace, values, site: Site) -> dict | None:
     }
 
 
+def servers_service_account(namespace, values):
+    """The servers' ServiceAccount (``singleuser.serviceAccountName``, or
+    ``hub.config.KubeSpawner/PtjaasSpawner.service_account``), none when unset: its projected
+    tokens are what a data connection's ``identity_token`` mounts (``connections``)."""
+    hub_config = (values.get("hub") or {}).get("config") or {}
+    name = ((hub_config.get("PtjaasSpawner") or {}).get("service_account")
+            or (hub_config.get("KubeSpawner") or {}).get("service_account")
+            or (values.get("singleuser") or {}).get("serviceAccountName"))
+    return connections.service_account(name, namespace) if name else None
+
+
 def team_objects(values, site: Site, only_teams=None, gpu_resource=None) -> list:
     """[(namespace, groups, [objects])] for every team namespace of the values (or the
     namespaces of ``only_teams``). Raises ValuesError naming the key."""
@@ -324,6 +336,7 @@ def team_objects(values, site: Site, only_teams=None, gpu_resource=None) -> list
             hub_role(namespace),
             hub_role_binding(namespace, site),
             network_policy(namespace, values, site),
+            servers_service_account(namespace, values),
         ):
             if obj is not None:
                 objects.append(obj)

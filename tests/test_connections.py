@@ -61,6 +61,38 @@ def test_the_pod_gets_the_secret_by_name_only():
                                        "readOnly": True}]
 
 
+def test_an_identity_connection_mounts_a_projected_token_and_names_no_secret():
+    """Issue 23, workload identity: only a connection with ``identity_token`` gives the pod a
+    token: audience-bound, short-lived, projected from the server's ServiceAccount."""
+    lake = {"lake": {"identity_token": {"audience": "sts.amazonaws.com", "path_env": "AWS_WEB_IDENTITY_TOKEN_FILE"}}}
+    parts = connections.pod_parts(dict(CONNECTIONS, **lake), ["lake"])
+    assert parts["volumes"] == [{"name": "identity-lake", "projected": {"defaultMode": 0o440, "sources": [
+        {"serviceAccountToken": {"audience": "sts.amazonaws.com", "path": "token", "expirationSeconds": 3600}}]}}]
+    assert parts["volume_mounts"] == [{"name": "identity-lake", "mountPath": "/var/run/secrets/ptjaas/lake",
+                                       "readOnly": True}]
+    assert parts["env"] == [{"name": "AWS_WEB_IDENTITY_TOKEN_FILE", "value": "/var/run/secrets/ptjaas/lake/token"}]
+    assert parts["env_from"] == []
+    assert not any("projected" in v for v in connections.pod_parts(CONNECTIONS, ["warehouse", "bucket"])["volumes"])
+    assert connections.check(lake) == []
+    assert connections.check({"x": {"identity_token": {"audience": "a"}, "env_from": True}}) == [
+        ("data_connections.x", "env_from, env and files_at read a Secret: set secret")]
+
+
+def test_team_manifests_make_the_servers_service_account_without_an_automounted_token():
+    from ptjaas_spawner.teammanifests import Site, team_objects
+
+    values = {"singleuser": {"serviceAccountName": "servers"},
+              "hub": {"config": {"PtjaasSpawner": {"team_namespaces": {"vision": "team-vision"}}}}}
+    (_, _, objects), = team_objects(values, Site(hub_namespace="ptjaas"))
+    accounts = [o for o in objects if o["kind"] == "ServiceAccount"]
+    assert accounts == [{"apiVersion": "v1", "kind": "ServiceAccount", "automountServiceAccountToken": False,
+                         "metadata": {"name": "servers", "namespace": "team-vision",
+                                      "labels": {"app.kubernetes.io/managed-by": "ptjaas"}}}]
+    del values["singleuser"]
+    (_, _, objects), = team_objects(values, Site(hub_namespace="ptjaas"))
+    assert not [o for o in objects if o["kind"] == "ServiceAccount"]
+
+
 def test_a_missing_secret_fails_the_start_in_plain_words():
     pod = {"spec": {"containers": [{"name": "notebook", "image": "x:1"}]}, "status": {"containerStatuses": [
         {"name": "notebook", "state": {"waiting": {"reason": "CreateContainerConfigError",
@@ -85,6 +117,8 @@ def test_team_manifests_prints_secret_stubs_for_admins_to_fill(tmp_path):
     ("data_connections", {"x": {"secret": "s"}}, "data_connections.x: gives the pod nothing"),
     ("data_connections", {"x": {"secret": "Not A Name", "env_from": True}}, "secret"),
     ("data_connections", {"x": {"secret": "s", "env_from": True, "colour": 1}}, "colour"),
+    ("data_connections", {"x": {"identity_token": {"audience": "a", "expiration_seconds": 60}}}, "60"),
+    ("data_connections", {"x": {"identity_token": {}}}, "audience"),
     ("custom_images", {"groups": []}, "allowed"),
     ("custom_images", {"allowed": ["a/*"], "sizes": ["huge"]}, "unknown size(s) 'huge'"),
 ])

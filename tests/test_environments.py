@@ -10,7 +10,9 @@
   reference is refused with the patterns named, and nothing starts.
 """
 
+import base64
 import html
+import os
 import json
 import re
 import textwrap
@@ -163,6 +165,9 @@ def test_same_as_last_repeats_a_custom_image():
 def hub(module_cluster, module_hub_factory, tmp_path_factory):
     module_cluster.kubelet.images = ImageRegistry([IMAGE, "example.org/code:*", "example.org/team/*"])
     audit = tmp_path_factory.mktemp("audit") / "audit.jsonl"
+    kubernetes.client.CoreV1Api(kubernetes.config.new_client_from_config(
+        config_file=str(module_cluster.kubeconfig_path))).create_namespaced_service_account(
+        "default", {"metadata": {"name": "servers"}, "automountServiceAccountToken": False})
     images = {"python": {"display_name": "Python", "versions": {
         "1": {"image": IMAGE, "default": True}, "gone": {"image": MISSING},
         "code": {"image": "example.org/code:1", "interface": "vscode"}}}}
@@ -178,7 +183,9 @@ def hub(module_cluster, module_hub_factory, tmp_path_factory):
         c.PtjaasSpawner.data_connections = {{
             "store": {{"secret": "store-creds", "env": {{"STORE_KEY": "key"}}}},
             "gone": {{"secret": "gone-creds", "env_from": True}},
-            "vision-only": {{"secret": "store-creds", "env_from": True, "groups": ["vision"]}}}}
+            "vision-only": {{"secret": "store-creds", "env_from": True, "groups": ["vision"]}},
+            "lake": {{"identity_token": {{"audience": "sts.example.org", "path_env": "AWS_WEB_IDENTITY_TOKEN_FILE"}}}}}}
+        c.PtjaasSpawner.service_account = "servers"  # workload identity: the servers' own account
         def crash_for_carl(spawner):  # carl's server program exits at once: a broken image
             if spawner.user.name == "carl":
                 spawner.cmd = ["false"]
@@ -278,6 +285,18 @@ def test_a_data_connection_reaches_the_server_by_reference(hub, module_cluster):
     start = [r for r in starts if r.get("action") == "server-start" and r.get("user") == "dee"][-1]
     assert start["connections"] == ["store"] and "s3cr3t" not in hub.audit_path.read_text()
     assert "s3cr3t" not in hub.logs()
+    assert not [v for v in pod["spec"]["volumes"] if v.get("projected")]  # no token without asking
+    stop(hub, "dee")
+    # workload identity: a connection that asks for a token gets one, for its audience, bound to the pod
+    ready, message, _, _, _ = start_outcome(hub, "dee", {"connections": ["lake"]}, timeout=120)
+    assert ready, message
+    runtime = next(p for p in module_cluster.kubelet.pods.values() if p.name == "jupyter-dee")
+    environ = open(f"/proc/{runtime.procs['notebook'].pid}/environ", "rb").read().split(b"\0")
+    assert b"AWS_WEB_IDENTITY_TOKEN_FILE=/var/run/secrets/ptjaas/lake/token" in environ
+    token = open(os.path.join(runtime.launch.dir, "volumes", "identity-lake", "token")).read()
+    payload = json.loads(base64.urlsafe_b64decode(token.split(".")[1] + "=="))
+    assert payload["aud"] == ["sts.example.org"] and payload["sub"] == "system:serviceaccount:default:servers"
+    assert payload["kubernetes.io"]["pod"]["name"] == "jupyter-dee"
     stop(hub, "dee")
     ready, message, _, seconds, _ = start_outcome(hub, "dee", {"connections": ["gone"]})
     assert not ready and "the Secret 'gone-creds'" in message and seconds < 30, (message, seconds)

@@ -11,7 +11,7 @@ from collections import Counter
 from tornado import web
 from tornado.iostream import StreamClosedError
 
-from . import errors, negotiation, podlogs, podsecurity, tables
+from . import errors, negotiation, podlogs, podsecurity, tables, tokenrequest
 from .controls import ControlHandler
 from .discovery import K8S_MINOR, DiscoveryHandler, OpenAPIHandler
 from .httpbase import BaseHandler
@@ -149,6 +149,9 @@ class ResourceHandler(BaseHandler):
             node = (body.get("target") or {}).get("name")
             self.cluster.scheduler.bind(pod, node)
             return self.write_json({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}, 201)
+        if sub == "token" and rtype.plural == "serviceaccounts":
+            answer = tokenrequest.issue(self.cluster.registry, self.cluster.state_dir, namespace, name, body)
+            return self.write_json(answer, 201)
         if sub == "eviction" and rtype.plural == "pods":
             self.cluster.registry.delete(rtype, namespace, name, (body.get("deleteOptions") or {}))
             return self.write_json({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}, 201)

@@ -56,10 +56,14 @@ def resource_list(group, version):
             entry["categories"] = CATEGORIES[t.plural]
         resources.append(entry)
         for sub in t.subresources:
-            verbs = ["get"] if sub == "log" else (["create"] if sub in ("binding", "eviction") else ["get", "patch", "update"])
-            kind = {"log": "Pod", "binding": "Binding", "eviction": "Eviction"}.get(sub, t.kind)
-            resources.append({"name": f"{t.plural}/{sub}", "singularName": "", "namespaced": t.namespaced,
-                              "kind": kind, "verbs": verbs})
+            verbs = ["get"] if sub == "log" else (["create"] if sub in ("binding", "eviction", "token")
+                                                  else ["get", "patch", "update"])
+            kind = {"log": "Pod", "binding": "Binding", "eviction": "Eviction", "token": "TokenRequest"}.get(sub, t.kind)
+            entry = {"name": f"{t.plural}/{sub}", "singularName": "", "namespaced": t.namespaced,
+                     "kind": kind, "verbs": verbs}
+            if sub == "token":   # a kind of another group, as the real server says
+                entry.update(group="authentication.k8s.io", version="v1")
+            resources.append(entry)
     return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": f"{group}/{version}" if group else version,
             "resources": resources}
 

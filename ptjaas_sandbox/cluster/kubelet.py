@@ -287,7 +287,26 @@ class Kubelet:
         names = sorted(wanted)
         found = await asyncio.gather(*(self.client.get(f"/api/v1/namespaces/{namespace}/{kind}/{name}")
                                        for kind, name in names))
-        return Lookup({key: obj for key, obj in zip(names, found) if obj is not None})
+        objects = {key: obj for key, obj in zip(names, found) if obj is not None}
+        for volume in spec.get("volumes") or []:   # service account tokens: a TokenRequest each, as a kubelet
+            for i, source in enumerate((volume.get("projected") or {}).get("sources") or []):
+                if source.get("serviceAccountToken"):
+                    objects[("token", f"{volume['name']}/{i}")] = await self._request_token(
+                        pod, source["serviceAccountToken"])
+        return Lookup(objects)
+
+    async def _request_token(self, pod, wanted):
+        """A token of the pod's ServiceAccount for a projected volume, bound to the pod."""
+        meta = pod["metadata"]
+        account = pod["spec"].get("serviceAccountName") or "default"
+        spec = {"expirationSeconds": int(wanted.get("expirationSeconds") or 3600),
+                "boundObjectRef": {"apiVersion": "v1", "kind": "Pod", "name": meta["name"], "uid": meta["uid"]}}
+        if wanted.get("audience"):
+            spec["audiences"] = [wanted["audience"]]
+        answer = await self.client.create(
+            f"/api/v1/namespaces/{meta['namespace']}/serviceaccounts/{account}/token",
+            {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": spec})
+        return answer["status"]["token"]
 
     def allocate_ip(self, uid):
         if uid in self.ips:

@@ -52,10 +52,18 @@ class PodLaunch:
                     lock_read_only(path)   # a volume only ever mounted read-only: nothing in a pod can write it
             elif volume.get("hostPath"):
                 path = volume["hostPath"]["path"]
-            elif volume.get("secret") or volume.get("configMap"):
+            elif volume.get("secret") or volume.get("configMap") or volume.get("projected"):
                 path = os.path.join(volumes_dir, name)
                 os.makedirs(path, exist_ok=True)
-                self._write_keys(path, volume, lookup)
+                if volume.get("projected"):
+                    for i, source in enumerate(volume["projected"].get("sources") or []):
+                        if source.get("serviceAccountToken"):
+                            _write(path, source["serviceAccountToken"]["path"],
+                                   lookup.objects[("token", f"{name}/{i}")].encode())
+                        else:
+                            self._write_keys(path, source, lookup)
+                else:
+                    self._write_keys(path, volume, lookup)
                 self.kubelet.isolation.own_volume(path, pod)
             else:   # emptyDir and anything else: a fresh directory for this pod
                 path = os.path.join(volumes_dir, name)
@@ -65,8 +73,11 @@ class PodLaunch:
         return mounts
 
     def _write_keys(self, path, volume, lookup):
+        """A secret or configMap volume's keys as files (``volume``: the volume, or a projected
+        volume's source, whose secret is named ``name`` rather than ``secretName``)."""
         if volume.get("secret"):
-            obj = lookup.get(T["secrets"], self.namespace, volume["secret"]["secretName"]) or {}
+            ref = volume["secret"]
+            obj = lookup.get(T["secrets"], self.namespace, ref.get("secretName") or ref.get("name")) or {}
             data = {k: base64.b64decode(v) for k, v in (obj.get("data") or {}).items()}
         else:
             obj = lookup.get(T["configmaps"], self.namespace, volume["configMap"]["name"]) or {}
@@ -79,10 +90,7 @@ class PodLaunch:
                 if match is None:
                     continue
                 target = match.get("path", key)
-            full = os.path.join(path, target)
-            os.makedirs(os.path.dirname(full), exist_ok=True)
-            with open(full, "wb") as f:
-                f.write(value)
+            _write(path, target, value)
 
     def process_spec(self, pod, container, ip, mounts, gpus, lookup):
         """(argv, env, cwd, launch): what starts the container's process; ``launch`` is the rest of
@@ -179,3 +187,10 @@ def link_nested_mounts(table):
                 if not os.path.exists(link):
                     os.symlink(local, link)
                 break
+
+
+def _write(directory, relative, data: bytes):
+    full = os.path.join(directory, relative)
+    os.makedirs(os.path.dirname(full), exist_ok=True)
+    with open(full, "wb") as f:
+        f.write(data)
