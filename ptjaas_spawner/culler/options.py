@@ -155,22 +155,22 @@ class CullerOptions(Configurable):
         try:
             return check_query_template(proposal["value"])
         except PolicyError as e:
-            raise TraitError(str(e)) from None
+            raise TraitError(_unprefixed(e, "gpu_idle_query")) from None
 
     @validate("gpu_idle_threshold")
     def _check_gpu_idle_threshold(self, proposal):
         try:
             return check_threshold(proposal["value"])
         except PolicyError as e:
-            raise TraitError(str(e)) from None
+            raise TraitError(_unprefixed(e, "gpu_idle_threshold")) from None
 
     @validate("prometheus_url")
     def _check_prometheus_url(self, proposal):
         url = proposal["value"]
         if url and not (url.startswith(("http://", "https://")) and len(url) <= 500 and not any(
                 c.isspace() for c in url)):
-            raise TraitError("culler prometheus_url must be an http:// or https:// URL (at most 500 "
-                             "characters, no spaces), or '' for off")
+            raise TraitError("must be an http:// or https:// URL (at most 500 characters, no spaces), "
+                             "or '' for off")
         return url
 
     @default("namespace")
@@ -183,6 +183,11 @@ class CullerOptions(Configurable):
         {escaped_username} the legacy escape, {raw_username} the name itself. The default is the
         spawner's default `pvc_name_template` (`homevolume.HOME_CLAIM_TEMPLATE`); set both together.
         """).strip()).tag(config=True)
+
+
+def _unprefixed(error: Exception, name: str) -> str:
+    """A check's message without its leading 'culler <name>' (``command_line`` adds it)."""
+    return str(error).removeprefix(f"culler {name}").lstrip(": ")
 
 
 OPTIONS = CullerOptions.class_own_traits(config=True)
