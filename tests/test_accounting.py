@@ -134,3 +134,28 @@ def test_record_file_survives_a_restart_and_counts_once(tmp_path):
     assert again.runs["pod-1"].end == NOW + 3600
     assert again.open_run("alice", "").id == "pod-2"
     assert used_in_window(list(again.runs.values()), "gpu_hours", parse_window("30d", "w"), again.now()) == 2 * 3600
+
+
+
+def test_budget_banner_escapes_and_keeps_the_sites_announcement():
+    from types import SimpleNamespace
+
+    from ptjaas_spawner.accounting.banner import budget_template_vars, with_budget_warnings
+
+    warned = {"eve": ["warning: <script>x</script> team: 0.1 of 1 GPU-hours left"]}
+
+    def warnings(user):
+        return warned.get(getattr(user, "name", None), [])
+
+    eve, ann = SimpleNamespace(name="eve"), SimpleNamespace(name="ann")
+    site = with_budget_warnings("Site <b>news</b>", warnings)
+    assert site(eve) == ('Site <b>news</b><br><span class="ptjaas-budget-warning">warning: '
+                         '&lt;script&gt;x&lt;/script&gt; team: 0.1 of 1 GPU-hours left</span>')
+    assert site(ann) == "Site <b>news</b>" and site(None) == "Site <b>news</b>"
+    assert with_budget_warnings(lambda user: f"Hi {user.name}", warnings)(eve).startswith("Hi eve<br><span")
+    assert with_budget_warnings(None, warnings)(ann) is None  # no site announcement, no warning
+
+    tv = budget_template_vars({"announcement_home": "Home news", "other": 1})
+    assert set(tv) == {"announcement", "announcement_home", "other"} and tv["other"] == 1
+    assert budget_template_vars(tv)["announcement"] is tv["announcement"]  # installed once
+    assert tv["announcement_home"](ann) == "Home news"

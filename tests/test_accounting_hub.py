@@ -57,6 +57,10 @@ def hub(module_cluster, module_hub_factory):
                 return float(f.read())
 
         c.PtjaasSpawner.accounting_clock = _test_clock
+        # a site's own announcement stays; the budget banner (as fragment 40 adds it) follows it
+        c.JupyterHub.template_vars = {{"announcement_home": "Maintenance on <b>Sunday</b>"}}
+        from ptjaas_spawner.accounting.banner import install_budget_banner
+        install_budget_banner(c)
         """
     )
     h = module_hub_factory(config, cluster=module_cluster, start=False)
@@ -164,6 +168,18 @@ def test_a_gpu_hour_budget_warns_stops_refuses_and_rolls_over(hub):
     wait_for(lambda: audit(hub, "server-budget-warning", "dora"), timeout=30, message="the 90 % warning")
     me = hub.session("dora").get(f"{hub.url}/hub/ptjaas/usage/me", timeout=30).text
     assert "you: 0.1 of 1 GPU-hours left this month" in me and "servers are stopped at the limit" in me
+    # the warning is a banner on the hub's pages she sees (home too), after the site's announcement
+    def banner(user, page):
+        html = hub.session(user).get(f"{hub.url}/hub/{page}", timeout=30).text
+        found = [d for d in html.split('<div class="container text-center announcement')[1:]]
+        return found[0].split("</div>")[0] if found else ""
+
+    home = banner("dora", "home")
+    assert "Maintenance on <b>Sunday</b><br>" in home, home
+    assert ("warning: you: 0.1 of 1 GPU-hours left this month, servers are stopped at the limit"
+            in home), home
+    assert "GPU-hours left" in banner("dora", "token") and "GPU-hours left" not in banner("alice", "home")
+    assert "Maintenance on <b>Sunday</b>" in banner("alice", "home")
     set_clock(hub, t + 3600 + 600)  # 100 % + the 600 s grace
     wait_for(lambda: runs(hub, "dora") == [(t, t + 4200, "budget", 1, 0.5)], timeout=60,
              message=f"dora's server stopped by its budget ({runs(hub, 'dora')})")
