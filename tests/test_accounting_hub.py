@@ -29,6 +29,7 @@ SIZES = {
             "gpu": 1},
 }
 CLOCK_FILE = "accounting-clock"
+SNAPCLASS = "csi-local"
 
 
 def ts(text):
@@ -50,6 +51,7 @@ def hub(module_cluster, module_hub_factory):
         c.PtjaasSpawner.quota_groups = {{"vision": {{"gpu_hours": 200, "window": "month"}}}}
         c.PtjaasSpawner.quota_users = {{"dora": {{"gpu_hours": 1, "window": "month"}}}}
         c.PtjaasSpawner.accounting_check_interval = 0.2
+        c.PtjaasSpawner.snapshot_classes = {{"standard": {SNAPCLASS!r}}}  # a budget stop snapshots the home first
         c.PtjaasSpawner.quota_time_grace = 600
 
         def _test_clock():
@@ -63,6 +65,19 @@ def hub(module_cluster, module_hub_factory):
         install_budget_banner(c)
         """
     )
+    import kubernetes
+
+    api = kubernetes.config.new_client_from_config(config_file=str(module_cluster.kubeconfig_path))
+    try:  # another module on the same cluster may have made the class already
+        kubernetes.client.CustomObjectsApi(api).create_cluster_custom_object(
+            "snapshot.storage.k8s.io", "v1", "volumesnapshotclasses",
+            {"apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshotClass", "metadata": {"name": SNAPCLASS},
+             "driver": "ptjaas.io/local-path", "deletionPolicy": "Delete"})
+    except kubernetes.client.ApiException as e:
+        if e.status != 409:
+            raise
+    finally:
+        api.close()
     h = module_hub_factory(config, cluster=module_cluster, start=False)
     set_clock(h, ts("2026-12-07T09:00:00"))
     return h.start()
@@ -185,6 +200,13 @@ def test_a_gpu_hour_budget_warns_stops_refuses_and_rolls_over(hub):
              message=f"dora's server stopped by its budget ({runs(hub, 'dora')})")
     wait_for(lambda: server(hub, "dora") is None, timeout=60, message="the stop to finish")
     assert "1 GPU-hours" in audit(hub, "server-budget-stop", "dora")[0]["message"]
+    # snapshots are on: her home was snapshotted (reason budget) before the stop
+    (snap,) = audit(hub, "snapshot-take", "dora")
+    assert (snap["by"], snap["reason"], snap["claim"]) == ("ptjaas-budget", "budget", "claim-dora"), snap
+    with open(os.path.join(hub.workdir, "ptjaas-audit.jsonl")) as f:
+        actions = [r["action"] for r in map(json.loads, f) if r["user"] == "dora"]
+    decided = actions.index("server-budget-stop")
+    assert actions[decided + 1:].index("snapshot-take") < actions[decided + 1:].index("server-stop"), actions
 
     r = hubutil.start(hub, "dora", {"image": "python", "size": "gpu"})
     msg = r.text if r.status_code >= 400 else failure_message(hub, "dora")
