@@ -46,7 +46,7 @@ class PrometheusGpuProbe:
         self.timeout = timeout
         self._failing: str | None = None  # what went wrong, while it keeps going wrong
         self._pass_failed = False
-        self._pods: Mapping | None = None
+        self._pods: asyncio.Future | None = None  # this pass's pod list, shared by its servers
         self._session: aiohttp.ClientSession | None = None
 
     def new_pass(self) -> None:
@@ -69,13 +69,14 @@ class PrometheusGpuProbe:
     async def __call__(self, user: str, server: str, window: int) -> float | None:
         if self._pass_failed:
             return None
-        if self._pods is None:
-            try:
-                self._pods = await self.pods()
-            except Exception as e:  # noqa: BLE001 - no pod names: no decision
-                self._failed(f"could not list the server pods: {str(e)[:200] or type(e).__name__}")
-                return None
-        found = self._pods.get((user, server))
+        if self._pods is None:  # one list per pass, however many servers ask at once
+            self._pods = asyncio.ensure_future(self.pods())
+        try:
+            pods = await asyncio.shield(self._pods)
+        except Exception as e:  # noqa: BLE001 - no pod names: no decision
+            self._failed(f"could not list the server pods: {str(e)[:200] or type(e).__name__}")
+            return None
+        found = pods.get((user, server))
         if not found:
             return None  # no pod (yet): no decision for this server
         namespace, pod = found
