@@ -6,7 +6,8 @@ the time-budget check of a start (``quota.timebudget.check_start`` over the reco
 one append to the file) and the end line (``RunStore.ended``), the spawn form's budget line, and
 reading the record back at a hub start. The runs belong to 1,000 users in 4 teams, spread over
 the last 60 days; "me" is in team vision with a user and a team GPU-hour budget. Compare with a
-start's few seconds (``benchmarks/spawn.py``).
+start's few seconds (``benchmarks/spawn.py``). The record is read twice: line by line (no
+checkpoint, as the first hub start after an upgrade) and from the checkpoint that read leaves.
 
     python benchmarks/accounting.py [--runs 0,10000,100000]
 """
@@ -19,7 +20,7 @@ import random
 import tempfile
 import time
 
-from ptjaas_spawner.accounting.store import RunStore
+from ptjaas_spawner.accounting.store import RunStore, checkpoint_path
 from ptjaas_spawner.quota.timebudget import TimePolicy, budget_line, check_start
 
 TEAMS = ["vision", "nlp", "robotics", "genomics"]
@@ -51,7 +52,7 @@ def main():
     ap.add_argument("--runs", default="0,10000,100000")
     args = ap.parse_args()
     now = time.time()
-    print(f"{'runs':>8} {'check':>9} {'start+end':>10} {'form line':>10} {'load':>9}   (ms)")
+    print(f"{'runs':>8} {'check':>9} {'start+end':>10} {'form line':>10} {'read':>9} {'read (cp)':>10}   (ms)")
     for n in (int(x) for x in args.runs.split(",")):
         with tempfile.TemporaryDirectory() as d:
             path = os.path.join(d, "usage.jsonl")
@@ -67,8 +68,12 @@ def main():
                 store.ended(rid, "stopped")
             write = mean_ms(start_end, 200)
             line = mean_ms(lambda: budget_line(POLICY, runs, "me", ["vision"], "vision", now), 20)
-            load = mean_ms(lambda: RunStore(path, clock=lambda: now), 2)
-            print(f"{n:>8} {check:>9.2f} {write:>10.3f} {line:>10.2f} {load:>9.1f}")
+            if os.path.exists(checkpoint_path(path)):
+                os.remove(checkpoint_path(path))
+            load = mean_ms(lambda: RunStore(path, clock=lambda: now, checkpoint_after=10**12), 2)
+            RunStore(path, clock=lambda: now, checkpoint_after=1)  # writes the checkpoint
+            load_cp = mean_ms(lambda: RunStore(path, clock=lambda: now), 2)
+            print(f"{n:>8} {check:>9.2f} {write:>10.3f} {line:>10.2f} {load:>9.1f} {load_cp:>10.1f}")
 
 
 if __name__ == "__main__":

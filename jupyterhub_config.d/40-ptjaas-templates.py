@@ -1,5 +1,7 @@
 # ptjaas config fragment 40: ptjaas's page templates: the admin usage page in the navigation bar,
-# and each server's image, version and size on the admin page.
+# each server's image, version and size on the admin page, and a user's time-budget warning (90 %)
+# as a banner on every hub page they see (JupyterHub's announcement; a site's own announcement
+# in c.JupyterHub.template_vars stays, the warning is added after it).
 #
 # Appends ptjaas_spawner/templates to c.JupyterHub.template_paths (after a site's own paths, so
 # that a site's page.html still wins) and, when the selected authenticator serves the admin usage
@@ -37,6 +39,10 @@ def _ptjaas_templates():
             cls = None
     if getattr(cls, "ptjaas_usage_page", False):
         hub.template_vars = dict(current("template_vars", {}), ptjaas_usage_url="ptjaas/usage")
+
+    from ptjaas_spawner.accounting.banner import install_budget_banner
+
+    install_budget_banner(c)
 
 
 _ptjaas_templates()

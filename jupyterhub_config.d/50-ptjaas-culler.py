@@ -4,7 +4,9 @@
 # removeNamedServers keep their z2jh meaning) and ptjaas's extras under `custom.ptjaas.culler`:
 #   enabled (bool), beforeCullHooks / afterCullHooks (lists of built-in names `snapshot`,
 #   `usage`, or "module:function"), hookTimeout, hubGoneTimeout, usageFile, snapshotClass,
-#   snapshotKeep, snapshotNamespace (ptjaas_spawner.settings_schema.CULLER lists them).
+#   snapshotKeep, snapshotNamespace, and the optional GPU-idle rule: prometheusUrl,
+#   gpuIdleThreshold, gpuIdleQuery, prometheusTimeout (ptjaas_spawner.settings_schema.CULLER
+#   lists them; docs/culling.md explains them).
 # Per-size / per-image timeouts come from PtjaasSpawner.sizes / images (cull_idle_timeout...).
 # z2jh's own culler must stay off (`cull.enabled: false`): two cullers would race.
 # Under z2jh the values come from the chart's values (module z2jh); on a plain machine from

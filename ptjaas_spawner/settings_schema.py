@@ -222,6 +222,14 @@ CULLER = {
         "snapshotKeep": {"type": "integer", "minimum": 1, "description": "Snapshots kept per home claim by the `snapshot` hook."},
         "snapshotNamespace": {"type": "string", "option": "namespace",
                               "description": "Namespace of the home claims (default: the spawner's)."},
+        "prometheusUrl": {"type": "string", "description": (
+            "Prometheus scraping NVIDIA's DCGM exporter: GPU servers whose GPUs stayed under "
+            "`gpuIdleThreshold` for their size's idle timeout are culled as idle ('' = off).")},
+        "gpuIdleQuery": {"type": "string", "description": (
+            "PromQL template of one pod's highest GPU utilisation over `$timeout` seconds ($pod required).")},
+        "gpuIdleThreshold": {"type": "number", "exclusiveMinimum": 0, "maximum": 100, "description": (
+            "GPU utilisation (percent) under which a GPU server counts as idle (default 5).")},
+        "prometheusTimeout": dict(SECONDS, description="Seconds a Prometheus query may take (default 10)."),
     },
 }
 

@@ -2,6 +2,7 @@
 up, the budgets' settings, a start's refusal, the stop rule, and the record file (a real file:
 a restart reads it back, a duplicate line counts once)."""
 
+import os
 from datetime import datetime, timezone
 
 import pytest
@@ -134,3 +135,66 @@ def test_record_file_survives_a_restart_and_counts_once(tmp_path):
     assert again.runs["pod-1"].end == NOW + 3600
     assert again.open_run("alice", "").id == "pod-2"
     assert used_in_window(list(again.runs.values()), "gpu_hours", parse_window("30d", "w"), again.now()) == 2 * 3600
+
+
+
+def test_a_checkpoint_reads_the_same_runs_and_a_mismatched_one_is_ignored(tmp_path, caplog):
+    from ptjaas_spawner.accounting.store import checkpoint_path
+
+    path = str(tmp_path / "usage.jsonl")
+
+    def state(store):
+        return ([r.as_dict() for r in store.runs.values()], sorted(r.id for r in store.open_runs()),
+                [r.id for r in store.runs_of("u1", "vision")])
+
+    store = RunStore(path, clock=lambda: NOW)
+    for i in range(30):
+        store.started(f"pod-{i}", user=f"u{i % 3}", server=f"s{i}", team="vision" if i % 2 else "", gpus=1, cpu=0.5,
+                      start=NOW - 3600 + i)
+        if i % 4:
+            store.ended(f"pod-{i}", "stopped", when=NOW - 60 + i)
+    store.started("old", user="u9", server="", start=NOW - 7200)  # two open runs of one server,
+    store.started("new", user="u9", server="", start=NOW - 60)    # the older superseded
+    full = RunStore(path, clock=lambda: NOW, checkpoint_after=10)  # a full read writes the checkpoint
+    assert full.replayed > 10 and os.path.exists(checkpoint_path(path)) and state(full) == state(store)
+    store.ended("pod-0", "stopped", when=NOW)  # lines after the checkpoint are replayed on top
+    store.started("pod-99", user="u1", server="x", team="vision", start=NOW)
+    again = RunStore(path, clock=lambda: NOW, checkpoint_after=10)
+    assert again.replayed == 2 and state(again) == state(store)
+    assert again.open_run("u9", "").id == "new" and again.runs["old"].end_reason == "superseded"
+
+    with open(path) as f:  # the record replaced under the checkpoint: a full read, same answer
+        text = f.read()
+    with open(path, "w") as f:
+        f.write(text.replace('"u9"', '"u8"'))
+    caplog.clear()
+    replaced = RunStore(path, clock=lambda: NOW, checkpoint_after=10**9)
+    assert replaced.replayed == 57 and "does not match its record" in caplog.text
+    assert replaced.open_run("u8", "").id == "new" and replaced.open_run("u9", "") is None
+    with open(checkpoint_path(path), "w") as f:
+        f.write("{not json")
+    assert RunStore(path, clock=lambda: NOW).replayed == 57 and "checkpoint" in caplog.text
+
+
+def test_budget_banner_escapes_and_keeps_the_sites_announcement():
+    from types import SimpleNamespace
+
+    from ptjaas_spawner.accounting.banner import budget_template_vars, with_budget_warnings
+
+    warned = {"eve": ["warning: <script>x</script> team: 0.1 of 1 GPU-hours left"]}
+
+    def warnings(user):
+        return warned.get(getattr(user, "name", None), [])
+
+    eve, ann = SimpleNamespace(name="eve"), SimpleNamespace(name="ann")
+    site = with_budget_warnings("Site <b>news</b>", warnings)
+    assert site(eve) == ('Site <b>news</b><br><span class="ptjaas-budget-warning">warning: '
+                         '&lt;script&gt;x&lt;/script&gt; team: 0.1 of 1 GPU-hours left</span>')
+    assert site(ann) == "Site <b>news</b>" and site(None) == "Site <b>news</b>"
+    assert with_budget_warnings(lambda user: f"Hi {user.name}", warnings)(eve).startswith("Hi eve<br><span")
+    assert with_budget_warnings(None, warnings)(ann) is None  # no site announcement, no warning
+
+    tv = budget_template_vars({"announcement_home": "Home news", "other": 1})
+    assert set(tv) == {"announcement", "announcement_home", "other"} and tv["other"] == 1
+    assert budget_template_vars(tv)["announcement"] is tv["announcement"]  # installed once
+    assert tv["announcement_home"](ann) == "Home news"

@@ -29,6 +29,7 @@ SIZES = {
             "gpu": 1},
 }
 CLOCK_FILE = "accounting-clock"
+SNAPCLASS = "csi-local"
 
 
 def ts(text):
@@ -50,6 +51,7 @@ def hub(module_cluster, module_hub_factory):
         c.PtjaasSpawner.quota_groups = {{"vision": {{"gpu_hours": 200, "window": "month"}}}}
         c.PtjaasSpawner.quota_users = {{"dora": {{"gpu_hours": 1, "window": "month"}}}}
         c.PtjaasSpawner.accounting_check_interval = 0.2
+        c.PtjaasSpawner.snapshot_classes = {{"standard": {SNAPCLASS!r}}}  # a budget stop snapshots the home first
         c.PtjaasSpawner.quota_time_grace = 600
 
         def _test_clock():
@@ -57,8 +59,25 @@ def hub(module_cluster, module_hub_factory):
                 return float(f.read())
 
         c.PtjaasSpawner.accounting_clock = _test_clock
+        # a site's own announcement stays; the budget banner (as fragment 40 adds it) follows it
+        c.JupyterHub.template_vars = {{"announcement_home": "Maintenance on <b>Sunday</b>"}}
+        from ptjaas_spawner.accounting.banner import install_budget_banner
+        install_budget_banner(c)
         """
     )
+    import kubernetes
+
+    api = kubernetes.config.new_client_from_config(config_file=str(module_cluster.kubeconfig_path))
+    try:  # another module on the same cluster may have made the class already
+        kubernetes.client.CustomObjectsApi(api).create_cluster_custom_object(
+            "snapshot.storage.k8s.io", "v1", "volumesnapshotclasses",
+            {"apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshotClass", "metadata": {"name": SNAPCLASS},
+             "driver": "ptjaas.io/local-path", "deletionPolicy": "Delete"})
+    except kubernetes.client.ApiException as e:
+        if e.status != 409:
+            raise
+    finally:
+        api.close()
     h = module_hub_factory(config, cluster=module_cluster, start=False)
     set_clock(h, ts("2026-12-07T09:00:00"))
     return h.start()
@@ -164,11 +183,30 @@ def test_a_gpu_hour_budget_warns_stops_refuses_and_rolls_over(hub):
     wait_for(lambda: audit(hub, "server-budget-warning", "dora"), timeout=30, message="the 90 % warning")
     me = hub.session("dora").get(f"{hub.url}/hub/ptjaas/usage/me", timeout=30).text
     assert "you: 0.1 of 1 GPU-hours left this month" in me and "servers are stopped at the limit" in me
+    # the warning is a banner on the hub's pages she sees (home too), after the site's announcement
+    def banner(user, page):
+        html = hub.session(user).get(f"{hub.url}/hub/{page}", timeout=30).text
+        found = [d for d in html.split('<div class="container text-center announcement')[1:]]
+        return found[0].split("</div>")[0] if found else ""
+
+    home = banner("dora", "home")
+    assert "Maintenance on <b>Sunday</b><br>" in home, home
+    assert ("warning: you: 0.1 of 1 GPU-hours left this month, servers are stopped at the limit"
+            in home), home
+    assert "GPU-hours left" in banner("dora", "token") and "GPU-hours left" not in banner("alice", "home")
+    assert "Maintenance on <b>Sunday</b>" in banner("alice", "home")
     set_clock(hub, t + 3600 + 600)  # 100 % + the 600 s grace
     wait_for(lambda: runs(hub, "dora") == [(t, t + 4200, "budget", 1, 0.5)], timeout=60,
              message=f"dora's server stopped by its budget ({runs(hub, 'dora')})")
     wait_for(lambda: server(hub, "dora") is None, timeout=60, message="the stop to finish")
     assert "1 GPU-hours" in audit(hub, "server-budget-stop", "dora")[0]["message"]
+    # snapshots are on: her home was snapshotted (reason budget) before the stop
+    (snap,) = audit(hub, "snapshot-take", "dora")
+    assert (snap["by"], snap["reason"], snap["claim"]) == ("ptjaas-budget", "budget", "claim-dora"), snap
+    with open(os.path.join(hub.workdir, "ptjaas-audit.jsonl")) as f:
+        actions = [r["action"] for r in map(json.loads, f) if r["user"] == "dora"]
+    decided = actions.index("server-budget-stop")
+    assert actions[decided + 1:].index("snapshot-take") < actions[decided + 1:].index("server-stop"), actions
 
     r = hubutil.start(hub, "dora", {"image": "python", "size": "gpu"})
     msg = r.text if r.status_code >= 400 else failure_message(hub, "dora")

@@ -78,8 +78,8 @@ BROKEN = {
                               "KubeSpawner create its own claim (storage_pvc_ensure) next to ptjaas's home volume"]),
     "misspelt culler key": (lambda v: v["custom"]["ptjaas"]["culler"].update(usageFiel="x"),
                             ["custom.ptjaas.culler.usageFiel: unknown key; known: afterCullHooks, beforeCullHooks, "
-                             "enabled, hookTimeout, hubGoneTimeout, snapshotClass, snapshotKeep, snapshotNamespace, "
-                             "usageFile"]),
+                             "enabled, gpuIdleQuery, gpuIdleThreshold, hookTimeout, hubGoneTimeout, prometheusTimeout, "
+                             "prometheusUrl, snapshotClass, snapshotKeep, snapshotNamespace, usageFile"]),
     "culler value of the wrong type": (lambda v: v["custom"]["ptjaas"]["culler"].update(hookTimeout="1m"),
                                        ["custom.ptjaas.culler.hookTimeout: must be a number, not '1m'"]),
     "two cullers": (lambda v: v["cull"].update(enabled=True),
@@ -89,6 +89,9 @@ BROKEN = {
     "usage hook without a file": (lambda v: v["custom"]["ptjaas"]["culler"].pop("usageFile"),
                                   ["custom.ptjaas.culler: culler hook 'usage' needs usage_file "
                                    "(where to append the usage records)"]),
+    "GPU-idle query without the pod": (
+        lambda v: v["custom"]["ptjaas"]["culler"].update(prometheusUrl="http://prom:9090", gpuIdleQuery="DCGM_FI_DEV_GPU_UTIL"),
+        ["custom.ptjaas.culler: culler gpu_idle_query: must select the server's pod with $pod"]),
     "two mistakes at once": (lambda v: (_spawner(v)["sizes"]["gpu-1"].update(gpu=-1), v["cull"].update(timeout=-5)),
                              ["hub.config.PtjaasSpawner.sizes.gpu-1.gpu: must be a whole number of GPUs >= 0, not -1",
                               "cull.timeout: must be >= 0, not -5"]),

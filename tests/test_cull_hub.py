@@ -25,6 +25,7 @@ import requests
 
 from ptjaas_sandbox.cluster.server import free_port  # noqa: E402
 from tests.hubutil import wait_ready
+from tests.prometheus_stub import PrometheusStub
 from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.hub, pytest.mark.timeout(300)]
@@ -83,12 +84,12 @@ def hub_config(tmp):
     """)
 
 
-def run_culler_once(hub, tmp):
+def run_culler_once(hub, tmp, *args):
     svc = json.loads((tmp / "culler-once.json").read_text())
     env = dict(os.environ, **svc["environment"])
     env.update(JUPYTERHUB_API_URL=f"{hub.url}/hub/api", JUPYTERHUB_API_TOKEN=CULLER_TOKEN,
                PYTHONPATH=os.pathsep.join([str(TESTS), env.get("PYTHONPATH", "")]))
-    return subprocess.run(svc["command"] + ["--once", "--log-level=DEBUG"], env=env, capture_output=True, text=True, timeout=120)
+    return subprocess.run(svc["command"] + ["--once", "--log-level=DEBUG", *args], env=env, capture_output=True, text=True, timeout=120)
 
 
 @contextmanager
@@ -293,7 +294,50 @@ def test_gpu_idle_server_culled_with_hooks_active_and_cpu_kept(module_cluster, h
     assert choice_from_labels(policy, labels[("gabe", "train")]) == {"size": "gpu", "image": "cuda",
                                                                      "version": "12.4"}
 
-    for user, name in [("gina", ""), ("gabe", "train"), ("carl", "")]:
+    # idle GPUs count as idle: gina and gabe both keep working (activity through the proxy);
+    # Prometheus (DCGM exporter series) shows gabe's GPU under 5 % over his size's idle timeout
+    # (busy 20 s ago, before the window) and gina's GPU busy: gabe's server is culled, gina's kept
+    def server_age(user, name):
+        started = servers(hub, user)[name]["started"]
+        return (datetime.now(timezone.utc) - datetime.fromisoformat(started.replace("Z", "+00:00"))).total_seconds()
+
+    wait_for(lambda: server_age("gina", "") > GPU_IDLE + 1, timeout=30, message="gina's server older than the GPU timeout")
+    from ptjaas_spawner.culler.prometheus import pod_names
+    from ptjaas_spawner.kube import Kube
+
+    async def names():
+        kube = Kube("default")
+        try:
+            return pod_names(await kube.list_pods("component=singleuser-server"))
+        finally:
+            await kube.close()
+
+    pods = asyncio.run(names())
+    gabe_pod, gina_pod = pods[("gabe", "train")][1], pods[("gina", "")][1]
+    with PrometheusStub() as prom:
+        prom.series = {gabe_pod: {"0": [(1, 3.0), (4, 1.0), (20, 97.0)]},
+                       gina_pod: {"0": [(1, 2.0), (3, 85.0)]}}
+        with kept_active(user_url(hub, "gabe", "train", "api/contents"), gabe), \
+                kept_active(user_url(hub, "gina", "", "api/contents"), gina):
+            wait_for(lambda: idle_seconds(servers(hub, "gina")[""]) < GPU_IDLE - 3, timeout=30,
+                     message="gina active")
+            out = run_culler_once(hub, tmp_path, f"--prometheus-url={prom.url}", "--gpu-idle-threshold=5")
+    log = out.stdout + out.stderr
+    print(log)
+    assert out.returncode == 0, log
+    assert f'pod="{gabe_pod}"}}[{GPU_IDLE}s])' in " ".join(prom.queries), prom.queries
+    assert "train" not in servers(hub, "gabe"), log
+    assert servers(hub, "gina")[""]["ready"], log
+    assert f"Culling server gabe/train: GPU idle: under 5 % for {GPU_IDLE} s (at most 3 %" in log
+    assert "Culling server gina" not in log and "Culling server carl" not in log
+    gpu_culls = [e for e in map(json.loads, (tmp_path / "audit.jsonl").read_text().splitlines())
+                 if e["action"] == "server-cull" and e["server"] == "train"]
+    assert [(e["user"], e["kind"], e["reason"].split(" (")[0]) for e in gpu_culls] == [
+        ("gabe", "gpu-idle", f"GPU idle: under 5 % for {GPU_IDLE} s")]
+    entries = [json.loads(line) for line in (tmp_path / "usage.jsonl").read_text().splitlines()]
+    assert [(e["server"], e["reason"]) for e in entries if e["user"] == "gabe"] == [("sweep", "idle"), ("train", "gpu-idle")]
+
+    for user, name in [("gina", ""), ("carl", "")]:
         hub.api("DELETE", f"/users/{user}/servers/{name}" if name else f"/users/{user}/server")
-    for user, name in [("gina", ""), ("gabe", "train"), ("carl", "")]:
+    for user, name in [("gina", ""), ("carl", "")]:
         hub.wait_stopped(user, name)

@@ -12,25 +12,53 @@ A run is counted once: a second start line of the same id and every end line aft
 are ignored (a hub restart between writing and remembering cannot double-count). Times are the
 accounting clock's (``time.time`` unless a clock is given: tests set the time). Unreadable lines
 are skipped with one warning each; a missing file is an empty record.
+
+Reading 100,000 runs line by line takes seconds, so a load that replayed many lines leaves a
+checkpoint beside the record (``<record>.checkpoint``: every run as a row, the open runs, and
+how many bytes of the record it covers with a hash of their first and last bytes). The next load reads the
+checkpoint and replays only the lines appended after it; a checkpoint that does not match the
+record (replaced, truncated, unreadable) is ignored and the whole record read. The record stays
+the one source of truth: deleting the checkpoint loses nothing.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 import threading
 import time
+from dataclasses import fields
 
 from ..quota.runs import Run
 
 _FIELDS = ("user", "server", "team", "image", "version", "size", "gpus", "cpu", "memory", "start")
 _STORES: dict = {}
 _LOCK = threading.Lock()
+#: a load that replayed at least this many lines after the checkpoint writes a new one
+CHECKPOINT_AFTER = 5000
+_CHECKPOINT_VERSION = 1
+_ROW = tuple(f.name for f in fields(Run))
+#: bytes at the start and the end of the covered part of the record whose hash the checkpoint keeps
+_TAIL = 4096
+
+
+def checkpoint_path(path: str) -> str:
+    return path + ".checkpoint"
+
+
+def _tail_hash(f, end: int) -> str:
+    """Hash of the first and the last ``_TAIL`` bytes of the record's first ``end`` bytes."""
+    f.seek(0)
+    head = f.read(min(end, _TAIL))
+    f.seek(max(0, end - _TAIL))
+    return hashlib.sha256(head + f.read(min(end, _TAIL))).hexdigest()
 
 
 class RunStore:
-    def __init__(self, path: str, clock=time.time, log: logging.Logger | None = None):
+    def __init__(self, path: str, clock=time.time, log: logging.Logger | None = None, *,
+                 checkpoint_after: int = CHECKPOINT_AFTER):
         self.path = path
         self.clock = clock
         self.log = log or logging.getLogger("ptjaas.accounting")
@@ -38,6 +66,8 @@ class RunStore:
         self._open: dict[tuple, str] = {}  # (user, server) -> id of its running run
         self._by_user: dict[str, list] = {}  # user -> their runs (a decision reads only these)
         self._by_team: dict[str, list] = {}  # team -> its runs
+        self.checkpoint_after = checkpoint_after
+        self.replayed = 0  # record lines read at the last load (after the checkpoint, if any)
         self._load()
 
     def now(self) -> float:
@@ -47,15 +77,64 @@ class RunStore:
     def _load(self):
         if not self.path or not os.path.exists(self.path):
             return
-        with open(self.path, encoding="utf8") as f:
+        with open(self.path, "rb") as f:
+            offset = self._read_checkpoint(f)
+            f.seek(offset)
+            n = 0
             for n, line in enumerate(f, 1):
                 if not line.strip():
                     continue
                 try:
                     self._apply(json.loads(line))
                 except (ValueError, TypeError, KeyError, AttributeError) as e:
-                    self.log.warning("Accounting record %s line %d skipped (unreadable: %s)", self.path, n,
+                    where = f"line {n} after its checkpoint" if offset else f"line {n}"
+                    self.log.warning("Accounting record %s %s skipped (unreadable: %s)", self.path, where,
                                      type(e).__name__)
+            self.replayed = n
+            if n >= self.checkpoint_after:
+                self._write_checkpoint(f, f.tell())
+
+    def _read_checkpoint(self, record) -> int:
+        """Load the checkpoint if it matches the record; the record offset to replay from."""
+        try:
+            with open(checkpoint_path(self.path), "rb") as f:
+                cp = json.loads(f.read())
+            covered = int(cp["record_bytes"])
+            if cp.get("version") != _CHECKPOINT_VERSION or cp.get("fields") != list(_ROW):
+                return 0
+            if covered > os.fstat(record.fileno()).st_size or _tail_hash(record, covered) != cp["tail_sha256"]:
+                self.log.warning("Accounting checkpoint %s does not match its record; reading the whole record",
+                                 checkpoint_path(self.path))
+                return 0
+            runs = {row[0]: Run(*row) for row in cp["runs"]}
+            opened = {(runs[rid].user, runs[rid].server): rid for rid in cp["open"]}
+        except FileNotFoundError:
+            return 0
+        except (ValueError, TypeError, KeyError, AttributeError) as e:
+            self.log.warning("Accounting checkpoint %s unreadable (%s); reading the whole record",
+                             checkpoint_path(self.path), type(e).__name__)
+            return 0
+        self.runs, self._open = runs, opened
+        for run in runs.values():
+            self._by_user.setdefault(run.user, []).append(run)
+            if run.team:
+                self._by_team.setdefault(run.team, []).append(run)
+        return covered
+
+    def _write_checkpoint(self, record, covered: int) -> None:
+        """Write the checkpoint of the first ``covered`` bytes of the record (all read so far)."""
+        target = checkpoint_path(self.path)
+        data = {"version": _CHECKPOINT_VERSION, "record_bytes": covered, "tail_sha256": _tail_hash(record, covered),
+                "fields": list(_ROW), "open": list(self._open.values()),
+                "runs": [[getattr(run, k) for k in _ROW] for run in self.runs.values()]}
+        try:
+            fd = os.open(target + ".new", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w", encoding="utf8") as f:
+                json.dump(data, f, separators=(",", ":"))
+            os.replace(target + ".new", target)
+        except OSError as e:
+            self.log.warning("Accounting checkpoint %s not written (%s); the next hub start reads the whole record",
+                             target, e)
 
     def _apply(self, rec: dict) -> bool:
         """Apply one line; False when it changes nothing (a duplicate)."""

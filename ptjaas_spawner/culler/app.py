@@ -23,6 +23,7 @@ from ..kube import Kube, configured
 from .hooks import CullAudit, Snapshotter, UsageRecorder, import_hook
 from .options import POLICY_ENV, CullerOptions, option_aliases, option_flags
 from .policy import CullPolicy, PolicyError, labels_by_server
+from .prometheus import PrometheusGpuProbe, pod_names
 from .service import cull_pass
 
 
@@ -106,6 +107,12 @@ class PtjaasCuller(CullerOptions, Application):
         """{(username, servername): pod labels} of the single-user pods (one list call)."""
         return labels_by_server(await self.kube.list_pods("component=singleuser-server"))
 
+    async def server_pod_names(self) -> dict:
+        """{(username, servername): (namespace, pod name)} of the single-user pods (one list call)."""
+        if not configured():
+            raise RuntimeError("no Kubernetes access to find the servers' pods")
+        return pod_names(await self.kube.list_pods("component=singleuser-server"))
+
     async def run(self) -> int:
         policy = self.build_policy()
         self._usage = self._snapshotter = None
@@ -116,6 +123,12 @@ class PtjaasCuller(CullerOptions, Application):
         after = self.build_hooks(self.after_cull_hooks, policy)
         if self.audit_file:
             after.insert(0, CullAudit(self.audit_file, self.log))
+        gpu_probe = None
+        if self.prometheus_url:
+            gpu_probe = PrometheusGpuProbe(self.prometheus_url, self.gpu_idle_query, self.gpu_idle_threshold,
+                                           self.server_pod_names, log=self.log, timeout=self.prometheus_timeout)
+            self.log.info("GPU-idle rule: GPU servers under %g %% utilisation for their idle timeout "
+                          "are idle (Prometheus at %s)", self.gpu_idle_threshold, self.prometheus_url)
         shortest = policy.shortest_timeout
         every = self.cull_every or (max(1, shortest // 2) if shortest else 300)
         api = HubAPI(self.url, os.environ.get("JUPYTERHUB_API_TOKEN", ""),
@@ -141,7 +154,7 @@ class PtjaasCuller(CullerOptions, Application):
                         api, policy, before_hooks=before, after_hooks=after,
                         hook_timeout=self.hook_timeout, remove_named_servers=self.remove_named_servers,
                         page_size=self.api_page_size, stop_timeout=self.stop_timeout, log=self.log,
-                        pod_labels=pod_labels)
+                        pod_labels=pod_labels, gpu_probe=gpu_probe)
                     failed = bool(res.failed)
                 except (HubAPIError, aiohttp.ClientError, OSError, asyncio.TimeoutError) as e:
                     self.log.error("culling pass failed, hub API unavailable: %s", e or type(e).__name__)
@@ -166,6 +179,8 @@ class PtjaasCuller(CullerOptions, Application):
             for signum in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(signum)
             await api.close()
+            if gpu_probe is not None:
+                await gpu_probe.close()
             await self.kube.close()
 
     def start(self):

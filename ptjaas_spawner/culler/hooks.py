@@ -5,7 +5,7 @@ hook)::
 
     {"phase": "before" | "after", "user": "alice", "server": "" (default) or name,
      "size": "gpu-small", "image": "pytorch", "version": "2024.10",
-     "started": iso, "last_activity": iso, "reason": "inactive for ...", "kind": "idle"|"max-age",
+     "started": iso, "last_activity": iso, "reason": "inactive for ...", "kind": "idle"|"max-age"|"gpu-idle",
      "stop": iso (after only), "stopped": bool (after only: the hub confirmed the stop)}
 
 It may be a plain function (run in its own daemon thread, so a hang cannot freeze the culler)

@@ -12,10 +12,11 @@ import json
 import os
 from textwrap import dedent
 
-from traitlets import Bool, Callable, Float, Int, List, TraitError, Unicode, Union, default
+from traitlets import Bool, Callable, Float, Int, List, TraitError, Unicode, Union, default, validate
 from traitlets.config import Configurable
 
 from ..homevolume import HOME_CLAIM_TEMPLATE
+from .gpuidle import DEFAULT_QUERY, DEFAULT_THRESHOLD, check_query_template, check_threshold
 from .policy import DEFAULT_TIMEOUT, PolicyError
 
 POLICY_ENV = "PTJAAS_CULL_POLICY"
@@ -126,6 +127,52 @@ class CullerOptions(Configurable):
         label (one pod list per pass, only when needed and Kubernetes is reachable).
         """).strip()).tag(config=True)
 
+    prometheus_url = Unicode("", help=dedent("""
+        Base URL of a Prometheus that scrapes NVIDIA's DCGM exporter (e.g.
+        `http://prometheus-server.monitoring`; the culler asks its `/api/v1/query`). When set, a
+        server of a size with `gpu` > 0 whose GPUs stayed under --gpu-idle-threshold for its
+        size's idle timeout is culled as idle even while its kernel reports activity (reason
+        "GPU idle: under 5 % for 30 min"). Prometheus unreachable or answering an error means no
+        decision (logged once): missing data never culls. '' = off (activity alone decides).
+        """).strip()).tag(config=True)
+    gpu_idle_query = Unicode(DEFAULT_QUERY, help=dedent(f"""
+        PromQL query (with --prometheus-url) giving the highest GPU utilisation (0-100) of one
+        server's pod over its idle timeout, one sample per GPU; the highest counts. Placeholders:
+        `$pod` (required), `$namespace`, `$timeout` (the size's idle timeout in seconds), `$user`,
+        `$server`; write `$$` for a literal `$`. Default: `{DEFAULT_QUERY}`.
+        """).strip()).tag(config=True)
+    gpu_idle_threshold = Float(DEFAULT_THRESHOLD, help=dedent("""
+        GPU utilisation in percent (> 0, <= 100) under which, over a size's whole idle timeout,
+        a GPU server counts as idle (with --prometheus-url).
+        """).strip()).tag(config=True)
+    prometheus_timeout = Float(10, min=0.1, help=dedent("""
+        Seconds one Prometheus query may take (with --prometheus-url) before it counts as
+        unanswered (no decision).
+        """).strip()).tag(config=True)
+
+    @validate("gpu_idle_query")
+    def _check_gpu_idle_query(self, proposal):
+        try:
+            return check_query_template(proposal["value"])
+        except PolicyError as e:
+            raise TraitError(_unprefixed(e, "gpu_idle_query")) from None
+
+    @validate("gpu_idle_threshold")
+    def _check_gpu_idle_threshold(self, proposal):
+        try:
+            return check_threshold(proposal["value"])
+        except PolicyError as e:
+            raise TraitError(_unprefixed(e, "gpu_idle_threshold")) from None
+
+    @validate("prometheus_url")
+    def _check_prometheus_url(self, proposal):
+        url = proposal["value"]
+        if url and not (url.startswith(("http://", "https://")) and len(url) <= 500 and not any(
+                c.isspace() for c in url)):
+            raise TraitError("must be an http:// or https:// URL (at most 500 characters, no spaces), "
+                             "or '' for off")
+        return url
+
     @default("namespace")
     def _ns_default(self):
         return os.environ.get("POD_NAMESPACE") or "default"
@@ -136,6 +183,11 @@ class CullerOptions(Configurable):
         {escaped_username} the legacy escape, {raw_username} the name itself. The default is the
         spawner's default `pvc_name_template` (`homevolume.HOME_CLAIM_TEMPLATE`); set both together.
         """).strip()).tag(config=True)
+
+
+def _unprefixed(error: Exception, name: str) -> str:
+    """A check's message without its leading 'culler <name>' (``command_line`` adds it)."""
+    return str(error).removeprefix(f"culler {name}").lstrip(": ")
 
 
 OPTIONS = CullerOptions.class_own_traits(config=True)

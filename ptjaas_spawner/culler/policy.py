@@ -229,7 +229,7 @@ class Verdict:
     server_name: str  # "" = the default server
     cull: bool
     reason: str  # human-readable, for logs
-    kind: str  # "idle", "max-age", or "keep"/"skip"
+    kind: str  # "idle", "max-age", "gpu-idle" (culler.gpuidle), or "keep"/"skip"
     size: str | None = None
     image: str | None = None
     version: str | None = None

@@ -19,6 +19,7 @@ from typing import Callable, Sequence
 
 import aiohttp
 
+from .gpuidle import decide_gpu_idle, gpu_idle_window
 from .hooks import run_hooks
 from ..hubapi import HubAPI, HubAPIError
 from .policy import (
@@ -80,6 +81,8 @@ async def cull_server(api: HubAPI, v: Verdict, *, before_hooks: Sequence[Callabl
             # the hooks took a while: the user may be back; decide again on fresh data
             model = await api.get_server(v.user, v.server_name)
             fresh = model and decide_server(policy, v.user, v.server_name, model, datetime.now(timezone.utc))
+            if fresh and v.kind == "gpu-idle" and fresh.kind == "keep":
+                fresh = v  # still running; its GPUs' history does not change in a few seconds
             if not fresh or not fresh.cull:
                 log.info("Not culling %s after all: %s", v.log_name, fresh.reason if fresh else "gone")
                 return None
@@ -125,12 +128,14 @@ async def cull_pass(api: HubAPI, policy: CullPolicy, *, before_hooks: Sequence[C
                     after_hooks: Sequence[Callable] = (), hook_timeout: float = 60,
                     remove_named_servers: bool = False, page_size: int = 0,
                     stop_timeout: float = 120, log: logging.Logger | None = None,
-                    now: datetime | None = None, pod_labels=None) -> PassResult:
+                    now: datetime | None = None, pod_labels=None, gpu_probe=None) -> PassResult:
     """One culling pass. Listing completes before any stop, so no user is skipped by the
     list shifting under pagination while servers stop.
 
     ``pod_labels``: optional ``async () -> {(user, server): labels}``; called (once) only when
-    some server's ``user_options`` do not name its size, to read it from the pod's labels."""
+    some server's ``user_options`` do not name its size, to read it from the pod's labels.
+    ``gpu_probe``: optional ``culler.prometheus.PrometheusGpuProbe``; GPU servers the idle rules
+    keep are culled when their GPUs stayed under its threshold for their idle timeout."""
     log = log or logging.getLogger("ptjaas.culler")
     t0 = time.perf_counter()
     r0 = api.requests
@@ -141,11 +146,18 @@ async def cull_pass(api: HubAPI, policy: CullPolicy, *, before_hooks: Sequence[C
     now = now or datetime.now(timezone.utc)
     result.users_seen = len(users)
     culling = asyncio.Semaphore(api.concurrency)
+    if gpu_probe is not None:
+        gpu_probe.new_pass()
 
     async def handle_user(user: dict):
         verdicts, left = [], 0
         for name, server in server_items(user):
             v = decide_server(policy, user["name"], name, server, now)
+            window = gpu_probe and gpu_idle_window(policy, v)
+            if window:
+                async with culling:
+                    used = await gpu_probe(user["name"], name, window)
+                v = decide_gpu_idle(v, window, used, gpu_probe.threshold)
             result.servers_seen += 1
             if v.cull:
                 verdicts.append(v)
