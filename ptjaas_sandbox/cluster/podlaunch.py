@@ -60,8 +60,9 @@ class PodLaunch:
                         if source.get("serviceAccountToken"):
                             _write(path, source["serviceAccountToken"]["path"],
                                    lookup.objects[("token", f"{name}/{i}")].encode())
-                        else:
+                        elif source.get("secret") or source.get("configMap"):
                             self._write_keys(path, source, lookup)
+                        # (downwardAPI and clusterTrustBundle sources: not written here)
                 else:
                     self._write_keys(path, volume, lookup)
                 self.kubelet.isolation.own_volume(path, pod)

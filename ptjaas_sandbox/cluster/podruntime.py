@@ -9,6 +9,7 @@ import os
 import shutil
 import signal
 
+from . import imagepull
 from .containers import ContainerError, image_id
 from ptjaas_spawner.kube import ApiException
 from .store import now_iso
@@ -141,37 +142,13 @@ class PodRuntime:
             log.exception("pod %s/%s failed in the node agent", self.namespace, self.name)
 
     async def _pull(self, container, restarts, init):
-        """Until the image can be "pulled" (``kubelet.images``), report it as a kubelet does:
-        ``ErrImagePull`` with the registry's answer, then ``ImagePullBackOff`` for a back-off of
-        10 s doubling to 300 s (``InvalidImageName`` for a reference that does not parse).
-        True if the pod was deleted meanwhile."""
-        image, backoff = container["image"], 10.0
-        while True:
-            problem = self.kubelet.images.problem(image)
-            if problem is None:
-                return False
-            reason, message = problem
-            if reason == "InvalidImageName":
-                self._event("Warning", "InspectFailed", message)
-                self._event("Warning", "Failed", "Error: InvalidImageName")
-                self._set_container(container, {"waiting": {"reason": reason, "message": message}},
-                                    ready=False, restarts=restarts, init=init)
-            else:
-                self._event("Normal", "Pulling", f'Pulling image "{image}"')
-                self._event("Warning", "Failed", f'Failed to pull image "{image}": {message}')
-                self._event("Warning", "Failed", "Error: ErrImagePull")
-                self._set_container(container, {"waiting": {"reason": "ErrImagePull", "message": message}},
-                                    ready=False, restarts=restarts, init=init)
-                if await self._killed_within(1.0):
-                    return True
-                self._event("Normal", "BackOff", f'Back-off pulling image "{image}"')
-                self._event("Warning", "Failed", "Error: ImagePullBackOff")
-                self._set_container(container, {"waiting": {"reason": "ImagePullBackOff",
-                                                            "message": f'Back-off pulling image "{image}"'}},
-                                    ready=False, restarts=restarts, init=init)
-            if await self._killed_within(backoff):
-                return True
-            backoff = min(backoff * 2, 300.0)
+        """Until the image can be "pulled", its waiting states and events (``imagepull``); True
+        if the pod was deleted meanwhile."""
+        def waiting(reason, message):
+            self._set_container(container, {"waiting": {"reason": reason, "message": message}},
+                                ready=False, restarts=restarts, init=init)
+        return await imagepull.pull(self.kubelet.images, container["image"], self._event, waiting,
+                                    self._killed_within)
 
     async def _killed_within(self, seconds):
         try:
