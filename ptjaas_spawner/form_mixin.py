@@ -197,7 +197,8 @@ class SpawnFormMixin(LoggingConfigurable):
                                       self.hub_namespace, self._team)
         except teams.TeamChoiceError:
             team = teams.Team(None, self.hub_namespace)
-        return teams.placement(team, self.hub_namespace, self._home_namespace if self._home_known() else None).namespace
+        # _home_namespace: from the state, or a home made before teams that team_form_html found
+        return teams.placement(team, self.hub_namespace, self._home_namespace).namespace
 
     async def home_for_form(self) -> dict:
         """Where the user's home volume lives, for the form (``form.home_text``), from the
