@@ -72,7 +72,8 @@ def home_text(home: dict | None) -> str:
     claim, namespace, wanted = home["claim"], home.get("namespace") or "", home.get("wanted") or ""
     where = f" in namespace {namespace}" if namespace else ""
     if home.get("exists") is False:
-        return f"A new {wanted + ' ' if wanted else ''}home volume, {claim}, will be made{where} when your server starts."
+        new = f"A new {wanted} home volume" if wanted else "A new home volume"
+        return f"{new}, {claim}, will be made{where} when your server starts."
     text = f"Your home: {claim}{where}"
     size = home.get("size")
     if size:
@@ -214,8 +215,9 @@ def render_form(images, sizes, user_groups, last=None, availability=None, select
     availability = availability or {}
     selected = selected or {}
     visible = visible_images(images, sizes, user_groups)
-    context = {"summary": summary, "budget": budget, "home": home_text(home), "visible": bool(visible), "last": None, "nothing_fits": False,
-               "images": [], "sizes": [], "shown": [], "custom": None, "connections": [], "preview": None}
+    context = {"summary": summary, "budget": budget, "home": home_text(home), "visible": bool(visible), "last": None,
+               "nothing_fits": False, "images": [], "sizes": [], "shown": [], "custom": None, "connections": [],
+               "preview": None}
     custom = customimages.permitted(custom_images, user_groups)
     custom_sizes = (custom_images or {}).get("sizes")
     if custom:
