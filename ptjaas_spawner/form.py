@@ -193,7 +193,8 @@ def _image_entry(key, image, sizes, user_groups, checked, version) -> dict:
             "description": image.get("description") or "", "version_id": _id("version", key),
             "opens": describe_interface(interface_of(image, image["versions"].get(version))),
             "version_field": f"{VERSION_FIELD}{key}", "versions": options, "notes": notes,
-            "runs_on": runs_on, "version": version}
+            "runs_on": runs_on, "version": version,
+            "previews_json": json.dumps({o["key"]: {"image": o["image"], "opens": o["opens"]} for o in options})}
 
 
 def render_form(images, sizes, user_groups, last=None, availability=None, selected=None, summary="",
