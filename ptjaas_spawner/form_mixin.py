@@ -15,6 +15,7 @@ from traitlets.config import LoggingConfigurable
 
 from . import catalog, form, homevolume, teams
 from .errors import Refusal
+from .homeclaim import HomeClaims
 from .quota.budget import form_verdict
 
 
@@ -214,8 +215,6 @@ class SpawnFormMixin(LoggingConfigurable):
         claim = self._expand_user_properties(self.pvc_name_template)
         seen = getattr(self, "_form_home_seen", None)
         if seen is None or seen[0] != (namespace, claim):
-            from .homeclaim import HomeClaims
-
             claims = HomeClaims(self)
             claims.namespace = namespace
             try:
