@@ -7,10 +7,11 @@ Starts `ptjaas demo` on a free loopback port with a throw-away state directory, 
 `alice` (demo password `ptjaas`), and saves, as PNG files referenced by docs/user-guide.md:
 
     login.png           the sign-in page
-    spawn-form.png      the start form (image, version, size)
+    spawn-form.png      the start form (quota, home, image, version, size, preview)
     spawn-progress.png  the progress page while the server starts
     jupyterlab.png      JupyterLab once the server is up
     home.png            the hub home page with the running server
+    usage.png           the user's usage page (/hub/ptjaas/usage/me) after the server stopped
 
 Then stops the server and the demo. Needs the `playwright` Python package (the test extra) and
 Debian's Chromium (`apt-get install -y chromium`); no browser is downloaded. The files in
@@ -82,7 +83,11 @@ def take(url, out, chromium, user, password):
         page.click("[type=submit]")
         page.goto(url + "/hub/spawn")
         page.wait_for_selector("form")
-        page.screenshot(path=str(out / "spawn-form.png"), full_page=True)
+        # the form's column only, from its heading, at 90 % (the whole page would be over 200 KB)
+        page.evaluate("document.body.style.zoom = '0.9'")
+        box, top = page.locator("#spawn_form").bounding_box(), page.locator("h1").first.bounding_box()["y"] - 12
+        page.screenshot(path=str(out / "spawn-form.png"), full_page=True, clip={
+            "x": max(0, box["x"] - 12), "y": top, "width": box["width"] + 24, "height": box["y"] + box["height"] + 12 - top})
         page.click("form [type=submit]")
         page.wait_for_url("**/spawn-pending/**", timeout=30_000)
         page.screenshot(path=str(out / "spawn-progress.png"))
@@ -99,6 +104,10 @@ def take(url, out, chromium, user, password):
         # stop the server the way a user does, so that the demo shuts down cleanly
         page.click("#stop")
         page.wait_for_selector("#stop", state="hidden", timeout=120_000)
+        # the user's usage page, with the run just stopped
+        page.goto(url + "/hub/ptjaas/usage/me")
+        page.wait_for_load_state("networkidle")
+        page.screenshot(path=str(out / "usage.png"), full_page=True)
         browser.close()
 
 

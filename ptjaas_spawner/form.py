@@ -34,6 +34,7 @@ from .catalog import (
     version_label,
     visible_images,
 )
+from .homevolume import growth_decision
 from .interfaces import describe as describe_interface, interface_of
 from .quota.budget import size_amount
 from .sizes import allowed_sizes, resources_text
@@ -57,6 +58,67 @@ def describe_last(images, sizes, last) -> str:
     version = version_label(image, last.get("version")) if image else last.get("version")
     size = (sizes.get(last.get("size")) or {}).get("display_name") or last.get("size")
     return f"{name} {version}, size {size}"
+
+
+def home_text(home: dict | None) -> str:
+    """Where the user's home volume lives, for the form: ``home`` is ``{"claim", "namespace",
+    "size", "wanted", "exists"}`` from what the spawner knows (``exists`` None: not known).
+
+    "Your home: claim-alice in namespace team-vision, 10Gi" for an existing home (and what a
+    bigger group size grows it to), "A new 10Gi home, claim-alice, will be made in namespace
+    team-vision" for a first start; '' without ``home``."""
+    if not home or not home.get("claim"):
+        return ""
+    claim, namespace, wanted = home["claim"], home.get("namespace") or "", home.get("wanted") or ""
+    where = f" in namespace {namespace}" if namespace else ""
+    if home.get("exists") is False:
+        new = f"A new {wanted} home volume" if wanted else "A new home volume"
+        return f"{new}, {claim}, will be made{where} when your server starts."
+    text = f"Your home: {claim}{where}"
+    size = home.get("size")
+    if size:
+        text += f", {size}"
+        if wanted and growth_decision(size, wanted, True)[0] == "grow":
+            text += f" (grown to {wanted} at this start where its storage class allows)"
+    return text
+
+
+def gpu_text(size: dict) -> str:
+    gpus = size_amount(size).gpus
+    return "no GPU" if not gpus else f"{gpus} GPU" + ("s" if gpus > 1 else "")
+
+
+def preview_image(image: dict, key: str, version_key: str) -> dict:
+    """The preview's image and interface parts for one version of a catalog image."""
+    version = image["versions"].get(version_key) or {}
+    ref = version.get("image") or ""
+    text = f"{image.get('display_name') or key} {version_label(image, version_key)}" + (f" ({ref})" if ref else "")
+    opens = describe_interface(interface_of(image, version)) or "Opens the default interface"
+    return {"image": text, "opens": opens}
+
+
+def preview_size(size: dict, key: str) -> dict:
+    """The preview's size and GPU parts: 'Size Small: CPU 0.1 → 1, memory 64Mi → 1Gi', 'no GPU'."""
+    held = size_amount(size)
+    resources = resources_text(held.cpu, size["cpu_limit"], held.memory, size["mem_limit"])
+    return {"size": f"Size {size.get('display_name') or key}: {resources}", "gpus": gpu_text(size)}
+
+
+def preview_custom(reference: str) -> dict:
+    return {"image": f"An image of your own: {reference or '(type its reference above)'}",
+            "opens": "Opens the default interface"}
+
+
+NO_SIZE = {"size": "No size can be started now", "gpus": ""}
+
+
+def _preview_last(images, sizes, last) -> dict:
+    if last.get("image") == customimages.CUSTOM:
+        parts = preview_custom(last.get("image_ref") or "")
+    else:
+        parts = preview_image(images[last["image"]], last["image"], last.get("version"))
+    size = sizes.get(last.get("size"))
+    return {**parts, **(preview_size(size, last["size"]) if size else NO_SIZE)}
 
 
 def size_text(size: dict) -> str:
@@ -100,8 +162,10 @@ def _last_choice(images, sizes, user_groups, last, availability, selected) -> di
     out = {"ok": last_ok, "use_last": use_last, "problem": problem, "id_last": _id("choice-last"),
            "id_new": _id("choice-new"), "text": "", "deprecated": "", "digest": ""}
     if last_ok:
-        version = images[last["image"]]["versions"].get(last["version"]) or {}
+        version = (images.get(last["image"]) or {}).get("versions", {}).get(last.get("version")) or {}
+        preview = _preview_last(images, sizes, last)
         out.update(text=describe_last(images, sizes, last), deprecated=version.get("deprecated") or "",
+                   preview=preview, preview_json=json.dumps(preview),
                    digest=last.get("image_digest") or last.get("image_ref") or "")
     return out
 
@@ -121,7 +185,7 @@ def _image_entry(key, image, sizes, user_groups, checked, version) -> dict:
             said.append(f"deprecated: {ver['deprecated']}")
         if said:  # one line per version: its notes, then why it is deprecated
             notes.append(f"{version_label(image, vkey)}: {'; '.join(said)}")
-        options.append({"key": vkey, "text": text, "selected": vkey == version})
+        options.append({"key": vkey, "text": text, "selected": vkey == version, **preview_image(image, key, vkey)})
     runs_on = ""
     if image.get("sizes"):
         runs_on = ", ".join((sizes[s].get("display_name") or s) for s in image_sizes(image, sizes, user_groups))
@@ -129,11 +193,13 @@ def _image_entry(key, image, sizes, user_groups, checked, version) -> dict:
             "description": image.get("description") or "", "version_id": _id("version", key),
             "opens": describe_interface(interface_of(image, image["versions"].get(version))),
             "version_field": f"{VERSION_FIELD}{key}", "versions": options, "notes": notes,
-            "runs_on": runs_on, "version": version}
+            "runs_on": runs_on, "version": version,
+            "previews_json": json.dumps({o["key"]: {"image": o["image"], "opens": o["opens"]} for o in options})}
 
 
 def render_form(images, sizes, user_groups, last=None, availability=None, selected=None, summary="",
-                budget="", template_paths=(), template_text="", custom_images=None, connections=None) -> str:
+                budget="", template_paths=(), template_text="", custom_images=None, connections=None,
+                home=None) -> str:
     """HTML for the options form, showing only what the user may use.
 
     ``availability``: ``{size_key: (allowed, note)}`` from the quota layer; refused sizes are
@@ -144,13 +210,15 @@ def render_form(images, sizes, user_groups, last=None, availability=None, select
     accounting, issue 24). Rendered from ``templates/form/spawn_form.html`` (or a
     site's: ``template_paths``, ``template_text``; see ``formtemplates``). ``custom_images``,
     ``connections``: the settings of those names; the form offers an image of one's own where
-    the user is permitted one, and the data connections their groups allow.
+    the user is permitted one, and the data connections their groups allow. ``home``: where the
+    user's home volume lives (``home_text``), shown under the quota.
     """
     availability = availability or {}
     selected = selected or {}
     visible = visible_images(images, sizes, user_groups)
-    context = {"summary": summary, "budget": budget, "visible": bool(visible), "last": None, "nothing_fits": False,
-               "images": [], "sizes": [], "shown": [], "custom": None, "connections": []}
+    context = {"summary": summary, "budget": budget, "home": home_text(home), "visible": bool(visible), "last": None,
+               "nothing_fits": False, "images": [], "sizes": [], "shown": [], "custom": None, "connections": [],
+               "preview": None}
     custom = customimages.permitted(custom_images, user_groups)
     custom_sizes = (custom_images or {}).get("sizes")
     if custom:
@@ -182,10 +250,29 @@ def render_form(images, sizes, user_groups, last=None, availability=None, select
             context["sizes"].append({
                 "key": key, "id": _id("size", key), "checked": key == sel_size, "allowed": allowed,
                 "runs_json": json.dumps(runs), "name": size.get("display_name") or key,
-                "resources": size_text(size), "description": size.get("description") or "", "note": note})
+                "resources": size_text(size), "description": size.get("description") or "", "note": note,
+                **{f"preview_{k}": v for k, v in preview_size(size, key).items()}})
         context["images"] = entries
+        context["preview"] = _preview(context, entries, sel_size)
         context["shown"] = [(f, v or "") for f, v in zip(SHOWN_FIELDS, (sel_image, sel_version, sel_size))]
     return formtemplates.render(formtemplates.SPAWN_FORM, context, template_paths, template_text)
+
+
+def _preview(context, entries, sel_size) -> dict:
+    """What pressing Start starts, as the page is rendered (the script keeps it up to date):
+    "same as last time" when it is checked, else the checked image, version and size."""
+    last = context["last"]
+    if last and last["use_last"]:
+        return last["preview"]
+    custom = context["custom"]
+    if custom and custom["checked"]:
+        parts = preview_custom(custom["value"])
+    else:
+        entry = next(e for e in entries if e["checked"])
+        option = next(o for o in entry["versions"] if o["selected"])
+        parts = {"image": option["image"], "opens": option["opens"]}
+    size = next((s for s in context["sizes"] if s["key"] == sel_size), None)
+    return {**parts, **({"size": size["preview_size"], "gpus": size["preview_gpus"]} if size else NO_SIZE)}
 
 
 CHOICES = ("last", "new")

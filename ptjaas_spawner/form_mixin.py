@@ -13,8 +13,9 @@ from tornado import web
 from traitlets import Dict, List, Unicode
 from traitlets.config import LoggingConfigurable
 
-from . import catalog, form, teams
+from . import catalog, form, homevolume, teams
 from .errors import Refusal
+from .homeclaim import HomeClaims
 from .quota.budget import form_verdict
 
 
@@ -184,7 +185,48 @@ class SpawnFormMixin(LoggingConfigurable):
             template_text=self.spawn_form_template,
             custom_images=self.custom_images,
             connections=self.data_connections,
+            home=await self.home_for_form(),
         )
+
+    def _form_home_namespace(self) -> str:
+        """The namespace the next start's home lives in (``TeamsMixin``: the chosen team's, or
+        the hub's for a home made there before team namespaces)."""
+        if not self.team_namespaces:
+            return self._home_namespace or self.hub_namespace
+        try:
+            team = teams.resolve_team(self.team_map(), self._team_groups(), teams.team_from_options(self.user_options),
+                                      self.hub_namespace, self._team)
+        except teams.TeamChoiceError:
+            team = teams.Team(None, self.hub_namespace)
+        # _home_namespace: from the state, or a home made before teams that team_form_html found
+        return teams.placement(team, self.hub_namespace, self._home_namespace).namespace
+
+    async def home_for_form(self) -> dict:
+        """Where the user's home volume lives, for the form (``form.home_text``), from the
+        spawner's state; a home the state does not know is looked for once (one claim read, its
+        answer kept on the spawner until a start remembers the home)."""
+        namespace = self._form_home_namespace()
+        wanted = homevolume.home_size_for(self.user_group_names(), self.home_volume_size,
+                                          self.home_volume_size_by_group)
+        remembered = self._remembered_claim()
+        if remembered and self._home_namespace in (None, namespace):
+            return {"claim": remembered, "namespace": namespace, "size": self._home.get("size"), "wanted": wanted,
+                    "exists": True}
+        claim = self._expand_user_properties(self.pvc_name_template)
+        seen = getattr(self, "_form_home_seen", None)
+        if seen is None or seen[0] != (namespace, claim):
+            claims = HomeClaims(self)
+            claims.namespace = namespace
+            try:
+                pvc = await claims.read(claim)
+                seen = ((namespace, claim), pvc is not None, homevolume.claim_requested(pvc))
+            except Exception as e:  # noqa: BLE001 - the form shows the home without saying whether it exists
+                self.log.warning("Could not read home claim %s/%s for the form of %s: %s", namespace, claim,
+                                 self._log_name, e)
+                seen = ((namespace, claim), None, None)
+            if seen[1] is not None:
+                self._form_home_seen = seen
+        return {"claim": claim, "namespace": namespace, "size": seen[2], "wanted": wanted, "exists": seen[1]}
 
     async def _ptjaas_options_from_form(self, formdata):
         if not self.images and not self.sizes:

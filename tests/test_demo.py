@@ -163,6 +163,10 @@ def test_demo_runs_the_production_values_keeps_files_across_its_restart_and_stop
         for size in base["sizes"].values():   # the catalog of helm-values/, not a demo copy
             assert size["display_name"] in form
         assert "1 GPU (8 CPU, 48 GiB)" in form and "PyTorch with CUDA" in form
+        # the README's quota sentence is what alice (team vision) reads on her form
+        readme = open(os.path.join(PROJECT, "README.md")).read()
+        quoted = re.search(r"quota\s+line\s+`([^`]+)`", readme).group(1)
+        assert f'<p class="ptjaas-quota-summary"><strong>Quota</strong> {quoted}</p>' in form, quoted
         r = s.post(f"{demo.url}/hub/spawn", timeout=90,
                    data={"image": "python", "version--python": "2026.08", "size": "small", "_xsrf": _xsrf(s)})
         assert r.status_code == 200

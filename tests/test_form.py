@@ -88,3 +88,37 @@ def test_a_site_replaces_a_template_part_or_the_whole_form_and_values_stay_escap
     evil = {"x": {"display_name": "<b>X</b> {{evil}}", "versions": {"1": {"image": "x:1"}}}}
     text = render_form(evil, SIZES, [], template_text="<p>{{ images[0].name }}</p>")
     assert text == "<p>&lt;b&gt;X&lt;/b&gt; &#123;&#123;evil&#125;&#125;</p>"
+
+
+def test_the_form_says_where_the_home_lives():
+    known = {"claim": "claim-alice", "namespace": "team-vision", "size": "10Gi", "wanted": "20Gi", "exists": True}
+    html = render_form(IMAGES, SIZES, [], home=known)
+    assert ('<p class="ptjaas-home">Your home: claim-alice in namespace team-vision, 10Gi '
+            "(grown to 20Gi at this start where its storage class allows)</p>") in html
+    new = dict(known, size=None, wanted="10Gi", exists=False)
+    assert "A new 10Gi home volume, claim-alice, will be made in namespace team-vision when your server starts." \
+        in render_form(IMAGES, SIZES, [], home=new)
+    unknown = dict(known, size=None, exists=None, claim="<b>x</b>")  # the claim could not be read: no guess
+    html = render_form(IMAGES, SIZES, [], home=unknown)
+    assert "Your home: &lt;b&gt;x&lt;/b&gt; in namespace team-vision</p>" in html
+    assert 'class="ptjaas-home"' not in render_form(IMAGES, SIZES, [])
+
+
+def test_the_preview_says_what_start_starts():
+    import html as htmllib
+    import json
+
+    html = render_form(IMAGES, SIZES, ["power", "gpu-users"], selected={"image": "python", "size": "large"})
+    preview = html[html.index('id="ptjaas-preview"'):]
+    preview = htmllib.unescape(preview[:preview.index("</div>")])
+    assert 'aria-live="polite"' in html
+    assert "Python 2025.01 (py:2025.01)" in preview and "Opens the default interface" in preview
+    assert "Size Large: CPU" in preview and "no GPU" in preview
+    gpu = render_form(IMAGES, SIZES, ["gpu-users"], selected={"image": "cuda", "size": "gpu"})
+    assert "<li data-part=\"gpus\">1 GPU</li>" in gpu and "CUDA 12 (cuda:12)" in gpu
+    # "same as last time" checked: the preview is the last choice; each field carries its part
+    last = {"image": "python", "version": "2024.05", "size": "small"}
+    html = render_form(IMAGES, SIZES, [], last=last)
+    attr = html[html.index("data-ptjaas-preview=") + len('data-ptjaas-preview="'):]
+    assert json.loads(htmllib.unescape(attr[:attr.index('"')]))["image"].startswith("Python 2024.05")
+    assert 'data-ptjaas-preview-size="Size Small: CPU' in html

@@ -134,15 +134,26 @@ def _login(context, hub, user):
 
 @pytest.mark.browser
 def test_form_starts_what_it_shows_with_and_without_javascript(hub, module_cluster, tmp_path):
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install -y chromium)")
-    playwright = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
-    hub.api("POST", "/users", json={"usernames": ["lena"]})
+    hub.api("POST", "/users", json={"usernames": ["lena", "nico"]})
+    namespace = getattr(module_cluster, "namespace", "default")
+    session = hub.session("lena")
+
+    def home_line():
+        page = session.get(f"{hub.url}/hub/spawn", timeout=30).text
+        return html.unescape(page[page.index('class="ptjaas-home">') + 20:].split("</p>")[0])
+
+    # where the home lives: before the first start a new one is announced, then it is named
+    assert home_line() == f"A new 10Gi home volume, claim-lena, will be made in namespace {namespace} " \
+                          "when your server starts."
     # lena's last start: the deprecated Python version
     r = start(hub, "lena", {"image": "python", "version": "2024.05", "size": "small"})
     assert r.status_code in (201, 202), r.text
     wait_ready(hub, "lena")
     stop(hub, "lena")
+    assert home_line() == f"Your home: claim-lena in namespace {namespace}, 10Gi"
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install -y chromium)")
+    playwright = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
 
     with playwright.sync_playwright() as p:
         browser = _browser(p)
@@ -160,15 +171,42 @@ def test_form_starts_what_it_shows_with_and_without_javascript(hub, module_clust
             assert page.locator('input[name="choice"][value="last"]').is_checked()
             assert page.locator('input[name="image"][value="python"]').is_checked()
             assert page.locator('input[name="size"][value="small"]').is_checked()
+            preview = page.locator("#ptjaas-preview")
+            assert "Python 2024.05 (example.org/python:2024.05)" in preview.inner_text()  # the last choice
             # picking a field switches "same as last time" off
             page.select_option('select[name="version--python"]', "2025.01")
             assert page.locator('input[name="choice"][value="new"]').is_checked()
+            assert "Python 2025.01 (example.org/python:2025.01)" in preview.inner_text()
             # PyTorch (CUDA) cannot run on Small: Small is disabled
             page.check('input[name="image"][value="pytorch"]')
             assert page.locator('input[name="size"][value="small"]').is_disabled()
             page.check('input[name="image"][value="python"]')
             assert page.locator('input[name="size"][value="small"]').is_enabled()
             page.screenshot(path=str(tmp_path / "form-js.png"), full_page=True)
+
+            # -- the preview follows the size, keyboard only; axe finds nothing serious -------
+            page = _login(browser.new_context(), hub, "nico")  # team solo has a GPU free
+            page.goto(f"{hub.url}/hub/spawn")
+            preview = page.locator("#ptjaas-preview")
+            assert preview.get_attribute("aria-live") == "polite"
+            size_part, gpu_part = preview.locator('[data-part="size"]'), preview.locator('[data-part="gpus"]')
+            assert "PyTorch (CUDA) 2" in preview.inner_text() and gpu_part.inner_text() == "1 GPU"  # pre-selected
+            page.check('input[name="image"][value="python"]')
+            page.check('input[name="size"][value="small"]')
+            assert size_part.inner_text().startswith("Size Small: CPU 0.1") and gpu_part.inner_text() == "no GPU"
+            page.focus('input[name="image"][value="python"]')
+            for _ in range(10):  # Tab reaches the sizes
+                page.keyboard.press("Tab")
+                if page.evaluate("document.activeElement.name") == "size":
+                    break
+            assert page.evaluate("document.activeElement.value") == "small"
+            page.keyboard.press("ArrowDown")  # the next size: one GPU
+            assert page.locator('input[name="size"][value="gpu-1"]').is_checked()
+            assert size_part.inner_text().startswith("Size 1 GPU: CPU 0.1") and gpu_part.inner_text() == "1 GPU"
+            assert "Python 2025.01" in preview.inner_text()
+            from tests.axeutil import AXE, violations
+            if AXE.exists():
+                assert violations(page, [".ptjaas-options"]) == []
 
             # -- without JavaScript ---------------------------------------------------------
             page = _login(browser.new_context(java_script_enabled=False), hub, "lena")

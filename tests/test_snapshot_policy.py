@@ -73,6 +73,15 @@ def test_rate_limit_prune_due_and_paths():
     assert policy.restored_claim_name("claim-alice-restored-20260101-000000", T0) == "claim-alice-restored-20261130-120000"
 
 
+def test_the_list_and_the_folder_say_the_time_alike_and_the_message_follows_the_row():
+    when = datetime(2026, 11, 30, 12, 0, 5, tzinfo=timezone.utc)
+    ready, pending = policy.summary(snap("s1", "alice", when)), policy.summary(snap("s2", "alice", when, ready=False))
+    assert ready["folder"] == "2026-11-30_12-00-05"
+    assert policy.view_mount_path("/home/jovyan", "snapshots", snap("s1", "alice", when)).endswith("/" + ready["folder"])
+    assert policy.taken_message(ready) == "Snapshot s1 (2026-11-30_12-00-05 UTC) is ready."
+    assert "is being taken" in policy.taken_message(pending)
+
+
 def test_schedules_per_group():
     groups = scheduler.check_groups({"vision": {"every": 86400, "keep": 7}, "nlp": {"every": 3600, "keep": 2}})
     plan = scheduler.schedule_for_users(groups, {"vision": ["alice", "bob"], "nlp": ["bob"], "other": ["carl"]})

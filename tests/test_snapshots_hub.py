@@ -99,6 +99,15 @@ def core(module_cluster):
     api.close()
 
 
+def page_text(markup):
+    """The snapshot page's text as a user reads it (tags out, spaces folded)."""
+    import html
+    import re
+
+    section = markup[markup.index('<section id="ptjaas-snapshots">'):]
+    return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", section)).split())
+
+
 def token(hub, user):
     r = hub.api("POST", f"/users/{user}/tokens", json={"note": "snapshot test"})
     r.raise_for_status()
@@ -135,15 +144,23 @@ def alice_snapshot(hub):
     tok = token(hub, "alice")
     start_ready(hub, "alice", {})
     assert contents(hub, "alice", tok, "results.txt", "v1").status_code in (200, 201)
-    r = snaps_api(hub, "alice", tok, "POST")
-    assert r.status_code == 201, r.text
-    made = r.json()
+    # "Snapshot my home now" on the page
+    s = hub.session("alice")
+    r = s.post(f"{hub.url}/hub/ptjaas/snapshots", data={"action": "take", "_xsrf": s.cookies["_xsrf"]}, timeout=60)
+    assert r.status_code == 200 and "taken=" in r.url, r.text[:500]
+    (made,) = snaps_api(hub, "alice", tok).json()["snapshots"]
     assert made["reason"] == "manual" and made["claim"] == "claim-alice"
     # rate limited: a second one at once is refused, saying when to come back
     again = snaps_api(hub, "alice", tok, "POST")
     assert again.status_code == 429 and "try again in" in again.json()["message"], again.text
     snap = wait_snapshot_ready(hub, "alice", tok, made["name"])
     assert snap["size"] == "10Gi" and snap["reason"] == "manual" and snap["by"] == "alice"
+    # the page agrees with itself: the message after the take says what the row says (ready);
+    # the list's time is the folder an opened snapshot appears in
+    page = page_text(s.get(r.url, timeout=30).text)
+    assert f"Snapshot {made['name']} ({snap['folder']} UTC) is ready." in page and "being taken" not in page
+    assert snap["folder"] == datetime.fromisoformat(snap["time"].replace("Z", "+00:00")).strftime("%Y-%m-%d_%H-%M-%S")
+    assert f"{snap['folder']} manual 10Gi yes" in page
     assert contents(hub, "alice", tok, "results.txt", "v2").status_code in (200, 201)
     stop(hub, "alice")
     return {"name": made["name"], "token": tok}
@@ -155,6 +172,13 @@ def test_open_read_only_then_restore_whole_home(hub, core, alice_snapshot):
     start_ready(hub, "alice", {"image": "python", "size": "small", "snapshots": [name]})
     listing = contents(hub, "alice", tok, "snapshots").json()
     (folder,) = [i["name"] for i in listing["content"]]
+    # the folder is named as the page lists the snapshot; while the server runs nothing is opened
+    page = hub.session("alice").get(f"{hub.url}/hub/ptjaas/snapshots", timeout=30).text
+    assert f'<td class="ptjaas-snapshot-time">{folder}</td>' in page
+    boxes = [line for line in page.splitlines() if 'name="snapshot"' in line or "disabled>" in line]
+    assert page.count('type="checkbox" name="snapshot"') == page.count("disabled></td>") >= 1, boxes
+    assert "Your server is running: stop it to open or restore a snapshot." in page_text(page)
+    assert 'value="open"' not in page and "Restore whole home" not in page
     assert contents(hub, "alice", tok, "results.txt").json()["content"] == "v2"
     assert contents(hub, "alice", tok, f"snapshots/{folder}/results.txt").json()["content"] == "v1"
     for path in (f"snapshots/{folder}/results.txt", f"snapshots/{folder}/new.txt"):

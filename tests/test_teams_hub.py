@@ -169,6 +169,7 @@ def assert_usage_by_namespace(hub, expected):
 def test_a_vision_member_lands_in_the_vision_namespace(hub, kube):
     page = spawn_page(hub, "vera")
     assert "Team vision: server and home volume claim-vera in namespace jhub-team-vision" in page
+    assert "A new 10Gi home volume, claim-vera, will be made in namespace jhub-team-vision" in page
     assert 'type="radio" name="team"' not in page  # one team: nothing to choose
     try:
         start_ready(hub, "vera", {"image": "python", "size": "small"})
@@ -247,7 +248,9 @@ def test_a_home_made_before_teams_keeps_being_used_until_migrated(hub, kube):
     kube.create_namespaced_persistent_volume_claim(HUB_NS, {
         "metadata": {"name": "claim-leo", "annotations": {"hub.jupyter.org/username": "leo"}},
         "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}})
-    assert "namespace default (the hub's)" in spawn_page(hub, "leo")
+    page = spawn_page(hub, "leo")
+    assert "namespace default (the hub's)" in page
+    assert "Your home: claim-leo in namespace default, 1Gi (grown to 10Gi" in page
     try:
         start_ready(hub, "leo", {"image": "python", "size": "small"})
         assert user_pods(kube, "leo") == {HUB_NS: ["jupyter-leo"]}
@@ -265,7 +268,9 @@ def test_a_home_made_before_teams_keeps_being_used_until_migrated(hub, kube):
         assert user_pods(kube, "leo") == {"jhub-team-vision": ["jupyter-leo"]}
         assert user_claims(kube, "leo") == {HUB_NS: ["claim-leo"], "jhub-team-vision": ["claim-leo"]}
         stop(hub, "leo")
-        assert "Team vision: server and home volume claim-leo in namespace jhub-team-vision" in spawn_page(hub, "leo")
+        page = spawn_page(hub, "leo")
+        assert "Team vision: server and home volume claim-leo in namespace jhub-team-vision" in page
+        assert "Your home: claim-leo in namespace jhub-team-vision" in page
     finally:
         stop(hub, "leo")
 

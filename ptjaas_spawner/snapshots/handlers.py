@@ -3,8 +3,9 @@
 REST (the user's own token, or an admin's / a service's with the scope on that user):
 
 - ``GET  /hub/api/ptjaas/snapshots/<user>`` (scope ``read:servers``): ``{"user", "enabled",
-  "why", "storage_class", "snapshot_class", "snapshots": [{"name", "time", "reason", "size",
-  "ready", "claim", "error", "by"}]}``, newest first;
+  "why", "storage_class", "snapshot_class", "snapshots": [{"name", "time", "folder", "reason",
+  "size", "ready", "claim", "error", "by"}]}``, newest first (``time`` RFC 3339; ``folder``: the
+  time as the page shows it and as ``~/snapshots/<folder>`` names it when opened);
 - ``POST /hub/api/ptjaas/snapshots/<user>`` (scope ``servers``, no body or ``{}``): take one now
   (rate-limited: 429 with the seconds left);
 - ``POST /hub/api/ptjaas/snapshots/<user>/open`` ``{"snapshots": [names]}`` (``servers``):
@@ -73,12 +74,13 @@ FRAGMENT = """<section id="ptjaas-snapshots">
   <form method="post" action="{{ base_url }}ptjaas/snapshots{{ query }}">
     <input type="hidden" name="_xsrf" value="{{ xsrf }}">
     <table class="table" id="ptjaas-snapshot-table">
-      <tr><th>open</th><th>time</th><th>reason</th><th>size</th><th>ready</th><th></th></tr>
+      <tr><th>open</th><th>taken (UTC; opened at ~/{{ mount_dir }}/&lt;taken&gt;)</th><th>reason</th><th>size</th><th>ready</th><th></th></tr>
       {% for s in snapshots %}
       <tr data-snapshot="{{ s.name }}">
-        <td><input type="checkbox" name="snapshot" value="{{ s.name }}" {% if not s.ready %}disabled{% endif %}></td>
-        <td>{{ s.time }}</td><td>{{ s.reason }}</td><td>{{ s.size or "" }}</td>
-        <td>{{ "yes" if s.ready else ("failed: " ~ s.error if s.error else "not yet") }}</td>
+        <td><input type="checkbox" name="snapshot" value="{{ s.name }}" aria-label="Open the snapshot taken {{ s.folder }}"
+             {% if not s.ready or running %}disabled{% endif %}></td>
+        <td class="ptjaas-snapshot-time">{{ s.folder }}</td><td>{{ s.reason }}</td><td>{{ s.size or "" }}</td>
+        <td class="ptjaas-snapshot-state">{{ "yes" if s.ready else ("failed: " ~ s.error if s.error else "no: being taken") }}</td>
         <td>{% if s.ready and not running %}<button class="btn btn-sm btn-warning" name="restore" value="{{ s.name }}"
              onclick="return confirm('Replace your home with this snapshot? Your current home is snapshotted first and kept.')">Restore whole home</button>{% endif %}</td>
       </tr>
@@ -86,7 +88,7 @@ FRAGMENT = """<section id="ptjaas-snapshots">
     </table>
     {% if not running %}
     <button class="btn btn-primary" name="action" value="open">Start my server with the checked snapshots opened read-only</button>
-    {% else %}<p>Stop your server to open or restore a snapshot.</p>{% endif %}
+    {% else %}<p id="ptjaas-snapshots-running">Your server is running: stop it to open or restore a snapshot.</p>{% endif %}
   </form>
   {% elif status.enabled %}<p>No snapshots yet.</p>{% endif %}
 </section>
@@ -196,8 +198,12 @@ class SnapshotPageHandler(BaseHandler):
         snaps = await ops.list_user(spawner)
         env = self.settings["jinja2_env"]
         own = user.name == self.current_user.name
+        message = self.get_argument("message", "")[:300]
+        taken = next((s for s in snaps if s["name"] == self.get_argument("taken", "")[:253]), None)
+        if taken is not None:  # said as the row is now, not as it was when taken
+            message = policy.taken_message(taken)
         ns = dict(self.template_namespace, status=status, snapshots=snaps, own=own, target=user.name,
-                  running=bool(spawner.active), message=self.get_argument("message", "")[:300],
+                  running=bool(spawner.active), message=message, mount_dir=spawner.snapshot_mount_dir,
                   query="" if own else f"?user={user.name}", xsrf=self.xsrf_token.decode("ascii"))
         template = FRAGMENT if self.get_argument("embed", "") else PAGE.replace(
             '{% include "ptjaas-snapshots-fragment.html" %}', FRAGMENT)
@@ -218,7 +224,9 @@ class SnapshotPageHandler(BaseHandler):
                            f"as {out['previous_claim']} (snapshot {out['before_restore_snapshot']}).")
             elif action == "take":
                 out = await ops.take(spawner, by)
-                message = f"Snapshot {out['name']} is being taken."
+                query = {"taken": out["name"]} if user.name == self.current_user.name else \
+                    {"taken": out["name"], "user": user.name}
+                return self.redirect(self.hub.base_url + "ptjaas/snapshots?" + urlencode(query))
             elif action == "open":
                 await start_with_views(self, user, self.get_arguments("snapshot"), by)
                 return self.redirect(self.hub.base_url + "spawn-pending/" + user.escaped_name)

@@ -92,12 +92,20 @@ def taken_at(snap: Mapping) -> str:
             or (snap.get("metadata") or {}).get("creationTimestamp") or "")
 
 
+def time_label(snap: Mapping) -> str:
+    """When the snapshot was taken, as the user sees it everywhere: the list's time and the
+    folder an opened snapshot appears in (``~/snapshots/2026-11-30_12-00-00``, UTC)."""
+    t = parse_time(taken_at(snap))
+    return t.strftime("%Y-%m-%d_%H-%M-%S") if t else snap["metadata"]["name"][-40:]
+
+
 def summary(snap: Mapping) -> dict:
-    """What a user sees of a snapshot."""
+    """What a user sees of a snapshot (``time``: RFC 3339; ``folder``: ``time_label``)."""
     status = snap.get("status") or {}
     return {
         "name": snap["metadata"]["name"],
         "time": taken_at(snap),
+        "folder": time_label(snap),
         "reason": reason_of(snap),
         "size": status.get("restoreSize"),
         "ready": bool(status.get("readyToUse")),
@@ -159,10 +167,19 @@ def rate_limited(last: datetime | None, when: datetime, interval: float) -> floa
 
 
 def view_mount_path(home_mount: str, directory: str, snap: Mapping) -> str:
-    """``<home>/<directory>/<time>`` for an opened snapshot (time as 2026-11-30_12-00-00)."""
-    t = parse_time(taken_at(snap))
-    stamp = t.strftime("%Y-%m-%d_%H-%M-%S") if t else snap["metadata"]["name"][-40:]
-    return f"{home_mount.rstrip('/')}/{directory.strip('/')}/{stamp}"
+    """``<home>/<directory>/<time>`` for an opened snapshot (``time_label``: 2026-11-30_12-00-00)."""
+    return f"{home_mount.rstrip('/')}/{directory.strip('/')}/{time_label(snap)}"
+
+
+def taken_message(shown: Mapping) -> str:
+    """What the page says after "Snapshot my home now", from the snapshot's row as listed now
+    (``summary``): never "being taken" beside a row that says it is ready."""
+    name = f"Snapshot {shown['name']} ({shown['folder']} UTC)"
+    if shown.get("ready"):
+        return f"{name} is ready."
+    if shown.get("error"):
+        return f"{name} failed: {shown['error']}"
+    return f"{name} is being taken; its row says ready when it is."
 
 
 def view_claim_name(pod_name: str, index: int) -> str:
