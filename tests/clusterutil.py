@@ -21,3 +21,21 @@ def running_cluster(path, **kwargs):
             os.environ.pop("KUBECONFIG", None)
         else:
             os.environ["KUBECONFIG"] = old
+
+
+def ensure_snapshot_class(kubeconfig_path, name):
+    """A VolumeSnapshotClass ``name`` of the local-path driver on the cluster; another module on
+    the same cluster (the real one is the session's) may have made it already."""
+    import kubernetes
+
+    api = kubernetes.config.new_client_from_config(config_file=str(kubeconfig_path))
+    try:
+        kubernetes.client.CustomObjectsApi(api).create_cluster_custom_object(
+            "snapshot.storage.k8s.io", "v1", "volumesnapshotclasses",
+            {"apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshotClass", "metadata": {"name": name},
+             "driver": "ptjaas.io/local-path", "deletionPolicy": "Delete"})
+    except kubernetes.client.ApiException as e:
+        if e.status != 409:
+            raise
+    finally:
+        api.close()

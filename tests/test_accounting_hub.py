@@ -16,6 +16,7 @@ import pytest
 import requests
 
 from tests import hubutil
+from tests.clusterutil import ensure_snapshot_class
 from tests.hubutil import failure_message, server, stop
 from tests.pageparse import metric
 from tests.waiting import wait_for
@@ -65,19 +66,7 @@ def hub(module_cluster, module_hub_factory):
         install_budget_banner(c)
         """
     )
-    import kubernetes
-
-    api = kubernetes.config.new_client_from_config(config_file=str(module_cluster.kubeconfig_path))
-    try:  # another module on the same cluster may have made the class already
-        kubernetes.client.CustomObjectsApi(api).create_cluster_custom_object(
-            "snapshot.storage.k8s.io", "v1", "volumesnapshotclasses",
-            {"apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshotClass", "metadata": {"name": SNAPCLASS},
-             "driver": "ptjaas.io/local-path", "deletionPolicy": "Delete"})
-    except kubernetes.client.ApiException as e:
-        if e.status != 409:
-            raise
-    finally:
-        api.close()
+    ensure_snapshot_class(module_cluster.kubeconfig_path, SNAPCLASS)
     h = module_hub_factory(config, cluster=module_cluster, start=False)
     set_clock(h, ts("2026-12-07T09:00:00"))
     return h.start()

@@ -21,6 +21,7 @@ import requests
 
 
 from ptjaas_sandbox.cluster.server import free_port  # noqa: E402
+from tests.clusterutil import ensure_snapshot_class
 from tests.hubutil import server, start_ready, stop
 from tests.waiting import wait_for
 
@@ -68,18 +69,7 @@ def config(tmp, snapshot_classes):
 
 @pytest.fixture(scope="module")
 def hub(module_cluster, module_hub_factory, tmp_path_factory):
-    import kubernetes
-
-    api = kubernetes.config.new_client_from_config(config_file=str(module_cluster.kubeconfig_path))
-    try:   # the real cluster is the session's: another module may have made the class already
-        kubernetes.client.CustomObjectsApi(api).create_cluster_custom_object(
-            "snapshot.storage.k8s.io", "v1", "volumesnapshotclasses",
-            {"apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshotClass", "metadata": {"name": SNAPCLASS},
-             "driver": "ptjaas.io/local-path", "deletionPolicy": "Delete"})
-    except kubernetes.client.ApiException as e:
-        if e.status != 409:
-            raise
-    api.close()
+    ensure_snapshot_class(module_cluster.kubeconfig_path, SNAPCLASS)
     tmp = tmp_path_factory.mktemp("snaphub")
     h = module_hub_factory(config(tmp, {"standard": SNAPCLASS}), cluster=module_cluster)
     h.audit_path = tmp / "audit.jsonl"

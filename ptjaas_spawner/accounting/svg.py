@@ -52,7 +52,7 @@ def chart(name: str, resource: str, days: list, values: list) -> str:
         out.append(
             f'<rect class="bar" x="{x:.1f}" y="{HEIGHT - PAD_BOTTOM - h:.1f}" width="{max(1.0, step - 2):.1f}" '
             f'height="{h:.1f}" fill="{color}" data-day="{day}" data-hours="{_num(v)}">'
-            f'<title>{day}: {_shown(v)} {NOUN[resource]}</title></rect>'
+            f'<title>{escape(f"{day}: {_shown(v)} {NOUN[resource]}")}</title></rect>'
         )
     for i in (0, len(days) - 1) if days else ():
         anchor = "start" if i == 0 else "end"
