@@ -89,16 +89,32 @@ class Hub:
 
     def _stop_orphaned_proxy(self):
         """JupyterHub 6 starts configurable-http-proxy in a session of its own: a hub killed with
-        SIGKILL leaves it running, outside the hub's process group. Its pid file names it."""
+        SIGKILL leaves it running, outside the hub's process group. Its pid file names it; a hub
+        killed before it wrote the file leaves one found by the ports this hub gave it."""
+        pids = set()
         try:
             with open(os.path.join(self.workdir, "proxy.pid")) as f:  # local_hub_config's pid_file
-                pid = int(f.read().strip())
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                if b"configurable-http-proxy" not in f.read():
-                    return
-            os.kill(pid, signal.SIGKILL)
+                pids.add(int(f.read().strip()))
         except (OSError, ValueError):
             pass
+        ours = (f"--port {self.port} ".encode(), f"--api-port {self.proxy_api_port} ".encode())
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    with open(f"/proc/{entry}/cmdline", "rb") as f:
+                        cmdline = f.read().replace(b"\0", b" ") + b" "
+                except OSError:
+                    continue
+                if b"configurable-http-proxy" in cmdline and all(part in cmdline for part in ours):
+                    pids.add(int(entry))
+        for pid in pids:
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    if b"configurable-http-proxy" not in f.read():
+                        continue
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
 
     def restart(self, config_text=None):
         self.stop()
