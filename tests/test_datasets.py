@@ -1,0 +1,139 @@
+"""Issue 23, team datasets: the pure rules (ptjaas_spawner/datasets/policy.py). The whole thing
+through a real hub: tests/test_datasets_hub.py."""
+
+import pytest
+
+from ptjaas_spawner.datasets import policy
+from ptjaas_spawner.errors import SettingError
+
+pytestmark = pytest.mark.version_independent  # pure policy: no hub, spawner or auth code
+
+QUOTA = {"team-a": {"gpus": 2, "datasets": {"count": 2, "storage": "10Gi"}}, "team-b": {"gpus": 1}}
+CLASSES = {"shared": {"storage_class": "nfs", "access_modes": ["ReadWriteMany"]},
+           "fast": {"access_modes": ["ReadWriteOnce"]}}
+
+
+def existing(*sizes):
+    return [{"name": f"d{i}", "size": s} for i, s in enumerate(sizes)]
+
+
+@pytest.mark.parametrize("team, groups, have, name, size, klass, write, result", [
+    ("team-a", ["team-a"], [], "images", "5Gi", None, None, {"name": "images", "size": 5 * 2**30, "class": "shared", "write": "creator"}),
+    ("team-a", ["team-a"], existing("5Gi"), "x", "5Gi", "fast", "team", {"name": "x", "size": 5 * 2**30, "class": "fast", "write": "team"}),
+    ("team-a", ["team-b"], [], "x", "1Gi", None, None, (403, "not a member of team 'team-a'")),
+    ("team-b", ["team-b"], [], "x", "1Gi", None, None, (403, "has no datasets")),
+    ("team-a", ["team-a"], [], "Bad_Name", "1Gi", None, None, (400, "is not a DNS label")),
+    ("team-a", ["team-a"], [], "x" * 41, "1Gi", None, None, (400, "too long (41 characters, at most 40)")),
+    ("team-a", ["team-a"], [], "", "1Gi", None, None, (400, "needs a name")),
+    ("team-a", ["team-a"], [], "x", "lots", None, None, (400, "size 'lots' is not valid")),
+    ("team-a", ["team-a"], [], "x", "0", None, None, (400, "more than 0")),
+    ("team-a", ["team-a"], [], "x", "1Gi", "gold", None, (400, "Unknown access class 'gold'; classes: shared, fast")),
+    ("team-a", ["team-a"], [], "x", "1Gi", None, "anyone", (400, "not one of creator, team, read-only")),
+    ("team-a", ["team-a"], existing("1Gi"), "d0", "1Gi", None, None, (409, "already has a dataset d0")),
+    ("team-a", ["team-a"], existing("1Gi", "1Gi"), "x", "1Gi", None, None, (403, "2 of 2 datasets")),
+    ("team-a", ["team-a"], existing("8Gi"), "x", "3Gi", None, None, (403, "2Gi of 10Gi left")),
+])
+def test_may_create(team, groups, have, name, size, klass, write, result):
+    if isinstance(result, dict):
+        assert policy.may_create(team, groups, QUOTA, CLASSES, have, name, size, klass, write) == result
+        return
+    with pytest.raises(policy.DatasetRefused) as e:
+        policy.may_create(team, groups, QUOTA, CLASSES, have, name, size, klass, write)
+    assert e.value.status == result[0] and result[1] in str(e.value)
+
+
+def dataset(write="creator", creator="alice", modes=("ReadWriteMany",)):
+    return {"name": "images", "team": "team-a", "claim": "dataset-images", "namespace": "jhub",
+            "creator": creator, "write": write, "access_modes": list(modes)}
+
+
+@pytest.mark.parametrize("write, user, groups, mode, admin, refused", [
+    ("creator", "alice", ["team-a"], "rw", False, ""),
+    ("creator", "bob", ["team-a"], "ro", False, ""),
+    ("creator", "bob", ["team-a"], "rw", False, "Only its creator (alice) may write"),
+    ("creator", "bob", ["team-a"], "rw", True, ""),       # admins override the rule
+    ("team", "bob", ["team-a"], "rw", False, ""),
+    ("read-only", "alice", ["team-a"], "rw", False, "read-only for everyone"),
+    ("team", "carol", ["team-b"], "ro", False, "not one of your teams' datasets"),
+    ("team", "carol", ["team-b"], "ro", True, "not one of your teams' datasets"),
+    ("team", "bob", ["team-a"], "wr", False, "must be 'rw' or 'ro'"),
+])
+def test_may_mount(write, user, groups, mode, admin, refused):
+    assert (refused in policy.may_mount(dataset(write), user, groups, mode, admin)) and \
+        bool(policy.may_mount(dataset(write), user, groups, mode, admin)) == bool(refused)
+
+
+@pytest.mark.parametrize("user, admin, confirm, refused", [
+    ("alice", False, "images", ""),
+    ("admin", True, "images", ""),
+    ("bob", False, "images", "Only its creator (alice) or an admin"),
+    ("alice", False, "image", "Type the dataset's name (images)"),
+    ("alice", False, None, "Type the dataset's name"),
+])
+def test_may_delete(user, admin, confirm, refused):
+    got = policy.may_delete(dataset(), user, admin, confirm)
+    assert (refused in got) and bool(got) == bool(refused)
+
+
+def test_manifest_and_mounts_round_trip():
+    request = policy.may_create("team-a", ["team-a"], QUOTA, CLASSES, [], "images", "5Gi", "shared", "team")
+    pvc = policy.claim_manifest("team-a", "jhub", request, "alice", CLASSES)
+    assert pvc["metadata"]["labels"][policy.DATASET_LABEL] == "images"
+    assert pvc["metadata"]["labels"][policy.TEAM_LABEL] == "team-a"
+    assert pvc["spec"] == {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "5Gi"}},
+                           "storageClassName": "nfs"}
+    d = policy.describe(pvc)
+    assert (d["name"], d["creator"], d["write"], d["class"], d["size"]) == ("images", "alice", "team", "shared", "5Gi")
+    volumes, mounts = policy.mount_parts([(d, "ro")], "/home/jovyan")
+    assert volumes == [{"name": "dataset-images", "persistentVolumeClaim": {"claimName": "dataset-images", "readOnly": True}}]
+    assert mounts == [{"name": "dataset-images", "mountPath": "/home/jovyan/data/images", "readOnly": True}]
+    # a tampered write annotation reads as the strictest rule
+    pvc["metadata"]["annotations"][policy.WRITE] = "everyone"
+    assert policy.describe(pvc)["write"] == "read-only"
+
+
+def test_rwo_in_use_elsewhere_names_who():
+    pod = {"metadata": {"name": "jupyter-alice", "namespace": "jhub", "annotations": {"hub.jupyter.org/username": "alice"}},
+           "spec": {"volumes": [{"name": "d", "persistentVolumeClaim": {"claimName": "dataset-images"}}]},
+           "status": {"phase": "Running"}}
+    rwo = dataset(modes=("ReadWriteOnce",))
+    assert "in use by alice's server (pod jupyter-alice)" in policy.in_use_elsewhere(rwo, [pod], "jupyter-bob")
+    assert policy.in_use_elsewhere(rwo, [pod], "jupyter-alice") == ""      # its own pod
+    assert policy.in_use_elsewhere(dataset(), [pod], "jupyter-bob") == ""  # ReadWriteMany
+    assert policy.in_use_elsewhere(rwo, [dict(pod, status={"phase": "Succeeded"})], "jupyter-bob") == ""
+
+
+@pytest.mark.parametrize("option, refused", [
+    (None, ""), ({"images": "ro"}, ""),
+    (["images"], "must be an object"), ({"images": "write"}, "must be 'rw' or 'ro'"),
+    ({"../etc": "ro"}, "not a DNS label"), ({f"d{i}": "ro" for i in range(21)}, "Too many datasets"),
+])
+def test_chosen_mounts(option, refused):
+    if not refused:
+        assert policy.chosen_mounts(option) == (option or {})
+        return
+    with pytest.raises(policy.DatasetRefused, match=refused):
+        policy.chosen_mounts(option)
+
+
+@pytest.mark.parametrize("value, message", [
+    ({"shared": {"access_modes": ["ReadWriteSometimes"]}}, "dataset_classes['shared']['access_modes'][0]"),
+    ({"Shared": {"access_modes": ["ReadWriteMany"]}}, "does not match"),
+    ({"shared": {"access_modes": ["ReadWriteMany"], "size": "1Gi"}}, "dataset_classes['shared']"),
+    ({"shared": {}}, "'access_modes' is a required property"),
+])
+def test_classes_setting_checked(value, message):
+    with pytest.raises(SettingError, match="c.PtjaasSpawner.dataset_classes") as e:
+        policy.check_classes(value)
+    assert message in str(e.value)
+    assert policy.check_classes(CLASSES) == CLASSES
+
+
+@pytest.mark.parametrize("spec, message", [
+    ({"count": 2}, "must be {'count'"), ({"count": -1, "storage": "1Gi"}, "['count'] must be a whole number"),
+    ({"count": 1, "storage": "lots"}, "['storage'] is invalid"),
+])
+def test_team_limits_checked(spec, message):
+    with pytest.raises(SettingError) as e:
+        policy.check_team_limits({"team-a": {"datasets": spec}})
+    assert "quota_groups['team-a']['datasets']" in str(e.value) and message in str(e.value)
