@@ -10,16 +10,19 @@ Fields of a line (absent when they do not apply):
 - ``time``: when (UTC, ISO 8601, microseconds); ``action``: what happened, one of
   ``server-start``, ``server-stop``, ``server-cull`` (written by the culler), ``server-budget-warning``,
   ``server-budget-stop`` (a GPU-/CPU-hour budget at 90 % / used up), ``snapshot-take``, ``snapshot-open``, ``snapshot-restore``,
+  ``dataset-create``, ``dataset-delete`` (team datasets: ``dataset``, ``team``, ``claim``, ``write``),
   and the refusals (see ``refusal``): ``refused-quota``, ``refused-option`` (a server option,
   a form field or a team), ``refused-snapshot``, ``refused-claim`` (a home claim not proven to
   be the user's), ``refused-access`` (a token without the right on that user or page),
-  ``refused-request`` (a request body or query with an unknown key or an oversized value);
+  ``refused-request`` (a request body or query with an unknown key or an oversized value),
+  ``refused-dataset`` (a dataset create, delete or mount refused);
 - ``user``: whose data (the JupyterHub user name); ``by``: who asked (a user, an admin, a
   service such as ``ptjaas-snapshots``; absent when no request asked, e.g. a stop at hub shutdown);
 - ``server``: the server name ("" = the default server);
 - ``image``, ``version``, ``image_ref``, ``image_digest``, ``size``: what a server ran;
 - ``volumes``: every volume a server mounted,
-  ``[{"kind": "home"|"shared"|"snapshot", "claim", "mount_path", "access": "read-write"|"read-only"}]``;
+  ``[{"kind": "home"|"shared"|"snapshot"|"dataset", "claim", "mount_path", "access": "read-write"|"read-only"}]``;
+  ``datasets``: the team datasets a server mounted, ``{name: "rw"|"ro"}``;
 - ``snapshot``, ``claim``, ``reason``, ``previous_claim``: for snapshot actions;
 - ``message``: what a refused user was told (why); ``options``: what a refused start asked for;
   ``request``: the refused request (method and path) where a hub page or API refused it;
@@ -46,11 +49,12 @@ from . import timestamps
 
 REFUSALS = (
     "refused-quota", "refused-option", "refused-snapshot", "refused-claim", "refused-access", "refused-request",
-    "refused-share",
+    "refused-share", "refused-dataset",
 )
 ACTIONS = (
     "server-start", "server-start-failed", "server-stop", "server-cull", "snapshot-take", "snapshot-open",
-    "snapshot-restore", "server-budget-warning", "server-budget-stop", "share-grant", "share-revoke", *REFUSALS,
+    "snapshot-restore", "server-budget-warning", "server-budget-stop", "share-grant", "share-revoke",
+    "dataset-create", "dataset-delete", *REFUSALS,
 )
 _SECRET_KEY = re.compile(r"token|secret|passw|authori[sz]ation|cookie|credential|private[_-]?key|api[_-]?key", re.I)
 _MAX_TEXT = 1000
@@ -184,7 +188,8 @@ def read(path: str, limit: int = 500, **filters) -> list[dict]:
     return out[::-1][:limit]
 
 
-def pod_volumes(pod: dict, home_claim: str | None, snapshot_claims: Iterable[str] = ()) -> list[dict]:
+def pod_volumes(pod: dict, home_claim: str | None, snapshot_claims: Iterable[str] = (),
+                dataset_claims: Iterable[str] = ()) -> list[dict]:
     """The claim-backed volumes a pod mounts, for the record (pure)."""
     spec = pod.get("spec") or {}
     claims = {}
@@ -192,14 +197,15 @@ def pod_volumes(pod: dict, home_claim: str | None, snapshot_claims: Iterable[str
         pvc = v.get("persistentVolumeClaim")
         if pvc:
             claims[v["name"]] = (pvc.get("claimName"), bool(pvc.get("readOnly")))
-    snapshot_claims = set(snapshot_claims)
+    snapshot_claims, dataset_claims = set(snapshot_claims), set(dataset_claims)
     out = []
     for container in (spec.get("containers") or [])[:1]:
         for m in container.get("volumeMounts") or []:
             if m.get("name") not in claims:
                 continue
             claim, ro = claims[m["name"]]
-            kind = "home" if claim == home_claim else "snapshot" if claim in snapshot_claims else "shared"
+            kind = ("home" if claim == home_claim else "snapshot" if claim in snapshot_claims
+                    else "dataset" if claim in dataset_claims else "shared")
             out.append({"kind": kind, "claim": claim, "mount_path": m.get("mountPath"),
                         "access": "read-only" if ro or m.get("readOnly") else "read-write"})
     return out

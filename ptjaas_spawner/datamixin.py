@@ -90,6 +90,8 @@ class DataAccessMixin(audit.AuditSettings, SnapshotViews):
             image=choice.image if choice else None, version=choice.version if choice else None,
             image_ref=choice.image_ref if choice else self.image, image_digest=digest or None,
             size=choice.size if choice else None,
-            volumes=audit.pod_volumes(pod, self.pvc_name, self.snapshot_view_claims()),
+            volumes=audit.pod_volumes(pod, self.pvc_name, self.snapshot_view_claims(),
+                                      [d["claim"] for d, _ in getattr(self.start_plan, "datasets", None) or []]),
+            datasets={d["name"]: mode for d, mode in getattr(self.start_plan, "datasets", None) or []} or None,
             connections=list(choice.connections) if choice and choice.connections else None,  # names only
         )

@@ -141,6 +141,8 @@ class SpawnFormMixin(LoggingConfigurable):
         images, sizes = self.effective_catalog()
         if self.team_namespaces:
             options = teams.without_team(options)  # the team is checked by TeamsMixin
+        # the datasets are checked by DatasetsMixin, in the start plan
+        options = {k: v for k, v in (options or {}).items() if k != "datasets"}
         # without team namespaces a 'team' key is an unknown option like any other (refused)
         try:
             return catalog.resolve_choice(
@@ -186,7 +188,7 @@ class SpawnFormMixin(LoggingConfigurable):
             custom_images=self.custom_images,
             connections=self.data_connections,
             home=await self.home_for_form(),
-        )
+        ) + (await self.dataset_form_html())
 
     def _form_home_namespace(self) -> str:
         """The namespace the next start's home lives in (``TeamsMixin``: the chosen team's, or
@@ -237,6 +239,7 @@ class SpawnFormMixin(LoggingConfigurable):
             # the team field is TeamsMixin's (when team namespaces are on); every other field is
             # the catalog form's (strict: a version field only for an image the user may use)
             teams_on = bool(self.team_namespaces)
+            formdata, mounts = self.datasets_from_form(formdata)  # dataset--<name> fields (datasets/)
             fields = {k: v for k, v in (formdata or {}).items() if k != teams.TEAM_OPTION or not teams_on}
             images, sizes = self.effective_catalog()
             offered = catalog.visible_images(images, sizes, self.user_group_names())
@@ -245,6 +248,8 @@ class SpawnFormMixin(LoggingConfigurable):
             self.audit_refused("refused-option", str(e), server=self.name, options=form.posted_summary(formdata))
             self._forget_new_named_server()
             raise refusal(e) from None
+        if mounts:
+            options["datasets"] = mounts
         try:
             options = self.add_team_from_form(options, formdata)
         except web.HTTPError:

@@ -321,7 +321,14 @@ def startup_problems(config):
         + check_storage_not_fighting(config)
         + check_spawner_catalog(config)
         + check_spawner_quotas(config)
+        + _dataset_problems(config)
     )
+
+
+def _dataset_problems(config):
+    from ptjaas_spawner.datasets.policy import startup_problems as dataset_problems
+
+    return dataset_problems(config.get("PtjaasSpawner") or {})
 
 
 def check_startup(config, where="jupyterhub_config.py"):

@@ -3,7 +3,8 @@
 - ``/hub/ptjaas/usage`` + ``/hub/api/ptjaas/usage``: quotas and usage (admins);
 - ``/hub/ptjaas/audit`` + ``/hub/api/ptjaas/audit``: the data-access record (admins);
 - ``/hub/ptjaas/snapshots`` + ``/hub/api/ptjaas/snapshots/<user>``: home snapshots;
-- ``/hub/ptjaas/sharing``: share a running server with a user or a group (``sharing``).
+- ``/hub/ptjaas/sharing``: share a running server with a user or a group (``sharing``);
+- ``/hub/ptjaas/datasets`` + ``/hub/api/ptjaas/datasets/<team>``: team datasets (``datasets``).
 
 ``PtjaasAuthenticator`` registers them by itself. With another authenticator::
 
@@ -14,13 +15,14 @@
 from __future__ import annotations
 
 from .audithandlers import audit_handlers
+from .datasets.handlers import dataset_handlers
 from .sharing import sharing_handlers
 from .usagepages import usage_handlers
 from .snapshots.handlers import TEMPLATE_DIR, snapshot_handlers
 
 
 def ptjaas_handlers() -> list:
-    return usage_handlers + audit_handlers + snapshot_handlers + sharing_handlers
+    return usage_handlers + audit_handlers + snapshot_handlers + sharing_handlers + dataset_handlers
 
 
 def install(c, handlers: bool = True) -> None:

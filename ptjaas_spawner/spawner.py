@@ -26,6 +26,8 @@ from . import configcheck, connections, customimages, homevolume, objects, redac
 from .accounting.mixin import AccountingMixin
 from .culler.policy import kernel_culling_args
 from .datamixin import DataAccessMixin
+from .datasets import policy as datasets_policy
+from .datasets.mixin import DatasetsMixin
 from .form_mixin import SpawnFormMixin
 from .home_mixin import HomeVolumeMixin
 from .newserver import RefusedNewServerMixin
@@ -48,7 +50,7 @@ def _applied_in_load_user_options(spawner, user_options):
     """JupyterHub's apply_user_options hook: nothing to do (see load_user_options)."""
 
 
-class PtjaasSpawner(DataAccessMixin, RefusedNewServerMixin, TeamsMixin, SpawnFormMixin, HomeVolumeMixin, AccountingMixin,
+class PtjaasSpawner(DataAccessMixin, DatasetsMixin, RefusedNewServerMixin, TeamsMixin, SpawnFormMixin, HomeVolumeMixin, AccountingMixin,
                     QuotaMixin, WatchesMixin, KubeSpawner):
     """KubeSpawner with ptjaas home volumes, an image-version catalog and CPU/GPU sizes."""
 
@@ -149,6 +151,7 @@ class PtjaasSpawner(DataAccessMixin, RefusedNewServerMixin, TeamsMixin, SpawnFor
         at each user's first start (the start fails with the message in the page and the log)."""
         configcheck.check_all(*(getattr(self, name) for name in CATALOG_SETTINGS))
         self.check_team_config()
+        datasets_policy.check_team_limits(self.quota_groups)  # quota_groups.<team>.datasets
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -267,10 +270,12 @@ class PtjaasSpawner(DataAccessMixin, RefusedNewServerMixin, TeamsMixin, SpawnFor
         vol, mount = homevolume.home_volume(claim, self.home_mount_path)
         shared_vols, shared_mounts = homevolume.shared_volumes_for(self.shared_volumes, groups)
         view_vols, view_mounts = snapshot_view_volumes(plan.snapshot_views if plan is not None else [])
-        pod.spec.volumes = list(pod.spec.volumes or []) + [vol] + shared_vols + view_vols
+        data_vols, data_mounts = self.dataset_pod_parts(plan.datasets if plan is not None else [])
+        pod.spec.volumes = list(pod.spec.volumes or []) + [vol] + shared_vols + view_vols + data_vols
         container = pod.spec.containers[0]
-        # (the snapshots' mounts are inside the home's: after it)
-        container.volume_mounts = list(container.volume_mounts or []) + [mount] + shared_mounts + view_mounts
+        # (the snapshots' and datasets' mounts are inside the home's: after it)
+        container.volume_mounts = (list(container.volume_mounts or []) + [mount] + shared_mounts + view_mounts
+                                   + data_mounts)
         choice = self.choice
         if choice is not None and choice.connections:  # credentials by name only (connections.py)
             parts = connections.pod_parts(self.data_connections, choice.connections)

@@ -140,6 +140,11 @@ async def _plan_choice_and_home(spawner) -> StartPlan:
     except web.HTTPError:
         spawner.save_user_options(spawner.last_options())
         raise
+    try:
+        asked = spawner.dataset_option(spawner.user_options)  # {name: "rw"|"ro"}: its shape (datasets/)
+    except web.HTTPError:
+        spawner.save_user_options(spawner.last_options())
+        raise
     if not spawner.images and not spawner.sizes:
         # no catalog: KubeSpawner's own settings (and profile_list, if any) apply as they are
         await spawner.load_kubespawner_options()
@@ -155,6 +160,13 @@ async def _plan_choice_and_home(spawner) -> StartPlan:
             spawner.save_user_options(spawner.last_options())
             raise
         apply_choice(spawner, plan.choice)
+    try:
+        plan.datasets = await spawner.resolve_datasets(asked)  # the team's, allowed, not in use elsewhere
+    except web.HTTPError:
+        spawner.save_user_options(spawner.last_options())
+        raise
+    if asked:
+        spawner.save_user_options(dict(spawner.user_options or {}, datasets=dict(asked)))
     plan.home = await spawner.ensure_home_claim()
     return plan
 

@@ -66,6 +66,7 @@ class StartPlan:
     placement: object = None   # the team namespace it runs in (teams.Placement; None without teams)
     home: Home | None = None
     snapshot_views: list = field(default_factory=list)  # snapshots opened read-only
+    datasets: list = field(default_factory=list)  # team datasets mounted: [(dataset, "rw"|"ro")] (datasets/)
     charge: object = None
     pod_sent: bool = False
 

@@ -30,8 +30,8 @@ def existing(*sizes):
     ("team-a", ["team-a"], [], "x", "1Gi", "gold", None, (400, "Unknown access class 'gold'; classes: shared, fast")),
     ("team-a", ["team-a"], [], "x", "1Gi", None, "anyone", (400, "not one of creator, team, read-only")),
     ("team-a", ["team-a"], existing("1Gi"), "d0", "1Gi", None, None, (409, "already has a dataset d0")),
-    ("team-a", ["team-a"], existing("1Gi", "1Gi"), "x", "1Gi", None, None, (403, "2 of 2 datasets")),
-    ("team-a", ["team-a"], existing("8Gi"), "x", "3Gi", None, None, (403, "2Gi of 10Gi left")),
+    ("team-a", ["team-a"], existing("1Gi", "1Gi"), "x", "1Gi", None, None, (400, "2 of 2 datasets")),
+    ("team-a", ["team-a"], existing("8Gi"), "x", "3Gi", None, None, (400, "2Gi of 10Gi left")),
 ])
 def test_may_create(team, groups, have, name, size, klass, write, result):
     if isinstance(result, dict):

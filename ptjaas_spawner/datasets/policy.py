@@ -179,13 +179,13 @@ def may_create(team: str, user_groups, quota_groups: dict, classes: dict, existi
     if any(d["name"] == name for d in existing):
         raise DatasetRefused(f"Team {team} already has a dataset {name}.", 409)
     if len(existing) + 1 > limits["count"]:
-        raise DatasetRefused(f"Team {team} has {len(existing)} of {limits['count']} datasets: delete one first.", 403)
+        raise DatasetRefused(f"Team {team} has {len(existing)} of {limits['count']} datasets: delete one first.")
     used = sum(_bytes(d["size"]) for d in existing)
     if used + wanted > limits["storage"]:
         free = max(limits["storage"] - used, 0)
         raise DatasetRefused(f"Dataset size {format_quantity(wanted, 'memory')} is over team {team}'s dataset "
                              f"storage: {format_quantity(free, 'memory')} of "
-                             f"{format_quantity(limits['storage'], 'memory')} left.", 403)
+                             f"{format_quantity(limits['storage'], 'memory')} left.")
     return {"name": name, "size": wanted, "class": klass, "write": write}
 
 

@@ -42,7 +42,8 @@ def parse_budget(spec, where: str, allow_per_user: bool = False) -> tuple[dict, 
         spec = {}
     if not isinstance(spec, dict):
         raise QuotaConfigError(f"{where} must be a dict of {', '.join(RESOURCES)}, got {spec!r}")
-    allowed = set(RESOURCES) | set(TIME_KEYS) | ({"per_user"} if allow_per_user else set())
+    # a group's "datasets" ({count, storage}: team datasets) is checked by datasets.policy
+    allowed = set(RESOURCES) | set(TIME_KEYS) | ({"per_user", "datasets"} if allow_per_user else set())
     unknown = set(spec) - allowed
     if unknown:
         raise QuotaConfigError(

@@ -1,0 +1,192 @@
+"""Team datasets over the hub's REST API and on a hub page.
+
+REST (a user's own token; members of the team only, admins for every team):
+
+- ``GET    /hub/api/ptjaas/datasets/<team>``: ``{"team", "datasets": [{"name", "team", "claim",
+  "namespace", "creator", "write", "class", "access_modes", "size", "phase"}]}``;
+- ``POST   /hub/api/ptjaas/datasets/<team>`` ``{"name", "size", "class"?, "write"?}``: create
+  one (201 with the dataset), within ``quota_groups.<team>.datasets``;
+- ``DELETE /hub/api/ptjaas/datasets/<team>/<name>`` ``{"confirm": "<name>"}``: its creator or
+  an admin, with the name typed again. Home-snapshot machinery is not applied to datasets yet:
+  a deleted dataset is gone (the page says so before the delete).
+
+Page: ``/hub/ptjaas/datasets`` (``templates/pages/datasets.html``), linked from the home page.
+Bodies and form posts are strict and bounded (``hubrequests``); each create and delete is on the
+audit record (``dataset-create``, ``dataset-delete``), each refusal too (``refused-dataset``).
+The claim is made with the hub's own rights (z2jh's hub Role creates and deletes PVCs in its
+namespace, as it does for homes; ``ptjaas team-manifests`` gives it the same in team namespaces).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from urllib.parse import urlencode
+
+from jupyterhub.apihandlers.base import APIHandler
+from jupyterhub.handlers.base import BaseHandler
+from tornado import web
+
+from .. import audit, hubrequests
+from ..catalog import shown
+from ..pagetemplates import render_page
+from . import policy
+from .mixin import DatasetsMixin
+
+_TEXT = {"type": "string", "maxLength": 100}
+hubrequests.accept(
+    bodies={
+        "dataset-create": hubrequests.object_schema(
+            {"name": {"type": "string", "maxLength": 100}, "size": {"type": "string", "maxLength": policy.MAX_SIZE_TEXT},
+             "class": _TEXT, "write": _TEXT}, ["name", "size"]),
+        "dataset-delete": hubrequests.object_schema({"confirm": _TEXT}, ["confirm"]),
+    },
+    queries={"dataset-list": {}},
+    forms={"datasets-page": ({"action": 20, "team": 100, "name": 100, "size": policy.MAX_SIZE_TEXT,
+                              "class": 100, "write": 100, "confirm": 100}, {})},
+)
+_LOCKS: dict = {}  # (namespace, team) -> asyncio.Lock: one create at a time per team (count, storage)
+
+
+def _spawner(user):
+    spawner = user.spawner
+    if not isinstance(spawner, DatasetsMixin):
+        raise web.HTTPError(404, "Datasets need the ptjaas spawner")
+    return spawner
+
+
+def _groups(user) -> list:
+    return sorted(g.name for g in user.groups)
+
+
+async def list_team(spawner, team: str) -> list:
+    items = await spawner.dataset_kube().list_claims(policy.selector(team), spawner.dataset_namespace(team))
+    return sorted((policy.describe(i) for i in items), key=lambda d: d["name"])
+
+
+async def create(spawner, user, team: str, name, size, klass, write) -> dict:
+    namespace = spawner.dataset_namespace(team)
+    async with _LOCKS.setdefault((namespace, team), asyncio.Lock()):
+        existing = await list_team(spawner, team) if team in _groups(user) else []
+        request = policy.may_create(team, _groups(user), spawner.quota_groups, spawner.dataset_classes, existing,
+                                    name, size, klass, write)
+        pvc = policy.claim_manifest(team, namespace, request, user.name, spawner.dataset_classes)
+        made = await spawner.dataset_kube().create_claim(pvc, namespace)
+    return policy.describe(made)
+
+
+async def delete(spawner, user, team: str, name: str, confirm) -> dict:
+    if not policy.may_see(team, _groups(user), user.admin):
+        raise policy.DatasetRefused(f"You are not a member of team {shown(team)}.", 403)
+    found = [d for d in await list_team(spawner, team) if d["name"] == name]
+    if not found:
+        raise policy.DatasetRefused(f"Team {shown(team)} has no dataset {shown(name)}.", 404)
+    problem = policy.may_delete(found[0], user.name, user.admin, confirm)
+    if problem:
+        raise policy.DatasetRefused(problem, 403 if "creator" in problem else 400)
+    await spawner.dataset_kube().delete_claim(found[0]["claim"], namespace=found[0]["namespace"])
+    return found[0]
+
+
+def _record(handler, action, d, user):
+    audit.write(hubrequests.audit_path(handler), audit.entry(
+        action, user.name, by=user.name, dataset=d["name"], team=d["team"], claim=d["claim"],
+        namespace=d["namespace"], size=d["size"], write=d["write"], access_modes=d["access_modes"]), handler.log)
+
+
+def _refused(handler, e, user_name, team, name):
+    hubrequests.record(handler, "refused-dataset", user_name, str(e), team=str(team)[:100],
+                       dataset=name if isinstance(name, str) else None)
+
+
+class DatasetAPIHandler(APIHandler):
+    def _user(self):
+        user = self.current_user
+        if user is None or not hasattr(user, "groups"):
+            raise web.HTTPError(403, "Datasets are for signed-in users")
+        return user
+
+    def _answer(self, status, body):
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json")
+        self.write(json.dumps(body))
+
+    async def get(self, team, name=None):
+        user = self._user()
+        hubrequests.check_query(self, "dataset-list", user.name)
+        if name is not None or not policy.may_see(team, _groups(user), user.admin):
+            return self._answer(403 if name is None else 404, {"status": 403, "message":
+                                f"You are not a member of team {shown(team)}."})
+        self._answer(200, {"team": team, "datasets": await list_team(_spawner(user), team)})
+
+    async def post(self, team, name=None):
+        user = self._user()
+        if name is not None:
+            raise web.HTTPError(405)
+        body = hubrequests.json_body(self, "dataset-create", user.name)
+        try:
+            d = await create(_spawner(user), user, team, body["name"], body["size"], body.get("class"),
+                             body.get("write"))
+        except policy.DatasetRefused as e:
+            _refused(self, e, user.name, team, body["name"])
+            return self._answer(e.status, {"status": e.status, "message": str(e)})
+        _record(self, "dataset-create", d, user)
+        self._answer(201, d)
+
+    async def delete(self, team, name=None):
+        user = self._user()
+        body = hubrequests.json_body(self, "dataset-delete", user.name)
+        try:
+            if name is None:
+                raise policy.DatasetRefused("Name the dataset to delete: DELETE .../datasets/<team>/<name>.")
+            d = await delete(_spawner(user), user, team, name, body["confirm"])
+        except policy.DatasetRefused as e:
+            _refused(self, e, user.name, team, name)
+            return self._answer(e.status, {"status": e.status, "message": str(e)})
+        _record(self, "dataset-delete", d, user)
+        self._answer(200, {"deleted": d["name"], "team": d["team"]})
+
+
+class DatasetPageHandler(BaseHandler):
+    @web.authenticated
+    async def get(self):
+        user = self.current_user
+        spawner = _spawner(user)
+        teams = [t for t in _groups(user) if policy.team_limits(spawner.quota_groups, t) is not None]
+        listed = {t: await list_team(spawner, t) for t in teams}
+        classes = policy.classes_or_default(spawner.dataset_classes)
+        ns = dict(self.template_namespace, teams=teams, datasets=listed, me=user.name, admin=user.admin,
+                  classes={k: c.get("display_name") or k for k, c in classes.items()}, rules=policy.WRITE_RULES,
+                  limits={t: policy.team_limits(spawner.quota_groups, t) for t in teams},
+                  message=self.get_argument("message", "")[:300], xsrf=self.xsrf_token.decode("ascii"))
+        self.write(await render_page(self, "datasets.html", ns))
+
+    @web.authenticated
+    async def post(self):
+        user = self.current_user
+        hubrequests.check_form(self, "datasets-page", user.name)
+        args = {k: self.get_argument(k, "") for k in ("action", "team", "name", "size", "class", "write", "confirm")}
+        spawner = _spawner(user)
+        try:
+            if args["action"] == "create":
+                d = await create(spawner, user, args["team"], args["name"], args["size"], args["class"] or None,
+                                 args["write"] or None)
+                _record(self, "dataset-create", d, user)
+                message = f"Dataset {d['name']} of team {d['team']} is made: mount it at your next start."
+            elif args["action"] == "delete":
+                d = await delete(spawner, user, args["team"], args["name"], args["confirm"])
+                _record(self, "dataset-delete", d, user)
+                message = f"Dataset {d['name']} of team {d['team']} is deleted."
+            else:
+                raise policy.DatasetRefused("Unknown action: choose create or delete.")
+        except policy.DatasetRefused as e:
+            message = str(e)
+            _refused(self, e, user.name, args["team"], args["name"])
+        self.redirect(self.hub.base_url + "ptjaas/datasets?" + urlencode({"message": message}))
+
+
+dataset_handlers = [
+    (r"/ptjaas/datasets", DatasetPageHandler),
+    (r"/api/ptjaas/datasets/([^/]+)", DatasetAPIHandler),
+    (r"/api/ptjaas/datasets/([^/]+)/([^/]+)", DatasetAPIHandler),
+]

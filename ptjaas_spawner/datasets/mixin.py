@@ -1,0 +1,130 @@
+"""``DatasetsMixin``: the site's dataset settings and the mount of datasets at a start.
+
+The ``datasets`` server option (``{"name": "rw"|"ro"}``, or the form's checkboxes) is resolved
+in the start plan after the team namespace is known (``start._plan_choice_and_home``): the
+team's dataset claims in the server's namespace are listed (one read), each asked-for dataset
+checked (``policy.may_mount``) and, for a ReadWriteOnce dataset, checked against the pods the
+hub's pod reflector already holds (``policy.in_use_elsewhere``). A refusal is a 400/409 with the
+reason, recorded (``refused-dataset``), and nothing is made.
+"""
+
+from __future__ import annotations
+
+from traitlets import Dict, TraitError, validate
+from traitlets.config import LoggingConfigurable
+
+from .. import formtemplates
+from ..errors import Refusal, SettingError
+from ..kube import Kube
+from . import policy
+
+OPTION = "datasets"
+FORM_PREFIX = "dataset--"
+DATASETS_FORM = "form/datasets.html"
+
+
+class DatasetsMixin(LoggingConfigurable):
+    """Mix into the KubeSpawner subclass."""
+
+    dataset_classes = Dict(
+        config=True,
+        help="""Access classes of team datasets (``/hub/ptjaas/datasets``): class name ->
+        ``{display_name?, storage_class?: StorageClass name (None: the cluster's default),
+        access_modes: ["ReadWriteMany"] or ["ReadWriteOnce"], ...}``. A ReadWriteMany class lets
+        several servers (and pipelines) mount a dataset at once; with ReadWriteOnce a second
+        server's start is refused, naming whose server has it. The first class is the default.
+        Empty (the default): one class ``standard``, the cluster's default StorageClass,
+        ReadWriteOnce. Which teams may have datasets, how many and how much storage:
+        ``quota_groups.<team>.datasets: {count, storage}``.""",
+    )
+
+    @validate("dataset_classes")
+    def _validate_dataset_classes(self, proposal):
+        try:
+            return policy.check_classes(proposal["value"])
+        except SettingError as e:
+            raise TraitError(str(e)) from None
+
+    def dataset_namespace(self, team: str) -> str:
+        """Where team ``team``'s datasets live: its team namespace, else the hub's."""
+        return self.team_map().get(team) or self.hub_namespace
+
+    def dataset_kube(self) -> Kube:
+        return Kube(self.hub_namespace, self.api.api_client)
+
+    def dataset_option(self, options):
+        """The ``datasets`` option's checked shape (a 400 recorded if forged)."""
+        try:
+            return policy.chosen_mounts((options or {}).get(OPTION))
+        except policy.DatasetRefused as e:
+            self._dataset_refused(str(e), e.status, (options or {}).get(OPTION))
+
+    def _dataset_refused(self, message, status, asked):
+        self.audit_refused("refused-dataset", message, server=self.name,
+                           options={OPTION: asked if isinstance(asked, dict) else str(asked)[:100]})
+        raise Refusal(status, message, reason="Invalid server options")
+
+    async def resolve_datasets(self, asked: dict) -> list:
+        """``[(dataset, mode)]`` for the asked ``{name: mode}``, each checked; else a refusal."""
+        if not asked:
+            return []
+        groups = self.user_group_names()
+        found = {}
+        for item in await self.dataset_kube().list_claims(policy.selector(), self.namespace):
+            d = policy.describe(item)
+            if d["team"] in groups and not d["deleting"]:
+                found[d["name"]] = d
+        pods = list(getattr(getattr(self, "pod_reflector", None), "pods", {}).values())
+        out = []
+        for name, mode in asked.items():
+            d = found.get(name)
+            if d is None:
+                self._dataset_refused(f"There is no dataset {name} of your teams where your server runs "
+                                      f"(namespace {self.namespace}).", 400, asked)
+            problem = policy.may_mount(d, self.user.name, groups, mode)
+            if problem:
+                self._dataset_refused(problem, 403 if mode == "rw" and d["team"] in groups else 400, asked)
+            busy = policy.in_use_elsewhere(d, pods, self.pod_name)
+            if busy:
+                self._dataset_refused(busy, 409, asked)
+            out.append((d, mode))
+        return out
+
+    def dataset_pod_parts(self, mounted: list) -> tuple[list, list]:
+        return policy.mount_parts(mounted, self.home_mount_path)
+
+    # ---- the spawn form ----
+    async def dataset_form_html(self) -> str:
+        """The form's datasets section: the datasets of the user's teams where the server runs."""
+        groups = self.user_group_names()
+        if not any(policy.team_limits(self.quota_groups, g) is not None for g in groups):
+            return ""
+        try:
+            items = await self.dataset_kube().list_claims(policy.selector(), self._form_home_namespace())
+        except Exception as e:  # noqa: BLE001 - the form still opens; the start checks again
+            self.log.warning("Could not list datasets for the form of %s: %s", self._log_name, e)
+            return ""
+        pods = list(getattr(getattr(self, "pod_reflector", None), "pods", {}).values())
+        selected = (self.user_options or {}).get(OPTION) if isinstance((self.user_options or {}).get(OPTION), dict) else {}
+        shown = []
+        for d in sorted((policy.describe(i) for i in items), key=lambda d: (d["team"], d["name"])):
+            if d["team"] not in groups or d["deleting"]:
+                continue
+            shown.append(dict(d, id=f"ptjaas-dataset-{d['name']}", selected=selected.get(d["name"], ""),
+                              writable=not policy.may_mount(d, self.user.name, groups, "rw"),
+                              busy=policy.in_use_elsewhere(d, pods, self.pod_name)))
+        return formtemplates.render(DATASETS_FORM, {"datasets": shown}, self.form_template_paths)
+
+    @staticmethod
+    def datasets_from_form(formdata) -> tuple[dict, dict]:
+        """``(the other fields, {name: mode})``: the form's ``dataset--<name>`` fields taken out
+        (an empty one is not mounted); their shape is checked at the start (``dataset_option``)."""
+        rest, chosen = {}, {}
+        for key, values in (formdata or {}).items():
+            if key.startswith(FORM_PREFIX):
+                value = (values or [""])[0]
+                if value:
+                    chosen[key[len(FORM_PREFIX):][:100]] = value[:10]
+            else:
+                rest[key] = values
+        return rest, chosen

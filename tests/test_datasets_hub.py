@@ -1,0 +1,168 @@
+"""Issue 23, team datasets through a real JupyterHub on the embedded cluster: alice (team-a)
+creates a dataset and writes a file in it from her notebook; bob (team-a) mounts it read-only,
+reads the file and cannot write it (nor mount it read-write: its rule is "creator"); carol
+(team-b) neither lists nor mounts it; forged creates are refused with nothing made; a delete
+needs the creator and the name typed again. Every step is on the audit record."""
+
+import json
+import os
+import textwrap
+
+import pytest
+import requests
+
+from ptjaas_sandbox.cluster.podexec import namespaces_work
+from ptjaas_sandbox.cluster.server import free_port  # noqa: E402
+from tests.hubutil import start, start_ready, stop
+
+pytestmark = [pytest.mark.hub, pytest.mark.timeout(300)]
+
+IMAGES = {"python": {"display_name": "Python", "versions": {"1": {"image": "example.org/python:1"}}}}
+SIZES = {"small": {"display_name": "Small", "cpu_guarantee": 0.1, "cpu_limit": 1, "mem_guarantee": "128Mi",
+                   "mem_limit": "1Gi"}}
+QUOTA = {"team-a": {"datasets": {"count": 2, "storage": "2Gi"}}, "team-b": {"datasets": {"count": 1, "storage": "1Gi"}}}
+
+
+@pytest.fixture(scope="module")
+def hub(module_cluster, module_hub_factory, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("datasethub")
+    h = module_hub_factory(textwrap.dedent(f"""
+        c.Authenticator.admin_users = {{"root"}}
+        c.JupyterHub.load_groups = {{"team-a": {{"users": ["alice", "bob"]}}, "team-b": {{"users": ["carol"]}}}}
+        c.PtjaasSpawner.images = {IMAGES!r}
+        c.PtjaasSpawner.sizes = {SIZES!r}
+        c.PtjaasSpawner.quota_groups = {QUOTA!r}
+        c.PtjaasSpawner.dataset_classes = {{"shared": {{"display_name": "Shared", "access_modes": ["ReadWriteMany"]}}}}
+        c.PtjaasSpawner.port = {free_port()}
+        c.PtjaasSpawner.audit_log_file = {str(tmp / "audit.jsonl")!r}
+        from ptjaas_spawner.pages import install
+        install(c)
+    """), cluster=module_cluster)
+    h.audit_path = tmp / "audit.jsonl"
+    h.tokens = {}
+    for user in ("alice", "bob", "carol", "root"):
+        r = h.api("POST", f"/users/{user}/tokens", json={"note": "dataset test"})
+        r.raise_for_status()
+        h.tokens[user] = r.json()["token"]
+    return h
+
+
+@pytest.fixture(scope="module")
+def core(module_cluster):
+    import kubernetes
+
+    api = kubernetes.config.new_client_from_config(config_file=str(module_cluster.kubeconfig_path))
+    yield kubernetes.client.CoreV1Api(api)
+    api.close()
+
+
+def datasets(hub, user, method="GET", path="team-a", **kw):
+    return hub.api(method, f"/ptjaas/datasets/{path}", token=hub.tokens[user], **kw)
+
+
+def contents(hub, user, path, content=None):
+    url = f"{hub.url}/user/{user}/api/contents/{path}"
+    headers = {"Authorization": f"token {hub.tokens[user]}"}
+    if content is None:
+        return requests.get(url, headers=headers, timeout=30)
+    return requests.put(url, headers=headers, timeout=30, json={"type": "file", "format": "text", "content": content})
+
+
+def dataset_claims(core):
+    return sorted(p.metadata.name for p in core.list_namespaced_persistent_volume_claim(
+        "default", label_selector="ptjaas.io/dataset").items)
+
+
+def test_team_dataset_create_mount_and_delete(hub, core):
+    # forged creates: refused with the reason, nothing made
+    for body, status, why in [
+        ({"name": "Bad_Name", "size": "1Gi"}, 400, "is not a DNS label"),
+        ({"name": "big", "size": "5Gi"}, 400, "over team team-a's dataset storage: 2Gi of 2Gi left"),
+        ({"name": "x", "size": "1Gi", "owner": "root"}, 400, "Unknown key(s) in the request body: 'owner'"),
+        ({"name": "x", "size": "1Gi", "class": "<script>"}, 400, "Unknown access class '<script>'"),
+    ]:
+        r = datasets(hub, "alice", "POST", json=body)
+        assert r.status_code == status and why in r.json()["message"], r.text
+    r = datasets(hub, "carol", "POST", json={"name": "images", "size": "1Gi"})
+    assert r.status_code == 403 and "not a member of team 'team-a'" in r.json()["message"], r.text
+    assert dataset_claims(core) == []
+
+    # alice creates it (only she may write: rule "creator")
+    r = datasets(hub, "alice", "POST", json={"name": "images", "size": "1Gi", "write": "creator"})
+    assert r.status_code == 201, r.text
+    made = r.json()
+    assert (made["name"], made["team"], made["creator"], made["write"], made["access_modes"]) == (
+        "images", "team-a", "alice", "creator", ["ReadWriteMany"])
+    pvc = core.read_namespaced_persistent_volume_claim("dataset-images", "default")
+    assert pvc.metadata.labels["ptjaas.io/dataset"] == "images" and pvc.metadata.labels["ptjaas.io/team"] == "team-a"
+    again = datasets(hub, "bob", "POST", json={"name": "images", "size": "1Gi"})
+    assert again.status_code == 409 and "already has a dataset images" in again.json()["message"]
+    # members list it, carol does not
+    assert [d["name"] for d in datasets(hub, "bob").json()["datasets"]] == ["images"]
+    r = datasets(hub, "carol")
+    assert r.status_code == 403 and "images" not in r.text
+
+    # alice mounts it read-write and writes a file
+    start_ready(hub, "alice", {"image": "python", "size": "small", "datasets": {"images": "rw"}})
+    assert contents(hub, "alice", "data/images/labels.csv", "cat,1").status_code in (200, 201)
+
+    # bob: the form offers it read-only only; read-write is refused, nothing started
+    page = hub.session("bob").get(f"{hub.url}/hub/spawn", timeout=30).text
+    assert 'name="dataset--images"' in page and 'value="ro"' in page and 'value="rw"' not in page
+    r = start(hub, "bob", {"image": "python", "size": "small", "datasets": {"images": "rw"}})
+    assert r.status_code == 403 and "Only its creator (alice) may write dataset images" in r.json()["message"], r.text
+    assert not core.list_namespaced_pod("default", label_selector="hub.jupyter.org/username=bob").items
+    # read-only: reads alice's file, cannot write
+    start_ready(hub, "bob", {"image": "python", "size": "small", "datasets": {"images": "ro"}})
+    assert contents(hub, "bob", "data/images/labels.csv").json()["content"] == "cat,1"
+    if os.geteuid() == 0 and namespaces_work():  # a read-only mount needs mount namespaces here
+        assert contents(hub, "bob", "data/images/labels.csv", "dog,2").status_code >= 400
+        assert contents(hub, "bob", "data/images/labels.csv").json()["content"] == "cat,1"
+
+    # carol: a forged mount of another team's dataset is refused, nothing started
+    r = start(hub, "carol", {"image": "python", "size": "small", "datasets": {"images": "ro"}})
+    assert r.status_code == 400 and "There is no dataset images of your teams" in r.json()["message"], r.text
+    assert not core.list_namespaced_pod("default", label_selector="hub.jupyter.org/username=carol").items
+    assert not core.list_namespaced_persistent_volume_claim("default", label_selector="hub.jupyter.org/username=carol").items
+
+    stop(hub, "alice")
+    stop(hub, "bob")
+    # delete: not by bob; not without the name typed again; then done
+    r = datasets(hub, "bob", "DELETE", path="team-a/images", json={"confirm": "images"})
+    assert r.status_code == 403 and "Only its creator (alice) or an admin" in r.json()["message"], r.text
+    r = datasets(hub, "alice", "DELETE", path="team-a/images", json={"confirm": "image"})
+    assert r.status_code == 400 and "Type the dataset's name (images)" in r.json()["message"], r.text
+    assert dataset_claims(core) == ["dataset-images"]
+    r = datasets(hub, "alice", "DELETE", path="team-a/images", json={"confirm": "images"})
+    assert r.status_code == 200, r.text
+    assert datasets(hub, "alice").json()["datasets"] == [] or \
+        all(d.get("deleting") for d in datasets(hub, "alice").json()["datasets"])
+
+    lines = [json.loads(line) for line in hub.audit_path.read_text().splitlines()]
+    acts = [(e["action"], e["user"]) for e in lines]
+    assert ("dataset-create", "alice") in acts and ("dataset-delete", "alice") in acts
+    refused = [e for e in lines if e["action"] == "refused-dataset"]
+    assert len(refused) >= 8 and any(e["user"] == "carol" and "There is no dataset images" in e["message"] for e in refused)
+    started = {e["user"]: e for e in lines if e["action"] == "server-start"}
+    assert started["alice"]["datasets"] == {"images": "rw"} and started["bob"]["datasets"] == {"images": "ro"}
+    assert {"kind": "dataset", "claim": "dataset-images", "mount_path": "/home/jovyan/data/images",
+            "access": "read-only"} in started["bob"]["volumes"]
+
+
+def test_datasets_page_lists_and_creates(hub, core):
+    s = hub.session("bob")
+    home = s.get(f"{hub.url}/hub/home", timeout=30).text
+    assert 'id="ptjaas-datasets-link"' in home
+    r = s.post(f"{hub.url}/hub/ptjaas/datasets", timeout=30, data={
+        "action": "create", "team": "team-a", "name": "notes", "size": "512Mi", "class": "shared", "write": "team",
+        "_xsrf": s.cookies["_xsrf"]})
+    assert r.status_code == 200 and "Dataset notes of team team-a is made" in r.text, r.text[:2000]
+    assert 'data-dataset="notes"' in r.text and "Delete notes" in r.text
+    # carol's page shows her team only, not team-a's dataset
+    page = hub.session("carol").get(f"{hub.url}/hub/ptjaas/datasets", timeout=30).text
+    assert 'data-team="team-b"' in page and "notes" not in page
+    # a name with markup is refused and shown escaped
+    r = s.post(f"{hub.url}/hub/ptjaas/datasets", timeout=30, data={
+        "action": "create", "team": "team-a", "name": "<b>x</b>", "size": "1Gi", "_xsrf": s.cookies["_xsrf"]})
+    assert "is not a DNS label" in r.text and "<b>x</b>" not in r.text
+    assert dataset_claims(core) == ["dataset-notes"]
