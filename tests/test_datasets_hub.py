@@ -14,13 +14,14 @@ import requests
 from ptjaas_sandbox.cluster.podexec import namespaces_work
 from ptjaas_sandbox.cluster.server import free_port  # noqa: E402
 from tests.hubutil import start, start_ready, stop
+from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.hub, pytest.mark.timeout(300)]
 
 IMAGES = {"python": {"display_name": "Python", "versions": {"1": {"image": "example.org/python:1"}}}}
 SIZES = {"small": {"display_name": "Small", "cpu_guarantee": 0.1, "cpu_limit": 1, "mem_guarantee": "128Mi",
                    "mem_limit": "1Gi"}}
-QUOTA = {"team-a": {"datasets": {"count": 2, "storage": "2Gi"}}, "team-b": {"datasets": {"count": 1, "storage": "1Gi"}}}
+QUOTA = {"team-a": {"datasets": {"count": 3, "storage": "2Gi"}}, "team-b": {"datasets": {"count": 1, "storage": "1Gi"}}}
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +33,8 @@ def hub(module_cluster, module_hub_factory, tmp_path_factory):
         c.PtjaasSpawner.images = {IMAGES!r}
         c.PtjaasSpawner.sizes = {SIZES!r}
         c.PtjaasSpawner.quota_groups = {QUOTA!r}
-        c.PtjaasSpawner.dataset_classes = {{"shared": {{"display_name": "Shared", "access_modes": ["ReadWriteMany"]}}}}
+        c.PtjaasSpawner.dataset_classes = {{"shared": {{"display_name": "Shared", "access_modes": ["ReadWriteMany"]}},
+                                            "single": {{"access_modes": ["ReadWriteOnce"]}}}}
         c.PtjaasSpawner.port = {free_port()}
         c.PtjaasSpawner.audit_log_file = {str(tmp / "audit.jsonl")!r}
         from ptjaas_spawner.pages import install
@@ -102,15 +104,31 @@ def test_team_dataset_create_mount_and_delete(hub, core):
     r = datasets(hub, "carol")
     assert r.status_code == 403 and "images" not in r.text
 
-    # alice mounts it read-write and writes a file
-    start_ready(hub, "alice", {"image": "python", "size": "small", "datasets": {"images": "rw"}})
+    # a ReadWriteOnce one too (only one server at a time)
+    r = datasets(hub, "alice", "POST", json={"name": "scratch", "size": "512Mi", "class": "single", "write": "team"})
+    assert r.status_code == 201 and r.json()["access_modes"] == ["ReadWriteOnce"], r.text
+
+    # alice mounts both read-write and writes a file
+    start_ready(hub, "alice", {"image": "python", "size": "small", "datasets": {"images": "rw", "scratch": "rw"}})
     assert contents(hub, "alice", "data/images/labels.csv", "cat,1").status_code in (200, 201)
+    # code in the notebook (the server's own token) cannot manage datasets
+    env = core.read_namespaced_pod("jupyter-alice", "default").spec.containers[0].env
+    server_token = next(e.value for e in env if e.name == "JUPYTERHUB_API_TOKEN")
+    r = hub.api("POST", "/ptjaas/datasets/team-a", token=server_token, json={"name": "x", "size": "1Gi"})
+    assert r.status_code == 403 and "lacks the 'servers' scope" in r.json()["message"], r.text
 
     # bob: the form offers it read-only only; read-write is refused, nothing started
     page = hub.session("bob").get(f"{hub.url}/hub/spawn", timeout=30).text
-    assert 'name="dataset--images"' in page and 'value="ro"' in page and 'value="rw"' not in page
+    images = page[page.index('name="dataset--images"'):]
+    images = images[:images.index("</select>")]
+    assert 'value="ro"' in images and 'value="rw"' not in images
+    assert "Dataset scratch can be mounted by one server at a time and is in use by alice&#x27;s server" in page
     r = start(hub, "bob", {"image": "python", "size": "small", "datasets": {"images": "rw"}})
     assert r.status_code == 403 and "Only its creator (alice) may write dataset images" in r.json()["message"], r.text
+    assert not core.list_namespaced_pod("default", label_selector="hub.jupyter.org/username=bob").items
+    # the ReadWriteOnce one is in alice's server: 409, saying whose
+    r = start(hub, "bob", {"image": "python", "size": "small", "datasets": {"scratch": "ro"}})
+    assert r.status_code == 409 and "is in use by alice's server (pod jupyter-alice)" in r.json()["message"], r.text
     assert not core.list_namespaced_pod("default", label_selector="hub.jupyter.org/username=bob").items
     # read-only: reads alice's file, cannot write
     start_ready(hub, "bob", {"image": "python", "size": "small", "datasets": {"images": "ro"}})
@@ -132,11 +150,11 @@ def test_team_dataset_create_mount_and_delete(hub, core):
     assert r.status_code == 403 and "Only its creator (alice) or an admin" in r.json()["message"], r.text
     r = datasets(hub, "alice", "DELETE", path="team-a/images", json={"confirm": "image"})
     assert r.status_code == 400 and "Type the dataset's name (images)" in r.json()["message"], r.text
-    assert dataset_claims(core) == ["dataset-images"]
-    r = datasets(hub, "alice", "DELETE", path="team-a/images", json={"confirm": "images"})
-    assert r.status_code == 200, r.text
-    assert datasets(hub, "alice").json()["datasets"] == [] or \
-        all(d.get("deleting") for d in datasets(hub, "alice").json()["datasets"])
+    assert dataset_claims(core) == ["dataset-images", "dataset-scratch"]
+    for name in ("images", "scratch"):
+        r = datasets(hub, "alice", "DELETE", path=f"team-a/{name}", json={"confirm": name})
+        assert r.status_code == 200, r.text
+    wait_for(lambda: datasets(hub, "alice").json()["datasets"] == [], timeout=30, message="datasets deleted")
 
     lines = [json.loads(line) for line in hub.audit_path.read_text().splitlines()]
     acts = [(e["action"], e["user"]) for e in lines]
@@ -144,9 +162,10 @@ def test_team_dataset_create_mount_and_delete(hub, core):
     refused = [e for e in lines if e["action"] == "refused-dataset"]
     assert len(refused) >= 8 and any(e["user"] == "carol" and "There is no dataset images" in e["message"] for e in refused)
     started = {e["user"]: e for e in lines if e["action"] == "server-start"}
-    assert started["alice"]["datasets"] == {"images": "rw"} and started["bob"]["datasets"] == {"images": "ro"}
+    assert started["bob"]["datasets"] == {"images": "ro"}
     assert {"kind": "dataset", "claim": "dataset-images", "mount_path": "/home/jovyan/data/images",
             "access": "read-only"} in started["bob"]["volumes"]
+    assert started["alice"]["datasets"] == {"images": "rw", "scratch": "rw"}
 
 
 def test_datasets_page_lists_and_creates(hub, core):

@@ -2,7 +2,10 @@
 
 REST (a user's own token; members of the team only, admins for every team):
 
-- ``GET    /hub/api/ptjaas/datasets/<team>``: ``{"team", "datasets": [{"name", "team", "claim",
+Each call needs the caller's token to hold ``read:servers`` (GET) or ``servers`` on
+themselves: a user's own API token or browser session does, a notebook server's token does not.
+
+- ``GET    /hub/api/ptjaas/datasets/<team>[/<name>]``: ``{"team", "datasets": [{"name", "team", "claim",
   "namespace", "creator", "write", "class", "access_modes", "size", "phase"}]}``;
 - ``POST   /hub/api/ptjaas/datasets/<team>`` ``{"name", "size", "class"?, "write"?}``: create
   one (201 with the dataset), within ``quota_groups.<team>.datasets``;
@@ -100,10 +103,15 @@ def _refused(handler, e, user_name, team, name):
 
 
 class DatasetAPIHandler(APIHandler):
-    def _user(self):
+    def _user(self, scope):
+        """The requesting user, whose token must hold ``scope`` on themselves (a notebook
+        server's own token does not: code in a notebook cannot create or delete datasets)."""
         user = self.current_user
         if user is None or not hasattr(user, "groups"):
             raise web.HTTPError(403, "Datasets are for signed-in users")
+        if not {scope, f"{scope}!user={user.name}"} & set(self.expanded_scopes):
+            hubrequests.refuse(self, 403, "refused-access", user.name,
+                               f"This token lacks the '{scope}' scope on {user.name}, which datasets need.")
         return user
 
     def _answer(self, status, body):
@@ -112,15 +120,22 @@ class DatasetAPIHandler(APIHandler):
         self.write(json.dumps(body))
 
     async def get(self, team, name=None):
-        user = self._user()
+        user = self._user("read:servers")
         hubrequests.check_query(self, "dataset-list", user.name)
-        if name is not None or not policy.may_see(team, _groups(user), user.admin):
-            return self._answer(403 if name is None else 404, {"status": 403, "message":
-                                f"You are not a member of team {shown(team)}."})
-        self._answer(200, {"team": team, "datasets": await list_team(_spawner(user), team)})
+        if not policy.may_see(team, _groups(user), user.admin):
+            message = f"You are not a member of team {shown(team)}."
+            hubrequests.record(self, "refused-dataset", user.name, message, team=team[:100])
+            return self._answer(403, {"status": 403, "message": message})
+        listed = await list_team(_spawner(user), team)
+        if name is None:
+            return self._answer(200, {"team": team, "datasets": listed})
+        found = [d for d in listed if d["name"] == name]
+        if not found:
+            return self._answer(404, {"status": 404, "message": f"Team {shown(team)} has no dataset {shown(name)}."})
+        self._answer(200, found[0])
 
     async def post(self, team, name=None):
-        user = self._user()
+        user = self._user("servers")
         if name is not None:
             raise web.HTTPError(405)
         body = hubrequests.json_body(self, "dataset-create", user.name)
@@ -134,7 +149,7 @@ class DatasetAPIHandler(APIHandler):
         self._answer(201, d)
 
     async def delete(self, team, name=None):
-        user = self._user()
+        user = self._user("servers")
         body = hubrequests.json_body(self, "dataset-delete", user.name)
         try:
             if name is None:
