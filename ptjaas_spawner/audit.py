@@ -156,11 +156,15 @@ def parse_time(text: str | None, what: str) -> datetime | None:
 
 
 def matches(record: dict, user: str | None = None, since: datetime | None = None,
-            until: datetime | None = None, action: str | None = None) -> bool:
-    """Does a record pass the admin page's filters (pure)?"""
+            until: datetime | None = None, action: str | None = None, dataset: str | None = None) -> bool:
+    """Does a record pass the admin page's filters (pure)? ``dataset``: a team dataset's own lines
+    and the server starts that mounted it."""
     if user and record.get("user") != user and record.get("by") != user:
         return False
     if action and record.get("action") != action:
+        return False
+    if dataset and record.get("dataset") != dataset and not any(
+            isinstance(m, dict) and dataset in m for m in (record.get("datasets"), (record.get("options") or {}).get("datasets"))):
         return False
     if since or until:
         try:

@@ -1,9 +1,10 @@
 """The admin page of the audit record, served by the hub.
 
-- ``GET /hub/ptjaas/audit?user=&since=&until=&action=``: HTML table, newest first (admins);
+- ``GET /hub/ptjaas/audit?user=&since=&until=&action=&dataset=``: HTML table, newest first (admins);
 - ``GET /hub/api/ptjaas/audit?...``: the same records as JSON (scope ``admin:users``).
 
-``user`` matches the user whose data it was or who acted; ``since``/``until`` take a date or
+``user`` matches the user whose data it was or who acted; ``dataset`` a team dataset's
+create, delete, refusal or mount; ``since``/``until`` take a date or
 a time (2026-11-30, 2026-11-30T12:00, UTC unless a zone is given). A bad filter is answered
 with 400 naming it. The file is ``c.PtjaasSpawner.audit_log_file``.
 """
@@ -27,7 +28,7 @@ def _filters(handler) -> dict:
     problem = hubrequests.query_problem("audit", handler.request.query_arguments)
     if problem:
         raise ValueError(problem)
-    raw = {k: handler.get_argument(k, "") for k in ("user", "since", "until", "action")}
+    raw = {k: handler.get_argument(k, "") for k in ("user", "since", "until", "action", "dataset")}
     if raw["action"] and raw["action"] not in audit.ACTIONS:
         raise ValueError(f"action must be one of {', '.join(audit.ACTIONS)}")
     return raw
@@ -36,7 +37,7 @@ def _filters(handler) -> dict:
 def _records(handler, raw) -> list:
     return audit.read(audit_path(handler), LIMIT, user=raw["user"] or None,
                       since=audit.parse_time(raw["since"], "since"), until=audit.parse_time(raw["until"], "until"),
-                      action=raw["action"] or None)
+                      action=raw["action"] or None, dataset=raw.get("dataset") or None)
 
 
 def _details(record) -> str:

@@ -45,7 +45,8 @@ def object_schema(properties: dict, required=()) -> dict:
 BODIES: dict = {}
 QUERIES = {
     "usage": {},
-    "audit": {"user": MAX_QUERY_VALUE, "since": MAX_QUERY_VALUE, "until": MAX_QUERY_VALUE, "action": MAX_QUERY_VALUE},
+    "audit": {"user": MAX_QUERY_VALUE, "since": MAX_QUERY_VALUE, "until": MAX_QUERY_VALUE, "action": MAX_QUERY_VALUE,
+              "dataset": MAX_QUERY_VALUE},
 }
 FORMS = {
     "sharing-page": ({"action": 20, "kind": 20, "name": 100}, {}),

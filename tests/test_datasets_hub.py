@@ -166,6 +166,12 @@ def test_team_dataset_create_mount_and_delete(hub, core):
     assert {"kind": "dataset", "claim": "dataset-images", "mount_path": "/home/jovyan/data/images",
             "access": "read-only"} in started["bob"]["volumes"]
     assert started["alice"]["datasets"] == {"images": "rw", "scratch": "rw"}
+    # the admin's audit page filters by dataset
+    r = hub.api("GET", "/ptjaas/audit?dataset=scratch", token=hub.tokens["root"])
+    assert r.status_code == 200, r.text
+    about = {(e["action"], e["user"]) for e in r.json()["records"]}
+    assert about == {("dataset-create", "alice"), ("server-start", "alice"), ("refused-dataset", "bob"),
+                     ("dataset-delete", "alice")}, about
 
 
 def test_datasets_page_lists_and_creates(hub, core):
