@@ -13,6 +13,7 @@ import requests
 
 from ptjaas_sandbox.cluster.podexec import namespaces_work
 from ptjaas_sandbox.cluster.server import free_port  # noqa: E402
+from tests.clusterutil import ensure_snapshot_class
 from tests.hubutil import start, start_ready, stop
 from tests.waiting import wait_for
 
@@ -26,6 +27,7 @@ QUOTA = {"team-a": {"datasets": {"count": 3, "storage": "2Gi"}}, "team-b": {"dat
 
 @pytest.fixture(scope="module")
 def hub(module_cluster, module_hub_factory, tmp_path_factory):
+    ensure_snapshot_class(module_cluster.kubeconfig_path, "csi-local")
     tmp = tmp_path_factory.mktemp("datasethub")
     h = module_hub_factory(textwrap.dedent(f"""
         c.Authenticator.admin_users = {{"root"}}
@@ -35,6 +37,7 @@ def hub(module_cluster, module_hub_factory, tmp_path_factory):
         c.PtjaasSpawner.quota_groups = {QUOTA!r}
         c.PtjaasSpawner.dataset_classes = {{"shared": {{"display_name": "Shared", "access_modes": ["ReadWriteMany"]}},
                                             "single": {{"access_modes": ["ReadWriteOnce"]}}}}
+        c.PtjaasSpawner.snapshot_classes = {{"standard": "csi-local"}}
         c.PtjaasSpawner.port = {free_port()}
         c.PtjaasSpawner.audit_log_file = {str(tmp / "audit.jsonl")!r}
         from ptjaas_spawner.pages import install
@@ -58,6 +61,15 @@ def core(module_cluster):
     api.close()
 
 
+@pytest.fixture(scope="module")
+def custom(module_cluster):
+    import kubernetes
+
+    api = kubernetes.config.new_client_from_config(config_file=str(module_cluster.kubeconfig_path))
+    yield kubernetes.client.CustomObjectsApi(api)
+    api.close()
+
+
 def datasets(hub, user, method="GET", path="team-a", **kw):
     return hub.api(method, f"/ptjaas/datasets/{path}", token=hub.tokens[user], **kw)
 
@@ -75,7 +87,7 @@ def dataset_claims(core):
         "default", label_selector="ptjaas.io/dataset").items)
 
 
-def test_team_dataset_create_mount_and_delete(hub, core):
+def test_team_dataset_create_mount_and_delete(hub, core, custom):
     # forged creates: refused with the reason, nothing made
     for body, status, why in [
         ({"name": "Bad_Name", "size": "1Gi"}, 400, "is not a DNS label"),
@@ -153,7 +165,11 @@ def test_team_dataset_create_mount_and_delete(hub, core):
     assert dataset_claims(core) == ["dataset-images", "dataset-scratch"]
     for name in ("images", "scratch"):
         r = datasets(hub, "alice", "DELETE", path=f"team-a/{name}", json={"confirm": name})
-        assert r.status_code == 200, r.text
+        assert r.status_code == 200 and r.json()["snapshot"].startswith(f"dataset-{name}-before-delete-"), r.text
+    # each was snapshotted first (snapshots are on for its StorageClass), and the snapshot is kept
+    snaps = custom.list_namespaced_custom_object("snapshot.storage.k8s.io", "v1", "default", "volumesnapshots",
+                                                 label_selector="ptjaas.io/dataset=images")["items"]
+    assert len(snaps) == 1 and snaps[0]["status"]["readyToUse"], snaps
     wait_for(lambda: datasets(hub, "alice").json()["datasets"] == [], timeout=30, message="datasets deleted")
 
     lines = [json.loads(line) for line in hub.audit_path.read_text().splitlines()]

@@ -10,8 +10,9 @@ themselves: a user's own API token or browser session does, a notebook server's 
 - ``POST   /hub/api/ptjaas/datasets/<team>`` ``{"name", "size", "class"?, "write"?}``: create
   one (201 with the dataset), within ``quota_groups.<team>.datasets``;
 - ``DELETE /hub/api/ptjaas/datasets/<team>/<name>`` ``{"confirm": "<name>"}``: its creator or
-  an admin, with the name typed again. Home-snapshot machinery is not applied to datasets yet:
-  a deleted dataset is gone (the page says so before the delete).
+  an admin, with the name typed again. Where snapshots are on for the dataset's StorageClass
+  (``snapshot_classes``), a VolumeSnapshot of it is taken and ready first (kept; answered as
+  ``snapshot``); otherwise a deleted dataset is gone.
 
 Page: ``/hub/ptjaas/datasets`` (``templates/pages/datasets.html``), linked from the home page.
 Bodies and form posts are strict and bounded (``hubrequests``); each create and delete is on the
@@ -31,6 +32,9 @@ from jupyterhub.handlers.base import BaseHandler
 from tornado import web
 
 from .. import audit, hubrequests
+from ..kube import Kube
+from ..snapshots import ops as snapshot_ops
+from ..snapshots import policy as snapshot_policy
 from ..catalog import shown
 from ..pagetemplates import render_page
 from . import policy
@@ -84,17 +88,32 @@ async def delete(spawner, user, team: str, name: str, confirm) -> dict:
     found = [d for d in await list_team(spawner, team) if d["name"] == name]
     if not found:
         raise policy.DatasetRefused(f"Team {shown(team)} has no dataset {shown(name)}.", 404)
-    problem = policy.may_delete(found[0], user.name, user.admin, confirm)
+    d = found[0]
+    problem = policy.may_delete(d, user.name, user.admin, confirm)
     if problem:
         raise policy.DatasetRefused(problem, 403 if "creator" in problem else 400)
-    await spawner.dataset_kube().delete_claim(found[0]["claim"], namespace=found[0]["namespace"])
-    return found[0]
+    kube = spawner.dataset_kube()
+    snapshot_class = spawner.snapshot_classes.get(await kube.storage_class_name({"spec": {
+        "storageClassName": d["storage_class"]}} if d["storage_class"] else None) or "")
+    if snapshot_class:  # snapshots are on for its storage: one is taken, and ready, before the delete
+        snap = policy.snapshot_before_delete(d, snapshot_class, user.name, snapshot_policy.now())
+        await kube.create_snapshot(snap, d["namespace"])
+        try:
+            await snapshot_ops.wait_ready(Kube(d["namespace"], spawner.api.api_client), snap["metadata"]["name"],
+                                          spawner.snapshot_ready_timeout)
+        except RuntimeError as e:
+            raise policy.DatasetRefused(f"Dataset {d['name']} is not deleted: its snapshot first failed ({e}).",
+                                        503) from None
+        d = dict(d, snapshot=snap["metadata"]["name"])
+    await kube.delete_claim(d["claim"], namespace=d["namespace"])
+    return d
 
 
 def _record(handler, action, d, user):
     audit.write(hubrequests.audit_path(handler), audit.entry(
         action, user.name, by=user.name, dataset=d["name"], team=d["team"], claim=d["claim"],
-        namespace=d["namespace"], size=d["size"], write=d["write"], access_modes=d["access_modes"]), handler.log)
+        namespace=d["namespace"], size=d["size"], write=d["write"], access_modes=d["access_modes"],
+        snapshot=d.get("snapshot")), handler.log)
 
 
 def _refused(handler, e, user_name, team, name):
@@ -159,7 +178,7 @@ class DatasetAPIHandler(APIHandler):
             _refused(self, e, user.name, team, name)
             return self._answer(e.status, {"status": e.status, "message": str(e)})
         _record(self, "dataset-delete", d, user)
-        self._answer(200, {"deleted": d["name"], "team": d["team"]})
+        self._answer(200, {"deleted": d["name"], "team": d["team"], "snapshot": d.get("snapshot")})
 
 
 class DatasetPageHandler(BaseHandler):
@@ -191,7 +210,8 @@ class DatasetPageHandler(BaseHandler):
             elif args["action"] == "delete":
                 d = await delete(spawner, user, args["team"], args["name"], args["confirm"])
                 _record(self, "dataset-delete", d, user)
-                message = f"Dataset {d['name']} of team {d['team']} is deleted."
+                message = f"Dataset {d['name']} of team {d['team']} is deleted." + (
+                    f" Its snapshot {d['snapshot']} is kept (an admin can bring it back)." if d.get("snapshot") else "")
             else:
                 raise policy.DatasetRefused("Unknown action: choose create or delete.")
         except policy.DatasetRefused as e:

@@ -122,6 +122,7 @@ def describe(pvc: dict) -> dict:
             "namespace": meta.get("namespace"), "creator": ann.get(CREATOR, ""),
             "write": ann.get(WRITE, "read-only") if ann.get(WRITE) in WRITE_RULES else "read-only",
             "class": ann.get(CLASS, ""), "access_modes": list(spec.get("accessModes") or []),
+            "storage_class": spec.get("storageClassName"),
             "size": ((spec.get("resources") or {}).get("requests") or {}).get("storage", ""),
             "phase": (pvc.get("status") or {}).get("phase", ""),
             "deleting": bool(meta.get("deletionTimestamp"))}
@@ -274,6 +275,21 @@ def claim_manifest(team: str, namespace: str, request: dict, creator: str, class
                                     "app.kubernetes.io/managed-by": "ptjaas"},
                          "annotations": {CREATOR: creator, WRITE: request["write"], CLASS: request["class"]}},
             "spec": spec}
+
+
+def snapshot_before_delete(dataset: dict, snapshot_class: str, by: str, when) -> dict:
+    """The VolumeSnapshot taken of a dataset before its delete (kept: an admin deletes it, or
+    makes a claim from it to bring the dataset back). Not one of the home snapshots: its
+    ``managed-by`` is ``ptjaas``, so the home snapshot pages never list it."""
+    name = f"{dataset['claim']}-before-delete-{when:%Y%m%d-%H%M%S}"
+    return {"apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshot",
+            "metadata": {"name": name, "namespace": dataset["namespace"],
+                         "labels": {DATASET_LABEL: dataset["name"], TEAM_LABEL: dataset["team"],
+                                    "app.kubernetes.io/managed-by": "ptjaas"},
+                         "annotations": {CREATOR: dataset["creator"], "ptjaas.io/snapshot-by": by,
+                                         "ptjaas.io/snapshot-reason": "before-delete"}},
+            "spec": {"source": {"persistentVolumeClaimName": dataset["claim"]},
+                     "volumeSnapshotClassName": snapshot_class}}
 
 
 def mount_parts(datasets: list, home_mount_path: str) -> tuple[list, list]:
