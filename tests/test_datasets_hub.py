@@ -1,4 +1,5 @@
-"""Issue 23, team datasets through a real JupyterHub on the embedded cluster: alice (team-a)
+"""Issue 23, team datasets through a real JupyterHub, on the embedded cluster and on a real
+kube-apiserver where the hub has exactly z2jh's rights plus helm-values/manifests/rbac-hub.yaml: alice (team-a)
 creates a dataset and writes a file in it from her notebook; bob (team-a) mounts it read-only,
 reads the file and cannot write it (nor mount it read-write: its rule is "creator"); carol
 (team-b) neither lists nor mounts it; forged creates are refused with nothing made; a delete
@@ -18,6 +19,8 @@ from tests.hubutil import start, start_ready, stop
 from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.hub, pytest.mark.timeout(300)]
+# on the embedded cluster and on a real kube-apiserver with z2jh's hub rights (tests/conftest.py)
+BACKENDS = ("embedded", "real")
 
 IMAGES = {"python": {"display_name": "Python", "versions": {"1": {"image": "example.org/python:1"}}}}
 SIZES = {"small": {"display_name": "Small", "cpu_guarantee": 0.1, "cpu_limit": 1, "mem_guarantee": "128Mi",
