@@ -8,6 +8,7 @@ needs the creator and the name typed again. Every step is on the audit record.""
 import json
 import os
 import textwrap
+from datetime import datetime, timezone
 
 import pytest
 import requests
@@ -47,6 +48,7 @@ def hub(module_cluster, module_hub_factory, tmp_path_factory):
         install(c)
     """), cluster=module_cluster)
     h.audit_path = tmp / "audit.jsonl"
+    h.since = datetime.now(timezone.utc)   # the real cluster's audit log: this module's requests
     h.tokens = {}
     for user in ("alice", "bob", "carol", "root"):
         r = h.api("POST", f"/users/{user}/tokens", json={"note": "dataset test"})
@@ -210,3 +212,26 @@ def test_datasets_page_lists_and_creates(hub, core):
         "action": "create", "team": "team-a", "name": "<b>x</b>", "size": "1Gi", "_xsrf": s.cookies["_xsrf"]})
     assert "is not a DNS label" in r.text and "<b>x</b>" not in r.text
     assert dataset_claims(core) == ["dataset-notes"]
+
+
+def test_the_hub_never_lacked_a_right(hub, module_cluster):
+    """Real backend: of every request the hub's account made in this module (dataset claims
+    created, listed and deleted, the snapshot before a delete), RBAC refused none (run last)."""
+    if not getattr(module_cluster, "real", False):
+        pytest.skip("the real control plane's audit log: real backend only")
+    events = []
+
+    def hub_requests_logged():
+        with open(module_cluster.audit_log_path) as f:  # written in batches: wait for the module's last
+            events[:] = [e for e in map(json.loads, filter(str.strip, f))
+                         if (e.get("user") or {}).get("username") == module_cluster.account
+                         and e.get("stage") == "ResponseComplete"
+                         and datetime.fromisoformat(e["requestReceivedTimestamp"].replace("Z", "+00:00")) >= hub.since]
+        verbs = {(e["verb"], (e.get("objectRef") or {}).get("resource")) for e in events}
+        return {("create", "persistentvolumeclaims"), ("delete", "persistentvolumeclaims"),
+                ("list", "persistentvolumeclaims"), ("create", "volumesnapshots")} <= verbs
+
+    wait_for(hub_requests_logged, timeout=30, message="the hub's dataset requests in the audit log")
+    refused = [(e["verb"], e["requestURI"]) for e in events if e["responseStatus"]["code"] == 403
+               and (e.get("annotations") or {}).get("authorization.k8s.io/decision") == "forbid"]
+    assert refused == []
