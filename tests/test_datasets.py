@@ -137,3 +137,14 @@ def test_team_limits_checked(spec, message):
     with pytest.raises(SettingError) as e:
         policy.check_team_limits({"team-a": {"datasets": spec}})
     assert "quota_groups['team-a']['datasets']" in str(e.value) and message in str(e.value)
+
+
+def test_startup_check_names_the_setting():
+    problems = policy.startup_problems({"dataset_classes": {"shared": {"access_modes": ["ReadWriteMany"]}},
+                                        "quota_groups": {"team-a": {"datasets": {"count": 1, "storage": "1Gi"}}}})
+    assert problems == []
+    problems = policy.startup_problems({"dataset_classes": {"shared": {"access_modes": []}},
+                                        "quota_groups": {"team-a": {"datasets": {"count": 1}}}})
+    assert [p[0] for p in problems] == ["PtjaasSpawner", "PtjaasSpawner"]
+    assert "c.PtjaasSpawner.dataset_classes['shared']['access_modes']" in problems[0][1]
+    assert "c.PtjaasSpawner.quota_groups['team-a']['datasets'] must be" in problems[1][1]

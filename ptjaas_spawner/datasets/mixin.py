@@ -81,7 +81,7 @@ class DatasetsMixin(LoggingConfigurable):
             if d is None:
                 self._dataset_refused(f"There is no dataset {name} of your teams where your server runs "
                                       f"(namespace {self.namespace}).", 400, asked)
-            problem = policy.may_mount(d, self.user.name, groups, mode)
+            problem = policy.may_mount(d, self.user.name, groups, mode, admin=bool(getattr(self.user, "admin", False)))
             if problem:
                 self._dataset_refused(problem, 403 if mode == "rw" and d["team"] in groups else 400, asked)
             busy = policy.in_use_elsewhere(d, pods, self.pod_name)
@@ -111,7 +111,8 @@ class DatasetsMixin(LoggingConfigurable):
             if d["team"] not in groups or d["deleting"]:
                 continue
             shown.append(dict(d, id=f"ptjaas-dataset-{d['name']}", selected=selected.get(d["name"], ""),
-                              writable=not policy.may_mount(d, self.user.name, groups, "rw"),
+                              writable=not policy.may_mount(d, self.user.name, groups, "rw",
+                                                            admin=bool(getattr(self.user, "admin", False))),
                               busy=policy.in_use_elsewhere(d, pods, self.pod_name)))
         return formtemplates.render(DATASETS_FORM, {"datasets": shown}, self.form_template_paths)
 
