@@ -8,7 +8,8 @@ from ptjaas_spawner.errors import SettingError
 
 pytestmark = pytest.mark.version_independent  # pure policy: no hub, spawner or auth code
 
-QUOTA = {"team-a": {"gpus": 2, "datasets": {"count": 2, "storage": "10Gi"}}, "team-b": {"gpus": 1}}
+QUOTA = {"team-a": {"gpus": 2, "datasets": {"count": 2, "storage": "10Gi"}}, "team-b": {"gpus": 1},
+         "Data Science": {"datasets": {"count": 1, "storage": "1Gi"}}}
 CLASSES = {"shared": {"storage_class": "nfs", "access_modes": ["ReadWriteMany"]},
            "fast": {"access_modes": ["ReadWriteOnce"]}}
 
@@ -23,6 +24,7 @@ def existing(*sizes):
     ("team-a", ["team-b"], [], "x", "1Gi", None, None, (403, "not a member of team 'team-a'")),
     ("team-b", ["team-b"], [], "x", "1Gi", None, None, (403, "has no datasets")),
     ("team-a", ["team-a"], [], "Bad_Name", "1Gi", None, None, (400, "is not a DNS label")),
+    ("Data Science", ["Data Science"], [], "x", "1Gi", None, None, (400, "not a Kubernetes label value")),
     ("team-a", ["team-a"], [], "x" * 41, "1Gi", None, None, (400, "too long (41 characters, at most 40)")),
     ("team-a", ["team-a"], [], "", "1Gi", None, None, (400, "needs a name")),
     ("team-a", ["team-a"], [], "x", "lots", None, None, (400, "size 'lots' is not valid")),

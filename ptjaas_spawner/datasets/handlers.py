@@ -32,7 +32,7 @@ from jupyterhub.handlers.base import BaseHandler
 from tornado import web
 
 from .. import audit, hubrequests
-from ..kube import Kube
+from ..kube import ApiException, Kube
 from ..snapshots import ops as snapshot_ops
 from ..snapshots import policy as snapshot_policy
 from ..catalog import shown
@@ -67,6 +67,8 @@ def _groups(user) -> list:
 
 
 async def list_team(spawner, team: str) -> list:
+    if not policy.team_labels_ok(team):
+        return []  # no claim can carry it (may_create refuses such a team)
     items = await spawner.dataset_kube().list_claims(policy.selector(team), spawner.dataset_namespace(team))
     return sorted((policy.describe(i) for i in items), key=lambda d: d["name"])
 
@@ -78,8 +80,23 @@ async def create(spawner, user, team: str, name, size, klass, write) -> dict:
         request = policy.may_create(team, _groups(user), spawner.quota_groups, spawner.dataset_classes, existing,
                                     name, size, klass, write)
         pvc = policy.claim_manifest(team, namespace, request, user.name, spawner.dataset_classes)
-        made = await spawner.dataset_kube().create_claim(pvc, namespace)
+        try:
+            made = await spawner.dataset_kube().create_claim(pvc, namespace)
+        except ApiException as e:
+            if e.status == 409:
+                raise policy.DatasetRefused(f"A claim named {pvc['metadata']['name']} already exists in namespace "
+                                            f"{namespace}: choose another name.", 409) from None
+            if e.status in (403, 422):  # a ResourceQuota on storage, an admission refusal
+                raise policy.DatasetRefused(f"Kubernetes refused the dataset's claim: {_api_message(e)}", 403) from None
+            raise
     return policy.describe(made)
+
+
+def _api_message(e) -> str:
+    try:
+        return str(json.loads(e.body).get("message"))[:300]
+    except (TypeError, ValueError, AttributeError):
+        return str(e.reason)[:300]
 
 
 async def delete(spawner, user, team: str, name: str, confirm) -> dict:

@@ -36,6 +36,7 @@ MAX_SIZE_TEXT = 20
 MOUNT_DIR = "data"      # under the home: ~/data/<name>
 SETTING = "c.PtjaasSpawner.dataset_classes"
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_LABEL_VALUE = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
 ACCESS_MODES = ("ReadWriteOnce", "ReadWriteMany", "ReadOnlyMany", "ReadWriteOncePod")
 DEFAULT_CLASSES = {"standard": {"display_name": "Standard (one server at a time may write)",
                                 "storage_class": None, "access_modes": ["ReadWriteOnce"]}}
@@ -128,6 +129,11 @@ def describe(pvc: dict) -> dict:
             "deleting": bool(meta.get("deletionTimestamp"))}
 
 
+def team_labels_ok(team) -> bool:
+    """Can the team's name label a claim (a Kubernetes label value)?"""
+    return isinstance(team, str) and bool(_LABEL_VALUE.match(team))
+
+
 def selector(team: str | None = None) -> str:
     return f"{DATASET_LABEL},{TEAM_LABEL}={team}" if team else DATASET_LABEL
 
@@ -156,6 +162,9 @@ def may_create(team: str, user_groups, quota_groups: dict, classes: dict, existi
     if team not in set(user_groups or ()):
         raise DatasetRefused(f"You are not a member of team {shown(team)}.", 403)
     limits = team_limits(quota_groups, team)
+    if limits is not None and not team_labels_ok(team):
+        raise DatasetRefused(f"Team {shown(team)} cannot have datasets: its name is not a Kubernetes label value "
+                             "(letters, digits, '-', '_', '.', at most 63 characters).")
     if limits is None:
         raise DatasetRefused(f"Team {shown(team)} has no datasets on this hub (an admin sets "
                              f"quota_groups.{team[:40]}.datasets).", 403)
