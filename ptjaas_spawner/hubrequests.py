@@ -48,7 +48,7 @@ QUERIES = {
     "audit": {"user": MAX_QUERY_VALUE, "since": MAX_QUERY_VALUE, "until": MAX_QUERY_VALUE, "action": MAX_QUERY_VALUE},
 }
 FORMS = {
-    "sharing-page": ({"action": 20, "kind": 20, "name": 100}, {}),
+    "sharing-page": ({"action": 20, "kind": 20, "name": 100, "mode": 20}, {}),
 }
 _VALIDATORS: dict = {}
 

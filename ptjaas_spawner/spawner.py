@@ -22,7 +22,7 @@ from jupyterhub.spawner import Spawner
 from kubespawner import KubeSpawner
 from traitlets import Float, TraitError, default, validate
 
-from . import configcheck, connections, customimages, homevolume, objects, redact, start
+from . import configcheck, connections, customimages, homevolume, objects, redact, sharing, start
 from .accounting.mixin import AccountingMixin
 from .culler.policy import kernel_culling_args
 from .datamixin import DataAccessMixin
@@ -292,7 +292,7 @@ class PtjaasSpawner(DataAccessMixin, RefusedNewServerMixin, TeamsMixin, SpawnFor
         if choice is not None:
             images, sizes = self.effective_catalog()
             args += kernel_culling_args(sizes.get(choice.size), images.get(choice.image))
-        return args
+        return args + sharing.server_args(sharing.PtjaasSharing(config=self.config))
 
     async def _make_create_pod_request(self, pod, request_timeout):
         """The pod create, with the quota charged on the final manifest (``start.create_pod``)."""

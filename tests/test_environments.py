@@ -303,10 +303,19 @@ def test_a_data_connection_reaches_the_server_by_reference(hub, module_cluster):
     wait_for(lambda: server(hub, "dee") is None, timeout=30, message="dee's server gone")
 
 
+def server_call(session, method, path, **kwargs):
+    """A request to alice's server's REST API as a browser's JupyterLab makes it (the server's
+    own _xsrf cookie, set when the page was opened, echoed in X-XSRFToken)."""
+    xsrf = next((c.value for c in session.cookies if c.name == "_xsrf" and c.path.startswith("/user/alice")), "")
+    return session.request(method, path, headers={"X-XSRFToken": xsrf}, timeout=60, **kwargs)
+
+
 @pytest.mark.hub
 def test_alice_shares_her_server_with_bob_and_carol_cannot_open_it(hub):
-    """Issue 25, sharing: from /hub/ptjaas/sharing alice shares her running server with bob;
-    bob opens it, carol (not shared) cannot; revoked, bob cannot either; each step on the record."""
+    """Issue 25, sharing: from /hub/ptjaas/sharing alice shares her running server with bob,
+    view only: he reads her notebook, his save and a new kernel are refused; shared to
+    collaborate, he saves; carol (not shared) cannot open it; revoked, bob cannot either; each
+    step on the record."""
     for name in ("alice", "bob", "carol"):
         add_user(hub, name)
     ready, message, _, _, _ = start_outcome(hub, "alice", {"version": "1"}, timeout=120)
@@ -316,7 +325,8 @@ def test_alice_shares_her_server_with_bob_and_carol_cannot_open_it(hub):
     def post(session, **fields):
         page = f"{hub.url}/hub/ptjaas/sharing"
         session.get(page, timeout=30)
-        return session.post(page, data=dict(fields, _xsrf=session.cookies.get("_xsrf") or ""), timeout=60)
+        return session.post(page, data=dict(fields, _xsrf=session.cookies.get("_xsrf", path="/hub/") or ""),
+                            timeout=60)
 
     def opens(session):
         """GET alice's server's status as this user; JupyterHub asks a visitor to confirm the
@@ -332,20 +342,39 @@ def test_alice_shares_her_server_with_bob_and_carol_cannot_open_it(hub):
         opens.last = (r.status_code, r.url, r.text[:1000])
         return r.status_code == 200 and "started" in r.text
 
+    api = f"{hub.url}/user/alice/api"
+    notebook = {"type": "notebook", "content": {"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}}
+    assert opens(alice), opens.last
+    r = server_call(alice, "PUT", f"{api}/contents/shared.ipynb", json=notebook)  # the owner writes
+    assert r.status_code in (200, 201), (r.status_code, r.text[:500])
     assert not opens(hub.session("bob"))
     r = post(alice, action="share", kind="group", name="nobodys-group")
     assert "only share with a group you belong to" in r.text, r.text[-2000:]
-    r = post(alice, action="share", kind="user", name="bob")
-    assert "Your server is shared with user bob" in r.text and "<td>user bob</td>" in r.text
+    r = post(alice, action="share", kind="user", name="bob", mode="view")
+    assert "Your server is shared with user bob (view only)" in r.text and "<td>user bob</td><td>view only</td>" in r.text
     page = bob.get(f"{hub.url}/hub/ptjaas/sharing", timeout=30).text
     assert "alice" in page and "/user/alice/" in page, page[page.find('Shared with you'):][:500]
-    assert opens(hub.session("bob")), opens.last  # a new login: JupyterHub grants the scopes a user has then
+    viewer = hub.session("bob")  # a new login: JupyterHub grants the scopes a user has then
+    assert opens(viewer), opens.last
+    r = server_call(viewer, "GET", f"{api}/contents")
+    assert r.status_code == 200 and "shared.ipynb" in [f["name"] for f in r.json()["content"]], r.text[:500]
+    assert server_call(viewer, "GET", f"{api}/contents/shared.ipynb").json()["type"] == "notebook"
+    assert server_call(viewer, "PUT", f"{api}/contents/shared.ipynb", json=notebook).status_code == 403
+    assert server_call(viewer, "POST", f"{api}/kernels", json={}).status_code == 403
     assert not opens(carol)
+    r = post(alice, action="share", kind="user", name="bob", mode="collaborate")
+    assert "<td>user bob</td><td>collaborate</td>" in r.text
+    collaborator = hub.session("bob")
+    assert opens(collaborator), opens.last
+    r = server_call(collaborator, "PUT", f"{api}/contents/shared.ipynb", json=notebook)
+    assert r.status_code == 200, (r.status_code, r.text[:500])
     post(alice, action="revoke", kind="user", name="bob")
     assert not opens(hub.session("bob"))
-    actions = [(r["action"], r.get("share_with")) for r in map(json.loads, hub.audit_path.read_text().splitlines())
+    actions = [(r["action"], r.get("share_with"), r.get("mode"))
+               for r in map(json.loads, hub.audit_path.read_text().splitlines())
                if r.get("user") == "alice" and "share" in r["action"]]
-    assert actions == [("refused-share", None), ("share-grant", "user:bob"), ("share-revoke", "user:bob")]
+    assert actions == [("refused-share", None, None), ("share-grant", "user:bob", "view"),
+                       ("share-grant", "user:bob", "collaborate"), ("share-revoke", "user:bob", None)], actions
     stop(hub, "alice")
 
 
