@@ -48,11 +48,13 @@ class PtjaasSharing(Configurable):
         visitor do, the first being the page's default: "view" (open and list files; saving,
         uploading and running code are refused) and "collaborate" (everything the owner does).
         "view" needs the server to run `server_authorizer`.""")
-    server_authorizer = Unicode("ptjaas_spawner.serverauth.ShareModeAuthorizer", config=True,
-        help="""The single-user server's jupyter-server authorizer that enforces a share's mode
-        (passed as --ServerApp.authorizer_class when "view" is among `modes`). The notebook image
-        must contain it: ptjaas's images copy ptjaas_spawner/serverauth.py. Empty: servers keep
-        JupyterHub's authorizer, and "view" shares are not offered.""")
+    server_authorizer = Unicode("", config=True,
+        help="""The single-user servers' jupyter-server authorizer that enforces a share's mode,
+        passed as --ServerApp.authorizer_class to servers of catalog images (an image of one's own
+        may lack it). The images must contain it: ptjaas's notebook images copy
+        ptjaas_spawner/serverauth.py, and helm-values/values.yaml sets
+        "ptjaas_spawner.serverauth.ShareModeAuthorizer". Empty (the default: any image starts):
+        "view" shares are not offered.""")
 
     @validate("modes")
     def _check_modes(self, proposal):
@@ -63,9 +65,9 @@ class PtjaasSharing(Configurable):
                              f"each once; got {', '.join(shown(m) for m in modes[:5]) or 'nothing'}")
         return modes
 
-    def offered_modes(self) -> list:
-        """The modes the page offers: "view" only where the servers can enforce it."""
-        return [m for m in self.modes if m != "view" or self.server_authorizer]
+    def offered_modes(self, custom_image: bool = False) -> list:
+        """The modes the page offers: "view" only where the server can enforce it."""
+        return [m for m in self.modes if m != "view" or (self.server_authorizer and not custom_image)]
 
 
 READ = "custom:jupyter_server:read:*"
@@ -88,20 +90,25 @@ def mode_of(scopes) -> str:
     return "view" if READ in bases and WRITE not in bases and EXECUTE not in bases else "collaborate"
 
 
-def server_args(policy: PtjaasSharing) -> list:
+def server_args(policy: PtjaasSharing, custom_image: bool) -> list:
     """The single-user server's arguments for the policy: the authorizer enforcing "view"."""
-    if policy.enabled and "view" in policy.offered_modes():
+    if policy.enabled and "view" in policy.offered_modes(custom_image):
         return [f"--ServerApp.authorizer_class={policy.server_authorizer}"]
     return []
+
+
+def runs_custom_image(orm_spawner) -> bool:
+    """The server was started from an image of one's own (which may lack the authorizer)."""
+    return bool(orm_spawner is not None and (orm_spawner.user_options or {}).get("custom_image"))
 
 
 class ShareRefused(ValueError):
     """A share the user may not make; the message is shown on the page."""
 
 
-def share_mode(policy: PtjaasSharing, mode: str) -> str:
+def share_mode(policy: PtjaasSharing, mode: str, custom_image: bool = False) -> str:
     """The mode asked for (the policy's first offered one if none), if the policy offers it."""
-    offered = policy.offered_modes()
+    offered = policy.offered_modes(custom_image)
     mode = (mode or "").strip() or (offered[0] if offered else "")
     if mode not in offered:
         raise ShareRefused(f"A share here may be: {', '.join(MODE_WORDS[m] for m in offered)}; "
@@ -167,7 +174,7 @@ class SharingPageHandler(BaseHandler):
                                 "url": self.hub.base_url.replace("/hub/", "/") + "user/" + owner + "/",
                                 "through": "you" if share.user_id == user.id else f"group {share.group.name}"})
         ns = dict(self.template_namespace, enabled=policy.enabled, with_users=policy.with_users,
-                  with_groups=policy.with_groups, modes=[(m, MODE_WORDS[m]) for m in policy.offered_modes()],
+                  with_groups=policy.with_groups, modes=[(m, MODE_WORDS[m]) for m in policy.offered_modes(runs_custom_image(spawner))],
                   running=bool(spawner is not None and spawner.server is not None),
                   shares=mine, shared_with_me=with_me, groups=sorted(g.name for g in user.groups),
                   message=self.get_argument("message", "")[:300], xsrf=self.xsrf_token.decode("ascii"))
@@ -185,7 +192,7 @@ class SharingPageHandler(BaseHandler):
                                   lambda n: orm.User.find(self.db, n) is not None,
                                   lambda n: orm.Group.find(self.db, name=n) is not None) \
                 if action == "share" else (kind, name)
-            mode = share_mode(policy, mode) if action == "share" else ""
+            mode = share_mode(policy, mode, runs_custom_image(spawner)) if action == "share" else ""
             if action not in ("share", "revoke"):
                 raise ShareRefused("Unknown action: choose share or revoke.")
             if spawner is None or (action == "share" and spawner.server is None):

@@ -292,7 +292,8 @@ class PtjaasSpawner(DataAccessMixin, RefusedNewServerMixin, TeamsMixin, SpawnFor
         if choice is not None:
             images, sizes = self.effective_catalog()
             args += kernel_culling_args(sizes.get(choice.size), images.get(choice.image))
-        return args + sharing.server_args(sharing.PtjaasSharing(config=self.config))
+        custom = bool(choice is not None and choice.custom)
+        return args + sharing.server_args(sharing.PtjaasSharing(config=self.config), custom)
 
     async def _make_create_pod_request(self, pod, request_timeout):
         """The pod create, with the quota charged on the final manifest (``start.create_pod``)."""

@@ -192,6 +192,7 @@ def hub(module_cluster, module_hub_factory, tmp_path_factory):
         c.Spawner.pre_spawn_hook = crash_for_carl
         from ptjaas_spawner.pages import install
         install(c)  # the hub pages (sharing), as fragment 60 does for z2jh
+        c.PtjaasSharing.server_authorizer = "ptjaas_spawner.serverauth.ShareModeAuthorizer"
         """), cluster=module_cluster)
     h.audit_path = audit
     yield h
