@@ -50,7 +50,7 @@ REFUSALS = (
 )
 ACTIONS = (
     "server-start", "server-start-failed", "server-stop", "server-cull", "snapshot-take", "snapshot-open",
-    "snapshot-restore", "server-budget-warning", "server-budget-stop", "share-grant", "share-revoke", *REFUSALS,
+    "snapshot-restore", "server-budget-warning", "server-budget-stop", "share-grant", "share-revoke", "share-visit", *REFUSALS,
 )
 _SECRET_KEY = re.compile(r"token|secret|passw|authori[sz]ation|cookie|credential|private[_-]?key|api[_-]?key", re.I)
 _MAX_TEXT = 1000

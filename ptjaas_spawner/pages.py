@@ -14,7 +14,7 @@
 from __future__ import annotations
 
 from .audithandlers import audit_handlers
-from .sharing import CUSTOM_SCOPES, sharing_handlers
+from .sharing import CUSTOM_SCOPES, record_visits, sharing_handlers
 from .usagepages import usage_handlers
 from .snapshots.handlers import TEMPLATE_DIR, snapshot_handlers
 
@@ -31,6 +31,7 @@ def install(c, handlers: bool = True) -> None:
     hub = c.JupyterHub
     scopes = dict(hub.custom_scopes if "custom_scopes" in hub else {})
     hub.custom_scopes = dict(CUSTOM_SCOPES, **scopes)
+    record_visits()  # each visit of a shared server on the owner's audit record
     if handlers:
         hub.extra_handlers = list(hub.extra_handlers if "extra_handlers" in hub else []) + ptjaas_handlers()
     paths = list(hub.template_paths if "template_paths" in hub else [])

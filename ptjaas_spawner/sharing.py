@@ -27,6 +27,8 @@ from urllib.parse import urlencode
 from jupyterhub import orm
 from jupyterhub.apihandlers.base import APIHandler
 from jupyterhub.handlers.base import BaseHandler
+from sqlalchemy import event
+from sqlalchemy.orm import object_session
 from tornado import web
 from traitlets import Bool, List, TraitError, Unicode, validate
 from traitlets.config import Configurable
@@ -241,6 +243,35 @@ class ShareModeAPIHandler(APIHandler):
         if spawner is not None and found is not None:
             mode = visitor_mode(spawner.shares, found.id, {g.id for g in found.groups})
         self.write({"mode": mode})
+
+
+def record_visit(mapper, connection, token) -> None:
+    """SQLAlchemy ``after_insert`` listener on JupyterHub's ``orm.APIToken`` (``pages.install``
+    registers it): a token issued through a server's OAuth client to someone other than its owner
+    is a visit of that server (one per login, not per request): one ``share-visit`` line on the
+    owner's audit record (who, whose server, the mode their shares allow: ``view``,
+    ``collaborate``, or ``none`` for an admin or a role with ``access:servers``)."""
+    from jupyterhub.app import JupyterHub  # the hub process's own app (config: the audit file)
+
+    if not JupyterHub.initialized() or token.user is None or not token.client_id:
+        return
+    session = object_session(token)
+    with session.no_autoflush:
+        client = session.query(orm.OAuthClient).filter_by(identifier=token.client_id).one_or_none()
+        spawner = client.spawner if client is not None else None
+        if spawner is None or spawner.user is None or spawner.user.id == token.user.id:
+            return
+        visitor = token.user
+        mode = visitor_mode(spawner.shares, visitor.id, {g.id for g in visitor.groups})
+        app = JupyterHub.instance()
+        audit.write(hubrequests.config_audit_path(app.config), audit.entry(
+            "share-visit", spawner.user.name, by=visitor.name, server=spawner.name, mode=mode), app.log)
+
+
+def record_visits() -> None:
+    """Register ``record_visit`` (once per process)."""
+    if not event.contains(orm.APIToken, "after_insert", record_visit):
+        event.listen(orm.APIToken, "after_insert", record_visit)
 
 
 sharing_handlers = [(r"/ptjaas/sharing", SharingPageHandler),
