@@ -19,7 +19,7 @@ and ``needs`` (any problem with it is "<noun> needs <needs>", named on the entry
 
 import re
 
-from .interfaces import INTERFACE_SCHEMA, LAUNCHERS_SCHEMA
+from .interfaces import COLLABORATION_SCHEMA, INTERFACE_SCHEMA, LAUNCHERS_SCHEMA
 
 SECONDS = {"type": "number", "minimum": 0}
 CATALOG_SECONDS = dict(SECONDS, problem="must be a number of seconds >= 0")
@@ -93,6 +93,7 @@ VERSION = entry(
         "deprecated": {"type": "string", "description": "A message shown to whoever picks this version."},
         "interface": INTERFACE_SCHEMA,
         "launchers": LAUNCHERS_SCHEMA,
+        "collaboration": COLLABORATION_SCHEMA,
     },
 )
 
@@ -109,6 +110,7 @@ IMAGE = entry(
         "groups": GROUPS,
         "interface": INTERFACE_SCHEMA,
         "launchers": LAUNCHERS_SCHEMA,
+        "collaboration": COLLABORATION_SCHEMA,
         **CULL_PROPERTIES,
     },
 )

@@ -28,6 +28,7 @@ from .culler.policy import kernel_culling_args
 from .datamixin import DataAccessMixin
 from .form_mixin import SpawnFormMixin
 from .home_mixin import HomeVolumeMixin
+from .interfaces import collaboration_args
 from .newserver import RefusedNewServerMixin
 from .progress import start_progress
 from .quota import QuotaMixin
@@ -292,6 +293,7 @@ class PtjaasSpawner(DataAccessMixin, RefusedNewServerMixin, TeamsMixin, SpawnFor
         if choice is not None:
             images, sizes = self.effective_catalog()
             args += kernel_culling_args(sizes.get(choice.size), images.get(choice.image))
+            args += collaboration_args(choice.collaboration)  # jupyter-collaboration (interfaces.py)
         custom = bool(choice is not None and choice.custom)
         return args + sharing.server_args(sharing.PtjaasSharing(config=self.config), custom)
 

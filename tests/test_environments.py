@@ -26,7 +26,7 @@ from ptjaas_sandbox.cluster.images import ImageRegistry
 from ptjaas_spawner.imageref import normalized
 from ptjaas_spawner import customimages
 from ptjaas_spawner.catalog import ChoiceError, resolve_choice
-from ptjaas_spawner.interfaces import describe, interface_of
+from ptjaas_spawner.interfaces import collaboration_args, describe, interface_of
 from ptjaas_spawner.startfailure import container_problem
 
 from tests.hubutil import server, stop
@@ -114,6 +114,15 @@ CUSTOM = {"groups": ["ml"], "allowed": ["example.org/team/*", "quay.io/jupyter/*
           "pull_secret": "team-registry"}
 
 
+def test_collaboration_is_declared_per_image_or_version():
+    image = {"collaboration": True, "versions": {"1": {"image": IMAGE}, "2": {"image": IMAGE, "collaboration": False}}}
+    on, off = (interface_of(image, image["versions"][v]) for v in ("1", "2"))
+    assert describe(on) == "Opens the default interface, with real-time collaboration" and describe(off) == ""
+    assert collaboration_args(on["collaboration"]) == ["--YDocExtension.disable_rtc=False"]
+    assert collaboration_args(off["collaboration"]) == ["--YDocExtension.disable_rtc=True"]
+    assert collaboration_args(interface_of({"versions": {}}, {})["collaboration"]) == []
+
+
 @pytest.mark.parametrize("version, name, url, launchers", [
     ("1", "", "", ["TensorBoard"]),
     ("code", "VS Code", "/vscode/", ["TensorBoard"]),
@@ -170,7 +179,7 @@ def hub(module_cluster, module_hub_factory, tmp_path_factory):
         "default", {"metadata": {"name": "servers"}, "automountServiceAccountToken": False})
     images = {"python": {"display_name": "Python", "versions": {
         "1": {"image": IMAGE, "default": True}, "gone": {"image": MISSING},
-        "code": {"image": "example.org/code:1", "interface": "vscode"}}}}
+        "code": {"image": "example.org/code:1", "interface": "vscode", "collaboration": True}}}}
     sizes = {"small": {"display_name": "Small", "cpu_guarantee": 0.1, "cpu_limit": 1,
                        "mem_guarantee": "64Mi", "mem_limit": "1Gi"}}
     h = module_hub_factory(textwrap.dedent(f"""
@@ -238,10 +247,15 @@ def test_a_server_that_keeps_exiting_fails_in_seconds(hub):
 
 
 @pytest.mark.hub
-def test_a_vs_code_image_opens_at_its_url(hub):
+def test_a_vs_code_image_opens_at_its_url(hub, module_cluster):
+    """... and a version declaring collaboration: true starts with real-time collaboration on."""
     add_user(hub, "vic")
     ready, message, _, _, _ = start_outcome(hub, "vic", {"version": "code"}, timeout=120)
     assert ready, message
+    core = kubernetes.client.CoreV1Api(kubernetes.config.new_client_from_config(
+        config_file=str(module_cluster.kubeconfig_path)))
+    args = core.read_namespaced_pod("jupyter-vic", "default").spec.containers[0].args
+    assert "--YDocExtension.disable_rtc=False" in args, args  # the server runs with it (jupyter-collaboration's switch)
     r = hub.session("vic").get(f"{hub.url}/user/vic/", allow_redirects=False, timeout=30)
     assert r.status_code in (301, 302) and r.headers["Location"].split("?")[0].endswith("/user/vic/vscode/"), \
         (r.status_code, r.headers.get("Location"))
