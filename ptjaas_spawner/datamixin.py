@@ -92,4 +92,5 @@ class DataAccessMixin(audit.AuditSettings, SnapshotViews):
             size=choice.size if choice else None,
             volumes=audit.pod_volumes(pod, self.pvc_name, self.snapshot_view_claims()),
             connections=list(choice.connections) if choice and choice.connections else None,  # names only
+            **(getattr(self, "registry_digest", None) or {}),  # a custom image's tag resolved (registrydigest.py)
         )

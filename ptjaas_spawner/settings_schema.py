@@ -184,6 +184,13 @@ CUSTOM_IMAGES = {
         "sizes": {"type": "array", "items": {"type": "string"},
                   "description": "Only these sizes may run a custom image (absent: the user's sizes)."},
         "pull_secret": {"type": "string", "description": "An image pull Secret in the server's namespace."},
+        "resolve_digest": {"type": "boolean", "description": (
+            "Ask the image's registry for the tag's digest at each start and run that digest "
+            "(registrydigest.py); an unreachable registry: the tag runs, the audit says why.")},
+        "registry_timeout": {"type": "number", "minimum": 0.5, "maximum": 30,
+                             "description": "Seconds the start waits for the registry's answer (default 5)."},
+        "plain_http_registries": {"type": "array", "items": {"type": "string", "maxLength": 260},
+                                  "description": "Registries (`host:port`) asked over http, not https."},
     },
 }
 

@@ -12,6 +12,8 @@
 
 import base64
 import html
+import http.server
+import threading
 import os
 import json
 import re
@@ -26,6 +28,7 @@ from ptjaas_sandbox.cluster.images import ImageRegistry
 from ptjaas_spawner.imageref import normalized
 from ptjaas_spawner import customimages
 from ptjaas_spawner.catalog import ChoiceError, resolve_choice
+from ptjaas_spawner.registrydigest import manifest_url
 from ptjaas_spawner.interfaces import collaboration_args, describe, interface_of
 from ptjaas_spawner.startfailure import container_problem
 
@@ -170,6 +173,16 @@ def test_images_of_ones_own_only_as_allowed(groups, options, refused):
     assert choice.pull_secret == "team-registry"
 
 
+@pytest.mark.parametrize("reference, url", [
+    ("python", "https://registry-1.docker.io/v2/library/python/manifests/latest"),
+    ("quay.io/jupyter/base-notebook:2026-08-24", "https://quay.io/v2/jupyter/base-notebook/manifests/2026-08-24"),
+    ("registry.local:5000/team/x:1", "http://registry.local:5000/v2/team/x/manifests/1"),   # plain http
+    ("quay.io/a/b@sha256:" + "0" * 64, ""),                                                  # already pinned
+])
+def test_a_tag_is_resolved_at_its_registrys_manifest_url(reference, url):
+    assert manifest_url(reference, plain_http=["registry.local:5000"]) == url
+
+
 def test_same_as_last_repeats_a_custom_image():
     first = resolve_choice(CATALOG, SIZES, ["ml"], {"custom_image": "example.org/team/x:2"}, custom_images=CUSTOM)
     again = resolve_choice(CATALOG, SIZES, ["ml"], {"same_as_last": True}, last=first.as_state(),
@@ -181,11 +194,38 @@ def test_same_as_last_repeats_a_custom_image():
 
 # ---- through a real hub on the embedded cluster ---------------------------------------------
 
+REGISTRY_DIGEST = "sha256:" + "ab" * 32
+
+
+def stub_registry():
+    """A registry's Distribution API as far as the start asks it: the manifest of team/nb:3."""
+    asked = []
+
+    class Registry(http.server.BaseHTTPRequestHandler):
+        def do_HEAD(self):  # noqa: N802 (http.server's name)
+            asked.append(("HEAD", self.path, self.headers.get("Accept", "")))
+            known = self.path == "/v2/team/nb/manifests/3"
+            self.send_response(200 if known else 404)
+            if known:
+                self.send_header("Docker-Content-Digest", REGISTRY_DIGEST)
+                self.send_header("Content-Type", "application/vnd.oci.image.index.v1+json")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Registry)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server.host, server.asked = f"127.0.0.1:{server.server_address[1]}", asked
+    return server
+
+
 @pytest.fixture(scope="module")
 def hub(module_cluster, module_hub_factory, tmp_path_factory):
     # the node agent (embedded, or the real cluster's) pulls only these images
     kubelet = module_cluster.kubelet if hasattr(module_cluster, "kubelet") else module_cluster.cluster.kubelet
-    kubelet.images = ImageRegistry([IMAGE, "example.org/code:*", "example.org/team/*"])
+    kubelet.images = ImageRegistry([IMAGE, "example.org/code:*", "example.org/team/*", "127.0.0.1:*/team/*"])
+    registry = stub_registry()
     audit = tmp_path_factory.mktemp("audit") / "audit.jsonl"
     try:
         kubernetes.client.CoreV1Api(kubernetes.config.new_client_from_config(
@@ -205,7 +245,8 @@ def hub(module_cluster, module_hub_factory, tmp_path_factory):
         c.PtjaasSpawner.quota_default = {{"servers": 1}}
         c.Authenticator.admin_users = {{"boss"}}
         c.PtjaasSpawner.audit_log_file = {str(audit)!r}
-        c.PtjaasSpawner.custom_images = {{"groups": [], "allowed": ["example.org/team/*"]}}
+        c.PtjaasSpawner.custom_images = {{"groups": [], "allowed": ["example.org/team/*", "127.0.0.1:*/team/*"],
+            "resolve_digest": True, "registry_timeout": 3, "plain_http_registries": [{registry.host!r}]}}
         c.PtjaasSpawner.data_connections = {{
             "store": {{"secret": "store-creds", "env": {{"STORE_KEY": "key"}}}},
             "gone": {{"secret": "gone-creds", "env_from": True}},
@@ -221,8 +262,10 @@ def hub(module_cluster, module_hub_factory, tmp_path_factory):
         c.PtjaasSharing.server_authorizer = "ptjaas_spawner.serverauth.ShareModeAuthorizer"
         """), cluster=module_cluster)
     h.audit_path = audit
+    h.registry = registry
     yield h
     kubelet.images = ImageRegistry()
+    registry.shutdown()
 
 
 def failures(hub, user):
@@ -280,17 +323,31 @@ def test_a_vs_code_image_opens_at_its_url(embedded_only, hub, module_cluster):
 
 
 @pytest.mark.hub
-def test_an_image_of_ones_own_starts_if_allowed(embedded_only, hub):
+def test_an_image_of_ones_own_starts_if_allowed(embedded_only, hub, module_cluster):
+    """... resolved to the digest its registry serves (the pod runs that digest, the audit
+    records it); a registry that cannot be reached lets the start go on with the tag, and the
+    audit says so."""
     add_user(hub, "ola")
     r = hub.api("POST", "/users/ola/server", json={"custom_image": "evil.example/miner:1"})
     assert r.status_code == 400 and "Allowed images: example.org/team/*" in r.json()["message"], r.text
     assert server(hub, "ola") is None
-    ready, message, _, _, _ = start_outcome(hub, "ola", {"custom_image": "example.org/team/nb:3"}, timeout=120)
-    assert ready, message
-    starts = [json.loads(line) for line in hub.audit_path.read_text().splitlines()]
-    starts = [r for r in starts if r.get("action") == "server-start" and r.get("user") == "ola"]
-    assert starts[-1]["image_ref"] == "example.org/team/nb:3" and starts[-1]["image"] == "custom", starts[-1]
-    stop(hub, "ola")
+    core = kubernetes.client.CoreV1Api(kubernetes.config.new_client_from_config(
+        config_file=str(module_cluster.kubeconfig_path)))
+    reference = f"{hub.registry.host}/team/nb:3"
+    for ref, field, value in ((reference, "registry_digest", REGISTRY_DIGEST),
+                              ("127.0.0.1:1/team/nb:3", "registry_digest_problem", "the registry was not reached")):
+        ready, message, _, _, _ = start_outcome(hub, "ola", {"custom_image": ref}, timeout=120)
+        assert ready, message
+        starts = [json.loads(line) for line in hub.audit_path.read_text().splitlines()]
+        start = [r for r in starts if r.get("action") == "server-start" and r.get("user") == "ola"][-1]
+        assert start["image_ref"] == ref and start["image"] == "custom", start
+        assert value in start[field], start
+        image = core.read_namespaced_pod("jupyter-ola", "default").spec.containers[0].image
+        assert image == (f"{ref}@{REGISTRY_DIGEST}" if field == "registry_digest" else ref), image
+        stop(hub, "ola")
+    # the registry was asked once, for the manifest of the tag, accepting image indexes
+    assert [(m, path) for m, path, _ in hub.registry.asked] == [("HEAD", "/v2/team/nb/manifests/3")]
+    assert "application/vnd.oci.image.index.v1+json" in hub.registry.asked[0][2]
 
 
 @pytest.mark.hub
