@@ -52,7 +52,9 @@ async def resolve(reference: str, timeout: float = 5, plain_http=()) -> tuple:
             return "", "the registry asks for credentials (the hub has none)"
         if e.code == 404:
             return "", "the registry does not know this tag"
-        return "", f"the registry answered {e.code}" if e.code != 599 else f"the registry was not reached ({e})"[:200]
+        if e.code != 599:
+            return "", f"the registry answered {e.code}"
+        return "", f"the registry was not reached ({e})"[:200]
     except (OSError, ValueError) as e:
         return "", f"the registry was not reached ({e})"[:200]
     digest = r.headers.get("Docker-Content-Digest", "")

@@ -6,7 +6,8 @@ visitor's login cannot carry those scopes (JupyterHub 5 and 6 issue a server's O
 the visitor's roles, not their shares: only ``access:servers`` comes through), so this
 authorizer asks the hub, with the server's own API token, what the visitor's shares on this
 server allow (``GET /hub/api/ptjaas/sharing/mode/<visitor>``, answered by ``sharing.py``; kept
-for ``CACHE_SECONDS`` per login: a new login asks again, an open one sees a change within that), and then checks each request's action (jupyter-server's Authorizer API:
+for ``CACHE_SECONDS`` per login: a new login asks again, an open one sees a change within that),
+and then checks each request's action (jupyter-server's Authorizer API:
 ``read``, ``write``, ``execute`` on ``contents``, ``kernels``, ...); a refused one is
 jupyter-server's 403. The owner may do everything; a visitor with no share (an admin's
 ``access:servers`` role) is checked as JupyterHub checks by default (access is enough). If the
@@ -45,7 +46,8 @@ class ShareModeAuthorizer(JupyterHubAuthorizer):
         cached = self._modes.get((visitor, login))
         if cached and cached[1] > time.monotonic():
             return cached[0]
-        url = os.environ.get("JUPYTERHUB_API_URL", "").rstrip("/") + "/ptjaas/sharing/mode/" + quote(visitor, safe="")
+        api = os.environ.get("JUPYTERHUB_API_URL", "").rstrip("/")
+        url = f"{api}/ptjaas/sharing/mode/{quote(visitor, safe='')}"
         try:
             r = await AsyncHTTPClient().fetch(url, request_timeout=5, headers={
                 "Authorization": "token " + os.environ.get("JUPYTERHUB_API_TOKEN", "")})

@@ -175,8 +175,9 @@ class SharingPageHandler(BaseHandler):
                 with_me.append({"owner": owner, "mode": MODE_WORDS[mode_of(share.scopes)],
                                 "url": self.hub.base_url.replace("/hub/", "/") + "user/" + owner + "/",
                                 "through": "you" if share.user_id == user.id else f"group {share.group.name}"})
+        offered = policy.offered_modes(runs_custom_image(spawner))
         ns = dict(self.template_namespace, enabled=policy.enabled, with_users=policy.with_users,
-                  with_groups=policy.with_groups, modes=[(m, MODE_WORDS[m]) for m in policy.offered_modes(runs_custom_image(spawner))],
+                  with_groups=policy.with_groups, modes=[(m, MODE_WORDS[m]) for m in offered],
                   running=bool(spawner is not None and spawner.server is not None),
                   shares=mine, shared_with_me=with_me, groups=sorted(g.name for g in user.groups),
                   message=self.get_argument("message", "")[:300], xsrf=self.xsrf_token.decode("ascii"))
