@@ -22,8 +22,9 @@ from pathlib import Path
 
 IMAGES = Path(__file__).resolve().parent
 ROOT = IMAGES.parent
-# the hub image is built from the repository root (it needs the package and the fragments)
-CONTEXTS = {"hub": ROOT}
+# built from the repository root: the hub (it needs the package and the fragments) and the
+# notebook images (they copy the servers' share-mode authorizer, ptjaas_spawner/serverauth.py)
+CONTEXTS = {"hub": ROOT, "notebook-cpu": ROOT, "notebook-cuda": ROOT, "notebook-vscode": ROOT}
 
 
 def _logical_lines(text):

@@ -53,7 +53,7 @@ REFUSALS = (
 )
 ACTIONS = (
     "server-start", "server-start-failed", "server-stop", "server-cull", "snapshot-take", "snapshot-open",
-    "snapshot-restore", "server-budget-warning", "server-budget-stop", "share-grant", "share-revoke",
+    "snapshot-restore", "server-budget-warning", "server-budget-stop", "share-grant", "share-revoke", "share-visit",
     "dataset-create", "dataset-delete", *REFUSALS,
 )
 _SECRET_KEY = re.compile(r"token|secret|passw|authori[sz]ation|cookie|credential|private[_-]?key|api[_-]?key", re.I)

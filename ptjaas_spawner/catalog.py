@@ -38,6 +38,7 @@ class Choice:
     interface: str = ""      # what it opens ("VS Code"; '' : the hub's default_url)
     default_url: str = ""    # where the server opens ('' : the hub's default_url)
     launchers: list = field(default_factory=list)
+    collaboration: bool | None = None  # real-time collaboration on/off (None: as the image is)
     pull_secret: str = ""    # a custom image's pull Secret
     connections: list = field(default_factory=list)  # data connections (connections.py), by name
 
@@ -47,7 +48,8 @@ class Choice:
 
     def as_state(self) -> dict:
         d = asdict(self)
-        for derived in ("notes", "deprecated", "interface", "default_url", "launchers", "pull_secret"):
+        for derived in ("notes", "deprecated", "interface", "default_url", "launchers", "collaboration",
+                        "pull_secret"):
             d.pop(derived)
         return d
 
@@ -267,7 +269,8 @@ def resolve_image_choice(images, sizes, user_groups, options=None, last=None, av
     version = image["versions"][version_key]
     opens = interface_of(image, version)
     choice = Choice(image_key, version_key, size_key, version["image"], interface=opens["name"],
-                    default_url=opens["default_url"], launchers=opens["launchers"])
+                    default_url=opens["default_url"], launchers=opens["launchers"],
+                    collaboration=opens["collaboration"])
     if version.get("deprecated"):
         choice.deprecated = str(version["deprecated"])
         choice.notes.append(

@@ -36,6 +36,7 @@ from .helmvalues import fragment_path
 KNOWN_CLASSES = {
     "PtjaasSpawner": "ptjaas_spawner.spawner:PtjaasSpawner",
     "PtjaasAuthenticator": "ptjaas_spawner.auth:PtjaasAuthenticator",
+    "PtjaasSharing": "ptjaas_spawner.sharing:PtjaasSharing",
     "KeycloakAuthenticator": "ptjaas_spawner.auth.keycloak:KeycloakAuthenticator",
     "AzureAdAuthenticator": "ptjaas_spawner.auth.azuread:AzureAdAuthenticator",
     "KubeSpawner": "kubespawner:KubeSpawner",

@@ -49,7 +49,7 @@ QUERIES = {
               "dataset": MAX_QUERY_VALUE},
 }
 FORMS = {
-    "sharing-page": ({"action": 20, "kind": 20, "name": 100}, {}),
+    "sharing-page": ({"action": 20, "kind": 20, "name": 100, "mode": 20}, {}),
 }
 _VALIDATORS: dict = {}
 
@@ -138,7 +138,11 @@ def _arguments_problem(what: str, allowed: dict, repeats: dict, arguments: dict)
 
 def audit_path(handler) -> str:
     """The audit record's file, as the hub's config sets it (``c.PtjaasSpawner.audit_log_file``)."""
-    cfg = handler.settings.get("config") or {}
+    return config_audit_path(handler.settings.get("config") or {})
+
+
+def config_audit_path(cfg) -> str:
+    """``audit_path`` from the hub's config itself (where there is no request handler)."""
     for section in ("PtjaasSpawner", "AuditSettings"):
         if section in cfg and "audit_log_file" in cfg[section]:
             path = cfg[section]["audit_log_file"]

@@ -6,6 +6,11 @@ another one served through jupyter-server-proxy; and ``launchers``: the extra ap
 jupyter-server-proxy entries add to the launcher (``["TensorBoard"]``), shown in the form. A
 version's own settings win over its image's. With no ``interface`` the server opens where
 JupyterHub's ``default_url`` (z2jh: ``singleuser.defaultUrl``) says, as before.
+
+``collaboration: true`` says the image has JupyterLab's real-time collaboration
+(jupyter-collaboration: people a server is shared with edit the same notebook together); the
+form says so and the server is started with it on (``--YDocExtension.disable_rtc=False``);
+``false`` starts it off in an image that has it (``disable_rtc=True``); absent: as the image is.
 """
 
 INTERFACES = {
@@ -29,6 +34,9 @@ INTERFACE_SCHEMA = {
                         "default_url": {"type": "string", "pattern": "^/[A-Za-z0-9._~/-]*$", "maxLength": 200}}},
     ],
 }
+COLLABORATION_SCHEMA = {"type": "boolean", "description": (
+    "The image has JupyterLab's real-time collaboration (jupyter-collaboration): true turns it on "
+    "for the server and says so in the form; false turns it off; absent: as the image is.")}
 LAUNCHERS_SCHEMA = {"type": "array", "items": {"type": "string", "minLength": 1, "maxLength": 60},
                     "description": "Extra applications in the launcher (jupyter-server-proxy entries), shown in the form."}
 
@@ -39,19 +47,30 @@ def interface_of(image: dict, version: dict | None = None) -> dict:
     version = version or {}
     declared = version.get("interface", image.get("interface"))
     launchers = version.get("launchers", image.get("launchers")) or []
+    common = {"launchers": list(launchers), "collaboration": version.get("collaboration", image.get("collaboration"))}
     if declared is None:
-        return {"name": "", "default_url": "", "launchers": list(launchers)}
+        return {"name": "", "default_url": "", **common}
     if isinstance(declared, str):
         known = INTERFACES.get(declared) or {"name": declared, "default_url": ""}  # refused at start-up
-        return {"name": known["name"], "default_url": known["default_url"], "launchers": list(launchers)}
-    return {"name": declared["name"], "default_url": declared["default_url"], "launchers": list(launchers)}
+        return {"name": known["name"], "default_url": known["default_url"], **common}
+    return {"name": declared["name"], "default_url": declared["default_url"], **common}
 
 
 def describe(interface: dict) -> str:
     """"Opens VS Code (also: TensorBoard)" for the form; '' when nothing is declared."""
-    if not interface.get("name") and not interface.get("launchers"):
+    if not interface.get("name") and not interface.get("launchers") and not interface.get("collaboration"):
         return ""
     text = f"Opens {interface['name']}" if interface.get("name") else "Opens the default interface"
     if interface.get("launchers"):
         text += f" (also: {', '.join(interface['launchers'])})"
+    if interface.get("collaboration"):
+        text += ", with real-time collaboration"
     return text
+
+
+def collaboration_args(collaboration) -> list:
+    """The server's arguments for a choice's ``collaboration`` (jupyter-collaboration's
+    ``YDocExtension.disable_rtc``); none when the catalog does not say."""
+    if collaboration is None:
+        return []
+    return [f"--YDocExtension.disable_rtc={not collaboration}"]

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from .audithandlers import audit_handlers
 from .datasets.handlers import dataset_handlers
-from .sharing import sharing_handlers
+from .sharing import CUSTOM_SCOPES, record_visits, sharing_handlers
 from .usagepages import usage_handlers
 from .snapshots.handlers import TEMPLATE_DIR, snapshot_handlers
 
@@ -26,9 +26,14 @@ def ptjaas_handlers() -> list:
 
 
 def install(c, handlers: bool = True) -> None:
-    """Add the pages (unless ``handlers`` is False: PtjaasAuthenticator adds them) and the
-    home page template (``templates/home.html``: the hub home page lists the user's snapshots)."""
+    """Add the pages (unless ``handlers`` is False: PtjaasAuthenticator adds them), the
+    home page template (``templates/home.html``: the hub home page lists the user's snapshots),
+    and the custom scopes shares' modes grant (``sharing``; the spawner's OAuth clients then pass
+    them to a visitor's login)."""
     hub = c.JupyterHub
+    scopes = dict(hub.custom_scopes if "custom_scopes" in hub else {})
+    hub.custom_scopes = dict(CUSTOM_SCOPES, **scopes)
+    record_visits()  # each visit of a shared server on the owner's audit record
     if handlers:
         hub.extra_handlers = list(hub.extra_handlers if "extra_handlers" in hub else []) + ptjaas_handlers()
     paths = list(hub.template_paths if "template_paths" in hub else [])

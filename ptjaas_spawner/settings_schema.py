@@ -19,7 +19,7 @@ and ``needs`` (any problem with it is "<noun> needs <needs>", named on the entry
 
 import re
 
-from .interfaces import INTERFACE_SCHEMA, LAUNCHERS_SCHEMA
+from .interfaces import COLLABORATION_SCHEMA, INTERFACE_SCHEMA, LAUNCHERS_SCHEMA
 
 SECONDS = {"type": "number", "minimum": 0}
 CATALOG_SECONDS = dict(SECONDS, problem="must be a number of seconds >= 0")
@@ -93,6 +93,7 @@ VERSION = entry(
         "deprecated": {"type": "string", "description": "A message shown to whoever picks this version."},
         "interface": INTERFACE_SCHEMA,
         "launchers": LAUNCHERS_SCHEMA,
+        "collaboration": COLLABORATION_SCHEMA,
     },
 )
 
@@ -109,6 +110,7 @@ IMAGE = entry(
         "groups": GROUPS,
         "interface": INTERFACE_SCHEMA,
         "launchers": LAUNCHERS_SCHEMA,
+        "collaboration": COLLABORATION_SCHEMA,
         **CULL_PROPERTIES,
     },
 )
@@ -182,6 +184,13 @@ CUSTOM_IMAGES = {
         "sizes": {"type": "array", "items": {"type": "string"},
                   "description": "Only these sizes may run a custom image (absent: the user's sizes)."},
         "pull_secret": {"type": "string", "description": "An image pull Secret in the server's namespace."},
+        "resolve_digest": {"type": "boolean", "description": (
+            "Ask the image's registry for the tag's digest at each start and run that digest "
+            "(registrydigest.py); an unreachable registry: the tag runs, the audit says why.")},
+        "registry_timeout": {"type": "number", "minimum": 0.5, "maximum": 30,
+                             "description": "Seconds the start waits for the registry's answer (default 5)."},
+        "plain_http_registries": {"type": "array", "items": {"type": "string", "maxLength": 260},
+                                  "description": "Registries (`host:port`) asked over http, not https."},
     },
 }
 

@@ -22,7 +22,7 @@ from jupyterhub.spawner import Spawner
 from kubespawner import KubeSpawner
 from traitlets import Float, TraitError, default, validate
 
-from . import configcheck, connections, customimages, homevolume, objects, redact, start
+from . import configcheck, connections, customimages, homevolume, objects, redact, sharing, start
 from .accounting.mixin import AccountingMixin
 from .culler.policy import kernel_culling_args
 from .datamixin import DataAccessMixin
@@ -30,6 +30,7 @@ from .datasets import policy as datasets_policy
 from .datasets.mixin import DatasetsMixin
 from .form_mixin import SpawnFormMixin
 from .home_mixin import HomeVolumeMixin
+from .interfaces import collaboration_args
 from .newserver import RefusedNewServerMixin
 from .progress import start_progress
 from .quota import QuotaMixin
@@ -297,7 +298,9 @@ class PtjaasSpawner(DataAccessMixin, DatasetsMixin, RefusedNewServerMixin, Teams
         if choice is not None:
             images, sizes = self.effective_catalog()
             args += kernel_culling_args(sizes.get(choice.size), images.get(choice.image))
-        return args
+            args += collaboration_args(choice.collaboration)  # jupyter-collaboration (interfaces.py)
+        custom = bool(choice is not None and choice.custom)
+        return args + sharing.server_args(sharing.PtjaasSharing(config=self.config), custom)
 
     async def _make_create_pod_request(self, pod, request_timeout):
         """The pod create, with the quota charged on the final manifest (``start.create_pod``)."""

@@ -41,7 +41,7 @@ import asyncio
 
 from tornado import web
 
-from . import reflectors, redact, startfailure
+from . import reflectors, redact, registrydigest, startfailure
 from .datamixin import task_requester
 from .newserver import is_refusal
 from .podwatch import watch_scheduling
@@ -160,6 +160,8 @@ async def _plan_choice_and_home(spawner) -> StartPlan:
             spawner.save_user_options(spawner.last_options())
             raise
         apply_choice(spawner, plan.choice)
+        # an image of one's own: its tag resolved to the registry's digest, if asked (audit fields)
+        spawner.registry_digest = await registrydigest.pin(spawner, plan.choice, spawner.custom_images)
     try:
         plan.datasets = await spawner.resolve_datasets(asked)  # the team's, allowed, not in use elsewhere
     except web.HTTPError:

@@ -12,6 +12,8 @@
 
 import base64
 import html
+import http.server
+import threading
 import os
 import json
 import re
@@ -26,7 +28,8 @@ from ptjaas_sandbox.cluster.images import ImageRegistry
 from ptjaas_spawner.imageref import normalized
 from ptjaas_spawner import customimages
 from ptjaas_spawner.catalog import ChoiceError, resolve_choice
-from ptjaas_spawner.interfaces import describe, interface_of
+from ptjaas_spawner.registrydigest import manifest_url
+from ptjaas_spawner.interfaces import collaboration_args, describe, interface_of
 from ptjaas_spawner.startfailure import container_problem
 
 from tests.hubutil import server, stop
@@ -35,6 +38,17 @@ from tests.waiting import wait_for
 
 IMAGE = "example.org/py:1"
 MISSING = "example.org/py:gone"
+
+# the hub tests on the embedded cluster and on a real kube-apiserver (tests/conftest.py), one
+# shared hub per backend; on the real one only the fail-fast starts run (the rest read the
+# embedded node's processes, or add nothing the API server decides)
+BACKENDS = ("embedded", "real")
+
+
+@pytest.fixture
+def embedded_only(cluster_backend):
+    if cluster_backend == "real":
+        pytest.skip("runs on the embedded cluster only (what it checks is not the API server's)")
 
 
 # ---- the node's registry (pure) ------------------------------------------------------------
@@ -114,6 +128,15 @@ CUSTOM = {"groups": ["ml"], "allowed": ["example.org/team/*", "quay.io/jupyter/*
           "pull_secret": "team-registry"}
 
 
+def test_collaboration_is_declared_per_image_or_version():
+    image = {"collaboration": True, "versions": {"1": {"image": IMAGE}, "2": {"image": IMAGE, "collaboration": False}}}
+    on, off = (interface_of(image, image["versions"][v]) for v in ("1", "2"))
+    assert describe(on) == "Opens the default interface, with real-time collaboration" and describe(off) == ""
+    assert collaboration_args(on["collaboration"]) == ["--YDocExtension.disable_rtc=False"]
+    assert collaboration_args(off["collaboration"]) == ["--YDocExtension.disable_rtc=True"]
+    assert collaboration_args(interface_of({"versions": {}}, {})["collaboration"]) == []
+
+
 @pytest.mark.parametrize("version, name, url, launchers", [
     ("1", "", "", ["TensorBoard"]),
     ("code", "VS Code", "/vscode/", ["TensorBoard"]),
@@ -150,6 +173,16 @@ def test_images_of_ones_own_only_as_allowed(groups, options, refused):
     assert choice.pull_secret == "team-registry"
 
 
+@pytest.mark.parametrize("reference, url", [
+    ("python", "https://registry-1.docker.io/v2/library/python/manifests/latest"),
+    ("quay.io/jupyter/base-notebook:2026-08-24", "https://quay.io/v2/jupyter/base-notebook/manifests/2026-08-24"),
+    ("registry.local:5000/team/x:1", "http://registry.local:5000/v2/team/x/manifests/1"),   # plain http
+    ("quay.io/a/b@sha256:" + "0" * 64, ""),                                                  # already pinned
+])
+def test_a_tag_is_resolved_at_its_registrys_manifest_url(reference, url):
+    assert manifest_url(reference, plain_http=["registry.local:5000"]) == url
+
+
 def test_same_as_last_repeats_a_custom_image():
     first = resolve_choice(CATALOG, SIZES, ["ml"], {"custom_image": "example.org/team/x:2"}, custom_images=CUSTOM)
     again = resolve_choice(CATALOG, SIZES, ["ml"], {"same_as_last": True}, last=first.as_state(),
@@ -161,16 +194,49 @@ def test_same_as_last_repeats_a_custom_image():
 
 # ---- through a real hub on the embedded cluster ---------------------------------------------
 
+REGISTRY_DIGEST = "sha256:" + "ab" * 32
+
+
+def stub_registry():
+    """A registry's Distribution API as far as the start asks it: the manifest of team/nb:3."""
+    asked = []
+
+    class Registry(http.server.BaseHTTPRequestHandler):
+        def do_HEAD(self):  # noqa: N802 (http.server's name)
+            asked.append(("HEAD", self.path, self.headers.get("Accept", "")))
+            known = self.path == "/v2/team/nb/manifests/3"
+            self.send_response(200 if known else 404)
+            if known:
+                self.send_header("Docker-Content-Digest", REGISTRY_DIGEST)
+                self.send_header("Content-Type", "application/vnd.oci.image.index.v1+json")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Registry)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server.host, server.asked = f"127.0.0.1:{server.server_address[1]}", asked
+    return server
+
+
 @pytest.fixture(scope="module")
 def hub(module_cluster, module_hub_factory, tmp_path_factory):
-    module_cluster.kubelet.images = ImageRegistry([IMAGE, "example.org/code:*", "example.org/team/*"])
+    # the node agent (embedded, or the real cluster's) pulls only these images
+    kubelet = module_cluster.kubelet if hasattr(module_cluster, "kubelet") else module_cluster.cluster.kubelet
+    kubelet.images = ImageRegistry([IMAGE, "example.org/code:*", "example.org/team/*", "127.0.0.1:*/team/*"])
+    registry = stub_registry()
     audit = tmp_path_factory.mktemp("audit") / "audit.jsonl"
-    kubernetes.client.CoreV1Api(kubernetes.config.new_client_from_config(
-        config_file=str(module_cluster.kubeconfig_path))).create_namespaced_service_account(
-        "default", {"metadata": {"name": "servers"}, "automountServiceAccountToken": False})
+    try:
+        kubernetes.client.CoreV1Api(kubernetes.config.new_client_from_config(
+            config_file=str(module_cluster.kubeconfig_path))).create_namespaced_service_account(
+            "default", {"metadata": {"name": "servers"}, "automountServiceAccountToken": False})
+    except kubernetes.client.ApiException as e:  # the real cluster's namespace outlives a module
+        if e.status != 409:
+            raise
     images = {"python": {"display_name": "Python", "versions": {
         "1": {"image": IMAGE, "default": True}, "gone": {"image": MISSING},
-        "code": {"image": "example.org/code:1", "interface": "vscode"}}}}
+        "code": {"image": "example.org/code:1", "interface": "vscode", "collaboration": True}}}}
     sizes = {"small": {"display_name": "Small", "cpu_guarantee": 0.1, "cpu_limit": 1,
                        "mem_guarantee": "64Mi", "mem_limit": "1Gi"}}
     h = module_hub_factory(textwrap.dedent(f"""
@@ -179,7 +245,8 @@ def hub(module_cluster, module_hub_factory, tmp_path_factory):
         c.PtjaasSpawner.quota_default = {{"servers": 1}}
         c.Authenticator.admin_users = {{"boss"}}
         c.PtjaasSpawner.audit_log_file = {str(audit)!r}
-        c.PtjaasSpawner.custom_images = {{"groups": [], "allowed": ["example.org/team/*"]}}
+        c.PtjaasSpawner.custom_images = {{"groups": [], "allowed": ["example.org/team/*", "127.0.0.1:*/team/*"],
+            "resolve_digest": True, "registry_timeout": 3, "plain_http_registries": [{registry.host!r}]}}
         c.PtjaasSpawner.data_connections = {{
             "store": {{"secret": "store-creds", "env": {{"STORE_KEY": "key"}}}},
             "gone": {{"secret": "gone-creds", "env_from": True}},
@@ -192,10 +259,13 @@ def hub(module_cluster, module_hub_factory, tmp_path_factory):
         c.Spawner.pre_spawn_hook = crash_for_carl
         from ptjaas_spawner.pages import install
         install(c)  # the hub pages (sharing), as fragment 60 does for z2jh
+        c.PtjaasSharing.server_authorizer = "ptjaas_spawner.serverauth.ShareModeAuthorizer"
         """), cluster=module_cluster)
     h.audit_path = audit
+    h.registry = registry
     yield h
-    module_cluster.kubelet.images = ImageRegistry()
+    kubelet.images = ImageRegistry()
+    registry.shutdown()
 
 
 def failures(hub, user):
@@ -237,10 +307,15 @@ def test_a_server_that_keeps_exiting_fails_in_seconds(hub):
 
 
 @pytest.mark.hub
-def test_a_vs_code_image_opens_at_its_url(hub):
+def test_a_vs_code_image_opens_at_its_url(embedded_only, hub, module_cluster):
+    """... and a version declaring collaboration: true starts with real-time collaboration on."""
     add_user(hub, "vic")
     ready, message, _, _, _ = start_outcome(hub, "vic", {"version": "code"}, timeout=120)
     assert ready, message
+    core = kubernetes.client.CoreV1Api(kubernetes.config.new_client_from_config(
+        config_file=str(module_cluster.kubeconfig_path)))
+    args = core.read_namespaced_pod("jupyter-vic", "default").spec.containers[0].args
+    assert "--YDocExtension.disable_rtc=False" in args, args  # the server runs with it (jupyter-collaboration's switch)
     r = hub.session("vic").get(f"{hub.url}/user/vic/", allow_redirects=False, timeout=30)
     assert r.status_code in (301, 302) and r.headers["Location"].split("?")[0].endswith("/user/vic/vscode/"), \
         (r.status_code, r.headers.get("Location"))
@@ -248,21 +323,35 @@ def test_a_vs_code_image_opens_at_its_url(hub):
 
 
 @pytest.mark.hub
-def test_an_image_of_ones_own_starts_if_allowed(hub):
+def test_an_image_of_ones_own_starts_if_allowed(embedded_only, hub, module_cluster):
+    """... resolved to the digest its registry serves (the pod runs that digest, the audit
+    records it); a registry that cannot be reached lets the start go on with the tag, and the
+    audit says so."""
     add_user(hub, "ola")
     r = hub.api("POST", "/users/ola/server", json={"custom_image": "evil.example/miner:1"})
     assert r.status_code == 400 and "Allowed images: example.org/team/*" in r.json()["message"], r.text
     assert server(hub, "ola") is None
-    ready, message, _, _, _ = start_outcome(hub, "ola", {"custom_image": "example.org/team/nb:3"}, timeout=120)
-    assert ready, message
-    starts = [json.loads(line) for line in hub.audit_path.read_text().splitlines()]
-    starts = [r for r in starts if r.get("action") == "server-start" and r.get("user") == "ola"]
-    assert starts[-1]["image_ref"] == "example.org/team/nb:3" and starts[-1]["image"] == "custom", starts[-1]
-    stop(hub, "ola")
+    core = kubernetes.client.CoreV1Api(kubernetes.config.new_client_from_config(
+        config_file=str(module_cluster.kubeconfig_path)))
+    reference = f"{hub.registry.host}/team/nb:3"
+    for ref, field, value in ((reference, "registry_digest", REGISTRY_DIGEST),
+                              ("127.0.0.1:1/team/nb:3", "registry_digest_problem", "the registry was not reached")):
+        ready, message, _, _, _ = start_outcome(hub, "ola", {"custom_image": ref}, timeout=120)
+        assert ready, message
+        starts = [json.loads(line) for line in hub.audit_path.read_text().splitlines()]
+        start = [r for r in starts if r.get("action") == "server-start" and r.get("user") == "ola"][-1]
+        assert start["image_ref"] == ref and start["image"] == "custom", start
+        assert value in start[field], start
+        image = core.read_namespaced_pod("jupyter-ola", "default").spec.containers[0].image
+        assert image == (f"{ref}@{REGISTRY_DIGEST}" if field == "registry_digest" else ref), image
+        stop(hub, "ola")
+    # the registry was asked once, for the manifest of the tag, accepting image indexes
+    assert [(m, path) for m, path, _ in hub.registry.asked] == [("HEAD", "/v2/team/nb/manifests/3")]
+    assert "application/vnd.oci.image.index.v1+json" in hub.registry.asked[0][2]
 
 
 @pytest.mark.hub
-def test_a_data_connection_reaches_the_server_by_reference(hub, module_cluster):
+def test_a_data_connection_reaches_the_server_by_reference(embedded_only, hub, module_cluster):
     """Issue 23: the pod names the Secret, the kubelet resolves it; a foreign connection is
     refused; a connection whose Secret is missing fails the start at once."""
     core = kubernetes.client.CoreV1Api(kubernetes.config.new_client_from_config(
@@ -303,10 +392,19 @@ def test_a_data_connection_reaches_the_server_by_reference(hub, module_cluster):
     wait_for(lambda: server(hub, "dee") is None, timeout=30, message="dee's server gone")
 
 
+def server_call(session, method, path, **kwargs):
+    """A request to alice's server's REST API as a browser's JupyterLab makes it (the server's
+    own _xsrf cookie, set when the page was opened, echoed in X-XSRFToken)."""
+    xsrf = next((c.value for c in session.cookies if c.name == "_xsrf" and c.path.startswith("/user/alice")), "")
+    return session.request(method, path, headers={"X-XSRFToken": xsrf}, timeout=60, **kwargs)
+
+
 @pytest.mark.hub
-def test_alice_shares_her_server_with_bob_and_carol_cannot_open_it(hub):
-    """Issue 25, sharing: from /hub/ptjaas/sharing alice shares her running server with bob;
-    bob opens it, carol (not shared) cannot; revoked, bob cannot either; each step on the record."""
+def test_alice_shares_her_server_with_bob_and_carol_cannot_open_it(embedded_only, hub):
+    """Issue 25, sharing: from /hub/ptjaas/sharing alice shares her running server with bob,
+    view only: he reads her notebook, his save and a new kernel are refused; shared to
+    collaborate, he saves; carol (not shared) cannot open it; revoked, bob cannot either; each
+    step on the record."""
     for name in ("alice", "bob", "carol"):
         add_user(hub, name)
     ready, message, _, _, _ = start_outcome(hub, "alice", {"version": "1"}, timeout=120)
@@ -316,7 +414,8 @@ def test_alice_shares_her_server_with_bob_and_carol_cannot_open_it(hub):
     def post(session, **fields):
         page = f"{hub.url}/hub/ptjaas/sharing"
         session.get(page, timeout=30)
-        return session.post(page, data=dict(fields, _xsrf=session.cookies.get("_xsrf") or ""), timeout=60)
+        return session.post(page, data=dict(fields, _xsrf=session.cookies.get("_xsrf", path="/hub/") or ""),
+                            timeout=60)
 
     def opens(session):
         """GET alice's server's status as this user; JupyterHub asks a visitor to confirm the
@@ -332,25 +431,46 @@ def test_alice_shares_her_server_with_bob_and_carol_cannot_open_it(hub):
         opens.last = (r.status_code, r.url, r.text[:1000])
         return r.status_code == 200 and "started" in r.text
 
+    api = f"{hub.url}/user/alice/api"
+    notebook = {"type": "notebook", "content": {"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}}
+    assert opens(alice), opens.last
+    r = server_call(alice, "PUT", f"{api}/contents/shared.ipynb", json=notebook)  # the owner writes
+    assert r.status_code in (200, 201), (r.status_code, r.text[:500])
     assert not opens(hub.session("bob"))
     r = post(alice, action="share", kind="group", name="nobodys-group")
     assert "only share with a group you belong to" in r.text, r.text[-2000:]
-    r = post(alice, action="share", kind="user", name="bob")
-    assert "Your server is shared with user bob" in r.text and "<td>user bob</td>" in r.text
+    r = post(alice, action="share", kind="user", name="bob", mode="view")
+    assert "Your server is shared with user bob (view only)" in r.text and "<td>user bob</td><td>view only</td>" in r.text
     page = bob.get(f"{hub.url}/hub/ptjaas/sharing", timeout=30).text
     assert "alice" in page and "/user/alice/" in page, page[page.find('Shared with you'):][:500]
-    assert opens(hub.session("bob")), opens.last  # a new login: JupyterHub grants the scopes a user has then
+    viewer = hub.session("bob")  # a new login: JupyterHub grants the scopes a user has then
+    assert opens(viewer), opens.last
+    r = server_call(viewer, "GET", f"{api}/contents")
+    assert r.status_code == 200 and "shared.ipynb" in [f["name"] for f in r.json()["content"]], r.text[:500]
+    assert server_call(viewer, "GET", f"{api}/contents/shared.ipynb").json()["type"] == "notebook"
+    assert server_call(viewer, "PUT", f"{api}/contents/shared.ipynb", json=notebook).status_code == 403
+    assert server_call(viewer, "POST", f"{api}/kernels", json={}).status_code == 403
     assert not opens(carol)
+    r = post(alice, action="share", kind="user", name="bob", mode="collaborate")
+    assert "<td>user bob</td><td>collaborate</td>" in r.text
+    collaborator = hub.session("bob")
+    assert opens(collaborator), opens.last
+    r = server_call(collaborator, "PUT", f"{api}/contents/shared.ipynb", json=notebook)
+    assert r.status_code == 200, (r.status_code, r.text[:500])
     post(alice, action="revoke", kind="user", name="bob")
     assert not opens(hub.session("bob"))
-    actions = [(r["action"], r.get("share_with")) for r in map(json.loads, hub.audit_path.read_text().splitlines())
+    actions = [(r["action"], r.get("share_with") or r.get("by"), r.get("mode"))
+               for r in map(json.loads, hub.audit_path.read_text().splitlines())
                if r.get("user") == "alice" and "share" in r["action"]]
-    assert actions == [("refused-share", None), ("share-grant", "user:bob"), ("share-revoke", "user:bob")]
+    # each of bob's logins to alice's server is one visit, however many requests it made
+    assert actions == [("refused-share", "alice", None), ("share-grant", "user:bob", "view"),
+                       ("share-visit", "bob", "view"), ("share-grant", "user:bob", "collaborate"),
+                       ("share-visit", "bob", "collaborate"), ("share-revoke", "user:bob", None)], actions
     stop(hub, "alice")
 
 
 @pytest.mark.browser
-def test_ptjaas_pages_have_no_serious_accessibility_violation(hub):
+def test_ptjaas_pages_have_no_serious_accessibility_violation(embedded_only, hub):
     """Issue 25: axe-core in a real Chromium finds no serious or critical violation in what
     ptjaas adds to the hub's pages: the spawn form, the home page's sections, the sharing page,
     a user's usage page, and the admin's usage and audit pages."""
