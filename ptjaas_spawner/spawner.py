@@ -247,10 +247,11 @@ class PtjaasSpawner(DataAccessMixin, RefusedNewServerMixin, TeamsMixin, SpawnFor
         return options
 
     def save_user_options(self, options):
-        """The server's options as the hub keeps them, committed at once: an uncommitted change
-        would be rolled back by the next hub request that ends meanwhile (JupyterHub's handlers
-        roll back a dirty session), which also expires every user and server the hub holds,
-        each then read again from the database. Unchanged options are not written."""
+        """The server's options as the hub keeps them (a refused request's put back), committed
+        at once: an uncommitted change would be rolled back by the next hub request that ends
+        meanwhile (JupyterHub's handlers roll back a dirty session), which also expires every
+        user and server the hub holds, each then read again from the database. Unchanged
+        options are not written."""
         self.user_options = dict(options)
         orm_spawner = getattr(self, "orm_spawner", None)
         if orm_spawner is None or orm_spawner.user_options == self.user_options:
