@@ -99,6 +99,14 @@ LIGHT_CONFIG = f"c.KubeSpawner.cmd = ['python3', '-S', '-c', {LIGHT_SERVER!r}]\n
 REAL_SERVER_MAX = 64
 
 
+def profile_config(path):
+    """Config lines that profile the hub's event-loop thread (cProfile) from its config load to its exit
+    and write the profile to ``path`` (read it with ``python -m pstats``)."""
+    return ("\nimport atexit as _atexit, cProfile as _cProfile\n"
+            "_hub_profile = _cProfile.Profile()\n_hub_profile.enable()\n"
+            f"_atexit.register(lambda: _hub_profile.dump_stats({path!r}))\n")
+
+
 def proc_cpu_seconds(pid, task=None):
     """utime + stime of a process (or of one of its threads), from /proc."""
     path = f"/proc/{pid}/task/{task}/stat" if task else f"/proc/{pid}/stat"
@@ -273,7 +281,9 @@ def production_hub(hub, args):
                 "c.JupyterHub.log_level = 'INFO'\n"
                 f"c.JupyterHub.concurrent_spawn_limit = {args.spawn_limit}\n"
                 "c.PtjaasSpawner.start_timeout = 120\n"
-                + (LIGHT_CONFIG.replace("c.KubeSpawner.cmd", "c.PtjaasSpawner.cmd") if args.server == "light" else ""))
+                + (LIGHT_CONFIG.replace("c.KubeSpawner.cmd", "c.PtjaasSpawner.cmd") if args.server == "light" else "")
+                + (profile_config(os.path.join(os.path.abspath(args.profile_hub), f"ptjaas-{uuid.uuid4().hex[:6]}.prof"))
+                   if args.profile_hub else ""))
     z2jhhub.write_z2jh_hub(hub.workdir, values, demo.fragments_dir(), extra_config_files=[extra])
 
 
@@ -296,6 +306,9 @@ def run_variant(name, config, args, workdir, real=None):
     extra = ("\nc.JupyterHub.log_level = 'INFO'\nc.JupyterHub.tornado_settings = {'slow_spawn_timeout': 0}\n"
              + f"c.JupyterHub.concurrent_spawn_limit = {args.spawn_limit}\n"
              + (LIGHT_CONFIG if args.server == "light" else ""))
+    if args.profile_hub:
+        os.makedirs(args.profile_hub, exist_ok=True)
+        extra += profile_config(os.path.join(os.path.abspath(args.profile_hub), f"{name}-{uuid.uuid4().hex[:6]}.prof"))
     hub = Hub(os.path.join(workdir, name, "hub"), config, cluster=cluster, start_timeout=120,
               env={"POD_NAMESPACE": getattr(cluster, "namespace", "default")})
     hub.set_config(config + extra)
@@ -390,6 +403,9 @@ def main():
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
     parser.add_argument("--backend", choices=("embedded", "real"), default="embedded",
                         help="the embedded cluster, or a real kube-apiserver (requests counted from its audit log)")
+    parser.add_argument("--profile-hub", metavar="DIR",
+                        help="profile each hub's event-loop thread with cProfile from start to exit (slows it: "
+                             "do not compare its CPU figures) and write <variant>-<id>.prof files to DIR")
     args = parser.parse_args()
     if args.server is None:
         args.server = "real" if args.users <= REAL_SERVER_MAX else "light"

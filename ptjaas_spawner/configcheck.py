@@ -27,13 +27,44 @@ def _fail(where, msg):
     raise ConfigError(f"{where}: {msg}")
 
 
+_PASSED: dict = {}  # settings (as ``_frozen`` keys) that passed the schema, at most _PASSED_MAX
+_PASSED_MAX = 64
+
+
+class _NotPlain(Exception):
+    pass
+
+
+def _frozen(value):
+    """A hashable copy of plain settings (dicts, lists, tuples, text, numbers) keeping their
+    types; ``_NotPlain`` for anything else."""
+    if isinstance(value, dict):
+        return (dict, tuple((_frozen(k), _frozen(v)) for k, v in value.items()))
+    if isinstance(value, (list, tuple)):
+        return (type(value), tuple(_frozen(v) for v in value))
+    if value is None or type(value) in (str, int, float, bool):
+        return (type(value), value)
+    raise _NotPlain
+
+
 def _check_schema(**settings) -> None:
     """The settings against ``settings_schema.SPAWNER`` (types, keys, quantities); the first
-    problem raised, naming the setting."""
+    problem raised, naming the setting. Settings that passed once pass without a second
+    validation: every spawner (one per user in a hub process) checks the same catalog."""
+    try:
+        key = _frozen(settings)
+    except _NotPlain:
+        key = None
+    if key is not None and key in _PASSED:
+        return
     found = schemacheck.problems(settings, SPAWNER)
     if found:
         path, message = found[0]
         _fail(_where(*path), message)
+    if key is not None:
+        if len(_PASSED) >= _PASSED_MAX:
+            _PASSED.pop(next(iter(_PASSED)))
+        _PASSED[key] = True
 
 
 def check_sizes(sizes) -> None:

@@ -16,6 +16,7 @@ bytes (``memory``, ``storage``) when exact, else the decimal SI form (``500m``, 
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from decimal import ROUND_UP, Decimal, localcontext
@@ -47,6 +48,17 @@ class QuantityError(ValueError):
 
 def parse_quantity(value) -> Decimal:
     """The exact amount of a quantity (a string, or a number as YAML/JSON gives it)."""
+    if type(value) is str:  # the same few texts (a catalog's sizes) are read at every start and poll
+        return _parse_text(value)
+    return _parse(value)
+
+
+@functools.lru_cache(maxsize=1024)
+def _parse_text(text: str) -> Decimal:
+    return _parse(text)
+
+
+def _parse(value) -> Decimal:
     text = _text(value)
     if text == "0":
         return Decimal(0)

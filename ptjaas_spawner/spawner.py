@@ -20,6 +20,7 @@ import functools
 
 from jupyterhub.spawner import Spawner
 from kubespawner import KubeSpawner
+from sqlalchemy.orm import object_session
 from traitlets import Float, TraitError, default, validate
 
 from . import configcheck, connections, customimages, homevolume, objects, redact, sharing, start
@@ -250,10 +251,19 @@ class PtjaasSpawner(DataAccessMixin, DatasetsMixin, RefusedNewServerMixin, Teams
         return options
 
     def save_user_options(self, options):
+        """The server's options as the hub keeps them (a refused request's put back), committed
+        at once: an uncommitted change would be rolled back by the next hub request that ends
+        meanwhile (JupyterHub's handlers roll back a dirty session), which also expires every
+        user and server the hub holds, each then read again from the database. Unchanged
+        options are not written."""
         self.user_options = dict(options)
         orm_spawner = getattr(self, "orm_spawner", None)
-        if orm_spawner is not None:
-            orm_spawner.user_options = dict(options)
+        if orm_spawner is None or orm_spawner.user_options == self.user_options:
+            return
+        orm_spawner.user_options = dict(options)
+        session = object_session(orm_spawner)
+        if session is not None:
+            session.commit()
 
     def notes_extend(self, notes):
         self._notes.extend(notes)

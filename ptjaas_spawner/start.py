@@ -182,7 +182,10 @@ def apply_choice(spawner, choice):
         chosen["custom_image"] = choice.image_ref
     if choice.connections:
         chosen["connections"] = list(choice.connections)
-    spawner.save_user_options({**chosen, **spawner.team_user_options()})
+    # on the running server only: the hub's database keeps what the user asked for (a new choice
+    # on the form starts from it), and a session left dirty for the whole pod start would be
+    # rolled back by the next hub request to end, expiring every user and server the hub holds
+    spawner.user_options = {**chosen, **spawner.team_user_options()}
     spawner.notes_extend(choice.notes)
     for note in choice.notes:
         spawner.log.info("%s: %s", spawner._log_name, note)
