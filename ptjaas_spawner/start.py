@@ -167,8 +167,8 @@ async def _plan_choice_and_home(spawner) -> StartPlan:
     except web.HTTPError:
         spawner.save_user_options(spawner.last_options())
         raise
-    if asked:
-        spawner.save_user_options(dict(spawner.user_options or {}, datasets=dict(asked)))
+    if asked:  # on the running server, as apply_choice's (the database keeps what was asked)
+        spawner.user_options = dict(spawner.user_options or {}, datasets=dict(asked))
     plan.home = await spawner.ensure_home_claim()
     return plan
 
