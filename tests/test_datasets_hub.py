@@ -221,7 +221,8 @@ def snapshots_of(hub, user, name):
 def test_dataset_snapshot_and_restore_without_loss(hub, core):
     """alice (the creator; rule "creator") snapshots her dataset, changes a file, restores: the
     earlier file is back and the changed content is kept; bob (read-only for him) may list but
-    not act; carol (team-b) gets 404; a restore while a server mounts it is a 409 saying whose."""
+    not act; carol (team-b) gets 404; a restore while a server mounts it is a 409 saying whose.
+    "Same as last time" mounts the last start's datasets again, those still allowed."""
     r = datasets(hub, "alice", "POST", json={"name": "models", "size": "256Mi", "write": "creator"})
     assert r.status_code == 201, r.text
     start_ready(hub, "alice", {"image": "python", "size": "small", "datasets": {"models": "rw"}})
@@ -260,9 +261,15 @@ def test_dataset_snapshot_and_restore_without_loss(hub, core):
     listed = [d for d in datasets(hub, "alice").json()["datasets"] if d["name"] == "models"]
     assert [d["claim"] for d in listed] == [out["claim"]] and listed[0]["creator"] == "alice", listed
 
-    start_ready(hub, "alice", {"image": "python", "size": "small", "datasets": {"models": "rw"}})
+    # "same as last time" mounts the datasets of the last start again (now the restored claim)
+    start_ready(hub, "alice", {"same_as_last": True})
     assert contents(hub, "alice", "data/models/weights.txt").json()["content"] == "v1"
+    assert contents(hub, "alice", "data/models/weights.txt", "v3").status_code in (200, 201)  # still read-write
     stop(hub, "alice")
+    # ... while still allowed: bob's last start mounted "images", deleted since: left out, the server starts
+    start_ready(hub, "bob", {"same_as_last": True})
+    assert contents(hub, "bob", "data/images").status_code == 404
+    stop(hub, "bob")
     # the page shows the snapshots, with the buttons to those who may use them
     page = hub.session("alice").get(f"{hub.url}/hub/ptjaas/datasets", timeout=30).text
     assert "Snapshot models now" in page and f'data-snapshot="{snap}"' in page and "Restore models to" in page
