@@ -268,7 +268,8 @@ def test_dataset_snapshot_and_restore_without_loss(hub, core):
     stop(hub, "alice")
     # ... while still allowed: bob's last start mounted "images", deleted since: left out, the server starts
     start_ready(hub, "bob", {"same_as_last": True})
-    assert contents(hub, "bob", "data/images").status_code == 404
+    volumes = core.read_namespaced_pod("jupyter-bob", "default").spec.volumes
+    assert not [v for v in volumes if v.persistent_volume_claim and v.persistent_volume_claim.claim_name.startswith("dataset-")]
     stop(hub, "bob")
     # the page shows the snapshots, with the buttons to those who may use them
     page = hub.session("alice").get(f"{hub.url}/hub/ptjaas/datasets", timeout=30).text
