@@ -222,7 +222,8 @@ def test_dataset_snapshot_and_restore_without_loss(hub, core):
     """alice (the creator; rule "creator") snapshots her dataset, changes a file, restores: the
     earlier file is back and the changed content is kept; bob (read-only for him) may list but
     not act; carol (team-b) gets 404; a restore while a server mounts it is a 409 saying whose.
-    "Same as last time" mounts the last start's datasets again, those still allowed."""
+    "Same as last time" mounts the last start's datasets again, those still allowed (bob's part
+    relies on his start with "images" in test_team_dataset_create_mount_and_delete, run first)."""
     r = datasets(hub, "alice", "POST", json={"name": "models", "size": "256Mi", "write": "creator"})
     assert r.status_code == 201, r.text
     start_ready(hub, "alice", {"image": "python", "size": "small", "datasets": {"models": "rw"}})
