@@ -142,6 +142,7 @@ async def _plan_choice_and_home(spawner) -> StartPlan:
         raise
     try:
         asked = spawner.dataset_option(spawner.user_options)  # {name: "rw"|"ro"}: its shape (datasets/)
+        asked = asked or await spawner.repeat_last_datasets(spawner.user_options)  # "same as last time"
     except web.HTTPError:
         spawner.save_user_options(spawner.last_options())
         raise
@@ -238,6 +239,7 @@ def _remember_started(spawner, plan):
     pod = spawner.pod_reflector.pods.get(f"{spawner.namespace}/{spawner.pod_name}") or {}
     if plan.choice is not None:
         spawner.remember_choice(plan.choice, pod)
+        spawner.remember_datasets(plan.datasets)  # "same as last time" repeats them (datasets/)
     if plan.home is not None and pod:
         spawner.home_mounted(plan.home)  # a running pod mounts it: later starts need not read it
 

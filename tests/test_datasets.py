@@ -150,3 +150,40 @@ def test_startup_check_names_the_setting():
     assert [p[0] for p in problems] == ["PtjaasSpawner", "PtjaasSpawner"]
     assert "c.PtjaasSpawner.dataset_classes['shared']['access_modes']" in problems[0][1]
     assert "c.PtjaasSpawner.quota_groups['team-a']['datasets'] must be" in problems[1][1]
+
+
+def test_time_travel_rights_restore_claim_and_who_mounts():
+    from datetime import datetime, timezone
+
+    from ptjaas_spawner.datasets import timetravel
+
+    d = {"name": "images", "team": "team-a", "claim": "dataset-images", "namespace": "ns", "creator": "alice",
+         "write": "creator", "access_modes": ["ReadWriteMany"]}
+    assert timetravel.may_change(d, "alice", ["team-a"], False) == ""
+    assert "Only its creator (alice)" in timetravel.may_change(d, "bob", ["team-a"], False)
+    assert timetravel.may_change(dict(d, write="team"), "bob", ["team-a"], False) == ""
+    assert "read-only for everyone" in timetravel.may_change(dict(d, write="read-only"), "alice", ["team-a"], False)
+    assert timetravel.may_change(d, "root", [], True) == ""
+    current = {"metadata": {"name": "dataset-images", "namespace": "ns",
+                            "labels": {"ptjaas.io/dataset": "images", "ptjaas.io/team": "team-a"},
+                            "annotations": {"ptjaas.io/dataset-creator": "alice", "other.io/x": "y"}},
+               "spec": {"accessModes": ["ReadWriteMany"], "storageClassName": "nfs",
+                        "resources": {"requests": {"storage": "1Gi"}}}}
+    snap = {"metadata": {"name": "s1"}, "status": {"restoreSize": "2Gi", "readyToUse": True}}
+    when = datetime(2026, 12, 7, 12, 0, tzinfo=timezone.utc)
+    name = timetravel.restored_claim_name(d, when)
+    assert name == "dataset-images-restored-20261207-120000"
+    assert timetravel.restored_claim_name(dict(d, claim=name), when) == name  # no growing suffixes
+    new = timetravel.restored_claim(current, snap, name)
+    assert new["metadata"]["labels"] == current["metadata"]["labels"]
+    assert new["metadata"]["annotations"] == {"ptjaas.io/dataset-creator": "alice", "ptjaas.io/restored-from": "s1"}
+    assert new["spec"]["resources"]["requests"]["storage"] == "2Gi" and new["spec"]["storageClassName"] == "nfs"
+    assert new["spec"]["dataSource"] == {"apiGroup": "snapshot.storage.k8s.io", "kind": "VolumeSnapshot", "name": "s1"}
+    patch = timetravel.replaced_patch(d, "s1", "alice", when)["metadata"]
+    assert patch["labels"] == {"ptjaas.io/dataset": None, "ptjaas.io/replaced-dataset": "images"}
+    pod = {"metadata": {"name": "jupyter-bob", "annotations": {"hub.jupyter.org/username": "bob"}},
+           "spec": {"volumes": [{"persistentVolumeClaim": {"claimName": "dataset-images"}}]}, "status": {"phase": "Running"}}
+    assert "mounted by bob's server (pod jupyter-bob)" in timetravel.mounted_by(d, [pod])
+    assert timetravel.mounted_by(d, [dict(pod, status={"phase": "Succeeded"})]) == ""
+    with pytest.raises(policy.DatasetRefused, match="has no snapshot 'nope'"):
+        timetravel.find([{"metadata": {"name": "s1"}, "status": {"readyToUse": True}}], d, "nope")

@@ -214,6 +214,77 @@ def test_datasets_page_lists_and_creates(hub, core):
     assert dataset_claims(core) == ["dataset-notes"]
 
 
+def snapshots_of(hub, user, name):
+    return datasets(hub, user, path=f"team-a/{name}/snapshots")
+
+
+def test_dataset_snapshot_and_restore_without_loss(hub, core):
+    """alice (the creator; rule "creator") snapshots her dataset, changes a file, restores: the
+    earlier file is back and the changed content is kept; bob (read-only for him) may list but
+    not act; carol (team-b) gets 404; a restore while a server mounts it is a 409 saying whose.
+    "Same as last time" mounts the last start's datasets again, those still allowed (bob's part
+    relies on his start with "images" in test_team_dataset_create_mount_and_delete, run first)."""
+    r = datasets(hub, "alice", "POST", json={"name": "models", "size": "256Mi", "write": "creator"})
+    assert r.status_code == 201, r.text
+    start_ready(hub, "alice", {"image": "python", "size": "small", "datasets": {"models": "rw"}})
+    assert contents(hub, "alice", "data/models/weights.txt", "v1").status_code in (200, 201)
+
+    r = datasets(hub, "bob", "POST", path="team-a/models/snapshots", json={})
+    assert r.status_code == 403 and "Only its creator (alice) may write dataset models" in r.json()["message"], r.text
+    for method in ("GET", "POST"):
+        r = datasets(hub, "carol", method, path="team-a/models/snapshots", **({"json": {}} if method == "POST" else {}))
+        assert r.status_code == 404 and "has no dataset 'models' you can see" in r.json()["message"], r.text
+    r = datasets(hub, "alice", "POST", path="team-a/models/snapshots", json={})
+    assert r.status_code == 201 and r.json()["reason"] == "manual", r.text
+    snap = r.json()["name"]
+    wait_for(lambda: [s["ready"] for s in snapshots_of(hub, "bob", "models").json()["snapshots"]
+                      if s["name"] == snap] == [True], timeout=60, message="the dataset snapshot ready")
+    assert contents(hub, "alice", "data/models/weights.txt", "v2").status_code in (200, 201)
+
+    r = datasets(hub, "alice", "POST", path="team-a/models/restore", json={"snapshot": snap})
+    assert r.status_code == 409 and "is mounted by alice's server (pod jupyter-alice)" in r.json()["message"], r.text
+    stop(hub, "alice")
+    wait_for(lambda: not core.list_namespaced_pod("default", label_selector="hub.jupyter.org/username=alice").items,
+             timeout=60, message="alice's pod gone")
+    r = datasets(hub, "bob", "POST", path="team-a/models/restore", json={"snapshot": snap})
+    assert r.status_code == 403, r.text
+    r = datasets(hub, "carol", "POST", path="team-a/models/restore", json={"snapshot": snap})
+    assert r.status_code == 404, r.text
+    r = datasets(hub, "alice", "POST", path="team-a/models/restore", json={"snapshot": snap})
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert out["previous_claim"] == "dataset-models" and out["claim"].startswith("dataset-models-restored-"), out
+    # the previous content is kept: its claim (no longer the dataset) and a snapshot of it
+    old = core.read_namespaced_persistent_volume_claim("dataset-models", "default")
+    assert "ptjaas.io/dataset" not in old.metadata.labels and old.metadata.labels["ptjaas.io/replaced-dataset"] == "models"
+    reasons = {s["name"]: s["reason"] for s in snapshots_of(hub, "alice", "models").json()["snapshots"]}
+    assert reasons[out["before_restore_snapshot"]] == "before-restore" and reasons[snap] == "manual", reasons
+    listed = [d for d in datasets(hub, "alice").json()["datasets"] if d["name"] == "models"]
+    assert [d["claim"] for d in listed] == [out["claim"]] and listed[0]["creator"] == "alice", listed
+
+    # "same as last time" mounts the datasets of the last start again (now the restored claim)
+    start_ready(hub, "alice", {"same_as_last": True})
+    assert contents(hub, "alice", "data/models/weights.txt").json()["content"] == "v1"
+    assert contents(hub, "alice", "data/models/weights.txt", "v3").status_code in (200, 201)  # still read-write
+    stop(hub, "alice")
+    # ... while still allowed: bob's last start mounted "images", deleted since: left out, the server starts
+    start_ready(hub, "bob", {"same_as_last": True})
+    volumes = core.read_namespaced_pod("jupyter-bob", "default").spec.volumes
+    assert not [v for v in volumes if v.persistent_volume_claim and v.persistent_volume_claim.claim_name.startswith("dataset-")]
+    stop(hub, "bob")
+    # the page shows the snapshots, with the buttons to those who may use them
+    page = hub.session("alice").get(f"{hub.url}/hub/ptjaas/datasets", timeout=30).text
+    assert "Snapshot models now" in page and f'data-snapshot="{snap}"' in page and "Restore models to" in page
+    page = hub.session("bob").get(f"{hub.url}/hub/ptjaas/datasets", timeout=30).text
+    assert f'data-snapshot="{snap}"' in page and "Snapshot models now" not in page and "Restore models to" not in page
+
+    lines = [json.loads(line) for line in hub.audit_path.read_text().splitlines()]
+    acts = {(e["action"], e["user"], e.get("dataset")) for e in lines}
+    assert {("dataset-snapshot", "alice", "models"), ("dataset-restore", "alice", "models")} <= acts
+    refused = [e for e in lines if e["action"] == "refused-dataset" and e.get("dataset") == "models"]
+    assert {e["user"] for e in refused} == {"alice", "bob", "carol"}
+
+
 def test_the_hub_never_lacked_a_right(hub, module_cluster):
     """Real backend: of every request the hub's account made in this module (dataset claims
     created, listed and deleted, the snapshot before a delete), RBAC refused none (run last)."""
@@ -229,7 +300,8 @@ def test_the_hub_never_lacked_a_right(hub, module_cluster):
                          and datetime.fromisoformat(e["requestReceivedTimestamp"].replace("Z", "+00:00")) >= hub.since]
         verbs = {(e["verb"], (e.get("objectRef") or {}).get("resource")) for e in events}
         return {("create", "persistentvolumeclaims"), ("delete", "persistentvolumeclaims"),
-                ("list", "persistentvolumeclaims"), ("create", "volumesnapshots")} <= verbs
+                ("list", "persistentvolumeclaims"), ("create", "volumesnapshots"),
+                ("patch", "persistentvolumeclaims")} <= verbs
 
     wait_for(hub_requests_logged, timeout=30, message="the hub's dataset requests in the audit log")
     refused = [(e["verb"], e["requestURI"]) for e in events if e["responseStatus"]["code"] == 403

@@ -14,9 +14,16 @@ themselves: a user's own API token or browser session does, a notebook server's 
   (``snapshot_classes``), a VolumeSnapshot of it is taken and ready first (kept; answered as
   ``snapshot``); otherwise a deleted dataset is gone.
 
+Time-travel (``timetravel``, ``timetravel_ops``; members list, writers and admins act, others get 404):
+
+- ``GET    /hub/api/ptjaas/datasets/<team>/<name>/snapshots``: ``{"dataset", "team", "snapshots": [...]}``;
+- ``POST   /hub/api/ptjaas/datasets/<team>/<name>/snapshots`` ``{}``: take one now (201);
+- ``POST   /hub/api/ptjaas/datasets/<team>/<name>/restore`` ``{"snapshot"}``: restore without loss
+  (the current claim is snapshotted and kept), only while no server mounts it (409 names whose).
+
 Page: ``/hub/ptjaas/datasets`` (``templates/pages/datasets.html``), linked from the home page.
 Bodies and form posts are strict and bounded (``hubrequests``); each create and delete is on the
-audit record (``dataset-create``, ``dataset-delete``), each refusal too (``refused-dataset``).
+audit record (``dataset-create``, ``dataset-delete``, ``dataset-snapshot``, ``dataset-restore``), each refusal too (``refused-dataset``).
 The claim is made with the hub's own rights (z2jh's hub Role creates and deletes PVCs in its
 namespace, as it does for homes; ``ptjaas team-manifests`` gives it the same in team namespaces).
 """
@@ -37,7 +44,7 @@ from ..snapshots import ops as snapshot_ops
 from ..snapshots import policy as snapshot_policy
 from ..catalog import shown
 from ..pagetemplates import render_page
-from . import policy
+from . import policy, timetravel, timetravel_ops
 from .mixin import DatasetsMixin
 
 _TEXT = {"type": "string", "maxLength": 100}
@@ -47,10 +54,12 @@ hubrequests.accept(
             {"name": {"type": "string", "maxLength": 100}, "size": {"type": "string", "maxLength": policy.MAX_SIZE_TEXT},
              "class": _TEXT, "write": _TEXT}, ["name", "size"]),
         "dataset-delete": hubrequests.object_schema({"confirm": _TEXT}, ["confirm"]),
+        "dataset-snapshot": hubrequests.object_schema({}, []),
+        "dataset-restore": hubrequests.object_schema({"snapshot": {"type": "string", "maxLength": 253}}, ["snapshot"]),
     },
     queries={"dataset-list": {}},
     forms={"datasets-page": ({"action": 20, "team": 100, "name": 100, "size": policy.MAX_SIZE_TEXT,
-                              "class": 100, "write": 100, "confirm": 100}, {})},
+                              "class": 100, "write": 100, "confirm": 100, "snapshot": 253}, {})},
 )
 _LOCKS: dict = {}  # (namespace, team) -> asyncio.Lock: one create at a time per team (count, storage)
 
@@ -133,6 +142,20 @@ def _record(handler, action, d, user):
         snapshot=d.get("snapshot")), handler.log)
 
 
+def _record_snapshot(handler, action, d, user, **fields):
+    fields = {k: v for k, v in fields.items() if k not in ("dataset", "team")}
+    audit.write(hubrequests.audit_path(handler), audit.entry(
+        action, user.name, by=user.name, dataset=d["name"], team=d["team"], namespace=d["namespace"], **fields),
+        handler.log)
+
+
+async def _page_snapshots(spawner, d) -> list:
+    try:
+        return (await timetravel_ops.snapshots(spawner, d))[:20]
+    except ApiException:  # no snapshot CRDs on this cluster: the page still lists the datasets
+        return []
+
+
 def _refused(handler, e, user_name, team, name):
     hubrequests.record(handler, "refused-dataset", user_name, str(e), team=str(team)[:100],
                        dataset=name if isinstance(name, str) else None)
@@ -205,10 +228,13 @@ class DatasetPageHandler(BaseHandler):
         spawner = _spawner(user)
         teams = [t for t in _groups(user) if policy.team_limits(spawner.quota_groups, t) is not None]
         listed = {t: await list_team(spawner, t) for t in teams}
+        snaps = {f"{t}/{d['name']}": await _page_snapshots(spawner, d) for t in teams for d in listed[t]}
         classes = policy.classes_or_default(spawner.dataset_classes)
         ns = dict(self.template_namespace, teams=teams, datasets=listed, me=user.name, admin=user.admin,
                   classes={k: c.get("display_name") or k for k, c in classes.items()}, rules=policy.WRITE_RULES,
-                  limits={t: policy.team_limits(spawner.quota_groups, t) for t in teams},
+                  limits={t: policy.team_limits(spawner.quota_groups, t) for t in teams}, snapshots=snaps,
+                  may_change={f"{t}/{d['name']}": not timetravel.may_change(d, user.name, _groups(user), user.admin)
+                              for t in teams for d in listed[t]},
                   message=self.get_argument("message", "")[:300], xsrf=self.xsrf_token.decode("ascii"))
         self.write(await render_page(self, "datasets.html", ns))
 
@@ -216,7 +242,8 @@ class DatasetPageHandler(BaseHandler):
     async def post(self):
         user = self.current_user
         hubrequests.check_form(self, "datasets-page", user.name)
-        args = {k: self.get_argument(k, "") for k in ("action", "team", "name", "size", "class", "write", "confirm")}
+        args = {k: self.get_argument(k, "") for k in ("action", "team", "name", "size", "class", "write", "confirm",
+                                                      "snapshot")}
         spawner = _spawner(user)
         try:
             if args["action"] == "create":
@@ -229,16 +256,64 @@ class DatasetPageHandler(BaseHandler):
                 _record(self, "dataset-delete", d, user)
                 message = f"Dataset {d['name']} of team {d['team']} is deleted." + (
                     f" Its snapshot {d['snapshot']} is kept (an admin can bring it back)." if d.get("snapshot") else "")
+            elif args["action"] == "snapshot":
+                d = await timetravel_ops.dataset(spawner, user, args["team"], args["name"])
+                snap = await timetravel_ops.take(spawner, user, d)
+                _record_snapshot(self, "dataset-snapshot", d, user, snapshot=snap["name"])
+                message = f"Snapshot {snap['name']} of dataset {d['name']} is being taken."
+            elif args["action"] == "restore":
+                d = await timetravel_ops.dataset(spawner, user, args["team"], args["name"])
+                out = await timetravel_ops.restore(spawner, user, d, args["snapshot"])
+                _record_snapshot(self, "dataset-restore", d, user, **out)
+                message = (f"Dataset {d['name']} is restored from snapshot {out['snapshot']}; its previous content "
+                           f"is kept as claim {out['previous_claim']} (snapshot {out['before_restore_snapshot']}).")
             else:
-                raise policy.DatasetRefused("Unknown action: choose create or delete.")
+                raise policy.DatasetRefused("Unknown action: choose create, delete, snapshot or restore.")
         except policy.DatasetRefused as e:
             message = str(e)
             _refused(self, e, user.name, args["team"], args["name"])
         self.redirect(self.hub.base_url + "ptjaas/datasets?" + urlencode({"message": message}))
 
 
+class DatasetSnapshotAPIHandler(DatasetAPIHandler):
+    """``GET|POST .../datasets/<team>/<name>/snapshots`` (list, take now) and
+    ``POST .../datasets/<team>/<name>/restore`` ``{"snapshot"}``."""
+
+    async def get(self, team, name, action):
+        user = self._user("read:servers")
+        hubrequests.check_query(self, "dataset-list", user.name)
+        if action != "snapshots":
+            raise web.HTTPError(405)
+        try:
+            d = await timetravel_ops.dataset(_spawner(user), user, team, name)
+        except policy.DatasetRefused as e:
+            _refused(self, e, user.name, team, name)
+            return self._answer(e.status, {"status": e.status, "message": str(e)})
+        self._answer(200, {"dataset": d["name"], "team": d["team"],
+                           "snapshots": await timetravel_ops.snapshots(_spawner(user), d)})
+
+    async def post(self, team, name, action):
+        user = self._user("servers")
+        spawner = _spawner(user)
+        body = hubrequests.json_body(self, "dataset-snapshot" if action == "snapshots" else "dataset-restore",
+                                     user.name)
+        try:
+            d = await timetravel_ops.dataset(spawner, user, team, name)
+            if action == "snapshots":
+                snap = await timetravel_ops.take(spawner, user, d)
+                _record_snapshot(self, "dataset-snapshot", d, user, snapshot=snap["name"])
+                return self._answer(201, snap)
+            out = await timetravel_ops.restore(spawner, user, d, body["snapshot"])
+        except policy.DatasetRefused as e:
+            _refused(self, e, user.name, team, name)
+            return self._answer(e.status, {"status": e.status, "message": str(e)})
+        _record_snapshot(self, "dataset-restore", d, user, **out)
+        self._answer(200, out)
+
+
 dataset_handlers = [
     (r"/ptjaas/datasets", DatasetPageHandler),
     (r"/api/ptjaas/datasets/([^/]+)", DatasetAPIHandler),
     (r"/api/ptjaas/datasets/([^/]+)/([^/]+)", DatasetAPIHandler),
+    (r"/api/ptjaas/datasets/([^/]+)/([^/]+)/(snapshots|restore)", DatasetSnapshotAPIHandler),
 ]

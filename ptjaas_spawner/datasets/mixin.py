@@ -64,16 +64,50 @@ class DatasetsMixin(LoggingConfigurable):
                            options={OPTION: asked if isinstance(asked, dict) else str(asked)[:100]})
         raise Refusal(status, message, reason="Invalid server options")
 
-    async def resolve_datasets(self, asked: dict) -> list:
-        """``[(dataset, mode)]`` for the asked ``{name: mode}``, each checked; else a refusal."""
-        if not asked:
-            return []
-        groups = self.user_group_names()
+    async def _team_datasets(self, groups) -> dict:
         found = {}
         for item in await self.dataset_kube().list_claims(policy.selector(), self.namespace):
             d = policy.describe(item)
             if d["team"] in groups and not d["deleting"]:
                 found[d["name"]] = d
+        return found
+
+    async def repeat_last_datasets(self, options) -> dict:
+        """"Same as last time" (``same_as_last`` without a ``datasets`` option): the datasets the
+        last successful start mounted, with their modes, those still allowed; one no longer there,
+        no longer writable by this user or in another server (ReadWriteOnce) is left out, with a
+        note on the progress page."""
+        options = options or {}
+        last = (getattr(self, "_last", None) or {}).get(OPTION) or {}
+        if not options.get("same_as_last") or OPTION in options or not isinstance(last, dict) or not last:
+            return {}
+        groups = self.user_group_names()
+        found = await self._team_datasets(groups)
+        pods = list(getattr(getattr(self, "pod_reflector", None), "pods", {}).values())
+        admin = bool(getattr(self.user, "admin", False))
+        out = {}
+        for name, mode in list(last.items())[:policy.MAX_MOUNTS]:
+            d = found.get(name)
+            problem = (f"there is no dataset {name} of your teams here any more" if d is None else
+                       policy.may_mount(d, self.user.name, groups, mode, admin=admin)
+                       or policy.in_use_elsewhere(d, pods, self.pod_name))
+            if problem:
+                self.notes_extend([f"Dataset {name}, mounted last time, is not mounted now: {problem}"])
+            else:
+                out[name] = mode
+        return out
+
+    def remember_datasets(self, mounted: list) -> None:
+        """A start succeeded: "same as last time" repeats its mounts (kept in the last choice)."""
+        if getattr(self, "_last", None):
+            self._last[OPTION] = {d["name"]: mode for d, mode in mounted}
+
+    async def resolve_datasets(self, asked: dict) -> list:
+        """``[(dataset, mode)]`` for the asked ``{name: mode}``, each checked; else a refusal."""
+        if not asked:
+            return []
+        groups = self.user_group_names()
+        found = await self._team_datasets(groups)
         pods = list(getattr(getattr(self, "pod_reflector", None), "pods", {}).values())
         out = []
         for name, mode in asked.items():
