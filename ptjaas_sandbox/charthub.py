@@ -9,17 +9,17 @@ and ConfigMap it renders, and writes them under a directory of this machine; the
 are copied unchanged except for the one path they hard-code (``/usr/local/etc/jupyterhub``,
 which becomes that directory). Loading its ``jupyterhub_config.py`` then runs z2jh's real
 mapping of Helm values to traits and execs our ``jupyterhub_config.d`` fragments the way the
-hub pod does: what ``z2jhhub`` imitates, taken from the chart itself.
+hub pod does; ``z2jhhub`` runs the same files without helm.
 """
 
 import base64
 import os
-import shutil
 import subprocess
 
 import yaml
 
-MOUNT_ROOT = "/usr/local/etc/jupyterhub"
+from ptjaas_spawner.z2jhconfig import copy_chart_files, link_fragments
+
 RELEASE = "ptjaas"
 
 
@@ -50,18 +50,8 @@ def write_chart_hub(directory, chart_dir, values_files, fragment_dir, helm="helm
             text = base64.b64decode(value).decode() if decode else value
             with open(os.path.join(directory, folder, name), "w") as f:
                 f.write(text)
-    hub_files = os.path.join(os.fspath(chart_dir), "files", "hub")
-    for name in ("jupyterhub_config.py", "z2jh.py"):
-        with open(os.path.join(hub_files, name)) as f:
-            text = f.read()
-        with open(os.path.join(directory, name), "w") as f:
-            f.write(text.replace(MOUNT_ROOT, directory))
-    fragments = os.path.join(directory, "jupyterhub_config.d")
-    if os.path.islink(fragments):
-        os.unlink(fragments)
-    elif os.path.isdir(fragments):
-        shutil.rmtree(fragments)
-    os.symlink(os.path.abspath(os.fspath(fragment_dir)), fragments)
+    copy_chart_files(os.path.join(os.fspath(chart_dir), "files", "hub"), directory)
+    link_fragments(directory, fragment_dir)
     env = {"POD_NAMESPACE": namespace}
     names = configmap.get("data") or {}
     for service, port in (("hub", hub_port), ("proxy-api", proxy_api_port), ("proxy-public", proxy_public_port)):

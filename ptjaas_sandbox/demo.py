@@ -109,10 +109,12 @@ def write_demo_hub(hub_dir, values, extra_config_files=()):
     before the hub opens it: SQLite keeps a file's mode)."""
     private_dir(hub_dir)
     config = z2jhhub.write_z2jh_hub(hub_dir, values, fragments_dir(), extra_config_files=extra_config_files,
-                                    crypt_key=crypt_key(hub_dir))
+                                    crypt_key=kept_secret(hub_dir, "auth-state-key"),
+                                    cookie_secret=kept_secret(hub_dir, "cookie-secret"))
     private_dir(os.path.join(hub_dir, "secret"))
+    private_dir(os.path.join(hub_dir, "config"))
     private_file(os.path.join(hub_dir, "jupyterhub.sqlite"))
-    for name in ("jupyterhub_config.py", "z2jh.py", "ports.json", "jupyterhub_cookie_secret"):
+    for name in ("jupyterhub_config.py", z2jhhub.CHART_CONFIG, "z2jh.py", "ports.json"):
         if os.path.exists(os.path.join(hub_dir, name)):
             os.chmod(os.path.join(hub_dir, name), 0o600)
     return config
@@ -133,9 +135,10 @@ def private_file(path):
         os.close(fd)
 
 
-def crypt_key(hub_dir):
-    """The auth-state key, kept across demo restarts (as z2jh keeps it in the hub's Secret)."""
-    path = os.path.join(hub_dir, "auth-state-key")
+def kept_secret(hub_dir, name):
+    """A secret (the auth-state key, the cookie secret) kept across demo restarts in
+    ``hub_dir/name``, as z2jh keeps them in the hub's Secret."""
+    path = os.path.join(hub_dir, name)
     if not os.path.exists(path):
         with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
             f.write(secrets.token_hex(32))

@@ -9,22 +9,14 @@ import os
 import tempfile
 from pathlib import Path
 
+from ptjaas_spawner.z2jhconfig import shared_dir  # noqa: F401  (one lookup of ../shared)
+
 BINARIES = ("kube-apiserver", "kube-controller-manager", "kube-scheduler")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
 class Unavailable(RuntimeError):
     """The binaries of a real control plane are not on this machine (the message says where we looked)."""
-
-
-def shared_dir():
-    """``$PTJAAS_SHARED_DIR``, else the first ``shared/`` beside the project or one of its parents."""
-    if os.environ.get("PTJAAS_SHARED_DIR"):
-        return Path(os.environ["PTJAAS_SHARED_DIR"])
-    for parent in PROJECT_ROOT.parents:
-        if (parent / "shared").is_dir():
-            return parent / "shared"
-    return PROJECT_ROOT.parent / "shared"
 
 
 def cache_dir():

@@ -25,7 +25,7 @@ import subprocess
 import sys
 from collections.abc import Mapping
 
-from . import fragmentcheck, helmvalues, schemacheck
+from . import fragmentcheck, helmvalues, schemacheck, z2jhconfig
 from .settings_schema import CULLER, Z2JH_CULL
 
 _SETTING = re.compile(r"^(?:c\.)?([A-Z][A-Za-z0-9_]*(?:\.[A-Za-z0-9_]+)?)((?:\[[^\]]+\])*)(.*)$", re.S)
@@ -63,15 +63,12 @@ def schema_problems(path: str, value, schema) -> list[tuple[str, str]]:
 
 
 def _z2jh_spawner_config(values, hub_config):
-    """``hub.config`` plus what z2jh's hub sets from ``singleuser.storage`` (for the storage check)."""
+    """``hub.config`` over what z2jh's own hub config sets on ``KubeSpawner`` from the values
+    (``singleuser.storage`` among them), for the storage check: the chart's file is run
+    (``z2jhconfig.chart_config``), not imitated."""
     config = {section: dict(cfg) for section, cfg in hub_config.items() if isinstance(cfg, Mapping)}
-    storage = ((values.get("singleuser") or {}).get("storage")) or {}
-    home = storage.get("homeMountPath", "/home/jovyan")
-    kube = config.setdefault("KubeSpawner", {})
-    if storage.get("type") == "dynamic":
-        kube["storage_pvc_ensure"] = True
-    elif storage.get("type") == "static":
-        kube["volume_mounts"] = [{"name": "home", "mountPath": home}]
+    z2jh = dict(z2jhconfig.chart_config(values).get("KubeSpawner") or {})
+    config["KubeSpawner"] = {**z2jh, **config.get("KubeSpawner", {})}
     return config
 
 

@@ -1,7 +1,7 @@
 """Admin usage page and JSON endpoint, served by the hub process itself (they read the hub's
 live quota ledger).
 
-- ``GET /hub/ptjaas/usage``: HTML page (admins only), with the daily server-time charts
+- ``GET /hub/ptjaas/usage``: HTML page (admins only, ``templates/pages/usage.html``), with the daily server-time charts
   (``accounting.handlers``: also ``/hub/ptjaas/usage/me`` and ``/hub/ptjaas/usage.csv``).
 - ``GET /hub/api/ptjaas/usage``: JSON, usage by server, user, group (pool), size, image
   version and namespace (the hub's and each team namespace), with the configured limits (needs
@@ -22,65 +22,11 @@ from jupyterhub.handlers.base import BaseHandler
 from tornado import web
 
 from . import hubrequests
-from .accounting.handlers import accounting_handlers, admin_section
+from .accounting.handlers import accounting_handlers, admin_charts
+from .pagetemplates import render_page
 from .quota.budget import QuotaPolicy, fmt, usage_report
 from .quota.mixin import LEDGER, QuotaMixin
 from .sizes import resources_text
-
-PAGE = """{% extends "page.html" %}
-{% block main %}
-<div class="container">
-  <h1>Server quotas and usage</h1>
-  <h2>Groups</h2>
-  <table class="table" id="ptjaas-groups">
-    <tr><th>group</th><th>GPUs</th><th>CPU</th><th>memory</th><th>servers</th><th>holders</th></tr>
-    {% for name, g in report.groups.items() %}
-    <tr><td>{{ name }}</td>
-      {% for r in ["gpus", "cpu", "memory", "servers"] %}
-      <td>{{ f(r, g.used[r]) }} of {{ f(r, g.limits[r]) }}</td>
-      {% endfor %}
-      <td>{{ g.holders | join(", ") }}</td></tr>
-    {% endfor %}
-  </table>
-  <h2>Namespaces</h2>
-  <table class="table" id="ptjaas-namespaces">
-    <tr><th>namespace</th><th>servers</th><th>GPUs</th><th>CPU and memory (guarantee &rarr; limit)</th>
-        <th>users</th></tr>
-    {% for name, n in report.namespaces.items() %}
-    <tr><td>{{ name }}</td><td>{{ n.servers }}</td><td>{{ n.gpus }}</td>
-      <td>{{ res(n.cpu, n.cpu_limit, n.memory, n.memory_limit) }}</td><td>{{ n.users | join(", ") }}</td></tr>
-    {% endfor %}
-  </table>
-  <h2>Users</h2>
-  <table class="table" id="ptjaas-users">
-    <tr><th>user</th><th>servers</th><th>GPUs</th><th>CPU and memory (guarantee &rarr; limit)</th>
-        <th>budget</th></tr>
-    {% for name, u in report.users.items() %}
-    <tr><td>{{ name }}</td>
-      <td>{{ u.servers }}{% if u.limits.servers is not none %} of {{ u.limits.servers }}{% endif %}</td>
-      <td>{{ u.gpus }}{% if u.limits.gpus is not none %} of {{ u.limits.gpus }}{% endif %}</td>
-      <td>{{ res(u.cpu, u.cpu_limit, u.memory, u.memory_limit) }}</td>
-      <td>{% for r in ["cpu", "memory"] %}{% if u.limits[r] is not none -%}
-        {{ r }} {{ f(r, u[r]) }} of {{ f(r, u.limits[r]) }};
-      {% endif %}{% endfor %}</td></tr>
-    {% endfor %}
-  </table>
-  <h2>Servers</h2>
-  <table class="table" id="ptjaas-servers">
-    <tr><th>user</th><th>server</th><th>group pool</th><th>namespace</th><th>size</th><th>image:version</th>
-        <th>GPUs</th><th>CPU and memory (guarantee &rarr; limit)</th></tr>
-    {% for s in report.servers %}
-    <tr><td>{{ s.user }}</td><td>{{ s.server or "(default)" }}</td><td>{{ s.pool or "-" }}</td>
-      <td>{{ s.namespace or "-" }}</td><td>{{ s.size }}</td><td>{{ s.image }}:{{ s.version }}</td><td>{{ s.gpus }}</td>
-      <td>{{ res(s.cpu, s.cpu_limit, s.memory, s.memory_limit) }}</td></tr>
-    {% endfor %}
-  </table>
-  {{ server_time | safe }}
-  <p><a href="{{ base_url }}api/ptjaas/usage">JSON</a> · Prometheus metrics: <code>{{ base_url }}metrics</code></p>
-</div>
-{% endblock %}
-"""
-
 
 def _policy(handler) -> QuotaPolicy:
     """The hub's spawner class's own quota policy (none for a spawner without quotas)."""
@@ -119,11 +65,10 @@ class UsagePageHandler(BaseHandler):
     async def get(self):
         if not _is_admin(self):
             hubrequests.refuse(self, 403, "refused-access", "", "Only administrators may see the usage of all users")
-        env = self.settings["jinja2_env"]
         ns = dict(self.template_namespace, report=_report(self), f=fmt, res=resources_text,
-                  server_time=admin_section(self))
+                  server_time=admin_charts(self))
         ns["xsrf_token"] = self.xsrf_token.decode("ascii")
-        self.write(await env.from_string(PAGE).render_async(**ns))
+        self.write(await render_page(self, "usage.html", ns))
 
 
 usage_handlers = [

@@ -48,8 +48,13 @@ def pytest_collection_modifyitems(config, items):
 
 
 def pytest_generate_tests(metafunc):
-    """A test module with ``BACKENDS = ("embedded", "real")`` runs its ``module_cluster`` tests on both."""
+    """A test module with ``BACKENDS = ("embedded", "real")`` runs its ``module_cluster`` tests on both;
+    ``@pytest.mark.backends("embedded")`` keeps one test to those named (its API-server behaviour is
+    checked on the real one by another test, so the suite does not pay for it twice)."""
     backends = getattr(metafunc.module, "BACKENDS", None)
+    marker = metafunc.definition.get_closest_marker("backends")
+    if backends and marker:
+        backends = marker.args
     if backends and "module_cluster" in metafunc.fixturenames and "backend" not in metafunc.fixturenames:
         metafunc.parametrize("cluster_backend", backends, indirect=True, scope="module")
 

@@ -263,7 +263,7 @@ HARNESS = """
 # --- test harness: what z2jh's chart wires through Services and env, here on loopback ---
 c.JupyterHub.bind_url = "http://127.0.0.1:{port}"
 c.JupyterHub.hub_bind_url = "http://127.0.0.1:{hub_port}"
-c.JupyterHub.hub_connect_ip = "127.0.0.1"
+c.JupyterHub.hub_connect_url = "http://127.0.0.1:{hub_port}"  # z2jh sets the URL (to its hub Service)
 c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:{api_port}"
 c.ConfigurableHTTPProxy.pid_file = "{workdir}/proxy.pid"
 c.JupyterHub.db_url = "sqlite:///{workdir}/jupyterhub.sqlite"

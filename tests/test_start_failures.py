@@ -10,6 +10,7 @@ hub log, an unschedulable pod waited ``start_timeout``.
 import json
 import textwrap
 import time
+from pathlib import Path
 
 import pytest
 import requests
@@ -49,6 +50,41 @@ def backend(request):
     b.close()
 
 
+# what test_no_node_can_take_the_pod_fails_fast needs (harmless to the others: their pods are
+# either refused or schedule, and each user runs one server at a time)
+SHARED_HUB = 'c.PtjaasSpawner.unschedulable_timeout = 2\nc.PtjaasSpawner.quota_default = {"servers": 1}\n'
+
+
+@pytest.fixture(scope="module", params=["embedded", "real"])
+def quota_hub(request, tmp_path_factory, module_hub_factory):
+    """(backend, hub) shared by the tests that need no setting of their own: one cluster (or real
+    namespace) and one hub per backend, of the plain config plus ``SHARED_HUB``. Each test has
+    users of its own and removes the quotas it made, so they do not see each other; starting a
+    cluster and a hub per test was most of their time."""
+    import uuid
+
+    if request.param == "embedded":
+        from tests.clusterutil import running_cluster
+        with running_cluster(tmp_path_factory.mktemp("k8s")) as cluster:
+            b = Backend("embedded", cluster, "default", cluster.kubeconfig_path, embedded=cluster)
+            hub = module_hub_factory(hub_config(SHARED_HUB, b), cluster=b.target)
+            yield b, hub
+            hub.stop()  # before its cluster goes
+            b.close()
+        return
+    from ptjaas_sandbox.hubrights import HubBackend
+    real = request.getfixturevalue("real_cluster")
+    hub_backend = HubBackend(real, f"hub-{uuid.uuid4().hex[:8]}",
+                             request.getfixturevalue("shared_dir") / "charts" / "jupyterhub",
+                             helm=str(Path(__file__).resolve().parent.parent / "node_modules" / ".bin" / "helm"))
+    b = Backend("real", hub_backend, hub_backend.namespace, hub_backend.admin_kubeconfig_path,
+                real_cluster=hub_backend.cluster)
+    hub = module_hub_factory(hub_config(SHARED_HUB, b), cluster=b.target)
+    yield b, hub
+    hub.stop()
+    b.close()
+
+
 def add_user(hub, user):
     r = hub.api("POST", f"/users/{user}")
     assert r.status_code in (201, 409), r.text
@@ -75,10 +111,10 @@ def start_outcome(hub, user, options, timeout=60):
     return bool((server(hub, user) or {}).get("ready")), "", messages, time.monotonic() - began, r.status_code
 
 
-def test_refused_pod_leaves_no_new_home_claim(backend, hub_factory):
+def test_refused_pod_leaves_no_new_home_claim(quota_hub):
     """Bug 6: a pod refused by the namespace's ResourceQuota leaves no home claim behind."""
+    backend, hub = quota_hub
     backend.create_quota("compute", {"pods": "0"})
-    hub = hub_factory(hub_config(backend=backend), cluster=backend.target)
     add_user(hub, "nina")
     ready, message, _, _, status = start_outcome(hub, "nina", {"size": "small"})
     assert not ready and "resource quota" in message and "was not created" in message, message
@@ -96,13 +132,14 @@ def test_refused_pod_leaves_no_new_home_claim(backend, hub_factory):
     wait_for(lambda: server(hub, "nina") is None, timeout=60, message="nina stopped")
     backend.create_quota("compute", {"pods": "0"})
     ready, message, _, _, _ = start_outcome(hub, "nina", {"size": "small"})
+    backend.delete_quota("compute")  # the module's hub is shared
     assert not ready and "resource quota" in message
     assert "claim-nina" in backend.claims()
 
 
-def test_storage_quota_refusal_is_readable(backend, hub_factory):
+def test_storage_quota_refusal_is_readable(quota_hub):
     """Bug 3: a ResourceQuota on claims or storage refuses the home claim with a readable 403."""
-    hub = hub_factory(hub_config(backend=backend), cluster=backend.target)
+    backend, hub = quota_hub
     for user, hard in (("olga", {"persistentvolumeclaims": "0"}), ("otto", {"requests.storage": "5Gi"})):
         backend.create_quota("storage", hard)
         add_user(hub, user)
@@ -188,12 +225,11 @@ def test_old_claim_events_do_not_fail_a_new_start(backend, hub_factory):
             backend.storage.delete_storage_class(gold)
 
 
-def test_no_node_can_take_the_pod_fails_fast(backend, hub_factory):
+def test_no_node_can_take_the_pod_fails_fast(quota_hub):
     """Issue 9, point 5: an unschedulable pod fails the start in plain words within
-    ``unschedulable_timeout``, is deleted, and its quota share is free again."""
-    hub = hub_factory(hub_config('c.PtjaasSpawner.unschedulable_timeout = 2\n'
-                                 'c.PtjaasSpawner.quota_default = {"servers": 1}\n', backend),
-                      cluster=backend.target)
+    ``unschedulable_timeout`` (2 s: ``SHARED_HUB``), is deleted, and its quota share (one server)
+    is free again."""
+    backend, hub = quota_hub
     add_user(hub, "gus")
     ready, message, progress, seconds, _ = start_outcome(hub, "gus", {"size": "gpu-8"})
     assert not ready
@@ -204,6 +240,8 @@ def test_no_node_can_take_the_pod_fails_fast(backend, hub_factory):
     # the quota share (1 server) is free again: a start that fits works
     ready, message, _, _, _ = start_outcome(hub, "gus", {"size": "small"}, timeout=120)
     assert ready, message
+    hub.api("DELETE", "/users/gus/server")  # the module's hub is shared
+    wait_for(lambda: server(hub, "gus") is None, timeout=60, message="gus stopped")
 
 
 def test_a_start_out_of_time_says_why(backend, hub_factory):

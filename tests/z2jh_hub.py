@@ -1,6 +1,6 @@
 """Load JupyterHub config the way z2jh's hub pod does, for tests (no Kubernetes involved).
 
-The z2jh-like hub config dir itself is ``ptjaas_sandbox.z2jhhub`` (``ptjaas demo`` runs its hub
+z2jh's own hub config dir, laid out on this machine, is ``ptjaas_sandbox.z2jhhub`` (``ptjaas demo`` runs its hub
 from it too); ``load_with_jupyterhub`` loads one with JupyterHub's own loader and reports what
 the spawner and authenticator instances carry.
 """
@@ -39,7 +39,8 @@ names = ("images", "sizes", "home_volume_storage_class", "home_volume_size",
          "delete_home_volume", "delete_pvc", "storage_pvc_ensure", "volumes", "image",
          "uid", "fs_gid", "allow_privilege_escalation", "quota_default", "quota_groups")
 out = {name: getattr(spawner, name) for name in names if hasattr(spawner, name)}
-out["init_containers"] = [ic["name"] for ic in spawner.init_containers]
+# z2jh appends its own as kubernetes_asyncio V1Container objects, sites as dicts
+out["init_containers"] = [ic["name"] if isinstance(ic, dict) else ic.name for ic in spawner.init_containers]
 out["spawner_class"] = f"{spawner_cls.__module__}.{spawner_cls.__name__}"
 out["authenticator_class"] = f"{auth_cls.__module__}.{auth_cls.__name__}"
 out["auth"] = {n: getattr(auth, n, None) for n in ("oidc_issuer", "client_id", "groups_claim",
@@ -51,7 +52,7 @@ print("PTJAAS-RESULT " + json.dumps(out, default=sorted))
 
 
 def write_z2jh_hub(directory, values, fragment_dir, **kwargs):
-    """Write a z2jh-like hub config dir (jupyterhub_config.py, z2jh.py, secret/values.yaml)."""
+    """Lay out z2jh's own hub config dir (the chart's files, secret/, config/) for ``values``."""
     return Path(z2jhhub.write_z2jh_hub(directory, values, fragment_dir, **kwargs))
 
 

@@ -1,8 +1,9 @@
 """Server time on the hub's pages (served by the hub process: they read its accounting record).
 
-- ``/hub/ptjaas/usage`` (admins, ``usagepages``) shows ``admin_section``: daily GPU-hours
+- ``/hub/ptjaas/usage`` (admins, ``usagepages``) shows ``admin_charts``: daily GPU-hours
   and CPU-hours of the last 30 days per team and per user, as SVG;
-- ``GET /hub/ptjaas/usage/me``: the logged-in user's own charts, budgets and runs;
+- ``GET /hub/ptjaas/usage/me``: the logged-in user's own charts, budgets and runs
+  (``templates/pages/usage-me.html``);
 - ``GET /hub/ptjaas/usage.csv``: every run of the last ``days`` days (default 30, at most 3660)
   as CSV, admins only (the ``admin:servers`` scope).
 """
@@ -12,12 +13,12 @@ from __future__ import annotations
 import csv
 import io
 from datetime import datetime, timezone
-from html import escape
 
 from jupyterhub.handlers.base import BaseHandler
 from tornado import web
 
 from .. import hubrequests
+from ..pagetemplates import render_page
 from ..quota.timebudget import TimePolicy, budget_line
 from ..quota.runs import DAY, HOUR, daily, totals
 from .store import store_for
@@ -26,29 +27,6 @@ from .svg import charts
 DAYS = 30
 CSV_FIELDS = ("id", "user", "server", "team", "image", "version", "size", "gpus", "cpu", "memory", "start", "end",
               "end_reason", "gpu_hours", "cpu_hours")
-
-ME_PAGE = """{% extends "page.html" %}
-{% block main %}
-<div class="container">
-  <h1>Your server time</h1>
-  {% if line %}<p id="ptjaas-budget-line"><strong>Budget</strong> {{ line }}</p>{% endif %}
-  {% for w in warnings %}<p class="alert alert-warning">{{ w }}</p>{% endfor %}
-  <h2>GPU-hours and CPU-hours per day, last {{ days }} days</h2>
-  {% for name, r, svg in charts %}<figure>{{ svg | safe }}</figure>
-  {% else %}<p>No server time in the last {{ days }} days.</p>{% endfor %}
-  <h2>Runs</h2>
-  <table class="table" id="ptjaas-runs">
-    <tr><th>server</th><th>size</th><th>image:version</th><th>start (UTC)</th><th>end (UTC)</th>
-        <th>GPU-hours</th><th>CPU-hours</th></tr>
-    {% for r in runs %}
-    <tr><td>{{ r.server or "(default)" }}</td><td>{{ r.size }}</td><td>{{ r.image }}:{{ r.version }}</td>
-      <td>{{ r.start_text }}</td><td>{{ r.end_text }}</td><td>{{ r.gpu_hours }}</td><td>{{ r.cpu_hours }}</td></tr>
-    {% endfor %}
-  </table>
-</div>
-{% endblock %}
-"""
-
 
 def _settings(handler, names):
     """The values of ``names`` for the hub's spawner class, from its config sections (the most
@@ -82,22 +60,18 @@ def _when(t) -> str:
     return "" if t is None else datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
 
 
-def admin_section(handler) -> str:
-    """HTML for the admin usage page: per-team and per-user daily charts, a CSV link."""
+def admin_charts(handler) -> dict:
+    """The admin usage page's server time (``pages/usage.html``): per-team and per-user daily
+    charts of the last ``DAYS`` days, as ``{"days", "sections": [(title, element id, [svg])]}``."""
     store, _ = accounting_of(handler)
     runs, now = list(store.runs.values()), store.now()
-    base = escape(handler.base_url)
-    out = [f'<h2 id="ptjaas-server-time">Server time, last {DAYS} days</h2>',
-           f'<p><a href="{base}ptjaas/usage.csv">CSV of every run</a> · '
-           f'<a href="{base}ptjaas/usage/me">your own</a></p>']
+    sections = []
     for title, key, css in (("Teams", lambda r: r.team, "ptjaas-team-charts"),
                             ("Users", lambda r: r.user, "ptjaas-user-charts")):
         d = daily(runs, now, DAYS, key=key)
         found = charts({k: v for k, v in d["series"].items() if k}, d["days"])
-        out.append(f'<h3>{title}</h3><div id="{css}">')
-        out += [f"<figure>{svg}</figure>" for _, _, svg in found] or ["<p>No server time.</p>"]
-        out.append("</div>")
-    return "\n".join(out)
+        sections.append((title, css, [svg for _, _, svg in found]))
+    return {"days": DAYS, "sections": sections}
 
 
 class MyUsageHandler(BaseHandler):
@@ -122,10 +96,9 @@ class MyUsageHandler(BaseHandler):
             shown.append(dict(server=r.server, size=r.size, image=r.image, version=r.version,
                               start_text=_when(r.start), end_text=_when(r.end) or "running",
                               gpu_hours=f"{row['gpu_hours']:.2f}", cpu_hours=f"{row['cpu_hours']:.2f}"))
-        env = self.settings["jinja2_env"]
         ns = dict(self.template_namespace, line=line, warnings=list(_WARNED.get(user.name, {}).values()),
                   charts=charts(d["series"], d["days"]), runs=shown[:200], days=DAYS)
-        self.write(await env.from_string(ME_PAGE).render_async(**ns))
+        self.write(await render_page(self, "usage-me.html", ns))
 
 
 class UsageCSVHandler(BaseHandler):

@@ -17,11 +17,12 @@ The charges and their running totals are kept in ``ledger.Ledger`` (re-exported 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ..errors import SettingError
 from ..quantity import human_quantity, parse_bytes, parse_cpu
 from .ledger import RESOURCES, ZERO, Amount, Charge, Ledger  # noqa: F401 - Charge: part of this module's vocabulary
+from .policyshape import BudgetPolicy
 from .timebudget import TIME_KEYS, TimeBudgetError, parse_time_budget
 
 NOUN = {"gpus": "GPUs", "cpu": "CPU cores", "memory": "memory", "servers": "servers"}
@@ -76,45 +77,19 @@ def parse_budget(spec, where: str, allow_per_user: bool = False) -> tuple[dict, 
 
 
 @dataclass
-class QuotaPolicy:
-    default: dict = field(default_factory=dict)
-    users: dict = field(default_factory=dict)
-    pools: dict = field(default_factory=dict)  # group -> limits (pooled)
-    per_user: dict = field(default_factory=dict)  # group -> limits (each member)
+class QuotaPolicy(BudgetPolicy):
+    """Concurrent limits (``RESOURCES``) over default / users / groups (see ``policyshape``)."""
+
+    RESOURCES = RESOURCES
+    LISTS_UNLIMITED = True  # {resource: limit or None}
 
     @classmethod
-    def from_config(cls, default=None, users=None, groups=None, prefix="c.PtjaasSpawner") -> QuotaPolicy:
-        pol = cls()
-        pol.default, _ = parse_budget(default, f"{prefix}.quota_default")
-        for name, spec in (users or {}).items():
-            limits, _ = parse_budget(spec, f"{prefix}.quota_users[{name!r}]")
-            if limits:  # a user with only time budgets (quota.timebudget) has no concurrent one
-                pol.users[name] = limits
-        for name, spec in (groups or {}).items():
-            pool, per_user = parse_budget(spec, f"{prefix}.quota_groups[{name!r}]", allow_per_user=True)
-            if pool:
-                pol.pools[name] = pool
-            if per_user:
-                pol.per_user[name] = per_user
-        return pol
+    def parse(cls, spec, where: str, group: bool = False) -> tuple[dict, dict]:
+        return parse_budget(spec, where, allow_per_user=group)
 
-    @property
-    def enabled(self) -> bool:
-        return bool(self.default or self.users or self.pools or self.per_user)
-
-    def user_limits(self, user: str, groups) -> dict:
-        """Per-user limits: ``{resource: limit or None}`` (None = unlimited)."""
-        out = {}
-        for r in RESOURCES:
-            limit = self.default.get(r)  # None: unlimited by default
-            for g in groups or ():
-                extra = self.per_user.get(g, {}).get(r)
-                if extra is not None and limit is not None:
-                    limit = max(limit, extra)
-            if r in self.users.get(user, {}):
-                limit = self.users[user][r]
-            out[r] = limit
-        return out
+    @staticmethod
+    def more_generous(extra, limit) -> bool:
+        return extra > limit
 
     def user_pools(self, groups) -> list:
         return sorted(g for g in (groups or ()) if g in self.pools)

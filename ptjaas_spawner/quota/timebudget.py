@@ -15,9 +15,10 @@ its user's groups (sorted) with a time pool.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ..errors import SettingError
+from .policyshape import BudgetPolicy
 from .runs import HOUR, RESOURCE_OF, Window, WindowError, frees_at, parse_window, rate, used_in_window
 
 TIME_KEYS = ("gpu_hours", "cpu_hours", "window")
@@ -60,45 +61,22 @@ def parse_time_budget(spec, where: str) -> dict:
 
 
 @dataclass
-class TimePolicy:
-    default: dict = field(default_factory=dict)
-    users: dict = field(default_factory=dict)
-    per_user: dict = field(default_factory=dict)  # group -> {resource: Limit}
-    pools: dict = field(default_factory=dict)  # group -> {resource: Limit}
+class TimePolicy(BudgetPolicy):
+    """Hours per window (``RESOURCES``) over default / users / groups (see ``policyshape``)."""
+
+    RESOURCES = RESOURCES
 
     @classmethod
-    def from_config(cls, default=None, users=None, groups=None, prefix="c.PtjaasSpawner") -> TimePolicy:
-        pol = cls(default=parse_time_budget(default, f"{prefix}.quota_default"))
-        for name, spec in (users or {}).items():
-            if parse_time_budget(spec, f"{prefix}.quota_users[{name!r}]"):
-                pol.users[name] = parse_time_budget(spec, f"{prefix}.quota_users[{name!r}]")
-        for name, spec in (groups or {}).items():
-            where = f"{prefix}.quota_groups[{name!r}]"
-            pool = parse_time_budget(spec, where)
-            if pool:
-                pol.pools[name] = pool
-            per_user = parse_time_budget((spec or {}).get("per_user"), f"{where}['per_user']")
-            if per_user:
-                pol.per_user[name] = per_user
-        return pol
+    def parse(cls, spec, where: str, group: bool = False) -> tuple[dict, dict]:
+        limits = parse_time_budget(spec, where)
+        if not group:
+            return limits, {}
+        return limits, parse_time_budget((spec or {}).get("per_user") if isinstance(spec, dict) else None,
+                                         f"{where}['per_user']")
 
-    @property
-    def enabled(self) -> bool:
-        return bool(self.default or self.users or self.pools or self.per_user)
-
-    def user_limits(self, user: str, groups) -> dict:
-        out = {}
-        for r in RESOURCES:
-            limit = self.default.get(r)
-            for g in sorted(groups or ()):
-                extra = self.per_user.get(g, {}).get(r)
-                if extra is not None and limit is not None and extra.hours > limit.hours:
-                    limit = extra
-            if r in self.users.get(user, {}):
-                limit = self.users[user][r]
-            if limit is not None:
-                out[r] = limit
-        return out
+    @staticmethod
+    def more_generous(extra, limit) -> bool:
+        return extra.hours > limit.hours
 
     def team_of(self, groups, team_namespace_group: str = "") -> str:
         """The team a new run is accounted to."""

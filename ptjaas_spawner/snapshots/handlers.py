@@ -34,6 +34,7 @@ from jupyterhub.handlers.base import BaseHandler
 from tornado import web
 
 from .. import hubrequests
+from ..pagetemplates import render_page
 from ..hubrequests import audited_scope
 from . import ops, policy
 from .views import SnapshotViews
@@ -52,48 +53,6 @@ hubrequests.accept(
     queries={"snapshot-list": {}},
     forms={"snapshot-page": ({"action": 20, "restore": 253, "snapshot": 253}, {"snapshot": policy.MAX_OPEN})},
 )
-
-PAGE = """{% extends "page.html" %}
-{% block main %}
-<div class="container">{% include "ptjaas-snapshots-fragment.html" %}</div>
-{% endblock %}
-"""
-
-FRAGMENT = """<section id="ptjaas-snapshots">
-  <h2>Snapshots of {{ "your" if own else target ~ "'s" }} home</h2>
-  {% if message %}<p class="alert alert-info" id="ptjaas-snapshot-message">{{ message }}</p>{% endif %}
-  {% if not status.enabled %}
-    <p class="alert alert-secondary" id="ptjaas-snapshots-off">{{ status.why }}</p>
-  {% else %}
-    <form method="post" action="{{ base_url }}ptjaas/snapshots{{ query }}">
-      <input type="hidden" name="_xsrf" value="{{ xsrf }}">
-      <button class="btn btn-secondary" name="action" value="take" id="ptjaas-snapshot-now">Snapshot my home now</button>
-    </form>
-  {% endif %}
-  {% if snapshots %}
-  <form method="post" action="{{ base_url }}ptjaas/snapshots{{ query }}">
-    <input type="hidden" name="_xsrf" value="{{ xsrf }}">
-    <table class="table" id="ptjaas-snapshot-table">
-      <tr><th>open</th><th>taken (UTC; opened at ~/{{ mount_dir }}/&lt;taken&gt;)</th><th>reason</th><th>size</th><th>ready</th><th></th></tr>
-      {% for s in snapshots %}
-      <tr data-snapshot="{{ s.name }}">
-        <td><input type="checkbox" name="snapshot" value="{{ s.name }}" aria-label="Open the snapshot taken {{ s.folder }}"
-             {% if not s.ready or running %}disabled{% endif %}></td>
-        <td class="ptjaas-snapshot-time">{{ s.folder }}</td><td>{{ s.reason }}</td><td>{{ s.size or "" }}</td>
-        <td class="ptjaas-snapshot-state">{{ "yes" if s.ready else ("failed: " ~ s.error if s.error else "no: being taken") }}</td>
-        <td>{% if s.ready and not running %}<button class="btn btn-sm btn-warning" name="restore" value="{{ s.name }}"
-             onclick="return confirm('Replace your home with this snapshot? Your current home is snapshotted first and kept.')">Restore whole home</button>{% endif %}</td>
-      </tr>
-      {% endfor %}
-    </table>
-    {% if not running %}
-    <button class="btn btn-primary" name="action" value="open">Start my server with the checked snapshots opened read-only</button>
-    {% else %}<p id="ptjaas-snapshots-running">Your server is running: stop it to open or restore a snapshot.</p>{% endif %}
-  </form>
-  {% elif status.enabled %}<p>No snapshots yet.</p>{% endif %}
-</section>
-"""
-
 
 def _spawner(handler, user):
     spawner = user.spawner
@@ -196,7 +155,6 @@ class SnapshotPageHandler(BaseHandler):
         spawner = _spawner(self, user)
         status = await ops.home_status(spawner)
         snaps = await ops.list_user(spawner)
-        env = self.settings["jinja2_env"]
         own = user.name == self.current_user.name
         message = self.get_argument("message", "")[:300]
         taken = next((s for s in snaps if s["name"] == self.get_argument("taken", "")[:253]), None)
@@ -205,9 +163,10 @@ class SnapshotPageHandler(BaseHandler):
         ns = dict(self.template_namespace, status=status, snapshots=snaps, own=own, target=user.name,
                   running=bool(spawner.active), message=message, mount_dir=spawner.snapshot_mount_dir,
                   query="" if own else f"?user={user.name}", xsrf=self.xsrf_token.decode("ascii"))
-        template = FRAGMENT if self.get_argument("embed", "") else PAGE.replace(
-            '{% include "ptjaas-snapshots-fragment.html" %}', FRAGMENT)
-        self.write(await env.from_string(template).render_async(**ns))
+        section = await render_page(self, "snapshots-section.html", ns)
+        if not self.get_argument("embed", ""):
+            section = await render_page(self, "snapshots.html", dict(self.template_namespace, section=section))
+        self.write(section)
 
     @web.authenticated
     async def post(self):
