@@ -80,6 +80,28 @@ def module_cluster(cluster_backend, tmp_path_factory, request):
         yield c
 
 
+def _module_cluster_api(module_cluster, api_class):
+    import kubernetes
+
+    client = kubernetes.config.new_client_from_config(config_file=str(module_cluster.kubeconfig_path))
+    try:
+        yield getattr(kubernetes.client, api_class)(client)
+    finally:
+        client.close()
+
+
+@pytest.fixture(scope="module")
+def core(module_cluster):
+    """The admin's CoreV1Api on the module's cluster (what the tests look at, as kubectl would)."""
+    yield from _module_cluster_api(module_cluster, "CoreV1Api")
+
+
+@pytest.fixture(scope="module")
+def custom(module_cluster):
+    """The admin's CustomObjectsApi on the module's cluster (VolumeSnapshots)."""
+    yield from _module_cluster_api(module_cluster, "CustomObjectsApi")
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     """A failed test that ran hubs gets their error lines (with tracebacks) as a report section:

@@ -57,24 +57,6 @@ def hub(module_cluster, module_hub_factory, tmp_path_factory):
     return h
 
 
-@pytest.fixture(scope="module")
-def core(module_cluster):
-    import kubernetes
-
-    api = kubernetes.config.new_client_from_config(config_file=str(module_cluster.kubeconfig_path))
-    yield kubernetes.client.CoreV1Api(api)
-    api.close()
-
-
-@pytest.fixture(scope="module")
-def custom(module_cluster):
-    import kubernetes
-
-    api = kubernetes.config.new_client_from_config(config_file=str(module_cluster.kubeconfig_path))
-    yield kubernetes.client.CustomObjectsApi(api)
-    api.close()
-
-
 def datasets(hub, user, method="GET", path="team-a", **kw):
     return hub.api(method, f"/ptjaas/datasets/{path}", token=hub.tokens[user], **kw)
 

@@ -80,15 +80,6 @@ def hub(module_cluster, module_hub_factory, tmp_path_factory):
     return h
 
 
-@pytest.fixture(scope="module")
-def core(module_cluster):
-    import kubernetes
-
-    api = kubernetes.config.new_client_from_config(config_file=str(module_cluster.kubeconfig_path))
-    yield kubernetes.client.CoreV1Api(api)
-    api.close()
-
-
 def page_text(markup):
     """The snapshot page's text as a user reads it (tags out, spaces folded)."""
     import html
