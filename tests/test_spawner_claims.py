@@ -154,7 +154,10 @@ async def test_refused_options_create_nothing_and_valid_ones_set_the_pod(module_
     await s.load_user_options()
     assert (s.image, s.cpu_guarantee, s.mem_limit) == ("example.org/py:1", 1.0, 2 * 2**30)
     assert s.extra_resource_limits == {"nvidia.com/gpu": "2"}
-    assert s.orm_spawner.user_options == {"image": "py", "version": "1", "size": "gpu"}
+    # the running server holds the resolved choice (the culler and the quota read it there); the
+    # hub's database keeps what the user asked for (a new choice on the form starts from it)
+    assert s.user_options == {"image": "py", "version": "1", "size": "gpu"}
+    assert s.orm_spawner.user_options == {}
     assert "claim-ivy" in claim_names(kube)
 
 
