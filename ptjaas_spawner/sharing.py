@@ -237,7 +237,8 @@ class ShareModeAPIHandler(APIHandler):
     def get(self, visitor):
         owner = self.current_user
         if owner is None or not self.has_scope(f"access:servers!server={owner.name}/"):
-            raise web.HTTPError(403, "Only the server's own token may ask.")
+            hubrequests.refuse(self, 403, "refused-access", getattr(owner, "name", None),
+                               "Only the server's own token may ask what its visitors may do.")
         spawner = owner.orm_spawners.get("")
         found = orm.User.find(self.db, visitor[:255])
         mode = "none"

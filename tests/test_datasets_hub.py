@@ -158,12 +158,16 @@ def test_team_dataset_create_mount_and_delete(hub, core, custom):
                                                  label_selector="ptjaas.io/dataset=images")["items"]
     assert len(snaps) == 1 and snaps[0]["status"]["readyToUse"], snaps
     wait_for(lambda: datasets(hub, "alice").json()["datasets"] == [], timeout=30, message="datasets deleted")
+    r = datasets(hub, "alice", path="team-a/images")
+    assert r.status_code == 404 and "has no dataset 'images'" in r.json()["message"], r.text
 
     lines = [json.loads(line) for line in hub.audit_path.read_text().splitlines()]
     acts = [(e["action"], e["user"]) for e in lines]
     assert ("dataset-create", "alice") in acts and ("dataset-delete", "alice") in acts
     refused = [e for e in lines if e["action"] == "refused-dataset"]
     assert len(refused) >= 8 and any(e["user"] == "carol" and "There is no dataset images" in e["message"] for e in refused)
+    assert any(e["user"] == "alice" and e.get("dataset") == "images" and "has no dataset" in e["message"]
+               for e in refused)
     started = {e["user"]: e for e in lines if e["action"] == "server-start"}
     assert started["bob"]["datasets"] == {"images": "ro"}
     assert {"kind": "dataset", "claim": "dataset-images", "mount_path": "/home/jovyan/data/images",

@@ -466,6 +466,13 @@ def test_alice_shares_her_server_with_bob_and_carol_cannot_open_it(embedded_only
     assert actions == [("refused-share", "alice", None), ("share-grant", "user:bob", "view"),
                        ("share-visit", "bob", "view"), ("share-grant", "user:bob", "collaborate"),
                        ("share-visit", "bob", "collaborate"), ("share-revoke", "user:bob", None)], actions
+    # only a server's own token may ask what its visitors may do: a narrower token is refused, on the record
+    r = hub.api("POST", "/users/bob/tokens", json={"scopes": ["read:users!user=bob"], "note": "narrow"})
+    assert r.status_code == 201, r.text
+    r = hub.api("GET", "/ptjaas/sharing/mode/alice", token=r.json()["token"])
+    assert r.status_code == 403, r.text
+    assert any(e["action"] == "refused-access" and e.get("user") == "bob" and "server's own token" in e["message"]
+               for e in map(json.loads, hub.audit_path.read_text().splitlines()))
     stop(hub, "alice")
 
 

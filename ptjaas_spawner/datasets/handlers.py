@@ -167,7 +167,7 @@ class DatasetAPIHandler(APIHandler):
         server's own token does not: code in a notebook cannot create or delete datasets)."""
         user = self.current_user
         if user is None or not hasattr(user, "groups"):
-            raise web.HTTPError(403, "Datasets are for signed-in users")
+            hubrequests.refuse(self, 403, "refused-access", None, "Datasets are for signed-in users.")
         if not {scope, f"{scope}!user={user.name}"} & set(self.expanded_scopes):
             hubrequests.refuse(self, 403, "refused-access", user.name,
                                f"This token lacks the '{scope}' scope on {user.name}, which datasets need.")
@@ -190,7 +190,9 @@ class DatasetAPIHandler(APIHandler):
             return self._answer(200, {"team": team, "datasets": listed})
         found = [d for d in listed if d["name"] == name]
         if not found:
-            return self._answer(404, {"status": 404, "message": f"Team {shown(team)} has no dataset {shown(name)}."})
+            message = f"Team {shown(team)} has no dataset {shown(name)}."
+            hubrequests.record(self, "refused-dataset", user.name, message, team=team[:100], dataset=name[:100])
+            return self._answer(404, {"status": 404, "message": message})
         self._answer(200, found[0])
 
     async def post(self, team, name=None):
