@@ -94,5 +94,5 @@ class DataAccessMixin(audit.AuditSettings, SnapshotViews):
                                       [d["claim"] for d, _ in getattr(self.start_plan, "datasets", None) or []]),
             datasets={d["name"]: mode for d, mode in getattr(self.start_plan, "datasets", None) or []} or None,
             connections=list(choice.connections) if choice and choice.connections else None,  # names only
-            **(getattr(self, "registry_digest", None) or {}),  # a custom image's tag resolved (registrydigest.py)
+            **(getattr(self.start_plan, "registry_digest", None) or {}),  # a custom image's tag resolved (registrydigest.py)
         )

@@ -162,7 +162,7 @@ async def _plan_choice_and_home(spawner) -> StartPlan:
             raise
         apply_choice(spawner, plan.choice)
         # an image of one's own: its tag resolved to the registry's digest, if asked (audit fields)
-        spawner.registry_digest = await registrydigest.pin(spawner, plan.choice, spawner.custom_images)
+        plan.registry_digest = await registrydigest.pin(spawner, plan.choice, spawner.custom_images)
     try:
         plan.datasets = await spawner.resolve_datasets(asked)  # the team's, allowed, not in use elsewhere
     except web.HTTPError:

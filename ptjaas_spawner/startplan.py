@@ -67,6 +67,7 @@ class StartPlan:
     home: Home | None = None
     snapshot_views: list = field(default_factory=list)  # snapshots opened read-only
     datasets: list = field(default_factory=list)  # team datasets mounted: [(dataset, "rw"|"ro")] (datasets/)
+    registry_digest: dict = field(default_factory=dict)  # a custom image's tag resolved: audit fields (registrydigest)
     charge: object = None
     pod_sent: bool = False
 
