@@ -15,6 +15,11 @@ A restore never loses data: the current claim is snapshotted first, a new claim 
 the chosen snapshot and becomes the dataset, and the previous claim is kept, no longer labelled
 as the dataset (``ptjaas.io/replaced-dataset=<name>``, with when, by whom and why). It is done
 only while no server mounts the dataset (409, naming whose server).
+
+Opening a snapshot read-only (as homes' ``snapshots.views``): a member who may mount the dataset
+(``ro``: every member) asks for one of its ready snapshots; at their next start a claim made from
+it is mounted read-only at ``~/data/<name>@<time>`` and deleted when the server stops.
+At most ``MAX_OPEN`` wait for a start; a second ask for the same snapshot changes nothing.
 """
 
 from __future__ import annotations
@@ -146,3 +151,54 @@ def _bigger(a, b):
     if not a or not b:
         return a or b
     return a if parse_quantity(a) >= parse_quantity(b) else b
+
+
+# ---- opening a snapshot read-only at the next start ------------------------------------------
+
+MAX_OPEN = home_snapshots.MAX_OPEN
+
+
+def may_open(dataset: dict, user: str, user_groups, admin: bool) -> str:
+    """'' if ``user`` may open ``dataset``'s snapshots read-only (whoever may mount it 'ro')."""
+    problem = policy.may_mount(dataset, user, user_groups, "ro", admin=admin)
+    return f"You may not open snapshots of dataset {dataset['name']}: {problem}" if problem else ""
+
+
+def view_mount_path(home_mount: str, dataset: dict, snap: dict) -> str:
+    """``<home>/data/<name>@<time>`` (``time``: the snapshot's folder, 2026-11-30_12-00-00, UTC)."""
+    return f"{home_mount.rstrip('/')}/{policy.MOUNT_DIR}/{dataset['name']}@{home_snapshots.time_label(snap)}"
+
+
+def open_request(dataset: dict, snapshot: str, by: str) -> dict:
+    return {"team": dataset["team"], "dataset": dataset["name"], "snapshot": snapshot, "by": by}
+
+
+def with_open_request(pending: list, request: dict) -> list:
+    """``pending`` with ``request`` added (kept as is when already there); ``DatasetRefused``
+    (409) beyond ``MAX_OPEN``."""
+    pending = list(pending or [])
+    key = (request["team"], request["dataset"], request["snapshot"])
+    if any((p["team"], p["dataset"], p["snapshot"]) == key for p in pending):
+        return pending
+    if len(pending) >= MAX_OPEN:
+        raise policy.DatasetRefused(f"At most {MAX_OPEN} snapshots can wait to be opened at your next start.", 409)
+    return pending + [request]
+
+
+def view_problem(request: dict, datasets: dict, user: str, user_groups, admin: bool, items: list) -> tuple:
+    """``(dataset, snapshot, '')`` for an open request at a start, or ``(None, None, why not)``:
+    ``datasets``: the user's teams' datasets where the server runs, by name; ``items``: the
+    VolumeSnapshots of those datasets there."""
+    d = datasets.get(request.get("dataset"))
+    if d is None or d["team"] != request.get("team"):
+        return None, None, (f"there is no dataset {shown(request.get('dataset'))} of team {shown(request.get('team'))} "
+                            "where your server runs")
+    problem = may_open(d, user, user_groups, admin)
+    if problem:
+        return None, None, problem
+    mine = [s for s in items if ((s.get("metadata") or {}).get("labels") or {}).get(policy.DATASET_LABEL) == d["name"]
+            and s["metadata"]["labels"].get(policy.TEAM_LABEL) == d["team"]]
+    try:
+        return d, find(mine, d, request.get("snapshot")), ""
+    except policy.DatasetRefused as e:
+        return None, None, str(e)
