@@ -187,3 +187,48 @@ def test_time_travel_rights_restore_claim_and_who_mounts():
     assert timetravel.mounted_by(d, [dict(pod, status={"phase": "Succeeded"})]) == ""
     with pytest.raises(policy.DatasetRefused, match="has no snapshot 'nope'"):
         timetravel.find([{"metadata": {"name": "s1"}, "status": {"readyToUse": True}}], d, "nope")
+
+
+def test_opening_a_dataset_snapshot_read_only_rules():
+    """Who may open a dataset's snapshot (whoever may mount it read-only), where it appears,
+    what a start does with a request that no longer holds, and the bound on waiting requests."""
+    from ptjaas_spawner.datasets import timetravel
+    from ptjaas_spawner.snapshots.views import snapshot_view_volumes
+
+    d = {"name": "images", "team": "team-a", "claim": "dataset-images", "namespace": "ns", "creator": "alice",
+         "write": "read-only", "access_modes": ["ReadWriteMany"]}
+    assert timetravel.may_open(d, "bob", ["team-a"], False) == ""  # read-only for all: still openable
+    assert "not one of your teams' datasets" in timetravel.may_open(d, "carol", ["team-b"], False)
+    snap = {"metadata": {"name": "s1", "labels": {"ptjaas.io/dataset": "images", "ptjaas.io/team": "team-a"}},
+            "status": {"readyToUse": True, "creationTime": "2026-12-07T12:00:00Z"}}
+    assert timetravel.view_mount_path("/home/jovyan/", d, snap) == "/home/jovyan/data/images@2026-12-07_12-00-00"
+
+    # at the start: checked again against what is there now
+    found = {"images": d}
+    request = timetravel.open_request(d, "s1", "bob")
+    assert timetravel.view_problem(request, found, "bob", ["team-a"], False, [snap]) == (d, snap, "")
+    other = dict(snap, metadata=dict(snap["metadata"], labels={"ptjaas.io/dataset": "images", "ptjaas.io/team": "x"}))
+    for req, user, groups, items, why in [
+        (request, "bob", ["team-a"], [other], "has no snapshot 's1'"),  # another team's snapshot of that name
+        (request, "bob", ["team-a"], [dict(snap, status={})], "not ready yet"),
+        (dict(request, team="team-b"), "bob", ["team-a"], [snap], "no dataset 'images' of team 'team-b'"),
+        (dict(request, dataset="gone"), "bob", ["team-a"], [snap], "no dataset 'gone'"),
+        (request, "bob", ["team-b"], [snap], "not one of your teams' datasets"),  # left the team since
+    ]:
+        assert timetravel.view_problem(req, found, user, groups, False, items)[0] is None
+        assert why in timetravel.view_problem(req, found, user, groups, False, items)[2]
+
+    # waiting requests: the same one once, at most MAX_OPEN
+    pending = timetravel.with_open_request([], request)
+    assert timetravel.with_open_request(pending, dict(request)) == pending
+    for i in range(timetravel.MAX_OPEN - 1):
+        pending = timetravel.with_open_request(pending, dict(request, snapshot=f"s{i + 2}"))
+    with pytest.raises(policy.DatasetRefused, match=f"At most {timetravel.MAX_OPEN} snapshots") as e:
+        timetravel.with_open_request(pending, dict(request, snapshot="one-more"))
+    assert e.value.status == 409
+
+    # the pod mounts each opened view read-only (homes' and datasets' alike)
+    vols, mounts = snapshot_view_volumes([{"claim": "jupyter-bob-snapshot-ab", "mount_path": "/home/jovyan/data/images@t"}])
+    assert vols == [{"name": "snapshot-0", "persistentVolumeClaim": {"claimName": "jupyter-bob-snapshot-ab",
+                                                                     "readOnly": True}}]
+    assert mounts == [{"name": "snapshot-0", "mountPath": "/home/jovyan/data/images@t", "readOnly": True}]
