@@ -1,6 +1,8 @@
 """Issue 23, team datasets: the pure rules (ptjaas_spawner/datasets/policy.py). The whole thing
 through a real hub: tests/test_datasets_hub.py."""
 
+import json
+
 import pytest
 
 from ptjaas_spawner.datasets import policy
@@ -232,3 +234,51 @@ def test_opening_a_dataset_snapshot_read_only_rules():
     assert vols == [{"name": "snapshot-0", "persistentVolumeClaim": {"claimName": "jupyter-bob-snapshot-ab",
                                                                      "readOnly": True}}]
     assert mounts == [{"name": "snapshot-0", "mountPath": "/home/jovyan/data/images@t", "readOnly": True}]
+
+
+def test_scheduled_dataset_snapshots_due_and_kept():
+    """A team's datasets schedule (``{"datasets": {every, keep}}`` beside the homes' in the
+    scheduled-snapshot setting): when one is due, which are deleted (only the scheduler's own)."""
+    from datetime import datetime, timedelta, timezone
+
+    from ptjaas_spawner.datasets import timetravel
+    from ptjaas_spawner.snapshots import scheduler
+
+    d = {"name": "images", "team": "team-a", "claim": "dataset-images", "namespace": "ns", "creator": "alice"}
+    now = datetime(2026, 12, 7, 12, 0, tzinfo=timezone.utc)
+
+    def snap(name, hours_ago, reason="schedule", by="ptjaas-snapshots", dataset="images"):
+        t = (now - timedelta(hours=hours_ago)).isoformat().replace("+00:00", "Z")
+        return {"metadata": {"name": name, "labels": {"ptjaas.io/dataset": dataset, "ptjaas.io/team": "team-a"},
+                             "annotations": {"ptjaas.io/snapshot-reason": reason, "ptjaas.io/snapshot-by": by}},
+                "status": {"creationTime": t, "readyToUse": True}}
+
+    every_hour = {"every": 3600, "keep": 2}
+    assert timetravel.schedule_plan(d, [], every_hour, now) == (True, [])
+    items = [snap("s3", 0.5), snap("s2", 1.5), snap("s1", 2.5), snap("manual", 9, reason="manual", by="alice"),
+             snap("forged", 9, by="mallory"), snap("other", 9, dataset="models")]
+    assert timetravel.schedule_plan(d, items, every_hour, now) == (False, ["s1"])  # not due; keep the newest 2
+    assert timetravel.schedule_plan(d, items[1:], every_hour, now) == (True, ["s1"])  # due: the new one counts
+    assert timetravel.schedule_plan(d, items, {"every": 3600, "keep": 5}, now) == (False, [])
+    made = timetravel.snapshot_manifest(dict(d, namespace="ns"), "vs", "schedule", "ptjaas-snapshots", now)
+    assert timetravel.scheduled_of([made], d) == [made] and timetravel.summary(made)["reason"] == "schedule"
+
+    # the setting: homes and datasets per group, a group with datasets only reads no members
+    groups = scheduler.check_groups({"vision": {"every": 86400, "keep": 7, "datasets": {"every": 3600, "keep": 24}},
+                                     "team-a": {"datasets": {"keep": 3}}})
+    assert groups["vision"] == {"every": 86400.0, "keep": 7, "homes": True,
+                                "datasets": {"every": 3600.0, "keep": 24}}
+    assert groups["team-a"]["homes"] is False and groups["team-a"]["datasets"] == {"every": 86400.0, "keep": 3}
+    assert scheduler.schedule_for_users(groups, {"vision": ["alice"], "team-a": ["bob"]}) == {
+        "alice": {"every": 86400.0, "keep": 7}}
+    for bad, where in [({"g": {"datasets": {"keep": 0}}}, "['g']['datasets']['keep']"),
+                       ({"g": {"datasets": {"every": 60, "when": 1}}}, "['g']['datasets'] must be"),
+                       ({"g": {"datasets": 5}}, "['g']['datasets'] must be")]:
+        with pytest.raises(scheduler.ScheduleError) as e:
+            scheduler.check_groups(bad)
+        assert where in str(e.value)
+    entries = scheduler.service_config({"team-a": {"datasets": {"every": 60, "keep": 1}}}, snapshot_classes={"sc": "vs"},
+                                       team_namespaces={"team-a": "jhub-team-{group}"})
+    assert entries["load_roles"] == []  # no hub right: no member list is read
+    settings = json.loads(entries["services"][0]["environment"]["PTJAAS_SNAPSHOT_SCHEDULE"])
+    assert settings["team_namespaces"] == {"team-a": "jhub-team-team-a"} and settings["interval"] == 15

@@ -2,7 +2,8 @@
 
 A dataset's snapshots are VolumeSnapshots in its namespace labelled like the dataset
 (``ptjaas.io/dataset``, ``ptjaas.io/team``): taken on demand (``manual``), before a restore
-(``before-restore``) and before a delete (``before-delete``, ``policy.snapshot_before_delete``).
+(``before-restore``), before a delete (``before-delete``, ``policy.snapshot_before_delete``) and on
+a team's schedule (``schedule``, by the ``ptjaas-snapshots`` service: ``schedule_plan``).
 
 Who may do what (as for homes, where the home's owner is the dataset's writers):
 
@@ -33,7 +34,8 @@ from . import policy
 
 REASON = home_snapshots.REASON
 BY = home_snapshots.BY
-REASONS = ("manual", "before-restore", "before-delete")
+REASONS = ("manual", "before-restore", "before-delete", "schedule")
+SCHEDULER = home_snapshots.SCHEDULER  # who takes the scheduled ones (``snapshots.scheduler``'s service)
 RESTORED_FROM = "ptjaas.io/restored-from"
 REPLACED_DATASET = "ptjaas.io/replaced-dataset"
 _RESTORED_SUFFIX = re.compile(r"-restored-\d{8}-\d{6}$")
@@ -202,3 +204,27 @@ def view_problem(request: dict, datasets: dict, user: str, user_groups, admin: b
         return d, find(mine, d, request.get("snapshot")), ""
     except policy.DatasetRefused as e:
         return None, None, str(e)
+
+
+# ---- scheduled snapshots (the ``ptjaas-snapshots`` service, ``snapshots.scheduler``) ----------
+
+def scheduled_of(items: list, dataset: dict) -> list:
+    """The dataset's snapshots the scheduler took (the only ones it ever deletes)."""
+    out = []
+    for snap in items:
+        meta = snap.get("metadata") or {}
+        labels, ann = meta.get("labels") or {}, meta.get("annotations") or {}
+        if (labels.get(policy.DATASET_LABEL) == dataset["name"] and labels.get(policy.TEAM_LABEL) == dataset["team"]
+                and ann.get(REASON) == "schedule" and ann.get(BY) == SCHEDULER and not meta.get("deletionTimestamp")):
+            out.append(snap)
+    return out
+
+
+def schedule_plan(dataset: dict, items: list, spec: dict, when: datetime) -> tuple[bool, list]:
+    """``(take one now?, names to delete)`` for ``dataset`` on its team's schedule ``spec``
+    (``{"every": seconds, "keep": count}``): one is due when it has none, or its newest scheduled
+    one is ``every`` seconds old; then only the newest ``keep`` scheduled ones stay (the one taken
+    now counts). Snapshots taken on demand, before a restore or a delete are never deleted."""
+    mine = scheduled_of(items, dataset)
+    take = home_snapshots.due(mine, spec["every"], when)
+    return take, home_snapshots.to_prune(mine, spec["keep"] - 1 if take else spec["keep"])
