@@ -269,11 +269,13 @@ def test_scheduled_dataset_snapshots_due_and_kept():
     assert groups["vision"] == {"every": 86400.0, "keep": 7, "homes": True,
                                 "datasets": {"every": 3600.0, "keep": 24}}
     assert groups["team-a"]["homes"] is False and groups["team-a"]["datasets"] == {"every": 86400.0, "keep": 3}
+    assert scheduler.check_groups(groups) == groups  # the service checks its settings again
     assert scheduler.schedule_for_users(groups, {"vision": ["alice"], "team-a": ["bob"]}) == {
         "alice": {"every": 86400.0, "keep": 7}}
     for bad, where in [({"g": {"datasets": {"keep": 0}}}, "['g']['datasets']['keep']"),
                        ({"g": {"datasets": {"every": 60, "when": 1}}}, "['g']['datasets'] must be"),
-                       ({"g": {"datasets": 5}}, "['g']['datasets'] must be")]:
+                       ({"g": {"datasets": 5}}, "['g']['datasets'] must be"),
+                       ({"g": {"homes": "no"}}, "['g']['homes'] must be true or false")]:
         with pytest.raises(scheduler.ScheduleError) as e:
             scheduler.check_groups(bad)
         assert where in str(e.value)
@@ -282,3 +284,4 @@ def test_scheduled_dataset_snapshots_due_and_kept():
     assert entries["load_roles"] == []  # no hub right: no member list is read
     settings = json.loads(entries["services"][0]["environment"]["PTJAAS_SNAPSHOT_SCHEDULE"])
     assert settings["team_namespaces"] == {"team-a": "jhub-team-team-a"} and settings["interval"] == 15
+    assert scheduler.check_groups(settings["groups"])["team-a"]["homes"] is False  # as the service reads them

@@ -50,19 +50,22 @@ class ScheduleError(SettingError):
 
 
 def check_groups(groups) -> dict:
-    """Validate ``{group: {"every": seconds >= 0, "keep": int >= 1, "datasets"?: {"every", "keep"}}}``;
-    errors name the key. ``datasets``: the team's datasets' schedule (``datasets.timetravel``); a
-    group given only ``datasets`` has no home schedule (``"homes": False``)."""
+    """Validate ``{group: {"every": seconds >= 0, "keep": int >= 1, "datasets"?: {"every", "keep"},
+    "homes"?: bool}}``; errors name the key. ``datasets``: the team's datasets' schedule
+    (``datasets.scheduled``); a group given only ``datasets`` has no home schedule (``homes``
+    false, as the result says; checking the result again gives it back)."""
     if not isinstance(groups, Mapping) or not groups:
         raise ScheduleError("scheduled snapshots: groups must be a non-empty dict group -> {every, keep}")
     out = {}
     for name, spec in groups.items():
         where = f"scheduled snapshots[{name!r}]"
-        if not isinstance(spec, Mapping) or set(spec) - {"every", "keep", "datasets"}:
+        if not isinstance(spec, Mapping) or set(spec) - {"every", "keep", "datasets", "homes"}:
             raise ScheduleError(f"{where} must be {{'every': seconds, 'keep': count, 'datasets'?: "
                                 f"{{'every', 'keep'}}}}, not {spec!r}")
-        out[str(name)] = _every_keep(spec, where)
-        out[str(name)]["homes"] = bool(set(spec) - {"datasets"}) or not spec
+        homes = spec.get("homes", bool(set(spec) - {"datasets"}) or not spec)
+        if not isinstance(homes, bool):
+            raise ScheduleError(f"{where}['homes'] must be true or false, not {homes!r}")
+        out[str(name)] = dict(_every_keep(spec, where), homes=homes)
         if "datasets" in spec:
             inner = spec["datasets"]
             if not isinstance(inner, Mapping) or set(inner) - {"every", "keep"}:
