@@ -227,7 +227,8 @@ class DatasetAPIHandler(APIHandler):
 
 def _opened_message(out) -> str:
     return (f"Snapshot {out['snapshot']} of dataset {out['dataset']} opens read-only at {out['folder']} "
-            + ("when your server starts next (stop it first)." if out["running"] else "at your next start."))
+            + ("at your next start (your server is running: stop it, then start it)." if out["running"]
+               else "at your next start."))
 
 
 class DatasetPageHandler(BaseHandler):
