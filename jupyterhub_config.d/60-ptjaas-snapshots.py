@@ -3,8 +3,9 @@
 # - The hub home page template that lists the user's home snapshots (c.JupyterHub.template_paths),
 #   and the snapshot and audit pages when the authenticator is not PtjaasAuthenticator (which
 #   registers them itself).
-# - custom.ptjaas.snapshots.schedule: {group: {every: seconds, keep: N}} runs the scheduled-snapshot
-#   service (ptjaas-snapshots) for those groups' members.
+# - custom.ptjaas.snapshots.schedule: {group: {every: seconds, keep: N, datasets?: {every, keep}}}
+#   runs the scheduled-snapshot service (ptjaas-snapshots) for those groups' members' homes and,
+#   with datasets, the team's datasets (docs/data.md).
 # Snapshot settings are hub.config.PtjaasSpawner.snapshot_classes (StorageClass ->
 # VolumeSnapshotClass; empty = snapshots off), snapshot_min_interval, audit_log_file.
 # Under z2jh the values come from the chart's values (module z2jh); on a plain machine from

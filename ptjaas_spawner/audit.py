@@ -10,7 +10,9 @@ Fields of a line (absent when they do not apply):
 - ``time``: when (UTC, ISO 8601, microseconds); ``action``: what happened, one of
   ``server-start``, ``server-stop``, ``server-cull`` (written by the culler), ``server-budget-warning``,
   ``server-budget-stop`` (a GPU-/CPU-hour budget at 90 % / used up), ``snapshot-take``, ``snapshot-open``, ``snapshot-restore``,
-  ``dataset-create``, ``dataset-delete``, ``dataset-snapshot``, ``dataset-restore`` (team datasets: ``dataset``, ``team``, ``claim``, ``write``),
+  ``dataset-create``, ``dataset-delete``, ``dataset-snapshot``, ``dataset-restore``, ``dataset-open`` (a
+  snapshot asked to be opened at the next start; the start's ``snapshot-open`` names the
+  dataset too) (team datasets: ``dataset``, ``team``, ``claim``, ``write``),
   and the refusals (see ``refusal``): ``refused-quota``, ``refused-option`` (a server option,
   a form field or a team), ``refused-snapshot``, ``refused-claim`` (a home claim not proven to
   be the user's), ``refused-access`` (a token without the right on that user or page),
@@ -54,7 +56,8 @@ REFUSALS = (
 ACTIONS = (
     "server-start", "server-start-failed", "server-stop", "server-cull", "snapshot-take", "snapshot-open",
     "snapshot-restore", "server-budget-warning", "server-budget-stop", "share-grant", "share-revoke", "share-visit",
-    "dataset-create", "dataset-delete", "dataset-snapshot", "dataset-restore", *REFUSALS,
+    "dataset-create", "dataset-delete", "dataset-snapshot", "dataset-restore", "dataset-open",
+    *REFUSALS,
 )
 _SECRET_KEY = re.compile(r"token|secret|passw|authori[sz]ation|cookie|credential|private[_-]?key|api[_-]?key", re.I)
 _MAX_TEXT = 1000

@@ -126,7 +126,8 @@ async def plan_start(spawner) -> StartPlan:
             spawner.restore_team_placement(placement)  # no home was made: nothing is placed
         raise
     try:
-        plan.snapshot_views = await spawner.snapshot_views_prepare()
+        # the home's snapshots asked for, and the datasets' (from the datasets page): read-only
+        plan.snapshot_views = await spawner.snapshot_views_prepare(await spawner.dataset_views_wanted())
     except BaseException:
         await spawner.delete_home_of_failed_start(plan.home, pod_sent=False)
         raise
@@ -240,6 +241,7 @@ def _remember_started(spawner, plan):
     if plan.choice is not None:
         spawner.remember_choice(plan.choice, pod)
         spawner.remember_datasets(plan.datasets)  # "same as last time" repeats them (datasets/)
+    spawner.dataset_views_started()  # the dataset snapshots it opened wait no longer (datasets/)
     if plan.home is not None and pod:
         spawner.home_mounted(plan.home)  # a running pod mounts it: later starts need not read it
 

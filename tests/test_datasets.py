@@ -1,6 +1,8 @@
 """Issue 23, team datasets: the pure rules (ptjaas_spawner/datasets/policy.py). The whole thing
 through a real hub: tests/test_datasets_hub.py."""
 
+import json
+
 import pytest
 
 from ptjaas_spawner.datasets import policy
@@ -187,3 +189,99 @@ def test_time_travel_rights_restore_claim_and_who_mounts():
     assert timetravel.mounted_by(d, [dict(pod, status={"phase": "Succeeded"})]) == ""
     with pytest.raises(policy.DatasetRefused, match="has no snapshot 'nope'"):
         timetravel.find([{"metadata": {"name": "s1"}, "status": {"readyToUse": True}}], d, "nope")
+
+
+def test_opening_a_dataset_snapshot_read_only_rules():
+    """Who may open a dataset's snapshot (whoever may mount it read-only), where it appears,
+    what a start does with a request that no longer holds, and the bound on waiting requests."""
+    from ptjaas_spawner.datasets import timetravel
+    from ptjaas_spawner.snapshots.views import snapshot_view_volumes
+
+    d = {"name": "images", "team": "team-a", "claim": "dataset-images", "namespace": "ns", "creator": "alice",
+         "write": "read-only", "access_modes": ["ReadWriteMany"]}
+    assert timetravel.may_open(d, "bob", ["team-a"], False) == ""  # read-only for all: still openable
+    assert "not one of your teams' datasets" in timetravel.may_open(d, "carol", ["team-b"], False)
+    snap = {"metadata": {"name": "s1", "labels": {"ptjaas.io/dataset": "images", "ptjaas.io/team": "team-a"}},
+            "status": {"readyToUse": True, "creationTime": "2026-12-07T12:00:00Z"}}
+    assert timetravel.view_mount_path("/home/jovyan/", d, snap) == "/home/jovyan/data/images@2026-12-07_12-00-00"
+
+    # at the start: checked again against what is there now
+    found = {"images": d}
+    request = timetravel.open_request(d, "s1", "bob")
+    assert timetravel.view_problem(request, found, "bob", ["team-a"], False, [snap]) == (d, snap, "")
+    other = dict(snap, metadata=dict(snap["metadata"], labels={"ptjaas.io/dataset": "images", "ptjaas.io/team": "x"}))
+    for req, user, groups, items, why in [
+        (request, "bob", ["team-a"], [other], "has no snapshot 's1'"),  # another team's snapshot of that name
+        (request, "bob", ["team-a"], [dict(snap, status={})], "not ready yet"),
+        (dict(request, team="team-b"), "bob", ["team-a"], [snap], "no dataset 'images' of team 'team-b'"),
+        (dict(request, dataset="gone"), "bob", ["team-a"], [snap], "no dataset 'gone'"),
+        (request, "bob", ["team-b"], [snap], "not one of your teams' datasets"),  # left the team since
+    ]:
+        assert timetravel.view_problem(req, found, user, groups, False, items)[0] is None
+        assert why in timetravel.view_problem(req, found, user, groups, False, items)[2]
+
+    # waiting requests: the same one once, at most MAX_OPEN
+    pending = timetravel.with_open_request([], request)
+    assert timetravel.with_open_request(pending, dict(request)) == pending
+    for i in range(timetravel.MAX_OPEN - 1):
+        pending = timetravel.with_open_request(pending, dict(request, snapshot=f"s{i + 2}"))
+    with pytest.raises(policy.DatasetRefused, match=f"At most {timetravel.MAX_OPEN} snapshots") as e:
+        timetravel.with_open_request(pending, dict(request, snapshot="one-more"))
+    assert e.value.status == 409
+
+    # the pod mounts each opened view read-only (homes' and datasets' alike)
+    vols, mounts = snapshot_view_volumes([{"claim": "jupyter-bob-snapshot-ab", "mount_path": "/home/jovyan/data/images@t"}])
+    assert vols == [{"name": "snapshot-0", "persistentVolumeClaim": {"claimName": "jupyter-bob-snapshot-ab",
+                                                                     "readOnly": True}}]
+    assert mounts == [{"name": "snapshot-0", "mountPath": "/home/jovyan/data/images@t", "readOnly": True}]
+
+
+def test_scheduled_dataset_snapshots_due_and_kept():
+    """A team's datasets schedule (``{"datasets": {every, keep}}`` beside the homes' in the
+    scheduled-snapshot setting): when one is due, which are deleted (only the scheduler's own)."""
+    from datetime import datetime, timedelta, timezone
+
+    from ptjaas_spawner.datasets import timetravel
+    from ptjaas_spawner.snapshots import scheduler
+
+    d = {"name": "images", "team": "team-a", "claim": "dataset-images", "namespace": "ns", "creator": "alice"}
+    now = datetime(2026, 12, 7, 12, 0, tzinfo=timezone.utc)
+
+    def snap(name, hours_ago, reason="schedule", by="ptjaas-snapshots", dataset="images"):
+        t = (now - timedelta(hours=hours_ago)).isoformat().replace("+00:00", "Z")
+        return {"metadata": {"name": name, "labels": {"ptjaas.io/dataset": dataset, "ptjaas.io/team": "team-a"},
+                             "annotations": {"ptjaas.io/snapshot-reason": reason, "ptjaas.io/snapshot-by": by}},
+                "status": {"creationTime": t, "readyToUse": True}}
+
+    every_hour = {"every": 3600, "keep": 2}
+    assert timetravel.schedule_plan(d, [], every_hour, now) == (True, [])
+    items = [snap("s3", 0.5), snap("s2", 1.5), snap("s1", 2.5), snap("manual", 9, reason="manual", by="alice"),
+             snap("forged", 9, by="mallory"), snap("other", 9, dataset="models")]
+    assert timetravel.schedule_plan(d, items, every_hour, now) == (False, ["s1"])  # not due; keep the newest 2
+    assert timetravel.schedule_plan(d, items[1:], every_hour, now) == (True, ["s1"])  # due: the new one counts
+    assert timetravel.schedule_plan(d, items, {"every": 3600, "keep": 5}, now) == (False, [])
+    made = timetravel.snapshot_manifest(dict(d, namespace="ns"), "vs", "schedule", "ptjaas-snapshots", now)
+    assert timetravel.scheduled_of([made], d) == [made] and timetravel.summary(made)["reason"] == "schedule"
+
+    # the setting: homes and datasets per group, a group with datasets only reads no members
+    groups = scheduler.check_groups({"vision": {"every": 86400, "keep": 7, "datasets": {"every": 3600, "keep": 24}},
+                                     "team-a": {"datasets": {"keep": 3}}})
+    assert groups["vision"] == {"every": 86400.0, "keep": 7, "homes": True,
+                                "datasets": {"every": 3600.0, "keep": 24}}
+    assert groups["team-a"]["homes"] is False and groups["team-a"]["datasets"] == {"every": 86400.0, "keep": 3}
+    assert scheduler.check_groups(groups) == groups  # the service checks its settings again
+    assert scheduler.schedule_for_users(groups, {"vision": ["alice"], "team-a": ["bob"]}) == {
+        "alice": {"every": 86400.0, "keep": 7}}
+    for bad, where in [({"g": {"datasets": {"keep": 0}}}, "['g']['datasets']['keep']"),
+                       ({"g": {"datasets": {"every": 60, "when": 1}}}, "['g']['datasets'] must be"),
+                       ({"g": {"datasets": 5}}, "['g']['datasets'] must be"),
+                       ({"g": {"homes": "no"}}, "['g']['homes'] must be true or false")]:
+        with pytest.raises(scheduler.ScheduleError) as e:
+            scheduler.check_groups(bad)
+        assert where in str(e.value)
+    entries = scheduler.service_config({"team-a": {"datasets": {"every": 60, "keep": 1}}}, snapshot_classes={"sc": "vs"},
+                                       team_namespaces={"team-a": "jhub-team-{group}"})
+    assert entries["load_roles"] == []  # no hub right: no member list is read
+    settings = json.loads(entries["services"][0]["environment"]["PTJAAS_SNAPSHOT_SCHEDULE"])
+    assert settings["team_namespaces"] == {"team-a": "jhub-team-team-a"} and settings["interval"] == 15
+    assert scheduler.check_groups(settings["groups"])["team-a"]["homes"] is False  # as the service reads them

@@ -207,7 +207,8 @@ def snapshots_of(hub, user, name):
 def test_dataset_snapshot_and_restore_without_loss(hub, core):
     """alice (the creator; rule "creator") snapshots her dataset, changes a file, restores: the
     earlier file is back and the changed content is kept; bob (read-only for him) may list but
-    not act; carol (team-b) gets 404; a restore while a server mounts it is a 409 saying whose.
+    not act, but opens a snapshot read-only at his next start (~/data/models@<time>); carol
+    (team-b) gets 404; a restore while a server mounts it is a 409 saying whose.
     "Same as last time" mounts the last start's datasets again, those still allowed (bob's part
     relies on his start with "images" in test_team_dataset_create_mount_and_delete, run first)."""
     r = datasets(hub, "alice", "POST", json={"name": "models", "size": "256Mi", "write": "creator"})
@@ -253,22 +254,76 @@ def test_dataset_snapshot_and_restore_without_loss(hub, core):
     assert contents(hub, "alice", "data/models/weights.txt").json()["content"] == "v1"
     assert contents(hub, "alice", "data/models/weights.txt", "v3").status_code in (200, 201)  # still read-write
     stop(hub, "alice")
-    # ... while still allowed: bob's last start mounted "images", deleted since: left out, the server starts
+    # bob (read-only for him) opens the first snapshot read-only at his next start; carol cannot
+    r = datasets(hub, "carol", "POST", path=f"team-a/models/snapshots/{snap}/open", json={})
+    assert r.status_code == 404, r.text
+    r = datasets(hub, "bob", "POST", path="team-a/models/snapshots/nope/open", json={})
+    assert r.status_code == 404 and "has no snapshot 'nope'" in r.json()["message"], r.text
+    r = datasets(hub, "bob", "POST", path=f"team-a/models/snapshots/{snap}/open", json={})
+    folder = [s["folder"] for s in snapshots_of(hub, "bob", "models").json()["snapshots"] if s["name"] == snap][0]
+    assert r.status_code == 202 and r.json()["folder"] == f"~/data/models@{folder}", r.text
+    page = hub.session("bob").get(f"{hub.url}/hub/ptjaas/datasets", timeout=30).text
+    assert f"opens read-only at ~/data/models@{folder} at your next start" in page
+    # ... and "same as last time" while still allowed: bob's last start mounted "images", deleted
+    # since: left out, the server starts
     start_ready(hub, "bob", {"same_as_last": True})
     volumes = core.read_namespaced_pod("jupyter-bob", "default").spec.volumes
     assert not [v for v in volumes if v.persistent_volume_claim and v.persistent_volume_claim.claim_name.startswith("dataset-")]
+    assert contents(hub, "bob", f"data/models@{folder}/weights.txt").json()["content"] == "v1"
+    assert contents(hub, "bob", f"data/models@{folder}/weights.txt", "mine").status_code >= 400
+    views = core.list_namespaced_persistent_volume_claim("default", label_selector="ptjaas.io/purpose=snapshot-view")
+    assert [(v.spec.data_source.name, v.metadata.annotations["ptjaas.io/dataset"]) for v in views.items] == [(snap, "models")]
     stop(hub, "bob")
+    wait_for(lambda: not core.list_namespaced_persistent_volume_claim(
+        "default", label_selector="ptjaas.io/purpose=snapshot-view").items, timeout=30, message="view claim deleted")
     # the page shows the snapshots, with the buttons to those who may use them
     page = hub.session("alice").get(f"{hub.url}/hub/ptjaas/datasets", timeout=30).text
     assert "Snapshot models now" in page and f'data-snapshot="{snap}"' in page and "Restore models to" in page
     page = hub.session("bob").get(f"{hub.url}/hub/ptjaas/datasets", timeout=30).text
     assert f'data-snapshot="{snap}"' in page and "Snapshot models now" not in page and "Restore models to" not in page
+    assert "Open read-only at my next start" in page and "opens read-only at" not in page  # opened: asked no more
 
     lines = [json.loads(line) for line in hub.audit_path.read_text().splitlines()]
     acts = {(e["action"], e["user"], e.get("dataset")) for e in lines}
-    assert {("dataset-snapshot", "alice", "models"), ("dataset-restore", "alice", "models")} <= acts
+    assert {("dataset-snapshot", "alice", "models"), ("dataset-restore", "alice", "models"),
+            ("dataset-open", "bob", "models"), ("snapshot-open", "bob", "models")} <= acts
     refused = [e for e in lines if e["action"] == "refused-dataset" and e.get("dataset") == "models"]
     assert {e["user"] for e in refused} == {"alice", "bob", "carol"}
+
+
+def test_scheduled_dataset_snapshots(hub, module_cluster):
+    """The ptjaas-snapshots service's pass for a team with a datasets schedule (no home
+    schedule: no hub call), on the cluster: one snapshot when due, none when not, and only its
+    own beyond ``keep`` pruned (alice's manual and before-restore ones stay). Members list it."""
+    import asyncio
+
+    from ptjaas_spawner.kube import Kube
+    from ptjaas_spawner.snapshots import scheduler
+
+    def one_pass(every):
+        async def run():
+            kube = Kube("default", kubeconfig=str(module_cluster.kubeconfig_path))
+            try:
+                return await scheduler.one_pass(None, kube, scheduler.check_groups(
+                    {"team-a": {"datasets": {"every": every, "keep": 1}}}), {"standard": "csi-local"},
+                    str(hub.audit_path))
+            finally:
+                await kube.close()
+        return asyncio.run(run())
+
+    names = sorted(d["name"] for d in datasets(hub, "alice").json()["datasets"])  # models, and the page's
+    before = {s["name"]: s["reason"] for s in snapshots_of(hub, "bob", "models").json()["snapshots"]}
+    first = one_pass(3600)
+    assert [n.split("-schedule-")[0] for n in first["taken"]] == [f"dataset-{n}" for n in names], first
+    assert one_pass(3600) == {"taken": [], "pruned": []}  # not due yet
+    again = one_pass(0)  # due at once: a new one each, the older scheduled ones pruned (keep 1)
+    assert len(again["taken"]) == len(names) and again["pruned"] == first["taken"], again
+    listed = {s["name"]: s["reason"] for s in snapshots_of(hub, "bob", "models").json()["snapshots"]}
+    (new,) = [n for n in again["taken"] if n.startswith("dataset-models-")]
+    assert listed == dict(before, **{new: "schedule"}), listed
+    lines = [json.loads(line) for line in hub.audit_path.read_text().splitlines()]
+    assert [e["snapshot"] for e in lines if e["action"] == "dataset-snapshot" and e.get("by") == "ptjaas-snapshots"] \
+        == first["taken"] + again["taken"]
 
 
 def test_the_hub_never_lacked_a_right(hub, module_cluster):

@@ -19,11 +19,14 @@ Time-travel (``timetravel``, ``timetravel_ops``; members list, writers and admin
 - ``GET    /hub/api/ptjaas/datasets/<team>/<name>/snapshots``: ``{"dataset", "team", "snapshots": [...]}``;
 - ``POST   /hub/api/ptjaas/datasets/<team>/<name>/snapshots`` ``{}``: take one now (201);
 - ``POST   /hub/api/ptjaas/datasets/<team>/<name>/restore`` ``{"snapshot"}``: restore without loss
-  (the current claim is snapshotted and kept), only while no server mounts it (409 names whose).
+  (the current claim is snapshotted and kept), only while no server mounts it (409 names whose);
+- ``POST   /hub/api/ptjaas/datasets/<team>/<name>/snapshots/<snapshot>/open`` ``{}``: open it read-only
+  at the caller's next start, at ``~/data/<name>@<time>`` (members who may mount it; 202).
 
 Page: ``/hub/ptjaas/datasets`` (``templates/pages/datasets.html``), linked from the home page.
 Bodies and form posts are strict and bounded (``hubrequests``); each create and delete is on the
-audit record (``dataset-create``, ``dataset-delete``, ``dataset-snapshot``, ``dataset-restore``), each refusal too (``refused-dataset``).
+audit record (``dataset-create``, ``dataset-delete``, ``dataset-snapshot``, ``dataset-restore``,
+``dataset-open``), each refusal too (``refused-dataset``).
 The claim is made with the hub's own rights (z2jh's hub Role creates and deletes PVCs in its
 namespace, as it does for homes; ``ptjaas team-manifests`` gives it the same in team namespaces).
 """
@@ -55,6 +58,7 @@ hubrequests.accept(
              "class": _TEXT, "write": _TEXT}, ["name", "size"]),
         "dataset-delete": hubrequests.object_schema({"confirm": _TEXT}, ["confirm"]),
         "dataset-snapshot": hubrequests.object_schema({}, []),
+        "dataset-open": hubrequests.object_schema({}, []),
         "dataset-restore": hubrequests.object_schema({"snapshot": {"type": "string", "maxLength": 253}}, ["snapshot"]),
     },
     queries={"dataset-list": {}},
@@ -223,6 +227,12 @@ class DatasetAPIHandler(APIHandler):
         self._answer(200, {"deleted": d["name"], "team": d["team"], "snapshot": d.get("snapshot")})
 
 
+def _opened_message(out) -> str:
+    return (f"Snapshot {out['snapshot']} of dataset {out['dataset']} opens read-only at {out['folder']} "
+            + ("at your next start (your server is running: stop it, then start it)." if out["running"]
+               else "at your next start."))
+
+
 class DatasetPageHandler(BaseHandler):
     @web.authenticated
     async def get(self):
@@ -237,6 +247,9 @@ class DatasetPageHandler(BaseHandler):
                   limits={t: policy.team_limits(spawner.quota_groups, t) for t in teams}, snapshots=snaps,
                   may_change={f"{t}/{d['name']}": not timetravel.may_change(d, user.name, _groups(user), user.admin)
                               for t in teams for d in listed[t]},
+                  may_open={f"{t}/{d['name']}": not timetravel.may_open(d, user.name, _groups(user), user.admin)
+                            for t in teams for d in listed[t]},
+                  opening={f"{p['team']}/{p['dataset']}/{p['snapshot']}" for p in spawner.dataset_views_pending or ()},
                   message=self.get_argument("message", "")[:300], xsrf=self.xsrf_token.decode("ascii"))
         self.write(await render_page(self, "datasets.html", ns))
 
@@ -263,6 +276,11 @@ class DatasetPageHandler(BaseHandler):
                 snap = await timetravel_ops.take(spawner, user, d)
                 _record_snapshot(self, "dataset-snapshot", d, user, snapshot=snap["name"])
                 message = f"Snapshot {snap['name']} of dataset {d['name']} is being taken."
+            elif args["action"] == "open":
+                d = await timetravel_ops.dataset(spawner, user, args["team"], args["name"])
+                out = await timetravel_ops.open_at_next_start(spawner, user, d, args["snapshot"])
+                _record_snapshot(self, "dataset-open", d, user, snapshot=out["snapshot"], mount_path=out["folder"])
+                message = _opened_message(out)
             elif args["action"] == "restore":
                 d = await timetravel_ops.dataset(spawner, user, args["team"], args["name"])
                 out = await timetravel_ops.restore(spawner, user, d, args["snapshot"])
@@ -270,7 +288,7 @@ class DatasetPageHandler(BaseHandler):
                 message = (f"Dataset {d['name']} is restored from snapshot {out['snapshot']}; its previous content "
                            f"is kept as claim {out['previous_claim']} (snapshot {out['before_restore_snapshot']}).")
             else:
-                raise policy.DatasetRefused("Unknown action: choose create, delete, snapshot or restore.")
+                raise policy.DatasetRefused("Unknown action: choose create, delete, snapshot, open or restore.")
         except policy.DatasetRefused as e:
             message = str(e)
             _refused(self, e, user.name, args["team"], args["name"])
@@ -313,9 +331,34 @@ class DatasetSnapshotAPIHandler(DatasetAPIHandler):
         self._answer(200, out)
 
 
+class DatasetSnapshotOpenAPIHandler(DatasetAPIHandler):
+    """``POST .../datasets/<team>/<name>/snapshots/<snapshot>/open`` ``{}``: at the caller's next
+    start (``timetravel_ops.open_at_next_start``)."""
+
+    async def get(self, team, name, snapshot):
+        raise web.HTTPError(405)
+
+    async def delete(self, team, name, snapshot):
+        raise web.HTTPError(405)
+
+    async def post(self, team, name, snapshot):
+        user = self._user("servers")
+        hubrequests.json_body(self, "dataset-open", user.name)
+        spawner = _spawner(user)
+        try:
+            d = await timetravel_ops.dataset(spawner, user, team, name)
+            out = await timetravel_ops.open_at_next_start(spawner, user, d, snapshot)
+        except policy.DatasetRefused as e:
+            _refused(self, e, user.name, team, name)
+            return self._answer(e.status, {"status": e.status, "message": str(e)})
+        _record_snapshot(self, "dataset-open", d, user, snapshot=out["snapshot"], mount_path=out["folder"])
+        self._answer(202, dict(out, message=_opened_message(out)))
+
+
 dataset_handlers = [
     (r"/ptjaas/datasets", DatasetPageHandler),
     (r"/api/ptjaas/datasets/([^/]+)", DatasetAPIHandler),
     (r"/api/ptjaas/datasets/([^/]+)/([^/]+)", DatasetAPIHandler),
     (r"/api/ptjaas/datasets/([^/]+)/([^/]+)/(snapshots|restore)", DatasetSnapshotAPIHandler),
+    (r"/api/ptjaas/datasets/([^/]+)/([^/]+)/snapshots/([^/]+)/open", DatasetSnapshotOpenAPIHandler),
 ]

@@ -16,7 +16,8 @@ from traitlets.config import LoggingConfigurable
 from .. import formtemplates
 from ..errors import Refusal, SettingError
 from ..kube import Kube
-from . import policy
+from ..snapshots.views import view_request
+from . import policy, timetravel
 
 OPTION = "datasets"
 FORM_PREFIX = "dataset--"
@@ -25,6 +26,11 @@ DATASETS_FORM = "form/datasets.html"
 
 class DatasetsMixin(LoggingConfigurable):
     """Mix into the KubeSpawner subclass."""
+
+    # snapshots of datasets to open read-only at the next start (``timetravel.open_request``s,
+    # from the datasets page or API): kept until a start that opened them succeeds
+    dataset_views_pending: tuple | list = ()
+    _dataset_views_opened: tuple | list = ()
 
     dataset_classes = Dict(
         config=True,
@@ -97,6 +103,13 @@ class DatasetsMixin(LoggingConfigurable):
                 out[name] = mode
         return out
 
+    def dataset_views_started(self) -> None:
+        """A start succeeded: the dataset snapshots it opened no longer wait for a start (one
+        asked for while it was starting still does)."""
+        opened = list(self._dataset_views_opened)
+        self.dataset_views_pending = [p for p in self.dataset_views_pending or () if p not in opened]
+        self._dataset_views_opened = ()
+
     def remember_datasets(self, mounted: list) -> None:
         """A start succeeded: "same as last time" repeats its mounts (kept in the last choice)."""
         if getattr(self, "_last", None):
@@ -123,6 +136,39 @@ class DatasetsMixin(LoggingConfigurable):
                 self._dataset_refused(busy, 409, asked)
             out.append((d, mode))
         return out
+
+    async def dataset_views_wanted(self) -> list:
+        """The dataset snapshots waiting to be opened (``dataset_views_pending``) as
+        ``view_request``s for ``snapshot_views_prepare``: each checked again (a member who may
+        mount the dataset, a ready snapshot of it where the server runs); one that is not is
+        dropped, recorded (``refused-dataset``) and said on the progress page, and the server
+        starts without it."""
+        pending = list(self.dataset_views_pending or ())
+        self._dataset_views_opened = ()
+        if not pending:
+            return []
+        groups = self.user_group_names()
+        found = await self._team_datasets(groups)
+        items = await self.dataset_kube().list_snapshots(policy.DATASET_LABEL, self.namespace) if found else []
+        admin = bool(getattr(self.user, "admin", False))
+        views, opened = [], []
+        for request in pending:
+            d, snap, problem = timetravel.view_problem(request, found, self.user.name, groups, admin, items)
+            if problem:
+                self.audit_refused("refused-dataset", problem, by=request.get("by"), server=self.name,
+                                   dataset=request.get("dataset"), snapshot=request.get("snapshot"))
+                self.notes_extend([f"Snapshot {request.get('snapshot')} of dataset {request.get('dataset')} "
+                                   f"is not opened: {problem}"])
+                continue
+            opened.append(request)
+            views.append(view_request(
+                snap, timetravel.view_mount_path(self.home_mount_path, d, snap), by=request.get("by"), size=d["size"],
+                storage_class=d["storage_class"], annotations={policy.DATASET_LABEL: d["name"], policy.TEAM_LABEL: d["team"]},
+                audit={"dataset": d["name"], "team": d["team"]}))
+        refused = [p for p in pending if p not in opened]  # not asked again
+        self.dataset_views_pending = [p for p in self.dataset_views_pending or () if p not in refused]
+        self._dataset_views_opened = opened
+        return views
 
     def dataset_pod_parts(self, mounted: list) -> tuple[list, list]:
         return policy.mount_parts(mounted, self.home_mount_path)

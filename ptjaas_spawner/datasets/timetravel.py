@@ -2,7 +2,8 @@
 
 A dataset's snapshots are VolumeSnapshots in its namespace labelled like the dataset
 (``ptjaas.io/dataset``, ``ptjaas.io/team``): taken on demand (``manual``), before a restore
-(``before-restore``) and before a delete (``before-delete``, ``policy.snapshot_before_delete``).
+(``before-restore``), before a delete (``before-delete``, ``policy.snapshot_before_delete``) and on
+a team's schedule (``schedule``, by the ``ptjaas-snapshots`` service: ``schedule_plan``).
 
 Who may do what (as for homes, where the home's owner is the dataset's writers):
 
@@ -15,6 +16,11 @@ A restore never loses data: the current claim is snapshotted first, a new claim 
 the chosen snapshot and becomes the dataset, and the previous claim is kept, no longer labelled
 as the dataset (``ptjaas.io/replaced-dataset=<name>``, with when, by whom and why). It is done
 only while no server mounts the dataset (409, naming whose server).
+
+Opening a snapshot read-only (as homes' ``snapshots.views``): a member who may mount the dataset
+(``ro``: every member) asks for one of its ready snapshots; at their next start a claim made from
+it is mounted read-only at ``~/data/<name>@<time>`` and deleted when the server stops.
+At most ``MAX_OPEN`` wait for a start; a second ask for the same snapshot changes nothing.
 """
 
 from __future__ import annotations
@@ -28,7 +34,8 @@ from . import policy
 
 REASON = home_snapshots.REASON
 BY = home_snapshots.BY
-REASONS = ("manual", "before-restore", "before-delete")
+REASONS = ("manual", "before-restore", "before-delete", "schedule")
+SCHEDULER = home_snapshots.SCHEDULER  # who takes the scheduled ones (``snapshots.scheduler``'s service)
 RESTORED_FROM = "ptjaas.io/restored-from"
 REPLACED_DATASET = "ptjaas.io/replaced-dataset"
 _RESTORED_SUFFIX = re.compile(r"-restored-\d{8}-\d{6}$")
@@ -146,3 +153,78 @@ def _bigger(a, b):
     if not a or not b:
         return a or b
     return a if parse_quantity(a) >= parse_quantity(b) else b
+
+
+# ---- opening a snapshot read-only at the next start ------------------------------------------
+
+MAX_OPEN = home_snapshots.MAX_OPEN
+
+
+def may_open(dataset: dict, user: str, user_groups, admin: bool) -> str:
+    """'' if ``user`` may open ``dataset``'s snapshots read-only (whoever may mount it 'ro')."""
+    problem = policy.may_mount(dataset, user, user_groups, "ro", admin=admin)
+    return f"You may not open snapshots of dataset {dataset['name']}: {problem}" if problem else ""
+
+
+def view_mount_path(home_mount: str, dataset: dict, snap: dict) -> str:
+    """``<home>/data/<name>@<time>`` (``time``: the snapshot's folder, 2026-11-30_12-00-00, UTC)."""
+    return f"{home_mount.rstrip('/')}/{policy.MOUNT_DIR}/{dataset['name']}@{home_snapshots.time_label(snap)}"
+
+
+def open_request(dataset: dict, snapshot: str, by: str) -> dict:
+    return {"team": dataset["team"], "dataset": dataset["name"], "snapshot": snapshot, "by": by}
+
+
+def with_open_request(pending: list, request: dict) -> list:
+    """``pending`` with ``request`` added (kept as is when already there); ``DatasetRefused``
+    (409) beyond ``MAX_OPEN``."""
+    pending = list(pending or [])
+    key = (request["team"], request["dataset"], request["snapshot"])
+    if any((p["team"], p["dataset"], p["snapshot"]) == key for p in pending):
+        return pending
+    if len(pending) >= MAX_OPEN:
+        raise policy.DatasetRefused(f"At most {MAX_OPEN} snapshots can wait to be opened at your next start.", 409)
+    return pending + [request]
+
+
+def view_problem(request: dict, datasets: dict, user: str, user_groups, admin: bool, items: list) -> tuple:
+    """``(dataset, snapshot, '')`` for an open request at a start, or ``(None, None, why not)``:
+    ``datasets``: the user's teams' datasets where the server runs, by name; ``items``: the
+    VolumeSnapshots of those datasets there."""
+    d = datasets.get(request.get("dataset"))
+    if d is None or d["team"] != request.get("team"):
+        return None, None, (f"there is no dataset {shown(request.get('dataset'))} of team {shown(request.get('team'))} "
+                            "where your server runs")
+    problem = may_open(d, user, user_groups, admin)
+    if problem:
+        return None, None, problem
+    mine = [s for s in items if ((s.get("metadata") or {}).get("labels") or {}).get(policy.DATASET_LABEL) == d["name"]
+            and s["metadata"]["labels"].get(policy.TEAM_LABEL) == d["team"]]
+    try:
+        return d, find(mine, d, request.get("snapshot")), ""
+    except policy.DatasetRefused as e:
+        return None, None, str(e)
+
+
+# ---- scheduled snapshots (the ``ptjaas-snapshots`` service, ``snapshots.scheduler``) ----------
+
+def scheduled_of(items: list, dataset: dict) -> list:
+    """The dataset's snapshots the scheduler took (the only ones it ever deletes)."""
+    out = []
+    for snap in items:
+        meta = snap.get("metadata") or {}
+        labels, ann = meta.get("labels") or {}, meta.get("annotations") or {}
+        if (labels.get(policy.DATASET_LABEL) == dataset["name"] and labels.get(policy.TEAM_LABEL) == dataset["team"]
+                and ann.get(REASON) == "schedule" and ann.get(BY) == SCHEDULER and not meta.get("deletionTimestamp")):
+            out.append(snap)
+    return out
+
+
+def schedule_plan(dataset: dict, items: list, spec: dict, when: datetime) -> tuple[bool, list]:
+    """``(take one now?, names to delete)`` for ``dataset`` on its team's schedule ``spec``
+    (``{"every": seconds, "keep": count}``): one is due when it has none, or its newest scheduled
+    one is ``every`` seconds old; then only the newest ``keep`` scheduled ones stay (the one taken
+    now counts). Snapshots taken on demand, before a restore or a delete are never deleted."""
+    mine = scheduled_of(items, dataset)
+    take = home_snapshots.due(mine, spec["every"], when)
+    return take, home_snapshots.to_prune(mine, spec["keep"] - 1 if take else spec["keep"])

@@ -103,3 +103,20 @@ async def restore(spawner, user, d: dict, name) -> dict:
         await kube.patch_claim(d["claim"], timetravel.replaced_patch(d, name, user.name, when), d["namespace"])
         return {"dataset": d["name"], "team": d["team"], "snapshot": name, "claim": new["metadata"]["name"],
                 "previous_claim": d["claim"], "before_restore_snapshot": before["name"]}
+
+
+async def open_at_next_start(spawner, user, d: dict, name) -> dict:
+    """Ask for snapshot ``name`` of dataset ``d`` to be opened read-only at ``user``'s next start
+    of their default server (``spawner``: theirs): checked now (may they mount it, is it ready),
+    and again at the start (``DatasetsMixin.dataset_views_wanted``). Held by the hub process:
+    a hub restart forgets a request not yet started."""
+    problem = timetravel.may_open(d, user.name, _groups(user), user.admin)
+    if problem:
+        raise policy.DatasetRefused(problem, 403)
+    snap = timetravel.find(await spawner.dataset_kube().list_snapshots(timetravel.snapshot_selector(d),
+                                                                        d["namespace"]), d, name)
+    request = timetravel.open_request(d, name, user.name)
+    spawner.dataset_views_pending = timetravel.with_open_request(spawner.dataset_views_pending, request)
+    folder = timetravel.view_mount_path("~", d, snap)
+    return {"dataset": d["name"], "team": d["team"], "snapshot": name, "folder": folder,
+            "running": bool(spawner.active)}

@@ -11,6 +11,10 @@ scheduled one is ``every`` seconds old or more; then the scheduled snapshots of 
 beyond the newest ``keep`` are deleted. Only snapshots this service made are ever deleted. A
 user in several groups gets the shortest ``every`` and the largest ``keep``.
 
+A group (team) may also have a ``datasets`` schedule, ``{"every", "keep"}``: its team datasets
+are snapshotted the same way (``datasets.scheduled``); a group given only ``datasets`` has no
+home schedule: ``{"vision": {"datasets": {"every": 3600, "keep": 24}}}``.
+
 Smallest rights: on the hub, ``read:groups`` filtered to the configured groups (the members);
 in Kubernetes, list claims and create/list/delete VolumeSnapshots (helm-values/manifests/rbac-hub.yaml).
 ``python -m ptjaas_spawner.snapshots.scheduler [--once]``; settings in ``$PTJAAS_SNAPSHOT_SCHEDULE``.
@@ -27,7 +31,8 @@ import sys
 from typing import Mapping
 from urllib.parse import quote
 
-from .. import audit
+from .. import audit, teams
+from ..datasets import scheduled as datasets_scheduled
 from ..hubapi import HubAPI
 from ..kube import Kube
 from ..errors import SettingError
@@ -45,21 +50,37 @@ class ScheduleError(SettingError):
 
 
 def check_groups(groups) -> dict:
-    """Validate ``{group: {"every": seconds > 0, "keep": int >= 1}}``; errors name the key."""
+    """Validate ``{group: {"every": seconds >= 0, "keep": int >= 1, "datasets"?: {"every", "keep"},
+    "homes"?: bool}}``; errors name the key. ``datasets``: the team's datasets' schedule
+    (``datasets.scheduled``); a group given only ``datasets`` has no home schedule (``homes``
+    false, as the result says; checking the result again gives it back)."""
     if not isinstance(groups, Mapping) or not groups:
         raise ScheduleError("scheduled snapshots: groups must be a non-empty dict group -> {every, keep}")
     out = {}
     for name, spec in groups.items():
         where = f"scheduled snapshots[{name!r}]"
-        if not isinstance(spec, Mapping) or set(spec) - {"every", "keep"}:
-            raise ScheduleError(f"{where} must be {{'every': seconds, 'keep': count}}, not {spec!r}")
-        every, keep = spec.get("every", 86400), spec.get("keep", 7)
-        if isinstance(every, bool) or not isinstance(every, (int, float)) or every < 0:
-            raise ScheduleError(f"{where}['every'] must be a number of seconds >= 0, not {every!r}")
-        if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
-            raise ScheduleError(f"{where}['keep'] must be an integer >= 1, not {keep!r}")
-        out[str(name)] = {"every": float(every), "keep": keep}
+        if not isinstance(spec, Mapping) or set(spec) - {"every", "keep", "datasets", "homes"}:
+            raise ScheduleError(f"{where} must be {{'every': seconds, 'keep': count, 'datasets'?: "
+                                f"{{'every', 'keep'}}}}, not {spec!r}")
+        homes = spec.get("homes", bool(set(spec) - {"datasets"}) or not spec)
+        if not isinstance(homes, bool):
+            raise ScheduleError(f"{where}['homes'] must be true or false, not {homes!r}")
+        out[str(name)] = dict(_every_keep(spec, where), homes=homes)
+        if "datasets" in spec:
+            inner = spec["datasets"]
+            if not isinstance(inner, Mapping) or set(inner) - {"every", "keep"}:
+                raise ScheduleError(f"{where}['datasets'] must be {{'every': seconds, 'keep': count}}, not {inner!r}")
+            out[str(name)]["datasets"] = _every_keep(inner, f"{where}['datasets']")
     return out
+
+
+def _every_keep(spec: Mapping, where: str) -> dict:
+    every, keep = spec.get("every", 86400), spec.get("keep", 7)
+    if isinstance(every, bool) or not isinstance(every, (int, float)) or every < 0:
+        raise ScheduleError(f"{where}['every'] must be a number of seconds >= 0, not {every!r}")
+    if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
+        raise ScheduleError(f"{where}['keep'] must be an integer >= 1, not {keep!r}")
+    return {"every": float(every), "keep": keep}
 
 
 def schedule_for_users(groups: dict, members: Mapping[str, list]) -> dict:
@@ -67,8 +88,9 @@ def schedule_for_users(groups: dict, members: Mapping[str, list]) -> dict:
     out: dict = {}
     for group, users in members.items():
         spec = groups.get(group)
-        if not spec:
+        if not spec or not spec.get("homes", True):
             continue
+        spec = {"every": spec["every"], "keep": spec["keep"]}
         for user in users:
             cur = out.get(user)
             out[user] = spec.copy() if cur is None else {"every": min(cur["every"], spec["every"]),
@@ -90,10 +112,12 @@ def home_claims_of(claims: list, username: str) -> list:
     return out
 
 
-async def one_pass(hub, kube, groups: dict, snapshot_classes: dict, audit_file: str = "") -> dict:
-    """One pass; returns {"taken": [...], "pruned": [...]}."""
+async def one_pass(hub, kube, groups: dict, snapshot_classes: dict, audit_file: str = "",
+                   team_namespaces: Mapping | None = None) -> dict:
+    """One pass (homes, then the teams' datasets); returns {"taken": [...], "pruned": [...]}.
+    ``team_namespaces``: team -> namespace of its datasets (else ``kube``'s namespace)."""
     members = {}
-    for group in groups:
+    for group in [g for g, spec in groups.items() if spec.get("homes", True)]:
         _, model = await hub.request("GET", f"/groups/{quote(group, safe='')}")
         members[group] = list(model.get("users") or [])
     plan = schedule_for_users(groups, members)
@@ -124,27 +148,33 @@ async def one_pass(hub, kube, groups: dict, snapshot_classes: dict, audit_file: 
                 await kube.delete_snapshot(old)
                 pruned.append(old)
                 log.info("pruned scheduled snapshot %s of %s (keeping the newest %d)", old, cname, spec["keep"])
+    if any(spec.get("datasets") for spec in groups.values()):
+        await datasets_scheduled.one_pass(kube, groups, snapshot_classes, team_namespaces or {}, audit_file, taken, pruned)
     return {"taken": taken, "pruned": pruned}
 
 
 def service_config(groups: Mapping, *, snapshot_classes: Mapping, namespace: str | None = None,
                    audit_file: str | None = None, interval: float = 0, name: str = SERVICE_NAME,
-                   python: str | None = None) -> dict:
+                   python: str | None = None, team_namespaces: Mapping | None = None) -> dict:
     """``{"services": [...], "load_roles": [...]}`` for the scheduled-snapshot service."""
     groups = check_groups(groups)
     if not snapshot_classes:
         raise ScheduleError("scheduled snapshots need c.PtjaasSpawner.snapshot_classes (StorageClass -> "
                             "VolumeSnapshotClass)")
-    interval = interval or max(10.0, min(g["every"] for g in groups.values()) / 4)
+    everies = [g["every"] for g in groups.values() if g["homes"]] + [g["datasets"]["every"] for g in groups.values()
+                                                                      if g.get("datasets")]
+    interval = interval or max(10.0, min(everies) / 4)
     settings = {"groups": groups, "snapshot_classes": dict(snapshot_classes), "namespace": namespace or "",
+                "team_namespaces": teams.expand_team_namespaces(team_namespaces or {}),
                 "audit_file": os.path.abspath(audit_file) if audit_file else "", "interval": interval}
     env = service_environment()
     env[ENV] = json.dumps(settings, sort_keys=True)
     service = {"name": name, "command": [python or sys.executable, "-m", "ptjaas_spawner.snapshots.scheduler"],
                "environment": env}
+    scopes = [f"read:groups!group={g}" for g, spec in groups.items() if spec["homes"]]
     role = {"name": name, "description": "ptjaas scheduled snapshots: read the members of the scheduled groups",
-            "scopes": [f"read:groups!group={g}" for g in groups], "services": [name]}
-    return {"services": [service], "load_roles": [role]}
+            "scopes": scopes, "services": [name]}
+    return {"services": [service], "load_roles": [role] if scopes else []}  # datasets only: no hub right
 
 
 def install_scheduled_snapshots(c, groups: Mapping, **kwargs) -> dict:
@@ -157,6 +187,8 @@ def install_scheduled_snapshots(c, groups: Mapping, **kwargs) -> dict:
             if "namespace" in c[cls]:
                 kwargs["namespace"] = c[cls].namespace
                 break
+    if "team_namespaces" not in kwargs and "team_namespaces" in spawner:  # where the teams' datasets are
+        kwargs["team_namespaces"] = spawner.team_namespaces
     if "audit_file" not in kwargs:
         kwargs["audit_file"] = spawner.audit_log_file if "audit_log_file" in spawner else "ptjaas-audit.jsonl"
     entries = service_config(groups, **kwargs)
@@ -176,7 +208,7 @@ async def main_async(once: bool) -> int:
             while True:
                 try:
                     result = await one_pass(hub, kube, groups, settings.get("snapshot_classes") or {},
-                                            settings.get("audit_file") or "")
+                                            settings.get("audit_file") or "", settings.get("team_namespaces") or {})
                     log.info("snapshot pass: %d taken, %d pruned", len(result["taken"]), len(result["pruned"]))
                 except Exception as e:  # noqa: BLE001 - the next pass tries again
                     log.error("snapshot pass failed: %s", e)

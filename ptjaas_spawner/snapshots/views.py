@@ -4,7 +4,8 @@ At a start with the server option ``snapshots`` (a list of the user's snapshot n
 snapshot becomes a claim created from it (``dataSource``), labelled
 ``ptjaas.io/purpose=snapshot-view``, mounted read-only at ``~/snapshots/<time>``, and deleted
 again when the server stops (or its start fails). The names are looked up among the user's
-own snapshots only.
+own snapshots only. Snapshots of team datasets are opened by the same machinery
+(``view_request``; ``datasets.mixin.dataset_views_wanted``), mounted at ``~/data/<name>@<time>``.
 """
 
 from __future__ import annotations
@@ -115,51 +116,58 @@ class SnapshotViews(LoggingConfigurable):
             self.audit_refused("refused-snapshot", str(e), server=self.name, options={OPTION: _shown(requested)})
             raise _http(400, str(e)) from None
 
-    async def snapshot_views_prepare(self) -> list:
-        """Create (and wait for) one read-only claim per requested snapshot; returns the views
-        made (``{"claim", "mount_path", "snapshot"}``, what the pod mounts: ``snapshot_view_volumes``).
-        The server's state keeps their claims, which its stop deletes."""
+    async def snapshot_views_prepare(self, extra=()) -> list:
+        """Create (and wait for) one read-only claim per requested snapshot of the home, and per
+        ``extra`` view (``view_request``s: a dataset's snapshots, ``datasets.mixin``); returns the
+        views made (``{"claim", "mount_path", "snapshot"}``, what the pod mounts:
+        ``snapshot_view_volumes``). The server's state keeps their claims, which its stop deletes."""
         names = getattr(self, "_snapshot_request", None) or []
         pending = getattr(self, "_snapshot_request_pending", None) or {}
         self._snapshot_request_pending = None
-        if not names:
+        if not names and not extra:
             return []
         if not pending.get("by"):  # a server option: who made the start request
             requester = getattr(getattr(self, "handler", None), "current_user", None)
             pending = {"by": getattr(requester, "name", None)}
         kube = self.snapshot_kube()
-        items = await kube.list_snapshots(policy.SELECTOR)
-        views = []
-        for name in names:
-            try:
-                snap = policy.find_own(items, self.user.name, name)
-            except policy.SnapshotRefused as e:
-                self.audit_refused("refused-snapshot", str(e), by=pending.get("by"), server=self.name, snapshot=name)
-                raise _http(e.status if e.status != 409 else 400, str(e)) from None
-            views.append(snap)
+        wanted = []
+        if names:
+            items = await kube.list_snapshots(policy.SELECTOR)
+            for name in names:
+                try:
+                    snap = policy.find_own(items, self.user.name, name)
+                except policy.SnapshotRefused as e:
+                    self.audit_refused("refused-snapshot", str(e), by=pending.get("by"), server=self.name,
+                                       snapshot=name)
+                    raise _http(e.status if e.status != 409 else 400, str(e)) from None
+                wanted.append(view_request(snap, policy.view_mount_path(self.home_mount_path, self.snapshot_mount_dir,
+                                                                        snap), by=pending.get("by")))
         self._snapshot_views = []
-        for snap in views:
-            claim = await self._snapshot_view_claim(kube, snap)
-            mount = policy.view_mount_path(self.home_mount_path, self.snapshot_mount_dir, snap)
-            self._snapshot_views.append({"claim": claim, "mount_path": mount, "snapshot": snap["metadata"]["name"]})
-            self.audit("snapshot-open", server=self.name, snapshot=snap["metadata"]["name"], claim=claim,
-                       mount_path=mount, access="read-only", by=pending.get("by"))
+        for view in [*wanted, *extra]:
+            claim = await self._snapshot_view_claim(kube, view)
+            sname = view["snapshot"]["metadata"]["name"]
+            self._snapshot_views.append({"claim": claim, "mount_path": view["mount_path"], "snapshot": sname})
+            self.audit("snapshot-open", server=self.name, snapshot=sname, claim=claim, mount_path=view["mount_path"],
+                       access="read-only", by=view["by"], **view["audit"])
         self.notes_extend([f"Snapshot {v['snapshot']} is opened read-only at {v['mount_path']}"
                            for v in self._snapshot_views])
         await self._wait_views_bound(kube)
         return list(self._snapshot_views)
 
-    async def _snapshot_view_claim(self, kube, snap) -> str:
+    async def _snapshot_view_claim(self, kube, view) -> str:
+        snap = view["snapshot"]
         sname = snap["metadata"]["name"]
         source = await kube.read_claim(((snap.get("spec") or {}).get("source") or {}).get("persistentVolumeClaimName") or "")
         suffix = hashlib.sha256(f"{self.name}/{sname}".encode()).hexdigest()[:10]
         name = f"{self.pod_name[:200]}-snapshot-{suffix}"
         spec = {
             "accessModes": list(self.snapshot_view_access_modes),
-            "resources": {"requests": {"storage": (snap.get("status") or {}).get("restoreSize") or self.home_volume_size}},
+            "resources": {"requests": {"storage": (snap.get("status") or {}).get("restoreSize")
+                                       or view["size"] or self.home_volume_size}},
             "dataSource": {"apiGroup": policy.GROUP, "kind": "VolumeSnapshot", "name": sname},
         }
-        storage_class = ((source or {}).get("spec") or {}).get("storageClassName") or self.home_volume_storage_class
+        storage_class = (((source or {}).get("spec") or {}).get("storageClassName") or view["storage_class"]
+                         or self.home_volume_storage_class)
         if storage_class:
             spec["storageClassName"] = storage_class
         body = {
@@ -168,7 +176,7 @@ class SnapshotViews(LoggingConfigurable):
                 "name": name,
                 "labels": {policy.PURPOSE: policy.VIEW, policy.USER_LABEL: label_value(self.user.name),
                            "app.kubernetes.io/managed-by": policy.HUB},
-                "annotations": {policy.USERNAME: self.user.name, "ptjaas.io/servername": self.name,
+                "annotations": {**view["annotations"], policy.USERNAME: self.user.name, "ptjaas.io/servername": self.name,
                                 "ptjaas.io/snapshot": sname},
             },
             "spec": spec,
@@ -248,6 +256,15 @@ def _shown(value):
 
 def _http(status, message):
     return Refusal(status, message, reason="Snapshot refused")
+
+
+def view_request(snap, mount_path: str, *, by=None, size=None, storage_class=None, annotations=None,
+                 audit=None) -> dict:
+    """One snapshot to open read-only at ``mount_path``: what ``snapshot_views_prepare`` makes a
+    claim from (``size``, ``storage_class``: used when the snapshot and its source claim do not
+    say; ``annotations`` on the view claim; ``audit``: more fields of its ``snapshot-open`` record)."""
+    return {"snapshot": snap, "mount_path": mount_path, "by": by, "size": size, "storage_class": storage_class,
+            "annotations": dict(annotations or {}), "audit": dict(audit or {})}
 
 
 def snapshot_view_volumes(views) -> tuple[list, list]:
