@@ -275,7 +275,8 @@ def test_scheduled_dataset_snapshots_due_and_kept():
     for bad, where in [({"g": {"datasets": {"keep": 0}}}, "['g']['datasets']['keep']"),
                        ({"g": {"datasets": {"every": 60, "when": 1}}}, "['g']['datasets'] must be"),
                        ({"g": {"datasets": 5}}, "['g']['datasets'] must be"),
-                       ({"g": {"homes": "no"}}, "['g']['homes'] must be true or false")]:
+                       ({"g": {"homes": "no"}}, "['g']['homes'] must be true or false"),
+                       ({"g": {"homes": False}}, "['g'] schedules nothing")]:
         with pytest.raises(scheduler.ScheduleError) as e:
             scheduler.check_groups(bad)
         assert where in str(e.value)

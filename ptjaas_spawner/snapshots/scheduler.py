@@ -71,6 +71,8 @@ def check_groups(groups) -> dict:
             if not isinstance(inner, Mapping) or set(inner) - {"every", "keep"}:
                 raise ScheduleError(f"{where}['datasets'] must be {{'every': seconds, 'keep': count}}, not {inner!r}")
             out[str(name)]["datasets"] = _every_keep(inner, f"{where}['datasets']")
+        if not homes and "datasets" not in spec:
+            raise ScheduleError(f"{where} schedules nothing: 'homes' is false and it has no 'datasets'")
     return out
 
 
