@@ -298,13 +298,14 @@ def test_scheduled_dataset_snapshots(hub, module_cluster):
     import asyncio
 
     from ptjaas_spawner.kube import Kube
+    from ptjaas_spawner import snapshotservice
     from ptjaas_spawner.snapshots import scheduler
 
     def one_pass(every):
         async def run():
             kube = Kube("default", kubeconfig=str(module_cluster.kubeconfig_path))
             try:
-                return await scheduler.one_pass(None, kube, scheduler.check_groups(
+                return await snapshotservice.one_pass(None, kube, scheduler.check_groups(
                     {"team-a": {"datasets": {"every": every, "keep": 1}}}), {"standard": "csi-local"},
                     str(hub.audit_path))
             finally:

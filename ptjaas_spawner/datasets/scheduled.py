@@ -1,5 +1,5 @@
 """Scheduled snapshots of team datasets: the part of a pass of the ``ptjaas-snapshots``
-service (``snapshots.scheduler``) that serves the teams given a ``datasets`` schedule::
+service (``snapshotservice``) that serves the teams given a ``datasets`` schedule::
 
     install_scheduled_snapshots(c, {"vision": {"every": 86400, "keep": 7,
                                                "datasets": {"every": 3600, "keep": 24}}})

@@ -35,7 +35,7 @@ from . import policy
 REASON = home_snapshots.REASON
 BY = home_snapshots.BY
 REASONS = ("manual", "before-restore", "before-delete", "schedule")
-SCHEDULER = home_snapshots.SCHEDULER  # who takes the scheduled ones (``snapshots.scheduler``'s service)
+SCHEDULER = home_snapshots.SCHEDULER  # who takes the scheduled ones (the ``snapshotservice``)
 RESTORED_FROM = "ptjaas.io/restored-from"
 REPLACED_DATASET = "ptjaas.io/replaced-dataset"
 _RESTORED_SUFFIX = re.compile(r"-restored-\d{8}-\d{6}$")
@@ -206,7 +206,7 @@ def view_problem(request: dict, datasets: dict, user: str, user_groups, admin: b
         return None, None, str(e)
 
 
-# ---- scheduled snapshots (the ``ptjaas-snapshots`` service, ``snapshots.scheduler``) ----------
+# ---- scheduled snapshots (the ``ptjaas-snapshots`` service, ``snapshotservice``) ----------
 
 def scheduled_of(items: list, dataset: dict) -> list:
     """The dataset's snapshots the scheduler took (the only ones it ever deletes)."""

@@ -17,13 +17,12 @@ home schedule: ``{"vision": {"datasets": {"every": 3600, "keep": 24}}}``.
 
 Smallest rights: on the hub, ``read:groups`` filtered to the configured groups (the members);
 in Kubernetes, list claims and create/list/delete VolumeSnapshots (helm-values/manifests/rbac-hub.yaml).
-``python -m ptjaas_spawner.snapshots.scheduler [--once]``; settings in ``$PTJAAS_SNAPSHOT_SCHEDULE``.
+The service itself is ``python -m ptjaas_spawner.snapshotservice [--once]`` (it runs this module's
+homes pass, then ``datasets.scheduled``'s); settings in ``$PTJAAS_SNAPSHOT_SCHEDULE``.
 """
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import json
 import logging
 import os
@@ -32,9 +31,6 @@ from typing import Mapping
 from urllib.parse import quote
 
 from .. import audit, teams
-from ..datasets import scheduled as datasets_scheduled
-from ..hubapi import HubAPI
-from ..kube import Kube
 from ..errors import SettingError
 from ..objects import label_value
 from ..services import service_environment
@@ -114,10 +110,9 @@ def home_claims_of(claims: list, username: str) -> list:
     return out
 
 
-async def one_pass(hub, kube, groups: dict, snapshot_classes: dict, audit_file: str = "",
-                   team_namespaces: Mapping | None = None) -> dict:
-    """One pass (homes, then the teams' datasets); returns {"taken": [...], "pruned": [...]}.
-    ``team_namespaces``: team -> namespace of its datasets (else ``kube``'s namespace)."""
+async def homes_pass(hub, kube, groups: dict, snapshot_classes: dict, audit_file: str = "") -> dict:
+    """One pass over the scheduled groups' members' homes; returns {"taken": [...], "pruned": [...]}
+    (the service, ``ptjaas_spawner.snapshotservice``, runs it, then the teams' datasets' pass)."""
     members = {}
     for group in [g for g, spec in groups.items() if spec.get("homes", True)]:
         _, model = await hub.request("GET", f"/groups/{quote(group, safe='')}")
@@ -150,8 +145,6 @@ async def one_pass(hub, kube, groups: dict, snapshot_classes: dict, audit_file: 
                 await kube.delete_snapshot(old)
                 pruned.append(old)
                 log.info("pruned scheduled snapshot %s of %s (keeping the newest %d)", old, cname, spec["keep"])
-    if any(spec.get("datasets") for spec in groups.values()):
-        await datasets_scheduled.one_pass(kube, groups, snapshot_classes, team_namespaces or {}, audit_file, taken, pruned)
     return {"taken": taken, "pruned": pruned}
 
 
@@ -171,7 +164,7 @@ def service_config(groups: Mapping, *, snapshot_classes: Mapping, namespace: str
                 "audit_file": os.path.abspath(audit_file) if audit_file else "", "interval": interval}
     env = service_environment()
     env[ENV] = json.dumps(settings, sort_keys=True)
-    service = {"name": name, "command": [python or sys.executable, "-m", "ptjaas_spawner.snapshots.scheduler"],
+    service = {"name": name, "command": [python or sys.executable, "-m", "ptjaas_spawner.snapshotservice"],
                "environment": env}
     scopes = [f"read:groups!group={g}" for g, spec in groups.items() if spec["homes"]]
     role = {"name": name, "description": "ptjaas scheduled snapshots: read the members of the scheduled groups",
@@ -198,39 +191,3 @@ def install_scheduled_snapshots(c, groups: Mapping, **kwargs) -> dict:
     hub.services = list(hub.services if "services" in hub else []) + entries["services"]
     hub.load_roles = list(hub.load_roles if "load_roles" in hub else []) + entries["load_roles"]
     return entries
-
-
-async def main_async(once: bool) -> int:
-    settings = json.loads(os.environ.get(ENV) or "{}")
-    groups = check_groups(settings.get("groups"))
-    namespace = settings.get("namespace") or os.environ.get("POD_NAMESPACE") or "default"
-    kube = Kube(namespace)
-    async with HubAPI(os.environ.get("JUPYTERHUB_API_URL", ""), os.environ.get("JUPYTERHUB_API_TOKEN", "")) as hub:
-        try:
-            while True:
-                try:
-                    result = await one_pass(hub, kube, groups, settings.get("snapshot_classes") or {},
-                                            settings.get("audit_file") or "", settings.get("team_namespaces") or {})
-                    log.info("snapshot pass: %d taken, %d pruned", len(result["taken"]), len(result["pruned"]))
-                except Exception as e:  # noqa: BLE001 - the next pass tries again
-                    log.error("snapshot pass failed: %s", e)
-                    if once:
-                        return 1
-                if once:
-                    return 0
-                await asyncio.sleep(float(settings.get("interval") or 3600))
-        finally:
-            await kube.close()
-
-
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ptjaas_spawner.snapshots.scheduler", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--once", action="store_true", help="one pass, then exit")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="[%(levelname)1.1s %(asctime)s %(name)s] %(message)s")
-    return asyncio.run(main_async(args.once))
-
-
-if __name__ == "__main__":
-    sys.exit(main())
