@@ -48,14 +48,17 @@ class QuantityError(ValueError):
 
 def parse_quantity(value) -> Decimal:
     """The exact amount of a quantity (a string, or a number as YAML/JSON gives it)."""
-    if type(value) is str:  # the same few texts (a catalog's sizes) are read at every start and poll
-        return _parse_text(value)
+    if type(value) in _CACHED_TYPES:  # the same few values (a catalog's sizes: "4Gi", 0.5, 2) are read at every start and poll
+        return _parse_cached(value)
     return _parse(value)
 
 
-@functools.lru_cache(maxsize=1024)
-def _parse_text(text: str) -> Decimal:
-    return _parse(text)
+_CACHED_TYPES = (str, int, float)  # exactly these (not bool, not subclasses): hashable, immutable
+
+
+@functools.lru_cache(maxsize=1024, typed=True)  # typed: 1, 1.0 and "1" are separate entries
+def _parse_cached(value) -> Decimal:
+    return _parse(value)
 
 
 def _parse(value) -> Decimal:

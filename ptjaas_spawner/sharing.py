@@ -247,6 +247,10 @@ class ShareModeAPIHandler(APIHandler):
         self.write({"mode": mode})
 
 
+# JupyterHub's own OAuth client (``orm.APIToken.new``'s default): never a server's
+HUB_OWN_CLIENTS = (None, "", "jupyterhub")
+
+
 def record_visit(mapper, connection, token) -> None:
     """SQLAlchemy ``after_insert`` listener on JupyterHub's ``orm.APIToken`` (``pages.install``
     registers it): a token issued through a server's OAuth client to someone other than its owner
@@ -255,8 +259,8 @@ def record_visit(mapper, connection, token) -> None:
     ``collaborate``, or ``none`` for an admin or a role with ``access:servers``)."""
     from jupyterhub.app import JupyterHub  # the hub process's own app (config: the audit file)
 
-    if not JupyterHub.initialized() or token.user is None or not token.client_id:
-        return
+    if not JupyterHub.initialized() or token.user is None or token.client_id in HUB_OWN_CLIENTS:
+        return  # (the hub's own client issues each server's API token at every start: no query)
     session = object_session(token)
     with session.no_autoflush:
         client = session.query(orm.OAuthClient).filter_by(identifier=token.client_id).one_or_none()

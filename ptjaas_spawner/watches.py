@@ -40,6 +40,7 @@ from . import reflectors
 CLAIM_LABELS = {"component": "singleuser-storage"}
 CLAIMS = "persistentvolumeclaims"
 CLAIM_EVENTS = "claim-events"
+CLAIM_WATCH_SECONDS = 45  # the claim watches' relist period (KubeSpawner's reflectors: 10 s)
 
 
 class Wakeups:
@@ -230,7 +231,27 @@ def involved_key(key, event):
     return namespace, io.get("kind"), io.get("name")
 
 
-class ClaimReflector(WakingReflector):
+class SlowRelistMixin(ResourceReflector):
+    """A watch that relists every ``CLAIM_WATCH_SECONDS`` instead of KubeSpawner's 10 s.
+
+    KubeSpawner's loop lists the whole collection again at every watch restart (the API
+    server ends a watch after ``timeout_seconds``); for the two claim watches those relists were
+    most of the lists a hub made beyond KubeSpawner's (a start learns of its claim from the
+    watch's events, not from a relist). The watch still ends before the client's
+    ``request_timeout`` (60 s, a total time for the request), so it ends as a time-out the loop
+    expects, not as an error; an error still relists at once. Both stay settable
+    (``c.ResourceReflector.timeout_seconds``)."""
+
+    @default("timeout_seconds")
+    def _claim_watch_seconds(self):
+        return CLAIM_WATCH_SECONDS
+
+    @default("restart_seconds")
+    def _claim_watch_restart(self):
+        return CLAIM_WATCH_SECONDS
+
+
+class ClaimReflector(SlowRelistMixin, WakingReflector):
     kind = CLAIMS
 
     @default("list_method_name")
@@ -240,7 +261,7 @@ class ClaimReflector(WakingReflector):
         return "list_namespaced_persistent_volume_claim"
 
 
-class ClaimEventReflector(WakingReflector):
+class ClaimEventReflector(SlowRelistMixin, WakingReflector):
     kind = "events"
 
     def wake_key(self, key, value):

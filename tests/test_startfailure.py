@@ -113,6 +113,26 @@ def test_remembered_values_are_redacted_in_any_shape_and_the_filter_keeps_record
     assert redact.redact("plain words stay") == "plain words stay"
 
 
+def test_each_remembered_value_is_redacted_among_many_whatever_surrounds_it():
+    tokens = [f"{i:04d}" + TOKEN[4:] for i in range(300)]
+    odd = "p@ss/word+value=="  # not only token characters: searched for on its own
+    before = redact.remembered()
+    for i, token in enumerate(tokens):
+        redact.remember(token, owner=("many", i))
+    redact.remember(odd, owner=("many", "odd"))
+    try:
+        text = (f"env X={tokens[7]} in-a-longer-run-{tokens[150]}-x url ?a={tokens[299]}&b=1 "
+                f"'{odd}' {TOKEN[:20]}")
+        out = redact.redact(text)
+        assert not any(t in out for t in (tokens[7], tokens[150], tokens[299], odd)), out
+        assert out.count(redact.MASK) == 4 and out.endswith(TOKEN[:20]) and "in-a-longer-run-" in out
+    finally:
+        for i in range(300):
+            redact.forget(("many", i))
+        redact.forget(("many", "odd"))
+    assert redact.remembered() == before and redact.redact(text) == text  # forgotten: shown again
+
+
 def test_api_unreachable_is_told_from_other_failures():
     from kubernetes_asyncio.client.rest import ApiException
     from tornado import web
