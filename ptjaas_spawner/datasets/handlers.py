@@ -162,7 +162,7 @@ async def _page_snapshots(spawner, d) -> list:
 
 def _refused(handler, e, user_name, team, name):
     hubrequests.record(handler, "refused-dataset", user_name, str(e), team=str(team)[:100],
-                       dataset=name if isinstance(name, str) else None)
+                       dataset=name[:100] if isinstance(name, str) else None)
 
 
 class DatasetAPIHandler(APIHandler):
