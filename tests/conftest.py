@@ -38,13 +38,38 @@ VERSION_INDEPENDENT_MODULES = {
 }
 
 
+# Fixtures that stand for the real kube-apiserver (../shared/kube): a test using one, or
+# parametrized with "real" for its backend, is marked real_backend.
+REAL_BACKEND_FIXTURES = {"real_cluster", "real_hub_backend", "own_real_cluster"}
+
+
+def _runs_on_the_real_backend(item):
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    return any(value == "real" for value in params.values()) \
+        or not REAL_BACKEND_FIXTURES.isdisjoint(getattr(item, "fixturenames", ()))
+
+
+@pytest.fixture(autouse=True)
+def _real_backend_is_marked(request):
+    """A test that reached the real cluster some way the marking above does not see (a fixture
+    asking for it at run time) fails, naming the fixture to add: unmarked, CI would only skip it."""
+    yield
+    used = REAL_BACKEND_FIXTURES.intersection(request.fixturenames)
+    if used and request.node.get_closest_marker("real_backend") is None:
+        pytest.fail(f"{request.node.nodeid} uses {sorted(used)} but is not marked real_backend: "
+                    "add the fixture that asks for it to REAL_BACKEND_FIXTURES (tests/conftest.py)")
+
+
 def pytest_collection_modifyitems(config, items):
-    """Mark the tests above ``version_independent`` (see pyproject.toml's markers)."""
+    """Mark the tests above ``version_independent``, and those on the real kube-apiserver
+    ``real_backend`` (see pyproject.toml's markers)."""
     for item in items:
         path = Path(str(item.path))
         if path.stem in VERSION_INDEPENDENT_MODULES and path.parent == ROOT / "tests" \
                 or any(d in path.parents for d in VERSION_INDEPENDENT_DIRS):
             item.add_marker(pytest.mark.version_independent)
+        if _runs_on_the_real_backend(item):
+            item.add_marker(pytest.mark.real_backend)
 
 
 def pytest_generate_tests(metafunc):
