@@ -213,9 +213,14 @@ class RunStore:
         return run
 
 
+_ABSOLUTE: dict = {}  # path as configured -> absolute path (resolved once: each start asks several times)
+
+
 def store_for(path: str, clock=None, log=None) -> RunStore:
     """The hub process's one store for ``path`` (read from the file the first time)."""
-    key = os.path.abspath(path) if path else ""
+    key = _ABSOLUTE.get(path)
+    if key is None:
+        key = _ABSOLUTE[path] = os.path.abspath(path) if path else ""
     store = _STORES.get(key)
     if store is None:
         store = _STORES[key] = RunStore(path, clock or time.time, log)
