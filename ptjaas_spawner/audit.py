@@ -47,7 +47,7 @@ from typing import Iterable
 from traitlets import Unicode
 from traitlets.config import LoggingConfigurable
 
-from . import timestamps
+from . import appendfile, timestamps
 
 REFUSALS = (
     "refused-quota", "refused-option", "refused-snapshot", "refused-claim", "refused-access", "refused-request",
@@ -115,37 +115,28 @@ def record_refusal(path: str, hub_log: logging.Logger | None, action: str, user:
         return {}
 
 
-_RESOLVED: dict = {}  # path as configured -> absolute path whose directory exists
+_RESOLVED: dict = {}  # path as configured -> absolute path
 
 
 def _resolved(path: str) -> str:
-    """``path`` made absolute, its directory made, once per path (each line is then one append;
-    a relative path is resolved at its first record, as the hub's working directory is then)."""
+    """``path`` made absolute once per path (a relative path is resolved at its first record,
+    as the hub's working directory is then)."""
     absolute = _RESOLVED.get(path)
     if absolute is None:
-        absolute = os.path.abspath(path)
-        os.makedirs(os.path.dirname(absolute), exist_ok=True)
-        _RESOLVED[path] = absolute
+        absolute = _RESOLVED[path] = os.path.abspath(path)
     return absolute
 
 
 def write(path: str, record: dict, hub_log: logging.Logger | None = None) -> None:
-    """Append ``record`` to ``path`` (created 0600 if missing; '' = no file) and log it."""
+    """Append ``record`` to ``path`` (created 0600 if missing, its directory too; '' = no file)
+    and log it. The file is kept open between lines and opened again when it was rotated or
+    removed (``appendfile``)."""
     line = json.dumps(record, sort_keys=True, separators=(",", ":"))
     (hub_log or log).info("audit: %s", line)
     if not path:
         return
     with _lock:
-        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT
-        try:
-            fd = os.open(_resolved(path), flags, 0o600)
-        except FileNotFoundError:  # its directory was removed since the first record: made again
-            _RESOLVED.pop(path, None)
-            fd = os.open(_resolved(path), flags, 0o600)
-        try:
-            os.write(fd, (line + "\n").encode())
-        finally:
-            os.close(fd)
+        appendfile.append_line(_resolved(path), line, make_dirs=True)
 
 
 def parse_time(text: str | None, what: str) -> datetime | None:

@@ -216,10 +216,14 @@ class TeamsMixin(LoggingConfigurable):
         policy = super().quota_policy
         if not self._team or not self.team_namespaces:
             return policy
+        # a start reads it ~10 times: made again only when the policy, team or teams change
+        made = getattr(self, "_team_quota_policy", None)
+        if made is not None and made[0] is policy and made[1] == self._team and made[2] is self.team_namespaces:
+            return made[3]
         pools = teams.team_pools(policy.pools, self.team_map(), self._team)
-        if pools == policy.pools:
-            return policy
-        return dataclasses.replace(policy, pools=pools)
+        ours = policy if pools == policy.pools else dataclasses.replace(policy, pools=pools)
+        self._team_quota_policy = (policy, self._team, self.team_namespaces, ours)
+        return ours
 
     async def quota_ready(self):
         """Rebuild the usage ledger from every namespace ptjaas runs servers in (the hub's and

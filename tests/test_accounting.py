@@ -2,6 +2,7 @@
 up, the budgets' settings, a start's refusal, the stop rule, and the record file (a real file:
 a restart reads it back, a duplicate line counts once)."""
 
+import json
 import os
 from datetime import datetime, timezone
 
@@ -136,6 +137,26 @@ def test_record_file_survives_a_restart_and_counts_once(tmp_path):
     assert again.open_run("alice", "").id == "pod-2"
     assert used_in_window(list(again.runs.values()), "gpu_hours", parse_window("30d", "w"), again.now()) == 2 * 3600
 
+
+
+def test_record_file_kept_open_follows_a_rotation_and_a_removal(tmp_path):
+    """The usage record is kept open between lines (issue 21); after a rotation (renamed) or a
+    removal, the next line goes to a new file at the configured path, whole."""
+    path = str(tmp_path / "usage.jsonl")
+    store = RunStore(path, clock=lambda: NOW)
+    store.started("pod-1", user="alice", server="", gpus=1, cpu=1.0)
+    os.rename(path, path + ".1")  # as logrotate does, making a new empty file
+    os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+    store.ended("pod-1", "stopped")
+    os.remove(path + ".1")
+    store.started("pod-2", user="bob", server="", gpus=0, cpu=1.0)
+    with open(path) as f:
+        assert [json.loads(line)["id"] for line in f] == ["pod-1", "pod-2"]
+    os.remove(path)
+    store.ended("pod-2", "stopped")
+    with open(path) as f:
+        assert [(r["event"], r["id"]) for r in map(json.loads, f)] == [("end", "pod-2")]
+    assert oct(os.stat(path).st_mode & 0o777) == "0o600"
 
 
 def test_a_checkpoint_reads_the_same_runs_and_a_mismatched_one_is_ignored(tmp_path, caplog):

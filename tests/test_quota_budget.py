@@ -220,3 +220,23 @@ def test_resourcequota_command_reads_the_hub_config(tmp_path):
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode != 0 and "Traceback" not in bad.stderr
     assert "c.PtjaasSpawner.quota_groups['vision'] has unknown key(s) ['gpu']" in bad.stderr
+
+
+def test_settings_are_parsed_once_and_bad_ones_refused_every_time():
+    """Every new spawner reads the same settings (issue 21): equal settings give the policy
+    parsed once; a bad setting is refused each time, naming it, even after good ones passed."""
+    from ptjaas_spawner.quota.budget import QuotaPolicy
+    from ptjaas_spawner.quota.mixin import QuotaMixin
+    from traitlets import TraitError
+
+    groups = {"vision": {"gpus": 4, "per_user": {"gpus": 2}}}
+    first = QuotaPolicy.from_config({"gpus": 1}, {}, groups)
+    assert QuotaPolicy.from_config({"gpus": 1}, {}, {"vision": {"gpus": 4, "per_user": {"gpus": 2}}}) is first
+    assert QuotaPolicy.from_config({"gpus": 1, "cpu": 2}, {}, groups) is not first
+    assert first.user_limits("tom", ["vision"])["gpus"] == 2
+    for _ in range(2):
+        with pytest.raises(QuotaConfigError, match=r"quota_users\['tom'\]\['gpus'\]"):
+            QuotaPolicy.from_config({"gpus": 1}, {"tom": {"gpus": -1}}, groups)
+        QuotaMixin(quota_default={"gpus": 1}, quota_groups=groups)
+        with pytest.raises(TraitError, match=r"c.PtjaasSpawner.quota_default\['gpus'\]"):
+            QuotaMixin(quota_default={"gpus": "many"})

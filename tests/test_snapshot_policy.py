@@ -160,3 +160,23 @@ def test_pages_install_keeps_the_admins_templates_first():
     assert {"/ptjaas/usage", "/ptjaas/audit", "/ptjaas/snapshots", "/api/ptjaas/snapshots/([^/]+)"} <= set(routes)
     install(c)  # idempotent for the templates
     assert c.JupyterHub.template_paths.count(TEMPLATE_DIR) == 1
+
+
+def test_audit_record_kept_open_still_follows_a_rotation_and_a_removal(tmp_path):
+    """The record's file is kept open between lines (issue 21); a rotated (renamed) or removed
+    file, or its removed folder, still gets the next line at the configured path, whole."""
+    import os
+    import shutil
+
+    folder = tmp_path / "logs"
+    path = str(folder / "audit.jsonl")
+    audit.write(path, audit.entry("snapshot-take", "alice", by="alice"))
+    os.rename(path, path + ".1")  # as logrotate does, making a new empty file
+    os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+    audit.write(path, audit.entry("snapshot-take", "bob", by="bob"))
+    assert [r["user"] for r in audit.read(path + ".1")] == ["alice"]
+    assert [r["user"] for r in audit.read(path)] == ["bob"]
+    shutil.rmtree(folder)
+    audit.write(path, audit.entry("snapshot-take", "carol", by="carol"))
+    assert [r["user"] for r in audit.read(path)] == ["carol"]
+    assert oct(os.stat(path).st_mode & 0o777) == "0o600"

@@ -31,6 +31,7 @@ import threading
 import time
 from dataclasses import fields
 
+from .. import appendfile
 from ..quota.runs import Run
 
 _FIELDS = ("user", "server", "team", "image", "version", "size", "gpus", "cpu", "memory", "start")
@@ -170,10 +171,8 @@ class RunStore:
         with _LOCK:
             if not self._apply(rec):
                 return False
-            if self.path:
-                fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-                with os.fdopen(fd, "a", encoding="utf8") as f:
-                    f.write(json.dumps(rec, separators=(",", ":")) + "\n")
+            if self.path:  # kept open; opened again after a rotation (appendfile)
+                appendfile.append_line(self.path, json.dumps(rec, separators=(",", ":")))
             return True
 
     def runs_of(self, user: str = "", team: str = "") -> list[Run]:
@@ -214,9 +213,14 @@ class RunStore:
         return run
 
 
+_ABSOLUTE: dict = {}  # path as configured -> absolute path (resolved once: each start asks several times)
+
+
 def store_for(path: str, clock=None, log=None) -> RunStore:
     """The hub process's one store for ``path`` (read from the file the first time)."""
-    key = os.path.abspath(path) if path else ""
+    key = _ABSOLUTE.get(path)
+    if key is None:
+        key = _ABSOLUTE[path] = os.path.abspath(path) if path else ""
     store = _STORES.get(key)
     if store is None:
         store = _STORES[key] = RunStore(path, clock or time.time, log)
