@@ -8,11 +8,11 @@ the hub refuse to start on a bad catalog.
 """
 
 import functools
-import pickle
 
 from . import connections, schemacheck
 from .errors import SettingError
 from .quantity import parse_bytes, parse_cpu
+from .remembered import Remembered, settings_key
 from .settings_schema import SPAWNER
 
 PREFIX = "c.PtjaasSpawner"
@@ -30,54 +30,37 @@ def _fail(where, msg):
     raise ConfigError(f"{where}: {msg}")
 
 
-_PASSED: dict = {}  # settings (as ``_key`` bytes) that passed the schema, at most _PASSED_MAX
-_PASSED_MAX = 64
-
-
-def _key(settings):
-    """A key equal only for equal settings of the same types (a list is not a tuple, 1 is not
-    1.0 nor True, key order kept): their pickle, made in C (walking them in Python cost about
-    1 ms per new spawner); None for settings that cannot be pickled (checked every time)."""
-    try:
-        return pickle.dumps(settings, protocol=pickle.HIGHEST_PROTOCOL)
-    except Exception:  # noqa: BLE001 - any object may refuse to be pickled
-        return None
+_PASSED = Remembered(64)  # settings that passed the schema
 
 
 def _check_schema(**settings) -> None:
     """The settings against ``settings_schema.SPAWNER`` (types, keys, quantities); the first
     problem raised, naming the setting. Settings that passed once pass without a second
     validation: every spawner (one per user in a hub process) checks the same catalog."""
-    key = _key(settings)
-    if key is not None and key in _PASSED:
+    key = settings_key(settings)
+    if _PASSED.get(key):
         return
     found = schemacheck.problems(settings, SPAWNER)
     if found:
         path, message = found[0]
         _fail(_where(*path), message)
-    if key is not None:
-        if len(_PASSED) >= _PASSED_MAX:
-            _PASSED.pop(next(iter(_PASSED)))
-        _PASSED[key] = True
+    _PASSED.add(key)
 
 
 def _remembered(check):
-    """``check`` run once per arguments that pass (``_key``; bounded like ``_PASSED``): every
+    """``check`` run once per arguments that pass (``remembered.settings_key``): every
     new spawner (one per user in a hub process) checks the same catalog, and the rules between
     fields parse every size's quantities again (~0.5 ms per spawner under the profiler).
     A failing check is not remembered: it raises each time."""
-    passed: dict = {}
+    passed = Remembered(64)
 
     @functools.wraps(check)
     def remembered(*args, **kwargs) -> None:
-        key = _key((args, kwargs))
-        if key is not None and key in passed:
+        key = settings_key(args, kwargs)
+        if passed.get(key):
             return
         check(*args, **kwargs)
-        if key is not None:
-            if len(passed) >= _PASSED_MAX:
-                passed.pop(next(iter(passed)))
-            passed[key] = True
+        passed.add(key)
 
     return remembered
 

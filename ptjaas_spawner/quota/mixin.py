@@ -35,15 +35,14 @@ from .budget import (
 from ..errors import Refusal
 from .ledger import Charge
 from .metrics import charge_added, charge_removed, count_refusal
-from .policyshape import settings_key
+from ..remembered import Remembered, settings_key
 from .reconcile import POOL_ANNOTATION, charge_from_pod, rebuild_ledger
 
 # process-wide (the hub): one ledger (the gauges follow it), rebuilt once per pod reflector
 LEDGER = Ledger(on_add=charge_added, on_remove=charge_removed)
 _REBUILDS: dict = {}
 # (setting name, value's pickle) that passed the check: each new spawner sets the same three
-_CHECKED: dict = {}
-_CHECKED_MAX = 64
+_CHECKED = Remembered(64)
 
 
 class QuotaExceeded(Refusal):
@@ -134,7 +133,7 @@ class QuotaMixin(LoggingConfigurable):
     def _validate_quota(self, proposal):
         name, value = proposal["trait"].name, proposal["value"]
         checked = settings_key(name, value)
-        if checked is not None and checked in _CHECKED:
+        if _CHECKED.get(checked):
             return value
         where = f"c.PtjaasSpawner.{name}"
         try:
@@ -145,10 +144,7 @@ class QuotaMixin(LoggingConfigurable):
                     parse_budget(spec, f"{where}[{key!r}]", allow_per_user=name == "quota_groups")
         except QuotaConfigError as e:
             raise TraitError(str(e)) from None
-        if checked is not None:
-            if len(_CHECKED) >= _CHECKED_MAX:
-                _CHECKED.pop(next(iter(_CHECKED)))
-            _CHECKED[checked] = True
+        _CHECKED.add(checked)
         return value
 
     @observe("quota_default", "quota_users", "quota_groups")

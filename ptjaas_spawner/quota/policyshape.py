@@ -14,20 +14,11 @@ is the more generous; the rest (reading the settings, ``enabled``, ``user_limits
 
 from __future__ import annotations
 
-import pickle
 from dataclasses import dataclass, field
 
-_POLICIES: dict = {}  # (policy class, prefix, the settings' pickle) -> the policy, at most _POLICIES_MAX
-_POLICIES_MAX = 32
+from ..remembered import Remembered, settings_key
 
-
-def settings_key(*settings):
-    """A key equal only for equal settings of the same types (key order kept): their pickle,
-    made in C; None for settings that cannot be pickled (then parsed every time)."""
-    try:
-        return pickle.dumps(settings, protocol=pickle.HIGHEST_PROTOCOL)
-    except Exception:  # noqa: BLE001 - any object may refuse to be pickled
-        return None
+_POLICIES = Remembered(32)  # (policy class, prefix, the settings' pickle) -> the policy
 
 
 @dataclass
@@ -56,17 +47,12 @@ class BudgetPolicy:
         """The policy of the three settings, each checked (errors name the setting). Parsed once
         per settings: every spawner (one per user in a hub process) asks for the same policy, so
         the one returned is shared and must be read, never changed. Bad settings raise each time."""
-        key = settings_key(default, users, groups)
-        if key is not None:
-            key = (cls, prefix, key)
-            pol = _POLICIES.get(key)
-            if pol is not None:
-                return pol
-        pol = cls._parse_config(default, users, groups, prefix)
-        if key is not None:
-            if len(_POLICIES) >= _POLICIES_MAX:
-                _POLICIES.pop(next(iter(_POLICIES)))
-            _POLICIES[key] = pol
+        settings = settings_key(default, users, groups)
+        key = None if settings is None else (cls, prefix, settings)
+        pol = _POLICIES.get(key)
+        if pol is None:
+            pol = cls._parse_config(default, users, groups, prefix)
+            _POLICIES.add(key, pol)
         return pol
 
     @classmethod
