@@ -40,7 +40,6 @@ import json
 import logging
 import os
 import re
-import threading
 from datetime import datetime, timezone
 from typing import Iterable
 
@@ -62,7 +61,6 @@ ACTIONS = (
 _SECRET_KEY = re.compile(r"token|secret|passw|authori[sz]ation|cookie|credential|private[_-]?key|api[_-]?key", re.I)
 _MAX_TEXT = 1000
 _MAX_ITEMS = 100
-_lock = threading.Lock()
 log = logging.getLogger("ptjaas.audit")
 
 
@@ -135,8 +133,7 @@ def write(path: str, record: dict, hub_log: logging.Logger | None = None) -> Non
     (hub_log or log).info("audit: %s", line)
     if not path:
         return
-    with _lock:
-        appendfile.append_line(_resolved(path), line, make_dirs=True)
+    appendfile.append_line(_resolved(path), line, make_dirs=True)
 
 
 def parse_time(text: str | None, what: str) -> datetime | None:
