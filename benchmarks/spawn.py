@@ -70,6 +70,10 @@ c.KubeSpawner.volume_mounts = [{"name": "home", "mountPath": "/home/jovyan"}]
 c.KubeSpawner.cpu_guarantee = 0.1
 c.KubeSpawner.mem_guarantee = "256M"
 """,
+    # KubeSpawner as z2jh runs it: the chart's hub config and default values (its settings of
+    # KubeSpawner, last_activity_interval 60, the idle culler service), dynamic home storage on the
+    # embedded cluster's class; the config is written by z2jh_kubespawner_hub
+    "z2jh-kubespawner": "",
     "ptjaas": """
 c.JupyterHub.spawner_class = "ptjaas"
 c.PtjaasSpawner.images = {"base": {"display_name": "Base", "versions": {
@@ -264,6 +268,20 @@ def hub_log_counts(hub):
 PRODUCTION_VALUES = ("values.yaml", "values-gpu.yaml", "values-teams.yaml")
 
 
+def bench_settings(hub, args, spawner_class, name):
+    """The benchmark's own settings on a z2jh hub, run after the chart's config: its admin
+    service, spawns answered at once, the spawn limit, the light server, the profile."""
+    return (f"c.JupyterHub.services.append({{'name': 'bench-admin', 'api_token': {hub.token!r}}})\n"
+            "c.JupyterHub.load_roles.append({'name': 'admin', 'services': ['bench-admin']})\n"
+            "c.JupyterHub.tornado_settings = {'slow_spawn_timeout': 0}\n"
+            "c.JupyterHub.log_level = 'INFO'\n"
+            f"c.JupyterHub.concurrent_spawn_limit = {args.spawn_limit}\n"
+            f"c.{spawner_class}.start_timeout = 120\n"
+            + (LIGHT_CONFIG.replace("c.KubeSpawner.cmd", f"c.{spawner_class}.cmd") if args.server == "light" else "")
+            + (profile_config(os.path.join(os.path.abspath(args.profile_hub), f"{name}-{uuid.uuid4().hex[:6]}.prof"))
+               if args.profile_hub else ""))
+
+
 def production_hub(hub, args):
     """Rewrite ``hub``'s config as z2jh's hub with the production values (``PRODUCTION_VALUES``,
     then the demo overlay's local settings) and the fragments; the benchmark's own settings
@@ -275,16 +293,34 @@ def production_hub(hub, args):
                               proxy_api_port=hub.proxy_api_port)
     extra = os.path.join(hub.workdir, "bench_config.py")
     with open(extra, "w") as f:
-        f.write(f"c.JupyterHub.services.append({{'name': 'bench-admin', 'api_token': {hub.token!r}}})\n"
-                "c.JupyterHub.load_roles.append({'name': 'admin', 'services': ['bench-admin']})\n"
-                "c.JupyterHub.tornado_settings = {'slow_spawn_timeout': 0}\n"
-                "c.JupyterHub.log_level = 'INFO'\n"
-                f"c.JupyterHub.concurrent_spawn_limit = {args.spawn_limit}\n"
-                "c.PtjaasSpawner.start_timeout = 120\n"
-                + (LIGHT_CONFIG.replace("c.KubeSpawner.cmd", "c.PtjaasSpawner.cmd") if args.server == "light" else "")
-                + (profile_config(os.path.join(os.path.abspath(args.profile_hub), f"ptjaas-{uuid.uuid4().hex[:6]}.prof"))
-                   if args.profile_hub else ""))
+        f.write(bench_settings(hub, args, "PtjaasSpawner", "ptjaas"))
     z2jhhub.write_z2jh_hub(hub.workdir, values, demo.fragments_dir(), extra_config_files=[extra])
+
+
+def z2jh_kubespawner_hub(hub, args):
+    """Rewrite ``hub``'s config as z2jh's hub with the chart's default values and plain KubeSpawner:
+    what "KubeSpawner and z2jh" costs before ptjaas's fragments and values. Only what makes it run
+    on this machine is set (loopback addresses, the embedded cluster's StorageClass, no image
+    pull, no iptables init container, no user-scheduler), as the demo overlay does for ptjaas; the
+    benchmark's own settings go in a config file run after the chart's."""
+    from ptjaas_sandbox import z2jhhub
+
+    values = {
+        "hub": {"config": {
+            "JupyterHub": {"ip": "127.0.0.1", "port": hub.port, "hub_port": hub.hub_port, "hub_ip": "127.0.0.1",
+                           "hub_connect_ip": "127.0.0.1"},
+            "ConfigurableHTTPProxy": {"api_url": f"http://127.0.0.1:{hub.proxy_api_port}"},
+        }},
+        "singleuser": {"image": {"pullPolicy": "IfNotPresent"}, "cloudMetadata": {"blockWithIptables": False},
+                       "startTimeout": 120, "storage": {"dynamic": {"storageClass": "standard"}}},
+        "scheduling": {"userScheduler": {"enabled": False}, "podPriority": {"enabled": False}},
+    }
+    extra = os.path.join(hub.workdir, "bench_config.py")
+    with open(extra, "w") as f:
+        f.write(bench_settings(hub, args, "KubeSpawner", "z2jh-kubespawner"))
+    fragments = os.path.join(hub.workdir, "no-fragments")
+    os.makedirs(fragments, exist_ok=True)
+    z2jhhub.write_z2jh_hub(hub.workdir, values, fragments, extra_config_files=[extra])
 
 
 def run_variant(name, config, args, workdir, real=None):
@@ -314,6 +350,8 @@ def run_variant(name, config, args, workdir, real=None):
     hub.set_config(config + extra)
     if name == "ptjaas" and not args.bare_ptjaas:
         production_hub(hub, args)
+    elif name == "z2jh-kubespawner":
+        z2jh_kubespawner_hub(hub, args)
     hub.start()
     meters = Meters(hub, counter, api_cpu)
     users = [f"user{i}" for i in range(n)]
@@ -380,6 +418,13 @@ def report(results, n):
         if "pod create attempts" in results[names[0]][0][phase]:
             for key in ("pod create attempts", "gave up creating (API timeouts)", "start_timeout reached"):
                 row(key, (lambda k: lambda r: r.get(k, 0))(key), lambda v: f"{v:.0f}")
+    if "ptjaas" in names and len(names) > 1:
+        print("hub CPU per user, ptjaas's median over each other's (the issue 21 goal: 1.1 at most)")
+        for phase in phases:
+            mine = statistics.median(run[phase]["hub_cpu"] for run in results["ptjaas"])
+            others = [f"{mine / statistics.median(run[phase]['hub_cpu'] for run in results[name]):.2f}x {name}"
+                      for name in names if name != "ptjaas"]
+            print(f"  {phase:32s}" + ", ".join(others))
 
 
 def main():
