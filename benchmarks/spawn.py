@@ -227,11 +227,14 @@ class AuditCounter:
 
 
 def by_verb(stats):
+    """{verb: requests}, and {"list <resource>": requests} for the lists (which watch relists)."""
     verbs = {}
     for key, n in stats.items():
         if key != "total":
-            verb = key[0] if isinstance(key, tuple) else str(key).split()[0]
+            verb, resource = key if isinstance(key, tuple) else (str(key).split() + [""])[:2]
             verbs[verb] = verbs.get(verb, 0) + n
+            if verb == "list":
+                verbs[f"list {resource}"] = verbs.get(f"list {resource}", 0) + n
     return verbs
 
 
@@ -411,7 +414,8 @@ def report(results, n):
         row("API requests per user", lambda r: r["requests"] / n, lambda v: f"{v:.2f}")
         verbs = sorted({v for name in names for run in results[name] for v in run[phase]["verbs"]})
         for verb in verbs:
-            row(f"  {verb} per user", (lambda v: lambda r: r["verbs"].get(v, 0) / n)(verb), lambda v: f"{v:.2f}")
+            label = f"    {verb}" if " " in verb else f"  {verb} per user"
+            row(label, (lambda v: lambda r: r["verbs"].get(v, 0) / n)(verb), lambda v: f"{v:.2f}")
         row("hub CPU ms per user", lambda r: r["hub_cpu"] / n * 1000, lambda v: f"{v:.0f}")
         row("hub RSS MiB (end)", lambda r: r["hub_rss"], lambda v: f"{v:.0f}")
         row("API server CPU s", lambda r: r["api_cpu"], lambda v: f"{v:.1f}")

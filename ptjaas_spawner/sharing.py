@@ -36,6 +36,7 @@ from traitlets.config import Configurable
 from . import audit, hubrequests
 from .catalog import shown
 from .pagetemplates import render_page
+from .remembered import Remembered, settings_key
 
 
 class PtjaasSharing(Configurable):
@@ -149,9 +150,25 @@ def share_target(policy: PtjaasSharing, sharer_name: str, sharer_groups, kind: s
 
 
 
+_POLICIES = Remembered(8)
+
+
+def sharing_policy(config) -> PtjaasSharing:
+    """The site's ``c.PtjaasSharing`` read from ``config`` (the hub's), made once per value of
+    that section and shared (every start's arguments read it: a new Configurable each time was
+    most of ``get_args``'s cost). Settings that fail validation are never remembered."""
+    section = config["PtjaasSharing"] if config is not None and "PtjaasSharing" in config else {}
+    key = settings_key(dict(section))
+    policy = _POLICIES.get(key)
+    if policy is None:
+        policy = PtjaasSharing(config=config)
+        _POLICIES.add(key, policy)
+    return policy
+
+
 class SharingPageHandler(BaseHandler):
     def _policy(self):
-        return PtjaasSharing(config=self.settings.get("config"))
+        return sharing_policy(self.settings.get("config"))
 
     @web.authenticated
     async def get(self):

@@ -310,7 +310,7 @@ class PtjaasSpawner(DataAccessMixin, DatasetsMixin, RefusedNewServerMixin, Teams
             args += kernel_culling_args(sizes.get(choice.size), images.get(choice.image))
             args += collaboration_args(choice.collaboration)  # jupyter-collaboration (interfaces.py)
         custom = bool(choice is not None and choice.custom)
-        return args + sharing.server_args(sharing.PtjaasSharing(config=self.config), custom)
+        return args + sharing.server_args(sharing.sharing_policy(self.config), custom)
 
     async def _make_create_pod_request(self, pod, request_timeout):
         """The pod create, with the quota charged on the final manifest (``start.create_pod``)."""
