@@ -1,7 +1,14 @@
 """N users starting at once through a real hub on the embedded cluster: ptjaas against plain
-KubeSpawner, in the same run. Per phase (first start, restart, one steady period with every
-server running) it prints the Kubernetes API requests by verb, the hub's CPU time and RSS, the
-API server's CPU time, and the starts the hub lost.
+KubeSpawner and against KubeSpawner as z2jh runs it, in the same run. Per phase (first start,
+restart, one steady period with every server running) it prints the Kubernetes API requests by
+verb (the lists by resource), the hub's CPU time and RSS, the API server's CPU time, the starts
+the hub lost, and ptjaas's hub CPU as a ratio over each other spawner's.
+
+The spawners (``--variants``): ``kubespawner`` is plain KubeSpawner with six settings in a hub
+with nothing else; ``z2jh-kubespawner`` is KubeSpawner through z2jh's own hub config with the
+chart's default values (what a team running KubeSpawner on Kubernetes has: z2jh's settings of
+KubeSpawner, ``last_activity_interval`` 60, the idle-culler service); ``ptjaas`` is ptjaas with
+the production values, through the same z2jh hub config and our fragments.
 
     ./dev run python benchmarks/spawn.py --users 8
     ./dev run python benchmarks/spawn.py --users 200 --bind-delay 2 --steady 0   # issue 21's run
