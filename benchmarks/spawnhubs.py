@@ -46,6 +46,8 @@ LIGHT_SERVER = (
     "        pass\n"
     "ThreadingHTTPServer(('0.0.0.0', 8888), H).serve_forever()\n")
 LIGHT_CONFIG = f"c.KubeSpawner.cmd = ['python3', '-S', '-c', {LIGHT_SERVER!r}]\n"
+
+
 def profile_config(path):
     """Config lines that profile the hub's event-loop thread (cProfile) from its config load to its exit
     and write the profile to ``path`` (read it with ``python -m pstats``)."""
@@ -57,18 +59,22 @@ def profile_config(path):
 PRODUCTION_VALUES = ("values.yaml", "values-gpu.yaml", "values-teams.yaml")
 
 
-def bench_settings(hub, args, spawner_class, name):
-    """The benchmark's own settings on a z2jh hub, run after the chart's config: its admin
-    service, spawns answered at once, the spawn limit, the light server, the profile."""
-    return (f"c.JupyterHub.services.append({{'name': 'bench-admin', 'api_token': {hub.token!r}}})\n"
-            "c.JupyterHub.load_roles.append({'name': 'admin', 'services': ['bench-admin']})\n"
-            "c.JupyterHub.tornado_settings = {'slow_spawn_timeout': 0}\n"
-            "c.JupyterHub.log_level = 'INFO'\n"
-            f"c.JupyterHub.concurrent_spawn_limit = {args.spawn_limit}\n"
-            f"c.{spawner_class}.start_timeout = 120\n"
-            + (LIGHT_CONFIG.replace("c.KubeSpawner.cmd", f"c.{spawner_class}.cmd") if args.server == "light" else "")
-            + (profile_config(os.path.join(os.path.abspath(args.profile_hub), f"{name}-{uuid.uuid4().hex[:6]}.prof"))
-               if args.profile_hub else ""))
+def bench_settings_file(hub, args, spawner_class, name):
+    """The benchmark's own settings on a z2jh hub, in a config file run after the chart's config
+    (returns its path): its admin service, spawns answered at once, the spawn limit, the light
+    server, the profile."""
+    path = os.path.join(hub.workdir, "bench_config.py")
+    with open(path, "w") as f:
+        f.write(f"c.JupyterHub.services.append({{'name': 'bench-admin', 'api_token': {hub.token!r}}})\n"
+                "c.JupyterHub.load_roles.append({'name': 'admin', 'services': ['bench-admin']})\n"
+                "c.JupyterHub.tornado_settings = {'slow_spawn_timeout': 0}\n"
+                "c.JupyterHub.log_level = 'INFO'\n"
+                f"c.JupyterHub.concurrent_spawn_limit = {args.spawn_limit}\n"
+                f"c.{spawner_class}.start_timeout = 120\n"
+                + (LIGHT_CONFIG.replace("c.KubeSpawner.cmd", f"c.{spawner_class}.cmd") if args.server == "light" else "")
+                + (profile_config(os.path.join(os.path.abspath(args.profile_hub), f"{name}-{uuid.uuid4().hex[:6]}.prof"))
+                   if args.profile_hub else ""))
+    return path
 
 
 def production_hub(hub, args):
@@ -80,9 +86,7 @@ def production_hub(hub, args):
     values = demo.demo_values(values_files=[os.path.join(demo.values_dir(), f) for f in PRODUCTION_VALUES],
                               port=hub.port, ip="127.0.0.1", hub_port=hub.hub_port,
                               proxy_api_port=hub.proxy_api_port)
-    extra = os.path.join(hub.workdir, "bench_config.py")
-    with open(extra, "w") as f:
-        f.write(bench_settings(hub, args, "PtjaasSpawner", "ptjaas"))
+    extra = bench_settings_file(hub, args, "PtjaasSpawner", "ptjaas")
     z2jhhub.write_z2jh_hub(hub.workdir, values, demo.fragments_dir(), extra_config_files=[extra])
 
 
@@ -104,9 +108,7 @@ def z2jh_kubespawner_hub(hub, args):
                        "startTimeout": 120, "storage": {"dynamic": {"storageClass": "standard"}}},
         "scheduling": {"userScheduler": {"enabled": False}, "podPriority": {"enabled": False}},
     }
-    extra = os.path.join(hub.workdir, "bench_config.py")
-    with open(extra, "w") as f:
-        f.write(bench_settings(hub, args, "KubeSpawner", "z2jh-kubespawner"))
+    extra = bench_settings_file(hub, args, "KubeSpawner", "z2jh-kubespawner")
     fragments = os.path.join(hub.workdir, "no-fragments")
     os.makedirs(fragments, exist_ok=True)
     z2jhhub.write_z2jh_hub(hub.workdir, values, fragments, extra_config_files=[extra])

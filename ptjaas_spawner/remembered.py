@@ -32,6 +32,15 @@ class Remembered:
     def get(self, key):
         return None if key is None else self._values.get(key)
 
+    def get_or_make(self, key, make):
+        """The value kept for ``key``, else ``make()``'s, kept (a None key: made each time). What
+        ``make`` raises is raised and nothing is kept."""
+        value = self.get(key)
+        if value is None:
+            value = make()
+            self.add(key, value)
+        return value
+
     def add(self, key, value=True) -> None:
         if key is None:
             return

@@ -158,12 +158,7 @@ def sharing_policy(config) -> PtjaasSharing:
     that section and shared (every start's arguments read it: a new Configurable each time was
     most of ``get_args``'s cost). Settings that fail validation are never remembered."""
     section = config["PtjaasSharing"] if config is not None and "PtjaasSharing" in config else {}
-    key = settings_key(dict(section))
-    policy = _POLICIES.get(key)
-    if policy is None:
-        policy = PtjaasSharing(config=config)
-        _POLICIES.add(key, policy)
-    return policy
+    return _POLICIES.get_or_make(settings_key(dict(section)), lambda: PtjaasSharing(config=config))
 
 
 class SharingPageHandler(BaseHandler):

@@ -49,11 +49,7 @@ class BudgetPolicy:
         the one returned is shared and must be read, never changed. Bad settings raise each time."""
         settings = settings_key(default, users, groups)
         key = None if settings is None else (cls, prefix, settings)
-        pol = _POLICIES.get(key)
-        if pol is None:
-            pol = cls._parse_config(default, users, groups, prefix)
-            _POLICIES.add(key, pol)
-        return pol
+        return _POLICIES.get_or_make(key, lambda: cls._parse_config(default, users, groups, prefix))
 
     @classmethod
     def _parse_config(cls, default, users, groups, prefix):
